@@ -1,0 +1,60 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "OpenKCM",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "cmk", targets: ["cmk"]),
+        .library(name: "KSI", targets: ["KSI"]),
+        .library(name: "PKCS11", targets: ["PKCS11"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // The PKCS#11 headers as libp11-kit-dev ships them, plus a few inline helpers that
+        // Swift cannot express safely (a memory wipe the optimiser may not remove).
+        .systemLibrary(
+            name: "CPKCS11",
+            path: "Sources/CPKCS11",
+            pkgConfig: "p11-kit-1",
+            providers: [.apt(["libp11-kit-dev"])]
+        ),
+        .target(
+            name: "PKCS11",
+            dependencies: [
+                "CPKCS11",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "KSI",
+            dependencies: [
+                "PKCS11",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "cmk",
+            dependencies: [
+                "KSI",
+                "PKCS11",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "ksi-bench",
+            dependencies: ["KSI", "PKCS11"],
+            path: "Sources/ksi-bench"
+        ),
+        .testTarget(name: "PKCS11Tests", dependencies: ["PKCS11", "KSI"]),
+        .testTarget(name: "KSITests", dependencies: ["KSI", "PKCS11"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,531 @@
+import CPKCS11
+import Foundation
+import NIOConcurrencyHelpers
+import NIOPosix
+
+/// The sessions of one token, lent to one caller at a time.
+///
+/// - One persistent read-only session holds the login: PKCS#11 login state belongs to the
+///   application and lasts while any of its sessions on the token is open.
+/// - Up to `capacity` read-write working sessions (the configured size, lowered to the token's
+///   own maximum), opened on demand and kept for reuse.
+/// - Callers beyond the capacity wait, at most `waitTimeout`, then get `poolTimeout`.
+/// - Every `C_*` call runs on the pool's own threads (`NIOThreadPool`, one per session), never
+///   on Swift's cooperative pool: PKCS#11 calls block, sometimes for milliseconds on a network HSM.
+/// - Failures follow the recovery table (`Recovery`): a lost session is replaced, a lost login
+///   is renewed, a stale handle is looked up again, each retried once; a vanished device marks
+///   the token unavailable and it is re-initialised with exponential backoff; a refused PIN is
+///   never retried.
+public final class SessionPool: Sendable {
+    public struct Configuration: Sendable {
+        public var token: TokenSelector
+        public var pinSource: PINSource?
+        public var maxSessions: Int
+        public var waitTimeout: Duration
+        public var mechanismCodes: MechanismCodes
+        public var backoffInitial: Duration
+        public var backoffMaximum: Duration
+
+        public init(token: TokenSelector, pinSource: PINSource?, maxSessions: Int = 4, waitTimeout: Duration = .seconds(5),
+                    mechanismCodes: MechanismCodes = MechanismCodes(), backoffInitial: Duration = .milliseconds(500),
+                    backoffMaximum: Duration = .seconds(30)) {
+            self.token = token
+            self.pinSource = pinSource
+            self.maxSessions = maxSessions
+            self.waitTimeout = waitTimeout
+            self.mechanismCodes = mechanismCodes
+            self.backoffInitial = backoffInitial
+            self.backoffMaximum = backoffMaximum
+        }
+    }
+
+    public enum Health: Sendable, Equatable, CustomStringConvertible {
+        case notConnected
+        case ready
+        case unavailable(reason: String)
+        case loginRefused(reason: String)
+        case closed
+
+        public var description: String {
+            switch self {
+            case .notConnected: return "not connected"
+            case .ready: return "ready"
+            case .unavailable(let reason): return "unavailable: \(reason)"
+            case .loginRefused(let reason): return "login refused: \(reason)"
+            case .closed: return "closed"
+            }
+        }
+    }
+
+    public struct Statistics: Sendable, Equatable {
+        /// Working sessions open (idle + in use), not counting the login session.
+        public var openSessions: Int
+        public var idleSessions: Int
+        public var inUse: Int
+        public var waiting: Int
+        public var capacity: Int
+        public var loginSessionOpen: Bool
+        public var reconnects: Int
+        public var cachedHandles: Int
+    }
+
+    struct Connection: @unchecked Sendable {
+        var slot: SlotID
+        var info: TokenInfo
+        var loginSession: Session
+        var generation: Int
+    }
+
+    private enum Phase {
+        case notConnected
+        case connected(Connection)
+        case unavailable(PKCS11Error, attempts: Int, retryAt: ContinuousClock.Instant)
+        case loginRefused(PKCS11Error)
+        case closed
+    }
+
+    private struct Waiter {
+        var id: UInt64
+        var continuation: CheckedContinuation<Void, any Error>
+    }
+
+    private struct State {
+        var phase: Phase = .notConnected
+        var idle: [(session: Session, generation: Int)] = []
+        var openSessions = 0
+        var inUse = 0
+        var capacity: Int
+        var waiters: [Waiter] = []
+        var nextWaiterID: UInt64 = 0
+        var handles: [ObjectQuery: ObjectHandle] = [:]
+        var generation = 0
+        var reconnects = 0
+    }
+
+    public let module: Module
+    public let configuration: Configuration
+    private let state: NIOLockedValueBox<State>
+    /// Serialises (re)connection; only ever taken on the pool's own threads.
+    private let connectLock = NIOLock()
+    private let threads: NIOThreadPool
+
+    public init(module: Module, configuration: Configuration) {
+        self.module = module
+        self.configuration = configuration
+        let capacity = max(1, configuration.maxSessions)
+        self.state = NIOLockedValueBox(State(capacity: capacity))
+        self.threads = NIOThreadPool(numberOfThreads: capacity)
+        threads.start()
+    }
+
+    // MARK: Public operations
+
+    /// Runs `body` with a session of this token, on one of the pool's threads. The session is
+    /// the caller's alone until `body` returns; it must not escape.
+    public func withSession<T: Sendable>(_ body: @escaping @Sendable (Session) throws -> T) async throws -> T {
+        try await reserve()
+        do {
+            let result = try await threads.runIfActive { try self.run(body) }
+            release()
+            return result
+        } catch {
+            release()
+            throw error
+        }
+    }
+
+    /// The handle of the one object matching `query`, from the cache or a lookup on `session`.
+    /// Call it inside `withSession`; a stale handle is refreshed by the recovery table.
+    public func resolve(_ query: ObjectQuery, in session: Session) throws -> ObjectHandle {
+        if let cached = state.withLockedValue({ $0.handles[query] }) { return cached }
+        let found = try session.findObjects(query.template, limit: 2)
+        guard let handle = found.first else {
+            throw PKCS11Error(.objectNotFound, module: module.path, reason: "no \(query) on token \"\(tokenLabel)\"")
+        }
+        guard found.count == 1 else {
+            throw PKCS11Error(.ambiguousObject, module: module.path,
+                              reason: "more than one \(query) on token \"\(tokenLabel)\"; name the key by label and id")
+        }
+        state.withLockedValue { $0.handles[query] = handle }
+        return handle
+    }
+
+    /// Forgets cached handles (after keys were deleted or re-created on the token).
+    public func invalidateHandles() {
+        state.withLockedValue { $0.handles.removeAll() }
+    }
+
+    /// Connects now (finds the token, opens the login session, logs in) instead of at first use.
+    public func connect() async throws {
+        _ = try await threads.runIfActive { try self.ensureConnected() }
+    }
+
+    public var health: Health {
+        state.withLockedValue { state in
+            switch state.phase {
+            case .notConnected: return .notConnected
+            case .connected: return .ready
+            case .unavailable(let error, _, _): return .unavailable(reason: error.description)
+            case .loginRefused(let error): return .loginRefused(reason: error.description)
+            case .closed: return .closed
+            }
+        }
+    }
+
+    public var statistics: Statistics {
+        state.withLockedValue { state in
+            var loginOpen = false
+            if case .connected = state.phase { loginOpen = true }
+            return Statistics(openSessions: state.openSessions, idleSessions: state.idle.count, inUse: state.inUse,
+                              waiting: state.waiters.count, capacity: state.capacity, loginSessionOpen: loginOpen,
+                              reconnects: state.reconnects, cachedHandles: state.handles.count)
+        }
+    }
+
+    /// The token as found at connection, if connected.
+    public var tokenInfo: TokenInfo? {
+        state.withLockedValue { state in
+            if case .connected(let connection) = state.phase { return connection.info }
+            return nil
+        }
+    }
+
+    /// The slot the token sits in while connected.
+    public var slot: SlotID? {
+        state.withLockedValue { state in
+            if case .connected(let connection) = state.phase { return connection.slot }
+            return nil
+        }
+    }
+
+    private var tokenLabel: String { tokenInfo?.label ?? configuration.token.label ?? configuration.token.serial ?? "?" }
+
+    /// Clears a refused login after an operator corrected the PIN source. The next operation
+    /// logs in once more. Never called automatically.
+    public func resetLogin() {
+        state.withLockedValue { state in
+            if case .loginRefused = state.phase { state.phase = .notConnected }
+        }
+    }
+
+    /// Closes the idle working sessions (they reopen on demand); the login session stays.
+    public func closeIdleSessions() async {
+        let idle = state.withLockedValue { state -> [Session] in
+            let sessions = state.idle.map(\.session)
+            state.openSessions -= sessions.count
+            state.idle.removeAll()
+            return sessions
+        }
+        _ = try? await threads.runIfActive { for session in idle { session.close() } }
+    }
+
+    /// Closes every session and stops the pool's threads. Waiting callers get `poolClosed`.
+    public func shutdown() async {
+        let (sessions, waiters) = state.withLockedValue { state -> ([Session], [Waiter]) in
+            var sessions = state.idle.map(\.session)
+            if case .connected(let connection) = state.phase { sessions.append(connection.loginSession) }
+            state.idle.removeAll()
+            state.openSessions = state.inUse
+            state.phase = .closed
+            let waiters = state.waiters
+            state.waiters.removeAll()
+            return (sessions, waiters)
+        }
+        for waiter in waiters {
+            waiter.continuation.resume(throwing: PKCS11Error(.poolClosed, module: module.path))
+        }
+        _ = try? await threads.runIfActive { for session in sessions { session.close() } }
+        try? await threads.shutdownGracefully()
+    }
+
+    // MARK: Reservation (bounded concurrency, wait timeout)
+
+    private func reserve() async throws {
+        enum Decision { case go, wait(UInt64), fail(PKCS11Error) }
+        let decision = state.withLockedValue { state -> Decision in
+            if case .closed = state.phase { return .fail(PKCS11Error(.poolClosed, module: module.path)) }
+            if state.inUse < state.capacity {
+                state.inUse += 1
+                return .go
+            }
+            state.nextWaiterID += 1
+            return .wait(state.nextWaiterID)
+        }
+        switch decision {
+        case .go:
+            return
+        case .fail(let error):
+            throw error
+        case .wait(let id):
+            let timeout = configuration.waitTimeout
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                state.withLockedValue { $0.waiters.append(Waiter(id: id, continuation: continuation)) }
+                Task { [weak self] in
+                    try? await Task.sleep(for: timeout)
+                    self?.expireWaiter(id)
+                }
+            }
+        }
+    }
+
+    private func expireWaiter(_ id: UInt64) {
+        let waiter = state.withLockedValue { state -> Waiter? in
+            guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+            return state.waiters.remove(at: index)
+        }
+        waiter?.continuation.resume(throwing: PKCS11Error(
+            .poolTimeout, module: module.path,
+            reason: "no session of token \"\(tokenLabel)\" became free within \(configuration.waitTimeout); raise the pool size or lower the load"))
+    }
+
+    private func release() {
+        let next = state.withLockedValue { state -> Waiter? in
+            if !state.waiters.isEmpty, state.inUse <= state.capacity {
+                // The slot passes straight to the next caller: inUse stays the same.
+                return state.waiters.removeFirst()
+            }
+            state.inUse -= 1
+            return nil
+        }
+        next?.continuation.resume()
+    }
+
+    // MARK: Running on a pool thread
+
+    private func run<T>(_ body: (Session) throws -> T) throws -> T {
+        var connection = try ensureConnected()
+        var lease = try checkOut(connection)
+        do {
+            let result = try body(lease.session)
+            checkIn(lease)
+            return result
+        } catch let error as PKCS11Error {
+            switch error.recovery {
+            case .report:
+                checkIn(lease)
+                throw error
+            case .refindObject:
+                invalidateHandles()
+                checkIn(lease)
+                lease = try checkOut(connection)
+            case .replaceSession:
+                discard(lease)
+                lease = try checkOut(connection)
+            case .loginAgain:
+                discard(lease)
+                try relogin(connection)
+                lease = try checkOut(connection)
+            case .reinitializeToken:
+                discard(lease)
+                disconnect(after: error, generation: connection.generation)
+                connection = try ensureConnected()
+                lease = try checkOut(connection)
+            case .neverRetry:
+                discard(lease)
+                state.withLockedValue { $0.phase = .loginRefused(error) }
+                throw error
+            }
+        }
+        // The one retry. Its failure is reported, with the same bookkeeping as above.
+        do {
+            let result = try body(lease.session)
+            checkIn(lease)
+            return result
+        } catch let error as PKCS11Error {
+            switch error.recovery {
+            case .report, .refindObject:
+                checkIn(lease)
+            case .reinitializeToken:
+                discard(lease)
+                disconnect(after: error, generation: connection.generation, markUnavailable: true)
+            default:
+                discard(lease)
+            }
+            throw error
+        }
+    }
+
+    private struct Lease {
+        var session: Session
+        var generation: Int
+    }
+
+    private func checkOut(_ connection: Connection) throws -> Lease {
+        let reused = state.withLockedValue { state -> Lease? in
+            while let (session, generation) = state.idle.popLast() {
+                if generation == state.generation { return Lease(session: session, generation: generation) }
+                state.openSessions -= 1
+                session.close()
+            }
+            state.openSessions += 1
+            return nil
+        }
+        if let reused { return reused }
+        do {
+            let session = try module.openSession(connection.slot, readWrite: true, codes: configuration.mechanismCodes)
+            return Lease(session: session, generation: connection.generation)
+        } catch {
+            state.withLockedValue { $0.openSessions -= 1 }
+            if let error = error as? PKCS11Error, error.recovery == .reinitializeToken {
+                disconnect(after: error, generation: connection.generation)
+            }
+            throw error
+        }
+    }
+
+    private func checkIn(_ lease: Lease) {
+        let stale = state.withLockedValue { state -> Bool in
+            guard lease.generation == state.generation, case .connected = state.phase else {
+                state.openSessions -= 1
+                return true
+            }
+            state.idle.append((lease.session, lease.generation))
+            return false
+        }
+        if stale { lease.session.close() }
+    }
+
+    private func discard(_ lease: Lease) {
+        state.withLockedValue { $0.openSessions -= 1 }
+        lease.session.close()
+    }
+
+    // MARK: Connection, login, re-initialisation
+
+    private func currentConnection() throws -> Connection? {
+        try state.withLockedValue { state -> Connection? in
+            switch state.phase {
+            case .connected(let connection): return connection
+            case .closed: throw PKCS11Error(.poolClosed, module: module.path)
+            case .loginRefused(let error): throw error
+            case .unavailable(let error, _, let retryAt):
+                if ContinuousClock.now < retryAt {
+                    throw PKCS11Error(.tokenUnavailable, module: module.path,
+                                      reason: "token \"\(tokenLabel)\" is unavailable (\(error.code)); next re-initialisation attempt in \(retryAt - ContinuousClock.now)")
+                }
+                return nil
+            case .notConnected: return nil
+            }
+        }
+    }
+
+    private func ensureConnected() throws -> Connection {
+        if let connection = try currentConnection() { return connection }
+        return try connectLock.withLock { () throws -> Connection in
+            if let connection = try currentConnection() { return connection }
+            do {
+                let connection = try openConnection()
+                state.withLockedValue { state in
+                    state.phase = .connected(connection)
+                    state.generation = connection.generation
+                    state.handles.removeAll()
+                }
+                return connection
+            } catch let error as PKCS11Error {
+                switch error.recovery {
+                case .neverRetry:
+                    state.withLockedValue { $0.phase = .loginRefused(error) }
+                default:
+                    if error.code != .pinSourceUnavailable { markUnavailable(error) }
+                }
+                throw error
+            }
+        }
+    }
+
+    private func openConnection() throws -> Connection {
+        let found: (slot: SlotID, info: TokenInfo)
+        do {
+            found = try module.findToken(configuration.token)
+        } catch let error as PKCS11Error where error.code == .returnValue(.cryptokiNotInitialized) {
+            // The module lost its initialisation (finalised behind our back): initialise again.
+            try module.reinitialize()
+            found = try module.findToken(configuration.token)
+        }
+        let generation = state.withLockedValue { state -> Int in
+            state.reconnects += state.generation > 0 ? 1 : 0
+            return state.generation + 1
+        }
+        let capacity = Self.capacity(configured: configuration.maxSessions, token: found.info)
+        state.withLockedValue { $0.capacity = capacity }
+        let loginSession = try module.openSession(found.slot, readWrite: false, codes: configuration.mechanismCodes)
+        if let pinSource = configuration.pinSource, found.info.loginRequired {
+            // The PIN lives in wiped memory for the length of this scope only.
+            let pin = try pinSource.read()
+            try loginSession.login(pin: pin)
+        }
+        return Connection(slot: found.slot, info: found.info, loginSession: loginSession, generation: generation)
+    }
+
+    /// The configured size, lowered to what the token allows (`ulMaxRwSessionCount`, and
+    /// `ulMaxSessionCount` minus the login session).
+    static func capacity(configured: Int, token: TokenInfo) -> Int {
+        var capacity = max(1, configured)
+        if let maxRw = token.maxRwSessionCount { capacity = min(capacity, Int(maxRw)) }
+        if let maxAll = token.maxSessionCount { capacity = min(capacity, max(1, Int(maxAll) - 1)) }
+        return max(1, capacity)
+    }
+
+    private func relogin(_ connection: Connection) throws {
+        guard let pinSource = configuration.pinSource else {
+            throw PKCS11Error(.returnValue(.userNotLoggedIn), function: .C_Login, module: module.path,
+                              reason: "the token requires a login and no PIN source is configured")
+        }
+        try connectLock.withLock {
+            let pin = try pinSource.read()
+            do {
+                try connection.loginSession.login(pin: pin)
+            } catch let error as PKCS11Error where error.recovery == .neverRetry {
+                state.withLockedValue { $0.phase = .loginRefused(error) }
+                throw error
+            } catch let error as PKCS11Error where error.recovery == .replaceSession {
+                // The login session itself was closed: reconnect from scratch.
+                disconnect(after: error, generation: connection.generation, markUnavailable: false)
+                _ = try ensureConnectedLocked()
+            }
+        }
+    }
+
+    /// `ensureConnected` for callers that already hold `connectLock`.
+    private func ensureConnectedLocked() throws -> Connection {
+        if let connection = try currentConnection() { return connection }
+        let connection = try openConnection()
+        state.withLockedValue { state in
+            state.phase = .connected(connection)
+            state.generation = connection.generation
+            state.handles.removeAll()
+        }
+        return connection
+    }
+
+    private func disconnect(after error: PKCS11Error, generation: Int, markUnavailable mark: Bool = false) {
+        let sessions = state.withLockedValue { state -> [Session] in
+            guard case .connected(let connection) = state.phase, connection.generation == generation else { return [] }
+            var sessions = state.idle.map(\.session)
+            sessions.append(connection.loginSession)
+            state.openSessions -= state.idle.count
+            state.idle.removeAll()
+            state.handles.removeAll()
+            state.phase = .notConnected
+            return sessions
+        }
+        for session in sessions { session.close() }
+        if mark { markUnavailable(error) }
+    }
+
+    private func markUnavailable(_ error: PKCS11Error) {
+        state.withLockedValue { state in
+            let attempts: Int
+            if case .unavailable(_, let previous, _) = state.phase { attempts = previous + 1 } else { attempts = 1 }
+            let delay = Self.backoff(attempt: attempts, initial: configuration.backoffInitial, maximum: configuration.backoffMaximum)
+            state.phase = .unavailable(error, attempts: attempts, retryAt: ContinuousClock.now + delay)
+        }
+    }
+
+    /// Exponential backoff: initial × 2^(attempt-1), capped.
+    static func backoff(attempt: Int, initial: Duration, maximum: Duration) -> Duration {
+        let factor = 1 << min(max(attempt - 1, 0), 20)
+        let delay = initial * factor
+        return delay > maximum ? maximum : delay
+    }
+}
