@@ -1,0 +1,298 @@
+import Foundation
+import NIOConcurrencyHelpers
+import PKCS11
+
+/// The KSI driver for a token reached through a PKCS#11 module.
+public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
+    public struct Configuration: Sendable, Hashable {
+        public var name: String
+        public var modulePath: String
+        public var token: TokenSelector
+        public var pinSource: PINSource?
+        public var maxSessions: Int
+        public var waitTimeout: Duration
+        /// Wrap mechanisms in order of preference; the first the token supports is used.
+        public var wrapMechanisms: [MechanismType]
+        public var codes: MechanismCodes
+
+        public init(name: String, modulePath: String, token: TokenSelector, pinSource: PINSource?, maxSessions: Int = 4,
+                    waitTimeout: Duration = .seconds(5), wrapMechanisms: [MechanismType] = [.aesKeyWrapPad, .aesKeyWrap],
+                    codes: MechanismCodes = MechanismCodes()) {
+            self.name = name
+            self.modulePath = modulePath
+            self.token = token
+            self.pinSource = pinSource
+            self.maxSessions = maxSessions
+            self.waitTimeout = waitTimeout
+            self.wrapMechanisms = wrapMechanisms
+            self.codes = codes
+        }
+
+        /// The configuration a profile describes.
+        public init(profile: HSMProfile) throws {
+            try profile.validate(source: "profile \(profile.name)")
+            self.init(
+                name: profile.name, modulePath: profile.module,
+                token: TokenSelector(label: profile.token.label, serial: profile.token.serial),
+                pinSource: try PINSource(parsing: profile.pinSource),
+                maxSessions: profile.pool.maxSessions, waitTimeout: .milliseconds(profile.pool.waitTimeoutMilliseconds),
+                wrapMechanisms: profile.wrapMechanisms.compactMap(MechanismType.init(parsing:)),
+                codes: try profile.mechanismCodes())
+        }
+    }
+
+    public let configuration: Configuration
+    public let pool: SessionPool
+    public var name: String { configuration.name }
+    public var provider: Provider { .pkcs11 }
+    /// The wrap mechanism chosen for this token, once known.
+    private let chosenMechanism = NIOLockedValueBox<MechanismType?>(nil)
+
+    /// Loads the module (once per path, through `modules`) and prepares the session pool. The
+    /// token is found and logged in at first use.
+    public init(configuration: Configuration, modules: ModuleManager) throws {
+        self.configuration = configuration
+        let module: Module
+        do {
+            module = try modules.module(at: configuration.modulePath)
+        } catch let error as PKCS11Error {
+            throw KeystoreError(error)
+        }
+        self.pool = SessionPool(module: module, configuration: .init(
+            token: configuration.token, pinSource: configuration.pinSource, maxSessions: configuration.maxSessions,
+            waitTimeout: configuration.waitTimeout, mechanismCodes: configuration.codes))
+    }
+
+    public func shutdown() async { await pool.shutdown() }
+
+    // MARK: Key references
+
+    /// The object query a URI names, after checking that the URI points at this token.
+    func query(for key: KeyReference, objectClass: ObjectClass = .secretKey) throws -> ObjectQuery {
+        guard case .pkcs11(let uri) = key else {
+            throw KeystoreError(.invalidInput, "token \(name) is a PKCS#11 token; \(key) is not a PKCS#11 URI")
+        }
+        try Self.checkUsable(uri)
+        if let label = uri.token, let configured = configuration.token.label, label != configured {
+            throw KeystoreError(.invalidInput, "the URI names token \"\(label)\" but token \(name) is \"\(configured)\"")
+        }
+        if let serial = uri.serial, let configured = configuration.token.serial, serial != configured {
+            throw KeystoreError(.invalidInput, "the URI names token serial \(serial) but token \(name) has serial \(configured)")
+        }
+        guard uri.object != nil || uri.id != nil else {
+            throw KeystoreError(.invalidInput, "the URI names no key: add object=LABEL and/or id=%XX")
+        }
+        if let type = uri.type, type != objectClass.uriName {
+            throw KeystoreError(.invalidInput, "the URI asks for type=\(type); an L1 key is a \(objectClass.uriName)")
+        }
+        return ObjectQuery(label: uri.object, id: uri.id, objectClass: objectClass)
+    }
+
+    /// Refuses what the gateway will not honour: a PIN written in the URI, and vendor
+    /// attributes it cannot enforce (a misspelt `objekt=` must not silently match any key).
+    static func checkUsable(_ uri: PKCS11URI) throws {
+        if uri.pinValue != nil {
+            throw KeystoreError(.invalidInput, "the URI carries pin-value; PINs in URIs are refused (they leak into logs and shell history): use pin-source=file:/path or env:NAME")
+        }
+        if let (name, _) = uri.vendorPath.first {
+            throw KeystoreError(.invalidInput, "the URI has path attribute \"\(name)\", which this gateway does not support")
+        }
+        if let (name, _) = uri.vendorQuery.first {
+            throw KeystoreError(.invalidInput, "the URI has query attribute \"\(name)\", which this gateway does not support")
+        }
+        if uri.slotID != nil || uri.slotDescription != nil || uri.slotManufacturer != nil {
+            throw KeystoreError(.invalidInput, "slot attributes are not accepted: slot ids change when tokens are initialised; name the token by label or serial")
+        }
+    }
+
+    // MARK: Mechanism choice
+
+    /// The first preferred wrap mechanism the token can wrap and unwrap with, found once.
+    func wrapMechanism(in session: Session) throws -> MechanismType {
+        if let chosen = chosenMechanism.withLockedValue({ $0 }) { return chosen }
+        let available = Set(try session.module.mechanisms(session.slot))
+        for preferred in configuration.wrapMechanisms {
+            let code = configuration.codes.code(for: preferred)
+            guard available.contains(code) else { continue }
+            let info = try session.module.mechanismInfo(code, slot: session.slot)
+            if info.canWrap && info.canUnwrap {
+                chosenMechanism.withLockedValue { $0 = preferred }
+                return preferred
+            }
+        }
+        let names = configuration.wrapMechanisms.map { "\($0) (code 0x\(String(configuration.codes.code(for: $0).rawValue, radix: 16, uppercase: true)))" }
+        throw KeystoreError(.unsupported, "the token supports none of the wrap mechanisms \(names.joined(separator: ", ")) for both wrap and unwrap; check the profile's wrapMechanisms and mechanismOverrides")
+    }
+
+    static func mechanism(_ type: MechanismType) throws -> Mechanism {
+        switch type {
+        case .aesKeyWrapPad: return .aesKeyWrapPad
+        case .aesKeyWrap: return .aesKeyWrap
+        default: throw KeystoreError(.unsupported, "wrap mechanism \(type) is not supported for L1 keys")
+        }
+    }
+
+    static func mechanism(named name: String) throws -> Mechanism {
+        guard let type = MechanismType(parsing: name) else {
+            throw KeystoreError(.invalidInput, "the wrapped key names an unknown mechanism \"\(name)\"")
+        }
+        return try mechanism(type)
+    }
+
+    /// Session keys the KSI makes to carry material: never token objects, so nothing persists
+    /// on the customer's HSM if the process dies mid-operation.
+    static let sessionKeyTemplate: [Attribute] = [.class(.secretKey), .keyType(.aes), .token(false), .private(true)]
+
+    // MARK: Token operations
+
+    public func wrap(_ key: SecretBytes, with kek: KeyReference) async throws -> WrappedKey {
+        let query = try query(for: kek)
+        guard [16, 24, 32].contains(key.count) else {
+            throw KeystoreError(.invalidInput, "only AES keys of 16, 24 or 32 bytes can be wrapped, got \(key.count) bytes")
+        }
+        return try await translating("wrap") {
+            try await pool.withSession { [self] session in
+                let kekHandle = try pool.resolve(query, in: session)
+                let type = try wrapMechanism(in: session)
+                let mechanism = try Self.mechanism(type)
+                let carrier = try session.createSecretKey(
+                    value: key, template: Self.sessionKeyTemplate + [.sensitive(true), .extractable(true), .encrypt(true)])
+                defer { try? session.destroyObject(carrier) }
+                let blob = try session.wrapKey(carrier, with: kekHandle, mechanism: mechanism)
+                return WrappedKey(mechanism: type.name, blob: blob)
+            }
+        }
+    }
+
+    public func unwrap(_ wrapped: WrappedKey, with kek: KeyReference) async throws -> SecretBytes {
+        let query = try query(for: kek)
+        let mechanism = try Self.mechanism(named: wrapped.mechanism)
+        try Self.checkBlob(wrapped)
+        return try await translating("unwrap") {
+            try await pool.withSession { [self] session in
+                let kekHandle = try pool.resolve(query, in: session)
+                let carrier = try Self.unwrapChecked(session, wrapped.blob, kekHandle, mechanism,
+                                                     Self.sessionKeyTemplate + [.sensitive(false), .extractable(true), .encrypt(true)])
+                defer { try? session.destroyObject(carrier) }
+                return try session.secretValue(of: carrier)
+            }
+        }
+    }
+
+    public func generateWrappedKey(with kek: KeyReference) async throws -> WrappedKey {
+        let query = try query(for: kek)
+        return try await translating("generate wrapped key") {
+            try await pool.withSession { [self] session in
+                let kekHandle = try pool.resolve(query, in: session)
+                let type = try wrapMechanism(in: session)
+                let key = try session.generateAESKey(bits: 256, token: false, usages: [.encrypt(true), .decrypt(true)],
+                                                     sensitive: true, extractable: true)
+                defer { try? session.destroyObject(key) }
+                let blob = try session.wrapKey(key, with: kekHandle, mechanism: try Self.mechanism(type))
+                return WrappedKey(mechanism: type.name, blob: blob)
+            }
+        }
+    }
+
+    /// Wraps a key that already lives on the token (named by its URI) with `kek`: one
+    /// `C_WrapKey`, the key material never leaves the token unwrapped.
+    public func wrapResidentKey(_ key: KeyReference, with kek: KeyReference) async throws -> WrappedKey {
+        let targetQuery = try query(for: key)
+        let kekQuery = try query(for: kek)
+        return try await translating("wrap") {
+            try await pool.withSession { [self] session in
+                let target = try pool.resolve(targetQuery, in: session)
+                let kekHandle = try pool.resolve(kekQuery, in: session)
+                let type = try wrapMechanism(in: session)
+                let blob = try session.wrapKey(target, with: kekHandle, mechanism: try Self.mechanism(type))
+                return WrappedKey(mechanism: type.name, blob: blob)
+            }
+        }
+    }
+
+    /// Proves that `wrapped` still opens under `kek` without its material leaving the token:
+    /// unwraps into a non-extractable session key and destroys it at once.
+    public func verifyUnwrap(_ wrapped: WrappedKey, with kek: KeyReference) async throws {
+        let query = try query(for: kek)
+        let mechanism = try Self.mechanism(named: wrapped.mechanism)
+        try Self.checkBlob(wrapped)
+        try await translating("unwrap") {
+            try await pool.withSession { [self] session in
+                let kekHandle = try pool.resolve(query, in: session)
+                let key = try Self.unwrapChecked(session, wrapped.blob, kekHandle, mechanism,
+                                                 Self.sessionKeyTemplate + [.sensitive(true), .extractable(false), .encrypt(true)])
+                try session.destroyObject(key)
+            }
+        }
+    }
+
+    static func checkBlob(_ wrapped: WrappedKey) throws {
+        guard (16...1024).contains(wrapped.blob.count), wrapped.blob.count % 8 == 0 else {
+            throw KeystoreError(.invalidInput, "the wrapped blob has \(wrapped.blob.count) bytes; an AES-wrapped key has a multiple of 8 between 16 and 1024")
+        }
+    }
+
+    /// `C_UnwrapKey` where a refused blob reads as what it is. SoftHSM answers a blob that fails
+    /// its integrity check with `CKR_GENERAL_ERROR`; in this call that means "not wrapped by
+    /// this key, or altered".
+    static func unwrapChecked(_ session: Session, _ blob: [UInt8], _ kek: ObjectHandle, _ mechanism: Mechanism,
+                              _ template: [Attribute]) throws -> ObjectHandle {
+        do {
+            return try session.unwrapKey(blob, with: kek, mechanism: mechanism, template: template)
+        } catch let error as PKCS11Error where error.code == .returnValue(.generalError) || error.code == .returnValue(.functionFailed) {
+            throw KeystoreError(.invalidInput, "the wrapped blob does not unwrap with this key: it is corrupt or was wrapped by another key",
+                                detail: error.description)
+        }
+    }
+
+    public func keys() async throws -> [KeyDescription] {
+        try await translating("list keys") {
+            try await pool.withSession { [self] session in
+                let handles = try session.findObjects([.token(true)], limit: 10_000)
+                let tokenLabel = pool.tokenInfo?.label ?? configuration.token.label ?? ""
+                return try handles.map { handle -> KeyDescription in
+                    let info = try session.info(of: handle)
+                    var uri = PKCS11URI()
+                    uri.token = tokenLabel
+                    uri.object = info.label.isEmpty ? nil : info.label
+                    uri.id = info.id.isEmpty ? nil : info.id
+                    uri.type = info.objectClass
+                    let bits = info.valueLength.map { $0 * 8 } ?? info.modulusBits
+                    return KeyDescription(
+                        uri: uri.description, label: info.label, idHex: info.idHex, objectClass: info.objectClass,
+                        keyType: info.keyType, bits: bits, tokenObject: info.isTokenObject, canWrap: info.wrap,
+                        canUnwrap: info.unwrap, sensitive: info.sensitive, extractable: info.extractable,
+                        usableAsL1: info.objectClass == "secret-key" && info.keyType == "CKK_AES" && info.wrap == true && info.unwrap == true)
+                }.sorted { ($0.label, $0.idHex) < ($1.label, $1.idHex) }
+            }
+        }
+    }
+
+    public func status() async -> TokenStatus {
+        var status = TokenStatus(name: name, provider: .pkcs11, state: .notConnected, reason: nil,
+                                 label: configuration.token.label, serial: configuration.token.serial,
+                                 manufacturer: nil, model: nil, wrapMechanisms: [])
+        do {
+            let mechanisms = try await pool.withSession { [self] session -> [String] in
+                let available = Set(try session.module.mechanisms(session.slot))
+                return configuration.wrapMechanisms.filter { available.contains(configuration.codes.code(for: $0)) }.map(\.name)
+            }
+            if let info = pool.tokenInfo {
+                status.label = info.label
+                status.serial = info.serial
+                status.manufacturer = info.manufacturer
+                status.model = info.model
+            }
+            status.state = .available
+            status.wrapMechanisms = mechanisms
+        } catch let error as PKCS11Error {
+            let translated = KeystoreError(error)
+            status.state = error.recovery == .neverRetry ? .loginRefused : .unavailable
+            status.reason = translated.reason
+        } catch {
+            status.state = .unavailable
+            status.reason = (error as? KeystoreError)?.reason ?? "unexpected error"
+        }
+        return status
+    }
+}
