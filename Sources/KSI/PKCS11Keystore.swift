@@ -9,7 +9,7 @@ public final class PKCS11Keystore: Sendable {
     public let modules: ModuleManager
     private let tokens = NIOLockedValueBox<[PKCS11Token.Configuration: PKCS11Token]>([:])
 
-    public init(modules: ModuleManager = ModuleManager()) {
+    public init(modules: ModuleManager = .shared) {
         self.modules = modules
     }
 
@@ -100,14 +100,15 @@ public final class PKCS11Keystore: Sendable {
     /// Every token made so far.
     public var all: [PKCS11Token] { tokens.withLockedValue { Array($0.values) } }
 
-    /// Closes every pool and finalises every module.
-    public func shutdown() async {
+    /// Closes every pool, and finalises the modules when asked (at process exit: other
+    /// components of the process may share them).
+    public func shutdown(finalizingModules: Bool = false) async {
         let all = tokens.withLockedValue { tokens -> [PKCS11Token] in
             let all = Array(tokens.values)
             tokens.removeAll()
             return all
         }
         for token in all { await token.shutdown() }
-        modules.shutdown()
+        if finalizingModules { modules.shutdown() }
     }
 }

@@ -139,8 +139,7 @@ extension PKCS11Token {
 
                 let copy: ObjectHandle
                 do {
-                    copy = try session.unwrapKey(blob, with: handle, mechanism: mechanism, template: Self.sessionKeyTemplate + [
-                        .sensitive(true), .extractable(false), .encrypt(true)])
+                    copy = try session.unwrapKey(blob, with: handle, mechanism: mechanism, template: Self.sealedSessionKeyTemplate)
                 } catch let error as PKCS11Error {
                     return fail("unwrap", KeystoreError(error, context: "unwrapping the blob with the L1 key"))
                 }

@@ -65,6 +65,10 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
 
     public func shutdown() async { await pool.shutdown() }
 
+    /// The threads this token's PKCS#11 calls run on. A task that runs with
+    /// `withTaskExecutorPreference(token.executor)` calls the module without a thread hand-off.
+    public var executor: PKCS11Executor { pool.executor }
+
     // MARK: Key references
 
     /// The object query a URI names, after checking that the URI points at this token.
@@ -142,6 +146,8 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
     /// Session keys the KSI makes to carry material: never token objects, so nothing persists
     /// on the customer's HSM if the process dies mid-operation.
     static let sessionKeyTemplate: [Attribute] = [.class(.secretKey), .keyType(.aes), .token(false), .private(true)]
+    /// An unwrapped key that stays inside the token and can only encrypt (probe, verification).
+    static let sealedSessionKeyTemplate = sessionKeyTemplate + [.sensitive(true), .extractable(false), .encrypt(true)]
 
     // MARK: Token operations
 
@@ -219,8 +225,7 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
         try await translating("unwrap") {
             try await pool.withSession { [self] session in
                 let kekHandle = try pool.resolve(query, in: session)
-                let key = try Self.unwrapChecked(session, wrapped.blob, kekHandle, mechanism,
-                                                 Self.sessionKeyTemplate + [.sensitive(true), .extractable(false), .encrypt(true)])
+                let key = try Self.unwrapChecked(session, wrapped.blob, kekHandle, mechanism, Self.sealedSessionKeyTemplate)
                 try session.destroyObject(key)
             }
         }

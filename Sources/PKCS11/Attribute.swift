@@ -183,38 +183,69 @@ public enum Attribute: Sendable, Hashable {
     static func ulong(_ value: UInt) -> [UInt8] { withUnsafeBytes(of: value) { Array($0) } }
 }
 
-/// Builds a `CK_ATTRIBUTE` array over one buffer for the duration of `body`. Values sit at
-/// 8-byte aligned offsets so that modules reading a `CK_ULONG` in place read aligned memory.
+/// Builds a `CK_ATTRIBUTE` array over one buffer for the duration of `body`. Values are
+/// written straight into the buffer (this runs on every operation), each at an 8-byte aligned
+/// offset so that modules reading a `CK_ULONG` in place read aligned memory.
 func withCKTemplate<R>(
     _ attributes: [Attribute],
     extra: (AttributeType, SecretBytes)? = nil,
     _ body: (UnsafeMutablePointer<CK_ATTRIBUTE>?, UInt) throws -> R
 ) throws -> R {
-    let encoded = attributes.map { ($0.type.rawValue, $0.encoded) }
-    let total = encoded.reduce(0) { $0 + (($1.1.count + 7) & ~7) }
+    var total = 0
+    for attribute in attributes { total += (attribute.encodedCount + 7) & ~7 }
+    let count = attributes.count + (extra == nil ? 0 : 1)
     let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: Swift.max(total, 8), alignment: 8)
     defer { storage.deallocate() }
-    var template: [CK_ATTRIBUTE] = []
-    template.reserveCapacity(encoded.count + 1)
+    let template = UnsafeMutablePointer<CK_ATTRIBUTE>.allocate(capacity: Swift.max(count, 1))
+    defer { template.deallocate() }
     var offset = 0
-    for (type, bytes) in encoded {
+    for (index, attribute) in attributes.enumerated() {
         let destination = storage.baseAddress! + offset
-        bytes.withUnsafeBytes { source in
-            if let base = source.baseAddress { destination.copyMemory(from: base, byteCount: source.count) }
-        }
-        template.append(CK_ATTRIBUTE(type: type, pValue: bytes.isEmpty ? nil : destination, ulValueLen: UInt(bytes.count)))
-        offset += (bytes.count + 7) & ~7
+        let length = attribute.encode(into: destination)
+        template[index] = CK_ATTRIBUTE(type: attribute.type.rawValue, pValue: length == 0 ? nil : destination, ulValueLen: UInt(length))
+        offset += (length + 7) & ~7
     }
-    if let (type, secret) = extra {
-        return try secret.withUnsafeMutableBytes { (secretBuffer) throws -> R in
-            template.append(CK_ATTRIBUTE(type: type.rawValue, pValue: secretBuffer.baseAddress, ulValueLen: UInt(secretBuffer.count)))
-            return try template.withUnsafeMutableBufferPointer { (buffer) throws -> R in
-                try body(buffer.baseAddress, UInt(buffer.count))
+    guard let (type, secret) = extra else {
+        return try body(template, UInt(count))
+    }
+    return try secret.withUnsafeMutableBytes { secretBuffer in
+        template[attributes.count] = CK_ATTRIBUTE(type: type.rawValue, pValue: secretBuffer.baseAddress, ulValueLen: UInt(secretBuffer.count))
+        return try body(template, UInt(count))
+    }
+}
+
+extension Attribute {
+    var encodedCount: Int {
+        switch self {
+        case .class, .keyType, .valueLen, .modulusBits: return MemoryLayout<UInt>.size
+        case .label(let value): return value.utf8.count
+        case .id(let value), .publicExponent(let value): return value.count
+        default: return 1
+        }
+    }
+
+    /// Writes the value at `destination` (which has `encodedCount` bytes) and returns its length.
+    func encode(into destination: UnsafeMutableRawPointer) -> Int {
+        func ulong(_ value: UInt) -> Int {
+            destination.storeBytes(of: value, as: UInt.self)
+            return MemoryLayout<UInt>.size
+        }
+        func bytes<C: Collection>(_ value: C) -> Int where C.Element == UInt8 {
+            var index = 0
+            for byte in value {
+                destination.storeBytes(of: byte, toByteOffset: index, as: UInt8.self)
+                index += 1
             }
+            return index
         }
-    }
-    return try template.withUnsafeMutableBufferPointer { (buffer) throws -> R in
-        try body(buffer.baseAddress, UInt(buffer.count))
+        switch self {
+        case .class(let value): return ulong(value.rawValue)
+        case .keyType(let value): return ulong(value.rawValue)
+        case .valueLen(let value), .modulusBits(let value): return ulong(UInt(value))
+        case .label(let value): return bytes(value.utf8)
+        case .id(let value), .publicExponent(let value): return bytes(value)
+        default: return bytes(encoded)
+        }
     }
 }
 

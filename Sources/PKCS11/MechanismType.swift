@@ -37,9 +37,13 @@ public struct MechanismType: RawRepresentable, Hashable, Sendable, Comparable, C
 
     /// Parses `CKM_AES_KEY_WRAP_PAD`, `0x210A` or a decimal number.
     public init?(parsing text: String) {
+        if let code = Self.codes[text] {
+            self.init(rawValue: code)
+            return
+        }
         let trimmed = text.trimmingCharacters(in: .whitespaces)
-        if let found = Self.names.first(where: { $0.value == trimmed.uppercased() }) {
-            self.init(rawValue: found.key)
+        if let code = Self.codes[trimmed.uppercased()] {
+            self.init(rawValue: code)
         } else if trimmed.lowercased().hasPrefix("0x"), let value = UInt(trimmed.dropFirst(2), radix: 16) {
             self.init(rawValue: value)
         } else if let value = UInt(trimmed) {
@@ -48,6 +52,8 @@ public struct MechanismType: RawRepresentable, Hashable, Sendable, Comparable, C
             return nil
         }
     }
+
+    static let codes: [String: UInt] = Dictionary(uniqueKeysWithValues: names.map { ($0.value, $0.key) })
 
     static let names: [UInt: String] = [
         0x0: "CKM_RSA_PKCS_KEY_PAIR_GEN", 0x1: "CKM_RSA_PKCS", 0x3: "CKM_RSA_X_509",

@@ -117,6 +117,10 @@ public struct ModuleInfo: Sendable, Hashable, Codable {
 public final class ModuleManager: Sendable {
     private let modules = NIOLockedValueBox<[String: Module]>([:])
 
+    /// The process's manager. PKCS#11 allows one `C_Initialize`/`C_Finalize` pair per module
+    /// per process, so every component of a process should share this one.
+    public static let shared = ModuleManager()
+
     public init() {}
 
     /// The module at `path`, loading and initialising it on first use.

@@ -1,16 +1,15 @@
 import CPKCS11
 import Foundation
 import NIOConcurrencyHelpers
-import NIOPosix
 
 /// The sessions of one token, lent to one caller at a time.
 ///
-/// - One persistent read-only session holds the login: PKCS#11 login state belongs to the
+/// - One persistent session holds the login: PKCS#11 login state belongs to the
 ///   application and lasts while any of its sessions on the token is open.
 /// - Up to `capacity` read-write working sessions (the configured size, lowered to the token's
 ///   own maximum), opened on demand and kept for reuse.
 /// - Callers beyond the capacity wait, at most `waitTimeout`, then get `poolTimeout`.
-/// - Every `C_*` call runs on the pool's own threads (`NIOThreadPool`, one per session), never
+/// - Every `C_*` call runs on the pool's own threads (`PKCS11Executor`, one per session), never
 ///   on Swift's cooperative pool: PKCS#11 calls block, sometimes for milliseconds on a network HSM.
 /// - Failures follow the recovery table (`Recovery`): a lost session is replaced, a lost login
 ///   is renewed, a stale handle is looked up again, each retried once; a vanished device marks
@@ -107,15 +106,17 @@ public final class SessionPool: Sendable {
     private let state: NIOLockedValueBox<State>
     /// Serialises (re)connection; only ever taken on the pool's own threads.
     private let connectLock = NIOLock()
-    private let threads: NIOThreadPool
+    /// The pool's own threads; `PKCS11Token.executor` exposes them to callers that want to run
+    /// on them (see `PKCS11Executor`).
+    public let executor: PKCS11Executor
 
     public init(module: Module, configuration: Configuration) {
         self.module = module
         self.configuration = configuration
         let capacity = max(1, configuration.maxSessions)
         self.state = NIOLockedValueBox(State(capacity: capacity))
-        self.threads = NIOThreadPool(numberOfThreads: capacity)
-        threads.start()
+        let label = configuration.token.label ?? configuration.token.serial ?? "token"
+        self.executor = PKCS11Executor(name: "pkcs11-\(label)", threads: capacity)
     }
 
     // MARK: Public operations
@@ -125,7 +126,7 @@ public final class SessionPool: Sendable {
     public func withSession<T: Sendable>(_ body: @escaping @Sendable (Session) throws -> T) async throws -> T {
         try await reserve()
         do {
-            let result = try await threads.runIfActive { try self.run(body) }
+            let result = try await executor.run { try self.run(body) }
             release()
             return result
         } catch {
@@ -157,7 +158,7 @@ public final class SessionPool: Sendable {
 
     /// Connects now (finds the token, opens the login session, logs in) instead of at first use.
     public func connect() async throws {
-        _ = try await threads.runIfActive { try self.ensureConnected() }
+        _ = try await executor.run { try self.ensureConnected() }
     }
 
     public var health: Health {
@@ -216,7 +217,7 @@ public final class SessionPool: Sendable {
             state.idle.removeAll()
             return sessions
         }
-        _ = try? await threads.runIfActive { for session in idle { session.close() } }
+        _ = try? await executor.run { for session in idle { session.close() } }
     }
 
     /// Closes every session and stops the pool's threads. Waiting callers get `poolClosed`.
@@ -234,8 +235,8 @@ public final class SessionPool: Sendable {
         for waiter in waiters {
             waiter.continuation.resume(throwing: PKCS11Error(.poolClosed, module: module.path))
         }
-        _ = try? await threads.runIfActive { for session in sessions { session.close() } }
-        try? await threads.shutdownGracefully()
+        _ = try? await executor.run { for session in sessions { session.close() } }
+        executor.shutdown()
     }
 
     // MARK: Reservation (bounded concurrency, wait timeout)
@@ -310,6 +311,12 @@ public final class SessionPool: Sendable {
                 lease = try checkOut(connection)
             case .replaceSession:
                 discard(lease)
+                // If every session was closed (C_CloseAllSessions, a module restart), the login
+                // went with them: reconnect, which logs in again from the PIN source.
+                if !connection.loginSession.isLoggedIn && configuration.pinSource != nil {
+                    disconnect(after: error, generation: connection.generation)
+                    connection = try ensureConnected()
+                }
                 lease = try checkOut(connection)
             case .loginAgain:
                 discard(lease)
@@ -448,7 +455,8 @@ public final class SessionPool: Sendable {
         }
         let capacity = Self.capacity(configured: configuration.maxSessions, token: found.info)
         state.withLockedValue { $0.capacity = capacity }
-        let loginSession = try module.openSession(found.slot, readWrite: false, codes: configuration.mechanismCodes)
+        // Read-write: some modules (AWS CloudHSM's) refuse C_Login on a read-only session.
+        let loginSession = try module.openSession(found.slot, readWrite: true, codes: configuration.mechanismCodes)
         if let pinSource = configuration.pinSource, found.info.loginRequired {
             // The PIN lives in wiped memory for the length of this scope only.
             let pin = try pinSource.read()
@@ -457,11 +465,11 @@ public final class SessionPool: Sendable {
         return Connection(slot: found.slot, info: found.info, loginSession: loginSession, generation: generation)
     }
 
-    /// The configured size, lowered to what the token allows (`ulMaxRwSessionCount`, and
-    /// `ulMaxSessionCount` minus the login session).
+    /// The configured size, lowered to what the token allows (`ulMaxRwSessionCount` and
+    /// `ulMaxSessionCount`, each minus the read-write login session).
     static func capacity(configured: Int, token: TokenInfo) -> Int {
         var capacity = max(1, configured)
-        if let maxRw = token.maxRwSessionCount { capacity = min(capacity, Int(maxRw)) }
+        if let maxRw = token.maxRwSessionCount { capacity = min(capacity, max(1, Int(maxRw) - 1)) }
         if let maxAll = token.maxSessionCount { capacity = min(capacity, max(1, Int(maxAll) - 1)) }
         return max(1, capacity)
     }

@@ -210,7 +210,7 @@ extension HSM {
             do {
                 let tokenObject = try await resolve(keystore)
                 let keys = try await tokenObject.keys()
-                await keystore.shutdown()
+                await keystore.shutdown(finalizingModules: true)
                 if output.json {
                     print(Output.json(keys))
                     return
@@ -223,7 +223,7 @@ extension HSM {
                     print("    \(key.objectClass) \(type)  \(usage.isEmpty ? "" : "[\(usage)]")\(key.usableAsL1 ? "  usable as L1" : "")")
                 }
             } catch {
-                await keystore.shutdown()
+                await keystore.shutdown(finalizingModules: true)
                 throw Output.fail(error, json: output.json)
             }
         }
@@ -270,10 +270,10 @@ extension HSM {
                 let token = try keystore.token(for: parsed, profile: profileValue)
                 report = await token.probe(reference)
             } catch {
-                await keystore.shutdown()
+                await keystore.shutdown(finalizingModules: true)
                 throw Output.fail(error, json: output.json)
             }
-            await keystore.shutdown()
+            await keystore.shutdown(finalizingModules: true)
             if output.json {
                 print(Output.json(report))
             } else {
