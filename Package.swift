@@ -53,8 +53,11 @@ let package = Package(
             dependencies: ["KSI", "PKCS11"],
             path: "Sources/ksi-bench"
         ),
-        .testTarget(name: "PKCS11Tests", dependencies: ["PKCS11", "KSI"]),
-        .testTarget(name: "KSITests", dependencies: ["KSI", "PKCS11"]),
+        // Provisions the SoftHSM token directory the tests share (one per test process:
+        // SoftHSM reads SOFTHSM2_CONF once, at C_Initialize).
+        .target(name: "TestSupport", dependencies: ["PKCS11", "KSI"], path: "Tests/TestSupport"),
+        .testTarget(name: "PKCS11Tests", dependencies: ["PKCS11", "KSI", "TestSupport"]),
+        .testTarget(name: "KSITests", dependencies: ["KSI", "PKCS11", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

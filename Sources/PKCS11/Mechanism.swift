@@ -88,7 +88,9 @@ public enum Mechanism: Sendable, Hashable {
             return try labelCopy.withUnsafeMutableBytes { (labelBuffer) throws -> R in
                 var parameters = CK_RSA_PKCS_OAEP_PARAMS(
                     hashAlg: hash.mechanism.rawValue, mgf: hash.mgf,
-                    source: labelBuffer.count > 0 ? 0x1 : 0,  // CKZ_DATA_SPECIFIED
+                    // CKZ_DATA_SPECIFIED is the only source the spec defines; an empty label is
+                    // a null pointer with length 0 (SoftHSM refuses source 0).
+                    source: 0x1,
                     pSourceData: labelBuffer.count > 0 ? labelBuffer.baseAddress : nil,
                     ulSourceDataLen: UInt(labelBuffer.count))
                 return try withUnsafeMutablePointer(to: &parameters) { (pointer) throws -> R in

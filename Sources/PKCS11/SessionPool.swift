@@ -199,7 +199,9 @@ public final class SessionPool: Sendable {
         }
     }
 
-    private var tokenLabel: String { tokenInfo?.label ?? configuration.token.label ?? configuration.token.serial ?? "?" }
+    private var tokenLabel: String { tokenInfo?.label ?? configuredLabel }
+    /// Safe to use while holding the state lock.
+    private var configuredLabel: String { configuration.token.label ?? configuration.token.serial ?? "?" }
 
     /// Clears a refused login after an operator corrected the PIN source. The next operation
     /// logs in once more. Never called automatically.
@@ -408,7 +410,7 @@ public final class SessionPool: Sendable {
             case .unavailable(let error, _, let retryAt):
                 if ContinuousClock.now < retryAt {
                     throw PKCS11Error(.tokenUnavailable, module: module.path,
-                                      reason: "token \"\(tokenLabel)\" is unavailable (\(error.code)); next re-initialisation attempt in \(retryAt - ContinuousClock.now)")
+                                      reason: "token \"\(configuredLabel)\" is unavailable (\(error.code)); next re-initialisation attempt in \(retryAt - ContinuousClock.now)")
                 }
                 return nil
             case .notConnected: return nil

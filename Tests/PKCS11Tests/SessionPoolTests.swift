@@ -1,0 +1,154 @@
+import Foundation
+import Testing
+@testable import PKCS11
+import TestSupport
+
+/// The pool on the `pool` token: concurrency, bounds, recovery.
+@Suite(.serialized) struct SessionPoolTests {
+    let fixture = SoftHSMFixture.shared
+    static let l1 = ObjectQuery(label: "l1", objectClass: .secretKey)
+
+    /// Wraps a fresh session key with L1 and unwraps it again; destroys both.
+    @Sendable static func roundTrip(_ session: Session, _ pool: SessionPool) throws {
+        let kek = try pool.resolve(l1, in: session)
+        let key = try session.generateAESKey(bits: 256, usages: [.encrypt(true)], extractable: true)
+        defer { try? session.destroyObject(key) }
+        let blob = try session.wrapKey(key, with: kek, mechanism: .aesKeyWrapPad)
+        let copy = try session.unwrapKey(blob, with: kek, mechanism: .aesKeyWrapPad,
+                                         template: [.class(.secretKey), .keyType(.aes), .token(false), .encrypt(true)])
+        try session.destroyObject(copy)
+    }
+
+    @Test func manyConcurrentTasksShareABoundedPool() async throws {
+        let pool = try fixture.pool("pool", maxSessions: 3, waitTimeout: .seconds(30))
+        let before = try await fixture.objectList("pool")
+        try await pool.withSession { try Self.roundTrip($0, pool) }
+        let baseline = pool.statistics
+        #expect(baseline.openSessions == 1 && baseline.loginSessionOpen)
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<48 {
+                group.addTask {
+                    for _ in 0..<10 { try await pool.withSession { try Self.roundTrip($0, pool) } }
+                }
+            }
+            try await group.waitForAll()
+        }
+
+        let after = pool.statistics
+        #expect(after.inUse == 0)
+        #expect(after.waiting == 0)
+        #expect(after.openSessions <= 3, "never more sessions than the cap")
+        #expect(after.openSessions == after.idleSessions)
+        await pool.closeIdleSessions()
+        #expect(pool.statistics.openSessions == 0, "back to the baseline: only the login session")
+        #expect(pool.statistics.loginSessionOpen)
+        #expect(try await fixture.objectList("pool") == before, "no object left behind")
+        await pool.shutdown()
+    }
+
+    @Test func waitersTimeOutWhenThePoolStaysBusy() async throws {
+        let pool = try fixture.pool("pool", maxSessions: 1, waitTimeout: .milliseconds(200))
+        try await pool.connect()
+        let holder = Task {
+            try await pool.withSession { _ in usleep(800_000) }
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        let error = await #expect(throws: PKCS11Error(.poolTimeout)) {
+            try await pool.withSession { _ in }
+        }
+        #expect(error?.reason.contains("pool size") == true)
+        try await holder.value
+        try await pool.withSession { try Self.roundTrip($0, pool) }
+        await pool.shutdown()
+    }
+
+    @Test func recoversWhenSessionsAreClosedBehindItsBack() async throws {
+        let pool = try fixture.pool("pool")
+        try await pool.withSession { try Self.roundTrip($0, pool) }
+        let slot = try #require(pool.slot)
+        // Every session of this process on the token goes, and the login with them.
+        try pool.module.closeAllSessions(slot)
+        try await pool.withSession { try Self.roundTrip($0, pool) }
+        #expect(pool.health == .ready)
+        try await pool.withSession { try Self.roundTrip($0, pool) }
+        await pool.shutdown()
+    }
+
+    @Test func staleHandlesAreLookedUpAgain() async throws {
+        let pool = try fixture.pool("pool")
+        let label = "rotating-\(UInt32.random(in: 0...UInt32.max))"
+        let query = ObjectQuery(label: label, objectClass: .secretKey)
+        let first = try await pool.withSession { session in
+            let key = try session.generateAESKey(bits: 256, token: true, label: label, usages: [.encrypt(true)])
+            #expect(try pool.resolve(query, in: session) == key)
+            return key
+        }
+        // Replace the key behind the cache's back: same label, new object, new handle.
+        let second = try await pool.withSession { session in
+            try session.destroyObject(first)
+            return try session.generateAESKey(bits: 256, token: true, label: label, usages: [.encrypt(true)])
+        }
+        #expect(first != second)
+        let ciphertext = try await pool.withSession { session in
+            try session.encrypt(Array(repeating: 0, count: 16), with: try pool.resolve(query, in: session), mechanism: .aesECB)
+        }
+        #expect(ciphertext.count == 16)
+        #expect(pool.statistics.cachedHandles >= 1)
+        try await pool.withSession { session in try session.destroyObject(try pool.resolve(query, in: session)) }
+        await pool.shutdown()
+    }
+
+    @Test func reinitialisesAfterTheModuleLosesItsInitialisation() async throws {
+        let pool = try fixture.pool("pool")
+        try await pool.withSession { try Self.roundTrip($0, pool) }
+        // C_Finalize behind everyone's back: every call now answers CKR_CRYPTOKI_NOT_INITIALIZED.
+        _ = pool.module.functions.pointee.C_Finalize?(nil)
+        try await pool.withSession { try Self.roundTrip($0, pool) }
+        #expect(pool.health == .ready)
+        #expect(pool.statistics.reconnects >= 1)
+        await pool.shutdown()
+    }
+
+    @Test func unknownTokenIsReportedWithBackoff() async throws {
+        let module = try ModuleManager.shared.module(at: SoftHSMFixture.modulePath)
+        _ = fixture
+        let pool = SessionPool(module: module, configuration: .init(token: TokenSelector(label: "absent"), pinSource: nil,
+                                                                    backoffInitial: .seconds(60)))
+        await #expect(throws: PKCS11Error(.tokenNotFound)) { try await pool.withSession { _ in } }
+        // Inside the backoff window the pool does not touch the module again.
+        let second = await #expect(throws: PKCS11Error(.tokenUnavailable)) { try await pool.withSession { _ in } }
+        #expect(second?.reason.contains("next re-initialisation attempt") == true)
+        if case .unavailable = pool.health {} else { Issue.record("health should be unavailable, is \(pool.health)") }
+        await pool.shutdown()
+    }
+}
+
+/// A wrong PIN costs the token one failed attempt, never more.
+@Suite(.serialized) struct LoginTests {
+    let fixture = SoftHSMFixture.shared
+
+    @Test func wrongPINIsNeverRetriedAndTheRightOneStillWorks() async throws {
+        let pinPath = NSTemporaryDirectory() + "wrong-pin-\(getpid())"
+        try Data("00000000".utf8).write(to: URL(fileURLWithPath: pinPath))
+        defer { try? FileManager.default.removeItem(atPath: pinPath) }
+        let pool = try fixture.pool("pin", pinSource: .file(pinPath))
+
+        let error = await #expect(throws: PKCS11Error(.returnValue(.pinIncorrect))) { try await pool.withSession { _ in } }
+        #expect(error?.function == .C_Login)
+        #expect(!(error?.description.contains("00000000") ?? true), "the PIN never appears in an error")
+
+        // Correct the file: the pool still refuses without calling C_Login again, until reset.
+        try Data(SoftHSMFixture.userPIN.utf8).write(to: URL(fileURLWithPath: pinPath))
+        await #expect(throws: PKCS11Error(.returnValue(.pinIncorrect))) { try await pool.withSession { _ in } }
+        if case .loginRefused = pool.health {} else { Issue.record("health should be loginRefused, is \(pool.health)") }
+
+        pool.resetLogin()
+        let state = try await pool.withSession { try $0.state() }
+        #expect(state == 3, "CKS_RW_USER_FUNCTIONS: logged in with the right PIN; the token was not locked")
+        let module = try ModuleManager.shared.module(at: SoftHSMFixture.modulePath)
+        let info = try module.findToken(TokenSelector(label: "pin")).info
+        #expect(!info.userPinLocked)
+        await pool.shutdown()
+    }
+}
