@@ -68,6 +68,7 @@ public struct SoftHSMFixture: Sendable {
 
     public struct FixtureError: Error, CustomStringConvertible {
         public let message: String
+        public init(message: String) { self.message = message }
         public var description: String { message }
     }
 

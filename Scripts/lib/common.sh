@@ -1,0 +1,28 @@
+# Shared by the scripts: install what is missing, find the repository.
+# shellcheck shell=bash
+
+repo_root() { cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd; }
+
+# The Debian packages the build, the tests and the demo need.
+SYSTEM_PACKAGES=(softhsm2 opensc p11-kit libp11-kit-dev pkg-config libsqlite3-dev libssl-dev gcc python3 python3-pip)
+
+ensure_system_packages() {
+  local missing=()
+  for package in "${SYSTEM_PACKAGES[@]}" "$@"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+  done
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    echo "==> installing ${missing[*]}"
+    if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# The pip packages the tests need (Python's cryptography: the RFC 5649 interop test).
+ensure_python_packages() {
+  if ! python3 -c 'import cryptography.hazmat.primitives.keywrap' 2>/dev/null; then
+    echo "==> installing python cryptography"
+    python3 -m pip install -q cryptography || python3 -m pip install -q --break-system-packages cryptography
+  fi
+}
