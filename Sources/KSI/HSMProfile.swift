@@ -68,10 +68,16 @@ public struct HSMProfile: Sendable, Hashable, Codable {
         guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw KeystoreError(.invalidInput, "\(source) is not a JSON object")
         }
-        let unknown = Set(object.keys).subtracting(allowedKeys)
-        if !unknown.isEmpty {
-            throw KeystoreError(.invalidInput, "\(source) has unknown keys: \(unknown.sorted().joined(separator: ", ")) (allowed: \(allowedKeys.sorted().joined(separator: ", ")))")
+        // A misspelt key must not be silently ignored: it would leave a default in force.
+        func checkKeys(_ object: [String: Any], _ allowed: Set<String>, _ path: String) throws {
+            let unknown = Set(object.keys).subtracting(allowed)
+            if !unknown.isEmpty {
+                throw KeystoreError(.invalidInput, "\(source) has unknown keys \(path)\(unknown.sorted().joined(separator: ", ")) (allowed: \(allowed.sorted().joined(separator: ", ")))")
+            }
         }
+        try checkKeys(object, allowedKeys, "")
+        if let token = object["token"] as? [String: Any] { try checkKeys(token, ["label", "serial"], "in token: ") }
+        if let pool = object["pool"] as? [String: Any] { try checkKeys(pool, ["maxSessions", "waitTimeoutMilliseconds"], "in pool: ") }
         let profile: HSMProfile
         do {
             profile = try JSONDecoder().decode(HSMProfile.self, from: data)
@@ -90,10 +96,11 @@ public struct HSMProfile: Sendable, Hashable, Codable {
         func fail(_ message: String) -> KeystoreError { KeystoreError(.invalidInput, "\(source): \(message)") }
         guard module.hasPrefix("/") else { throw fail("module must be an absolute path, got \"\(module)\"") }
         guard token.label != nil || token.serial != nil else { throw fail("token needs a label or a serial") }
+        guard token.label?.isEmpty != true, token.serial?.isEmpty != true else { throw fail("token label and serial may not be empty") }
         do {
             _ = try PINSource(parsing: pinSource)
         } catch {
-            throw fail("pinSource must be env:NAME or file:/path")
+            throw fail("pinSource must be env:NAME or file:/absolute/path")
         }
         guard (1...1024).contains(pool.maxSessions) else { throw fail("pool.maxSessions must be between 1 and 1024") }
         guard (1...600_000).contains(pool.waitTimeoutMilliseconds) else { throw fail("pool.waitTimeoutMilliseconds must be between 1 and 600000") }

@@ -36,9 +36,11 @@ public final class PKCS11Keystore: Sendable {
             if let serial = uri.serial, let configured = profile.token.serial, serial != configured {
                 throw KeystoreError(.invalidInput, "the URI names token serial \(serial) but profile \(profile.name) names \(configured)")
             }
+            if let source = uri.pinSource, source != profile.pinSource {
+                throw KeystoreError(.invalidInput, "the URI's pin-source differs from profile \(profile.name)'s; drop it from the URI or from the profile")
+            }
             if let label = uri.token { configuration.token.label = label }
             if let serial = uri.serial { configuration.token.serial = serial }
-            if let source = uri.pinSource { configuration.pinSource = try Self.pinSource(source) }
         } else {
             guard let modulePath = try Self.modulePath(uri) else {
                 throw KeystoreError(.invalidInput, "the URI names no module: add ?module-path=/path/to/module.so or pass a profile")
@@ -53,7 +55,28 @@ public final class PKCS11Keystore: Sendable {
         }
         configuration.token.manufacturer = uri.manufacturer ?? configuration.token.manufacturer
         configuration.token.model = uri.model ?? configuration.token.model
-        return try token(configuration: configuration)
+        let token = try token(configuration: configuration)
+        try Self.checkLibrary(uri, token.pool.module)
+        return token
+    }
+
+    /// The URI's `library-*` attributes, if any, must describe the loaded module.
+    static func checkLibrary(_ uri: PKCS11URI, _ module: Module) throws {
+        guard uri.libraryManufacturer != nil || uri.libraryDescription != nil || uri.libraryVersion != nil else { return }
+        let info: ModuleInfo
+        do { info = try module.info() } catch let error as PKCS11Error { throw KeystoreError(error) }
+        if let manufacturer = uri.libraryManufacturer, manufacturer != info.manufacturer {
+            throw KeystoreError(.invalidInput, "the URI names library-manufacturer \"\(manufacturer)\" but \(module.path) reports \"\(info.manufacturer)\"")
+        }
+        if let description = uri.libraryDescription, description != info.libraryDescription {
+            throw KeystoreError(.invalidInput, "the URI names library-description \"\(description)\" but \(module.path) reports \"\(info.libraryDescription)\"")
+        }
+        if let version = uri.libraryVersion {
+            let matches = version.contains(".") ? version == info.libraryVersion : info.libraryVersion.hasPrefix(version + ".")
+            if !matches {
+                throw KeystoreError(.invalidInput, "the URI names library-version \(version) but \(module.path) reports \(info.libraryVersion)")
+            }
+        }
     }
 
     public func token(configuration: PKCS11Token.Configuration) throws -> PKCS11Token {

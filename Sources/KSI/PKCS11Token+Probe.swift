@@ -53,8 +53,13 @@ extension PKCS11Token {
         }
         if let info = pool.tokenInfo {
             checks.append(.init("token", passed: true, "token \"\(info.label)\" (serial \(info.serial), \(info.manufacturer) \(info.model)) is present"))
-            checks.append(.init("login", passed: true, configuration.pinSource == nil || !info.loginRequired
-                                ? "no login required" : "logged in as user with the PIN from \(configuration.pinSource!)"))
+            if info.loginRequired && configuration.pinSource == nil {
+                let failure = KeystoreError(.invalidInput, "the token requires a login and no PIN source is given: add pin-source=file:/path or env:NAME to the URI, or use a profile")
+                checks.append(.init("login", passed: false, failure.reason))
+                return finish(failure)
+            }
+            checks.append(.init("login", passed: true, configuration.pinSource.map { "logged in as user with the PIN from \($0)" }
+                                ?? "no login required"))
         }
 
         struct Outcome: Sendable {

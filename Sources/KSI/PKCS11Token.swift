@@ -163,7 +163,7 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
                 let mechanism = try Self.mechanism(type)
                 let carrier = try session.createSecretKey(
                     value: key, template: Self.sessionKeyTemplate + [.sensitive(true), .extractable(true), .encrypt(true)])
-                defer { try? session.destroyObject(carrier) }
+                defer { Self.destroy(carrier, in: session) }
                 let blob = try session.wrapKey(carrier, with: kekHandle, mechanism: mechanism)
                 return WrappedKey(mechanism: type.name, blob: blob)
             }
@@ -179,7 +179,7 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
                 let kekHandle = try pool.resolve(query, in: session)
                 let carrier = try Self.unwrapChecked(session, wrapped.blob, kekHandle, mechanism,
                                                      Self.sessionKeyTemplate + [.sensitive(false), .extractable(true), .encrypt(true)])
-                defer { try? session.destroyObject(carrier) }
+                defer { Self.destroy(carrier, in: session) }
                 return try session.secretValue(of: carrier)
             }
         }
@@ -193,7 +193,7 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
                 let type = try wrapMechanism(in: session)
                 let key = try session.generateAESKey(bits: 256, token: false, usages: [.encrypt(true), .decrypt(true)],
                                                      sensitive: true, extractable: true)
-                defer { try? session.destroyObject(key) }
+                defer { Self.destroy(key, in: session) }
                 let blob = try session.wrapKey(key, with: kekHandle, mechanism: try Self.mechanism(type))
                 return WrappedKey(mechanism: type.name, blob: blob)
             }
@@ -228,6 +228,16 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
                 let key = try Self.unwrapChecked(session, wrapped.blob, kekHandle, mechanism, Self.sealedSessionKeyTemplate)
                 try session.destroyObject(key)
             }
+        }
+    }
+
+    /// Destroys a temporary key; if the token refuses, the session is closed instead of
+    /// reused, which destroys its session objects with it.
+    static func destroy(_ object: ObjectHandle, in session: Session) {
+        do {
+            try session.destroyObject(object)
+        } catch {
+            session.mustClose = true
         }
     }
 

@@ -1,8 +1,9 @@
 /// The result of the noop handshake probe: each check in order, with what it found.
 public struct ProbeReport: Sendable, Codable, Hashable {
     public struct Check: Sendable, Codable, Hashable {
-        /// A stable identifier (`token`, `login`, `key_found`, `key_type`, `key_usage`,
-        /// `mechanism`, `test_key`, `wrap`, `unwrap`, `compare`, `cleanup`).
+        /// A stable identifier (`key_reference`, `token`, `login`, `key_found`, `key_type`,
+        /// `key_usage`, `mechanism`, `test_key`, `wrap`, `unwrap`, `compare`, `cleanup`, or
+        /// `operation` for an unexpected failure).
         public var name: String
         public var passed: Bool
         /// What was checked and found, in words.

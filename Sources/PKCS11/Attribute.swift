@@ -86,6 +86,16 @@ public struct AttributeType: RawRepresentable, Hashable, Sendable, CustomStringC
     public static let modifiable = AttributeType(rawValue: 0x170)
     public static let wrapWithTrusted = AttributeType(rawValue: 0x210)
 
+    /// The value's size when the specification fixes it (`CK_ULONG` or `CK_BBOOL`).
+    var fixedSize: Int? {
+        switch self {
+        case .class, .keyType, .valueLen, .modulusBits: return MemoryLayout<UInt>.size
+        case .token, .private, .sensitive, .encrypt, .decrypt, .wrap, .unwrap, .sign, .verify, .derive,
+             .extractable, .local, .neverExtractable, .alwaysSensitive, .modifiable, .wrapWithTrusted: return 1
+        default: return nil
+        }
+    }
+
     public var description: String {
         switch self {
         case .class: return "CKA_CLASS"

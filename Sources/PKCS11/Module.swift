@@ -13,6 +13,9 @@ public final class Module: @unchecked Sendable {
     let handle: UnsafeMutableRawPointer
     let functions: UnsafeMutablePointer<CK_FUNCTION_LIST>
     private let state = NIOLockedValueBox(State.initialized)
+    /// False when another component of the process had initialised the module already: then
+    /// finalising it is theirs to do.
+    public private(set) var ownsInitialization = true
 
     private enum State { case initialized, finalized }
 
@@ -42,14 +45,16 @@ public final class Module: @unchecked Sendable {
         self.handle = handle
         self.functions = list
         do {
-            try Self.initialize(list, path: path)
+            ownsInitialization = try Self.initialize(list, path: path)
         } catch {
             dlclose(handle)
             throw error
         }
     }
 
-    private static func initialize(_ list: UnsafeMutablePointer<CK_FUNCTION_LIST>, path: String) throws {
+    /// Returns whether this call initialised the module (false: it already was).
+    @discardableResult
+    private static func initialize(_ list: UnsafeMutablePointer<CK_FUNCTION_LIST>, path: String) throws -> Bool {
         // CKF_OS_LOCKING_OK: the module may be called from several threads at once and uses
         // the operating system's locks; no mutex callbacks.
         var arguments = CK_C_INITIALIZE_ARGS(CreateMutex: nil, DestroyMutex: nil, LockMutex: nil, UnlockMutex: nil,
@@ -61,6 +66,7 @@ public final class Module: @unchecked Sendable {
             throw PKCS11Error(.returnValue(rv), function: .C_Initialize, module: path,
                               reason: "the module refused to initialise; its own log or configuration file usually says why")
         }
+        return rv == .ok
     }
 
     /// Runs `C_Initialize` again after the module lost its initialisation
@@ -77,7 +83,7 @@ public final class Module: @unchecked Sendable {
             state = .finalized
             return true
         }
-        if shouldFinalize {
+        if shouldFinalize && ownsInitialization {
             _ = functions.pointee.C_Finalize?(nil)
         }
     }

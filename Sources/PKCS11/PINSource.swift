@@ -17,10 +17,12 @@ public enum PINSource: Sendable, Hashable, CustomStringConvertible {
                 throw PKCS11Error(.invalidArgument, reason: "pin-source env: needs a variable name such as env:HSM_PIN")
             }
             self = .environment(name)
-        } else if text.hasPrefix("file://") {
-            self = .file(String(text.dropFirst(7)))
         } else if text.hasPrefix("file:") {
-            self = .file(String(text.dropFirst(5)))
+            let path = text.hasPrefix("file://") ? String(text.dropFirst(7)) : String(text.dropFirst(5))
+            guard path.hasPrefix("/") else {
+                throw PKCS11Error(.invalidArgument, reason: "pin-source file: needs an absolute path, such as file:/run/secrets/hsm-pin")
+            }
+            self = .file(path)
         } else if text.hasPrefix("/") {
             self = .file(text)
         } else {
@@ -62,6 +64,9 @@ public enum PINSource: Sendable, Hashable, CustomStringConvertible {
             }
             guard length >= 0 else {
                 throw PKCS11Error(.pinSourceUnavailable, reason: "cannot read PIN file \(path)")
+            }
+            guard length < capacity else {
+                throw PKCS11Error(.pinSourceUnavailable, reason: "PIN file \(path) holds \(capacity) bytes or more; a PIN is shorter")
             }
             var end = length
             scratch.withUnsafeBytes { bytes in

@@ -30,7 +30,9 @@ public final class PKCS11Executor: TaskExecutor, @unchecked Sendable {
         self.name = name
         self.threadCount = max(1, threads)
         for index in 0..<threadCount {
-            let thread = Thread { [unowned self] in self.work() }
+            // Each thread keeps the executor alive until `shutdown()` lets it exit; the pool
+            // that owns the executor calls `shutdown()` when it closes or is released.
+            let thread = Thread { self.work() }
             thread.name = "\(name)-\(index)"
             thread.start()
         }
@@ -80,16 +82,11 @@ public final class PKCS11Executor: TaskExecutor, @unchecked Sendable {
         return try await withTaskExecutorPreference(self) { try body() }
     }
 
-    /// Lets the threads finish the queued jobs and exit. Keeping the executor referenced until
-    /// then is the owner's job (the pool holds it).
+    /// Lets the threads finish the queued jobs and exit.
     public func shutdown() {
         condition.lock()
         stopping = true
         condition.broadcast()
         condition.unlock()
-    }
-
-    deinit {
-        shutdown()
     }
 }

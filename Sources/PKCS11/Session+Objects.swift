@@ -45,6 +45,10 @@ extension Session {
 
     /// Reads attributes; those the token refuses (sensitive, unknown) come back absent.
     public func attributes(_ types: [AttributeType], of object: ObjectHandle) throws -> AttributeValues {
+        let sizes = types.compactMap(\.fixedSize)
+        if sizes.count == types.count {
+            return try fixedSizeAttributes(types, sizes: sizes, of: object)
+        }
         var template = types.map { CK_ATTRIBUTE(type: $0.rawValue, pValue: nil, ulValueLen: 0) }
         // First call: lengths. CKR_ATTRIBUTE_SENSITIVE / TYPE_INVALID still fill the others.
         var rv = ReturnValue(rawValue: functions.C_GetAttributeValue?(handle, object.rawValue, &template, UInt(template.count)) ?? Module.notSupported)
@@ -74,6 +78,25 @@ extension Session {
             values[types[index]] = Array(UnsafeRawBufferPointer(rebasing: buffer[0..<Int(attribute.ulValueLen)]))
         }
         buffers = buffers.map { $0 }
+        return AttributeValues(values: values)
+    }
+
+    /// One `C_GetAttributeValue` when every size is known in advance (the common case on the
+    /// probe's path), instead of a sizing call first.
+    private func fixedSizeAttributes(_ types: [AttributeType], sizes: [Int], of object: ObjectHandle) throws -> AttributeValues {
+        let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: sizes.count * 8, alignment: 8)
+        defer { storage.deallocate() }
+        var template = types.enumerated().map { index, type in
+            CK_ATTRIBUTE(type: type.rawValue, pValue: storage.baseAddress! + index * 8, ulValueLen: UInt(sizes[index]))
+        }
+        let rv = ReturnValue(rawValue: functions.C_GetAttributeValue?(handle, object.rawValue, &template, UInt(template.count)) ?? Module.notSupported)
+        guard rv == .ok || rv == .attributeSensitive || rv == .attributeTypeInvalid else {
+            throw PKCS11Error(.returnValue(rv), function: .C_GetAttributeValue, module: module.path)
+        }
+        var values: [AttributeType: [UInt8]] = [:]
+        for (index, attribute) in template.enumerated() where attribute.ulValueLen != UInt.max && Int(attribute.ulValueLen) <= 8 {
+            values[types[index]] = Array(UnsafeRawBufferPointer(start: storage.baseAddress! + index * 8, count: Int(attribute.ulValueLen)))
+        }
         return AttributeValues(values: values)
     }
 

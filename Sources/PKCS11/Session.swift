@@ -16,6 +16,10 @@ public final class Session: @unchecked Sendable {
     let handle: CK_SESSION_HANDLE
     let codes: MechanismCodes
     private var closed = false
+    /// Set when the session may hold an object that must not outlive the operation (a
+    /// temporary key whose destruction failed): the pool closes it instead of reusing it, and
+    /// the token destroys its session objects with it.
+    public var mustClose = false
 
     init(module: Module, slot: SlotID, handle: CK_SESSION_HANDLE, codes: MechanismCodes) {
         self.module = module

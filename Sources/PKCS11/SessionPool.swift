@@ -119,6 +119,10 @@ public final class SessionPool: Sendable {
         self.executor = PKCS11Executor(name: "pkcs11-\(label)", threads: capacity)
     }
 
+    deinit {
+        executor.shutdown()
+    }
+
     // MARK: Public operations
 
     /// Runs `body` with a session of this token, on one of the pool's threads. The session is
@@ -245,24 +249,31 @@ public final class SessionPool: Sendable {
 
     private func reserve() async throws {
         enum Decision { case go, wait(UInt64), fail(PKCS11Error) }
-        let decision = state.withLockedValue { state -> Decision in
+        // Decide and enqueue under one lock, so that a release between the two cannot be missed.
+        func decide(_ state: inout State, _ continuation: CheckedContinuation<Void, any Error>?) -> Decision {
             if case .closed = state.phase { return .fail(PKCS11Error(.poolClosed, module: module.path)) }
             if state.inUse < state.capacity {
                 state.inUse += 1
                 return .go
             }
+            guard let continuation else { return .wait(0) }
             state.nextWaiterID += 1
+            state.waiters.append(Waiter(id: state.nextWaiterID, continuation: continuation))
             return .wait(state.nextWaiterID)
         }
-        switch decision {
-        case .go:
-            return
-        case .fail(let error):
-            throw error
-        case .wait(let id):
-            let timeout = configuration.waitTimeout
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                state.withLockedValue { $0.waiters.append(Waiter(id: id, continuation: continuation)) }
+        switch state.withLockedValue({ decide(&$0, nil) }) {
+        case .go: return
+        case .fail(let error): throw error
+        case .wait: break
+        }
+        let timeout = configuration.waitTimeout
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            switch state.withLockedValue({ decide(&$0, continuation) }) {
+            case .go:
+                continuation.resume()
+            case .fail(let error):
+                continuation.resume(throwing: error)
+            case .wait(let id):
                 Task { [weak self] in
                     try? await Task.sleep(for: timeout)
                     self?.expireWaiter(id)
@@ -334,6 +345,10 @@ public final class SessionPool: Sendable {
                 state.withLockedValue { $0.phase = .loginRefused(error) }
                 throw error
             }
+        } catch {
+            // An error of the caller's own (a KSI check): the session is fine.
+            checkIn(lease)
+            throw error
         }
         // The one retry. Its failure is reported, with the same bookkeeping as above.
         do {
@@ -347,9 +362,15 @@ public final class SessionPool: Sendable {
             case .reinitializeToken:
                 discard(lease)
                 disconnect(after: error, generation: connection.generation, markUnavailable: true)
+            case .neverRetry:
+                discard(lease)
+                state.withLockedValue { $0.phase = .loginRefused(error) }
             default:
                 discard(lease)
             }
+            throw error
+        } catch {
+            checkIn(lease)
             throw error
         }
     }
@@ -384,7 +405,7 @@ public final class SessionPool: Sendable {
 
     private func checkIn(_ lease: Lease) {
         let stale = state.withLockedValue { state -> Bool in
-            guard lease.generation == state.generation, case .connected = state.phase else {
+            guard lease.generation == state.generation, case .connected = state.phase, !lease.session.mustClose else {
                 state.openSessions -= 1
                 return true
             }
@@ -482,6 +503,9 @@ public final class SessionPool: Sendable {
                               reason: "the token requires a login and no PIN source is configured")
         }
         try connectLock.withLock {
+            // Another caller may have logged in, or been refused, while this one waited.
+            if case .loginRefused(let error) = state.withLockedValue({ $0.phase }) { throw error }
+            if connection.loginSession.isLoggedIn { return }
             let pin = try pinSource.read()
             do {
                 try connection.loginSession.login(pin: pin)

@@ -115,7 +115,8 @@ extension HSM {
             }
             // Every module failed: that is the command's result; some failed: reported above.
             if !rows.isEmpty && rows.allSatisfy({ !$0.loaded }) {
-                throw ExitCode(ExitStatus.unavailable.rawValue)
+                let allInvalid = rows.allSatisfy { $0.errorCode == KeystoreError.Code.invalidInput.rawValue }
+                throw ExitCode((allInvalid ? ExitStatus.badInput : ExitStatus.unavailable).rawValue)
             }
         }
     }

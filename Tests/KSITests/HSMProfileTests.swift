@@ -40,6 +40,10 @@ import TestSupport
         (#""0x210B""#, #""CKM_BOGUS""#, "unknown mechanism"),
         (#""notes":[]"#, #""notes":[],"pin":"1234""#, "unknown keys"),
         (#""name":"x","#, "", "required key"),
+        (#""maxSessions":4"#, #""maxSesions":4"#, "unknown keys in pool"),
+        (#""token":{"label":"t"}"#, #""token":{"label":"t","lable":"u"}"#, "unknown keys in token"),
+        (#""token":{"label":"t"}"#, #""token":{"label":""}"#, "may not be empty"),
+        (#""pinSource":"env:PIN""#, #""pinSource":"file:pin.txt""#, "absolute"),
     ])
     func invalidProfilesAreRefusedWithAReason(original: String, replacement: String, reason: String) {
         let text = Self.valid.replacingOccurrences(of: original, with: replacement)

@@ -120,6 +120,35 @@ import TestSupport
         #expect(error?.reason.contains("not a PKCS#11 module") == true)
     }
 
+    @Test func tokenRequiringLoginWithoutPINSourceFailsAtLogin() async throws {
+        var uri = fixture.l1URI("probe")
+        uri.pinSource = nil
+        let report = try await probe(uri)
+        #expect(!report.passed)
+        #expect(report.checks.map(\.name) == ["token", "login"])
+        #expect(report.failure?.code == .invalidInput)
+        #expect(report.failure?.reason.contains("pin-source") == true)
+    }
+
+    @Test func uriMayNotContradictTheProfileOrTheModule() throws {
+        let profile = fixture.profile("probe")
+        var uri = PKCS11URI()
+        uri.token = "probe"
+        uri.object = "l1"
+        uri.pinSource = "env:SOMETHING_ELSE"
+        #expect(throws: KeystoreError(.invalidInput, "")) { try keystore.token(for: uri, profile: profile) }
+        uri.pinSource = nil
+        uri.token = "pool"
+        #expect(throws: KeystoreError(.invalidInput, "")) { try keystore.token(for: uri, profile: profile) }
+
+        var library = fixture.l1URI("probe")
+        library.libraryManufacturer = "Another Vendor"
+        let error = #expect(throws: KeystoreError(.invalidInput, "")) { try keystore.token(for: library) }
+        #expect(error?.reason.contains("SoftHSM") == true)
+        library.libraryManufacturer = "SoftHSM"
+        #expect(throws: Never.self) { try keystore.token(for: library) }
+    }
+
     @Test func probeWithAProfile() async throws {
         let token = try keystore.token(profile: fixture.profile("probe"))
         var uri = PKCS11URI()

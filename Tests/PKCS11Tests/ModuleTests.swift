@@ -144,6 +144,7 @@ import TestSupport
         #expect(try PINSource(parsing: "file:///run/pin") == .file("/run/pin"))
         #expect(throws: PKCS11Error(.invalidArgument)) { try PINSource(parsing: "123456") }
         #expect(throws: PKCS11Error(.invalidArgument)) { try PINSource(parsing: "env:") }
+        #expect(throws: PKCS11Error(.invalidArgument)) { try PINSource(parsing: "file:relative/pin") }
 
         let path = NSTemporaryDirectory() + "pin-\(getpid())"
         try Data("s3cret-pin\n".utf8).write(to: URL(fileURLWithPath: path))

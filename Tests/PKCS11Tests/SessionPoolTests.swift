@@ -51,7 +51,7 @@ import TestSupport
         let pool = try fixture.pool("pool", maxSessions: 1, waitTimeout: .milliseconds(200))
         try await pool.connect()
         let holder = Task {
-            try await pool.withSession { _ in usleep(800_000) }
+            try await pool.withSession { _ in _ = usleep(800_000) }
         }
         try await Task.sleep(for: .milliseconds(100))
         let error = await #expect(throws: PKCS11Error(.poolTimeout)) {
@@ -60,6 +60,19 @@ import TestSupport
         #expect(error?.reason.contains("pool size") == true)
         try await holder.value
         try await pool.withSession { try Self.roundTrip($0, pool) }
+        await pool.shutdown()
+    }
+
+    struct CallerError: Error {}
+
+    @Test func aCallersOwnErrorReturnsTheSessionToThePool() async throws {
+        let pool = try fixture.pool("pool", maxSessions: 2)
+        try await pool.withSession { try Self.roundTrip($0, pool) }
+        for _ in 0..<5 {
+            await #expect(throws: CallerError.self) { try await pool.withSession { _ in throw CallerError() } }
+        }
+        let statistics = pool.statistics
+        #expect(statistics.openSessions == 1 && statistics.idleSessions == 1 && statistics.inUse == 0)
         await pool.shutdown()
     }
 
