@@ -33,12 +33,15 @@ public struct HSMProfile: Sendable, Hashable, Codable {
     public var pool: Pool
     public var wrapMechanisms: [String]
     public var mechanismOverrides: [String: String]?
+    /// Put `CKA_VALUE_LEN` in `C_UnwrapKey` templates (Thales Luna before firmware 7.9.3 with
+    /// AES-KW needs it; SoftHSM refuses it).
+    public var unwrapTemplateValueLength: Bool?
     public var notes: [String]
 
     public init(name: String, description: String = "", module: String, environment: [String: String]? = nil,
                 token: TokenSelection, pinSource: String, pool: Pool = Pool(),
                 wrapMechanisms: [String] = ["CKM_AES_KEY_WRAP_PAD", "CKM_AES_KEY_WRAP"],
-                mechanismOverrides: [String: String]? = nil, notes: [String] = []) {
+                mechanismOverrides: [String: String]? = nil, unwrapTemplateValueLength: Bool? = nil, notes: [String] = []) {
         self.name = name
         self.description = description
         self.module = module
@@ -48,11 +51,12 @@ public struct HSMProfile: Sendable, Hashable, Codable {
         self.pool = pool
         self.wrapMechanisms = wrapMechanisms
         self.mechanismOverrides = mechanismOverrides
+        self.unwrapTemplateValueLength = unwrapTemplateValueLength
         self.notes = notes
     }
 
     static let allowedKeys: Set<String> = ["name", "description", "module", "environment", "token", "pinSource", "pool",
-                                           "wrapMechanisms", "mechanismOverrides", "notes"]
+                                           "wrapMechanisms", "mechanismOverrides", "unwrapTemplateValueLength", "notes"]
     static let supportedWrapMechanisms: Set<String> = ["CKM_AES_KEY_WRAP_PAD", "CKM_AES_KEY_WRAP"]
 
     /// Reads and validates a profile file. Every problem is an `invalidInput` error naming the file.

@@ -84,6 +84,8 @@ extension KeystoreError {
             return (.permissionDenied, "the operation needs a logged-in user and no PIN source is configured")
         case .keyFunctionNotPermitted:
             return (.permissionDenied, "the key's attributes do not permit this operation (CKA_WRAP/CKA_UNWRAP/CKA_ENCRYPT)")
+        case .attributeSensitive:
+            return (.permissionDenied, "the token refuses to reveal a sensitive attribute")
         case .keyUnextractable, .keyNotWrappable:
             return (.permissionDenied, "the key may not leave the token in this form (CKA_EXTRACTABLE or CKA_WRAP_WITH_TRUSTED)")
         case .mechanismInvalid, .mechanismParamInvalid, .functionNotSupported:
@@ -93,7 +95,8 @@ extension KeystoreError {
             return (.unsupported, "the key's type or size does not suit the mechanism")
         case .wrappedKeyInvalid, .wrappedKeyLenRange, .encryptedDataInvalid, .encryptedDataLenRange, .dataLenRange, .dataInvalid:
             return (.invalidInput, "the wrapped blob is malformed or was not wrapped by this key")
-        case .argumentsBad, .templateInconsistent, .templateIncomplete, .attributeValueInvalid, .attributeTypeInvalid:
+        case .argumentsBad, .templateInconsistent, .templateIncomplete, .attributeValueInvalid, .attributeTypeInvalid,
+             .attributeReadOnly:
             return (.invalidInput, "the token rejected the request's parameters")
         case .deviceRemoved, .tokenNotPresent, .tokenNotRecognized:
             return (.unavailable, "the token is not present (device removed or slot empty)")

@@ -58,8 +58,8 @@ extension PKCS11Token {
                 checks.append(.init("login", passed: false, failure.reason))
                 return finish(failure)
             }
-            checks.append(.init("login", passed: true, configuration.pinSource.map { "logged in as user with the PIN from \($0)" }
-                                ?? "no login required"))
+            checks.append(.init("login", passed: true, !info.loginRequired ? "the token requires no login"
+                                : "logged in as user with the PIN from \(configuration.pinSource.map(String.init(describing:)) ?? "?")"))
         }
 
         struct Outcome: Sendable {
@@ -124,7 +124,7 @@ extension PKCS11Token {
 
                 // The round trip, on session objects destroyed on every path.
                 var made: [ObjectHandle] = []
-                defer { for object in made.reversed() { try? session.destroyObject(object) } }
+                defer { for object in made.reversed() { Self.destroy(object, in: session) } }
                 let testKey: ObjectHandle
                 do {
                     testKey = try session.generateAESKey(bits: 256, token: false, usages: [.encrypt(true)], sensitive: true, extractable: true)
@@ -144,8 +144,10 @@ extension PKCS11Token {
 
                 let copy: ObjectHandle
                 do {
-                    copy = try session.unwrapKey(blob, with: handle, mechanism: mechanism, template: Self.sealedSessionKeyTemplate)
+                    copy = try session.unwrapKey(blob, with: handle, mechanism: mechanism, template: unwrapTemplate(Self.sealedSessionKeyTemplate, blobLength: blob.count))
                 } catch let error as PKCS11Error {
+                    // A refused unwrap may leave an empty object: the session goes, and it with it.
+                    session.mustClose = true
                     return fail("unwrap", KeystoreError(error, context: "unwrapping the blob with the L1 key"))
                 }
                 made.append(copy)
@@ -166,6 +168,7 @@ extension PKCS11Token {
                     try session.destroyObject(testKey)
                     made.removeLast()
                 } catch let error as PKCS11Error {
+                    session.mustClose = true
                     return fail("cleanup", KeystoreError(error, context: "destroying the probe's session keys"))
                 }
                 outcome.checks.append(.init("cleanup", passed: true, "both session keys destroyed; nothing left on the token"))

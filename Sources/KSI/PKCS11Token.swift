@@ -14,10 +14,12 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
         /// Wrap mechanisms in order of preference; the first the token supports is used.
         public var wrapMechanisms: [MechanismType]
         public var codes: MechanismCodes
+        /// Put `CKA_VALUE_LEN` in unwrap templates (a vendor quirk, see `HSMProfile`).
+        public var unwrapTemplateValueLength: Bool
 
         public init(name: String, modulePath: String, token: TokenSelector, pinSource: PINSource?, maxSessions: Int = 4,
                     waitTimeout: Duration = .seconds(5), wrapMechanisms: [MechanismType] = [.aesKeyWrapPad, .aesKeyWrap],
-                    codes: MechanismCodes = MechanismCodes()) {
+                    codes: MechanismCodes = MechanismCodes(), unwrapTemplateValueLength: Bool = false) {
             self.name = name
             self.modulePath = modulePath
             self.token = token
@@ -26,6 +28,7 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
             self.waitTimeout = waitTimeout
             self.wrapMechanisms = wrapMechanisms
             self.codes = codes
+            self.unwrapTemplateValueLength = unwrapTemplateValueLength
         }
 
         /// The configuration a profile describes.
@@ -37,7 +40,7 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
                 pinSource: try PINSource(parsing: profile.pinSource),
                 maxSessions: profile.pool.maxSessions, waitTimeout: .milliseconds(profile.pool.waitTimeoutMilliseconds),
                 wrapMechanisms: profile.wrapMechanisms.compactMap(MechanismType.init(parsing:)),
-                codes: try profile.mechanismCodes())
+                codes: try profile.mechanismCodes(), unwrapTemplateValueLength: profile.unwrapTemplateValueLength ?? false)
         }
     }
 
@@ -178,7 +181,8 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
             try await pool.withSession { [self] session in
                 let kekHandle = try pool.resolve(query, in: session)
                 let carrier = try Self.unwrapChecked(session, wrapped.blob, kekHandle, mechanism,
-                                                     Self.sessionKeyTemplate + [.sensitive(false), .extractable(true), .encrypt(true)])
+                                                     unwrapTemplate(Self.sessionKeyTemplate + [.sensitive(false), .extractable(true), .encrypt(true)],
+                                                                    blobLength: wrapped.blob.count))
                 defer { Self.destroy(carrier, in: session) }
                 return try session.secretValue(of: carrier)
             }
@@ -225,8 +229,14 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
         try await translating("unwrap") {
             try await pool.withSession { [self] session in
                 let kekHandle = try pool.resolve(query, in: session)
-                let key = try Self.unwrapChecked(session, wrapped.blob, kekHandle, mechanism, Self.sealedSessionKeyTemplate)
-                try session.destroyObject(key)
+                let key = try Self.unwrapChecked(session, wrapped.blob, kekHandle, mechanism,
+                                                 unwrapTemplate(Self.sealedSessionKeyTemplate, blobLength: wrapped.blob.count))
+                do {
+                    try session.destroyObject(key)
+                } catch {
+                    session.mustClose = true
+                    throw error
+                }
             }
         }
     }
@@ -241,6 +251,12 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
         }
     }
 
+    /// The unwrap template, with `CKA_VALUE_LEN` when the profile says the module needs it. AES
+    /// key wrap adds 8 bytes to a key of 16, 24 or 32 bytes.
+    func unwrapTemplate(_ template: [Attribute], blobLength: Int) -> [Attribute] {
+        configuration.unwrapTemplateValueLength ? template + [.valueLen(blobLength - 8)] : template
+    }
+
     static func checkBlob(_ wrapped: WrappedKey) throws {
         guard (16...1024).contains(wrapped.blob.count), wrapped.blob.count % 8 == 0 else {
             throw KeystoreError(.invalidInput, "the wrapped blob has \(wrapped.blob.count) bytes; an AES-wrapped key has a multiple of 8 between 16 and 1024")
@@ -250,11 +266,17 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
     /// `C_UnwrapKey` where a refused blob reads as what it is. SoftHSM answers a blob that fails
     /// its integrity check with `CKR_GENERAL_ERROR`; in this call that means "not wrapped by
     /// this key, or altered".
+    ///
+    /// A refused `C_UnwrapKey` can leave an empty object behind (SoftHSM does, with some
+    /// templates): the session is then closed rather than reused, which destroys its session
+    /// objects, so a failed unwrap leaves the token as it was.
     static func unwrapChecked(_ session: Session, _ blob: [UInt8], _ kek: ObjectHandle, _ mechanism: Mechanism,
                               _ template: [Attribute]) throws -> ObjectHandle {
         do {
             return try session.unwrapKey(blob, with: kek, mechanism: mechanism, template: template)
-        } catch let error as PKCS11Error where error.code == .returnValue(.generalError) || error.code == .returnValue(.functionFailed) {
+        } catch let error as PKCS11Error {
+            session.mustClose = true
+            guard error.code == .returnValue(.generalError) || error.code == .returnValue(.functionFailed) else { throw error }
             throw KeystoreError(.invalidInput, "the wrapped blob does not unwrap with this key: it is corrupt or was wrapped by another key",
                                 detail: error.description)
         }

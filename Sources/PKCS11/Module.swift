@@ -15,7 +15,8 @@ public final class Module: @unchecked Sendable {
     private let state = NIOLockedValueBox(State.initialized)
     /// False when another component of the process had initialised the module already: then
     /// finalising it is theirs to do.
-    public private(set) var ownsInitialization = true
+    public var ownsInitialization: Bool { owns.withLockedValue { $0 } }
+    private let owns = NIOLockedValueBox(true)
 
     private enum State { case initialized, finalized }
 
@@ -45,7 +46,9 @@ public final class Module: @unchecked Sendable {
         self.handle = handle
         self.functions = list
         do {
-            ownsInitialization = try Self.initialize(list, path: path)
+            owns.withLockedValue { $0 = true }
+            let initialized = try Self.initialize(list, path: path)
+            owns.withLockedValue { $0 = initialized }
         } catch {
             dlclose(handle)
             throw error
@@ -72,7 +75,8 @@ public final class Module: @unchecked Sendable {
     /// Runs `C_Initialize` again after the module lost its initialisation
     /// (`CKR_CRYPTOKI_NOT_INITIALIZED`), as the recovery table asks.
     public func reinitialize() throws {
-        try Self.initialize(functions, path: path)
+        let initialized = try Self.initialize(functions, path: path)
+        owns.withLockedValue { $0 = initialized }
         state.withLockedValue { $0 = .initialized }
     }
 

@@ -513,9 +513,19 @@ public final class SessionPool: Sendable {
                 state.withLockedValue { $0.phase = .loginRefused(error) }
                 throw error
             } catch let error as PKCS11Error where error.recovery == .replaceSession {
-                // The login session itself was closed: reconnect from scratch.
+                // The login session itself was closed: reconnect from scratch, with the same
+                // rules as a first connection (a refused PIN stops every later attempt).
                 disconnect(after: error, generation: connection.generation, markUnavailable: false)
-                _ = try ensureConnectedLocked()
+                do {
+                    _ = try ensureConnectedLocked()
+                } catch let error as PKCS11Error {
+                    if error.recovery == .neverRetry {
+                        state.withLockedValue { $0.phase = .loginRefused(error) }
+                    } else if error.code != .pinSourceUnavailable {
+                        markUnavailable(error)
+                    }
+                    throw error
+                }
             }
         }
     }

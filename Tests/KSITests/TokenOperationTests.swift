@@ -130,3 +130,30 @@ import TestSupport
         try await token.verifyUnwrap(wrapped, with: l1)
     }
 }
+
+/// The Luna quirk switch: with it, `CKA_VALUE_LEN` reaches `C_UnwrapKey`, which SoftHSM refuses
+/// (`CKR_ATTRIBUTE_READ_ONLY`); without it, unwrap works. The refusal proves the switch acts.
+@Suite(.serialized) struct UnwrapQuirkTests {
+    let fixture = SoftHSMFixture.shared
+
+    @Test func valueLengthInUnwrapTemplatesFollowsTheProfile() async throws {
+        let keystore = PKCS11Keystore()
+        var profile = fixture.profile("crypto")
+        profile.name = "luna-like"
+        profile.unwrapTemplateValueLength = true
+        let quirky = try keystore.token(profile: profile)
+        var uri = PKCS11URI()
+        uri.token = "crypto"
+        uri.object = "l1"
+        let l1 = KeyReference.pkcs11(uri)
+        let wrapped = try await quirky.generateWrappedKey(with: l1)
+        let before = try await fixture.objectList("crypto")
+        await #expect(throws: KeystoreError(.invalidInput, "")) { try await quirky.verifyUnwrap(wrapped, with: l1) }
+        let report = await quirky.probe(l1)
+        #expect(report.checks.last?.name == "unwrap" && !report.passed)
+        #expect(try await fixture.objectList("crypto") == before, "a refused unwrap leaves nothing behind")
+
+        let plain = try keystore.token(profile: fixture.profile("crypto"))
+        try await plain.verifyUnwrap(wrapped, with: l1)
+    }
+}
