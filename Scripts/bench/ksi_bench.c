@@ -95,7 +95,23 @@ struct options {
     unsigned long iterations;
     unsigned long warmup;
     CK_MECHANISM_TYPE mechanism;
+    const char *ops;   /* comma-separated loop names; all three by default */
 };
+
+/* Whether `name` is one of the comma-separated words of `list` (whole words: "wrap" must not
+   match "unwrap_destroy"). */
+static int wants(const char *list, const char *name)
+{
+    size_t length = strlen(name);
+    for (const char *p = list; p != NULL && *p != '\0'; ) {
+        const char *comma = strchr(p, ',');
+        size_t word = comma ? (size_t)(comma - p) : strlen(p);
+        if (word == length && strncmp(p, name, length) == 0)
+            return 1;
+        p = comma ? comma + 1 : NULL;
+    }
+    return 0;
+}
 
 static void usage(const char *problem)
 {
@@ -103,7 +119,8 @@ static void usage(const char *problem)
         fprintf(stderr, "error: %s\n", problem);
     fprintf(stderr,
             "usage: ksi_bench --module PATH --token LABEL --pin-env NAME --key LABEL\n"
-            "                 --target LABEL --iterations N [--warmup W] [--mechanism 0x210A]\n");
+            "                 --target LABEL --iterations N [--warmup W] [--mechanism 0x210A]\n"
+            "                 [--ops wrap,unwrap_destroy,probe]\n");
     exit(1);
 }
 
@@ -121,7 +138,7 @@ static unsigned long parse_ulong(const char *text, const char *option)
 
 static struct options parse_options(int argc, char **argv)
 {
-    struct options o = { .warmup = 200, .mechanism = CKM_AES_KEY_WRAP_PAD };
+    struct options o = { .warmup = 200, .mechanism = CKM_AES_KEY_WRAP_PAD, .ops = "wrap,unwrap_destroy,probe" };
     int have_iterations = 0;
 
     for (int i = 1; i < argc; i += 2) {
@@ -148,6 +165,8 @@ static struct options parse_options(int argc, char **argv)
             have_iterations = 1;
         } else if (strcmp(name, "--warmup") == 0) {
             o.warmup = parse_ulong(value, name);
+        } else if (strcmp(name, "--ops") == 0) {
+            o.ops = value;
         } else if (strcmp(name, "--mechanism") == 0) {
             o.mechanism = parse_ulong(value, name);
         } else {
@@ -443,9 +462,12 @@ int main(int argc, char **argv)
     b.blob_len = sizeof b.blob;
     CK(C_WrapKey, b.session, &b.mechanism, b.l1, b.target, b.blob, &b.blob_len);
 
-    run("wrap", op_wrap, &b, o.warmup, o.iterations, samples);
-    run("unwrap_destroy", op_unwrap_destroy, &b, o.warmup, o.iterations, samples);
-    run("probe", op_probe, &b, o.warmup, o.iterations, samples);
+    if (wants(o.ops, "wrap"))
+        run("wrap", op_wrap, &b, o.warmup, o.iterations, samples);
+    if (wants(o.ops, "unwrap_destroy"))
+        run("unwrap_destroy", op_unwrap_destroy, &b, o.warmup, o.iterations, samples);
+    if (wants(o.ops, "probe"))
+        run("probe", op_probe, &b, o.warmup, o.iterations, samples);
 
     CK(C_Logout, b.session);
     CK(C_CloseSession, b.session);

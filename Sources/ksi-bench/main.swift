@@ -13,6 +13,7 @@ struct Arguments {
     var target = "bench-target"
     var iterations = 10_000
     var warmup = 200
+    var ops: Set<String> = ["wrap", "unwrap_destroy", "probe"]
 
     init() {
         var arguments = CommandLine.arguments.dropFirst()
@@ -26,6 +27,7 @@ struct Arguments {
             case "--target": target = value
             case "--iterations": iterations = Int(value) ?? 0
             case "--warmup": warmup = Int(value) ?? 0
+            case "--ops": ops = Set(value.split(separator: ",").map(String.init))
             default: Self.usage()
             }
         }
@@ -84,17 +86,17 @@ do {
     let target = KeyReference.pkcs11(targetURI)
 
     try await withTaskExecutorPreference(onExecutor ? token.executor : nil) {
-    try await measure("wrap", warmup: arguments.warmup, iterations: arguments.iterations) {
+    if arguments.ops.contains("wrap") { try await measure("wrap", warmup: arguments.warmup, iterations: arguments.iterations) {
         _ = try await token.wrapResidentKey(target, with: l1)
-    }
+    } }
     let blob = try await token.wrapResidentKey(target, with: l1)
-    try await measure("unwrap_destroy", warmup: arguments.warmup, iterations: arguments.iterations) {
+    if arguments.ops.contains("unwrap_destroy") { try await measure("unwrap_destroy", warmup: arguments.warmup, iterations: arguments.iterations) {
         try await token.verifyUnwrap(blob, with: l1)
-    }
-    try await measure("probe", warmup: arguments.warmup, iterations: arguments.iterations) {
+    } }
+    if arguments.ops.contains("probe") { try await measure("probe", warmup: arguments.warmup, iterations: arguments.iterations) {
         let result = await token.probe(l1)
         if !result.passed { throw result.error ?? KeystoreError(.internal, "probe failed") }
-    }
+    } }
     }
 } catch {
     FileHandle.standardError.write(Data("ksi-bench: \(error)\n".utf8))
