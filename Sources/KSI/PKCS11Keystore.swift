@@ -14,14 +14,14 @@ public final class PKCS11Keystore: Sendable {
     }
 
     /// The token a profile describes.
-    public func token(profile: HSMProfile) throws -> PKCS11Token {
+    public func token(profile: HSMProfile) async throws -> PKCS11Token {
         profile.applyEnvironment()
-        return try token(configuration: PKCS11Token.Configuration(profile: profile))
+        return try await token(configuration: PKCS11Token.Configuration(profile: profile))
     }
 
     /// The token a URI names. The URI's `module-path` and `pin-source` win where no profile is
     /// given; with a profile, the URI may not contradict it.
-    public func token(for uri: PKCS11URI, profile: HSMProfile? = nil) throws -> PKCS11Token {
+    public func token(for uri: PKCS11URI, profile: HSMProfile? = nil) async throws -> PKCS11Token {
         try PKCS11Token.checkUsable(uri)
         var configuration: PKCS11Token.Configuration
         if let profile {
@@ -55,8 +55,9 @@ public final class PKCS11Keystore: Sendable {
         }
         configuration.token.manufacturer = uri.manufacturer ?? configuration.token.manufacturer
         configuration.token.model = uri.model ?? configuration.token.model
-        let token = try token(configuration: configuration)
-        try Self.checkLibrary(uri, token.pool.module)
+        let token = try await token(configuration: configuration)
+        let module = token.pool.module
+        try await ModuleManager.executor.run { try Self.checkLibrary(uri, module) }
         return token
     }
 
@@ -79,9 +80,15 @@ public final class PKCS11Keystore: Sendable {
         }
     }
 
-    public func token(configuration: PKCS11Token.Configuration) throws -> PKCS11Token {
+    public func token(configuration: PKCS11Token.Configuration) async throws -> PKCS11Token {
         if let existing = tokens.withLockedValue({ $0[configuration] }) { return existing }
-        let created = try PKCS11Token(configuration: configuration, modules: modules)
+        let module: Module
+        do {
+            module = try await modules.load(configuration.modulePath)
+        } catch let error as PKCS11Error {
+            throw KeystoreError(error)
+        }
+        let created = PKCS11Token(configuration: configuration, module: module)
         return tokens.withLockedValue { tokens in
             if let existing = tokens[configuration] { return existing }
             tokens[configuration] = created
@@ -132,6 +139,9 @@ public final class PKCS11Keystore: Sendable {
             return all
         }
         for token in all { await token.shutdown() }
-        if finalizingModules { modules.shutdown() }
+        if finalizingModules {
+            let modules = self.modules
+            _ = try? await ModuleManager.executor.run { modules.shutdown() }
+        }
     }
 }

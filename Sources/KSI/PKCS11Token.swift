@@ -51,16 +51,10 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
     /// The wrap mechanism chosen for this token, once known.
     private let chosenMechanism = NIOLockedValueBox<MechanismType?>(nil)
 
-    /// Loads the module (once per path, through `modules`) and prepares the session pool. The
-    /// token is found and logged in at first use.
-    public init(configuration: Configuration, modules: ModuleManager) throws {
+    /// Prepares the session pool on a loaded module (`PKCS11Keystore` loads it). The token is
+    /// found and logged in at first use.
+    public init(configuration: Configuration, module: Module) {
         self.configuration = configuration
-        let module: Module
-        do {
-            module = try modules.module(at: configuration.modulePath)
-        } catch let error as PKCS11Error {
-            throw KeystoreError(error)
-        }
         self.pool = SessionPool(module: module, configuration: .init(
             token: configuration.token, pinSource: configuration.pinSource, maxSessions: configuration.maxSessions,
             waitTimeout: configuration.waitTimeout, mechanismCodes: configuration.codes))

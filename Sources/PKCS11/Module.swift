@@ -154,6 +154,16 @@ public final class ModuleManager: Sendable {
         return try result.get()
     }
 
+    /// The thread on which modules are loaded and module-level calls (`C_Initialize`,
+    /// `C_GetInfo`, slot and token listing) are made, off Swift's cooperative pool: a vendor's
+    /// `C_Initialize` may connect to a network HSM and block for seconds.
+    public static let executor = PKCS11Executor(name: "pkcs11-modules", threads: 1)
+
+    /// `module(at:)` on `ModuleManager.executor`.
+    public func load(_ path: String) async throws -> Module {
+        try await Self.executor.run { try self.module(at: path) }
+    }
+
     /// The modules loaded so far.
     public var loaded: [Module] { modules.withLockedValue { Array($0.values) } }
 

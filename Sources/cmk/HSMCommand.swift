@@ -87,17 +87,22 @@ extension HSM {
                 }
             }
             sources += module.map { ("option", $0) }
-            let manager = ModuleManager()
-            defer { manager.shutdown() }
-            for (source, path) in sources {
-                do {
-                    let loaded = try manager.module(at: path)
-                    let info = try loaded.info()
-                    let tokens = try loaded.tokens().count
-                    rows.append(Row(source: source, path: path, loaded: true, info: info, tokens: tokens))
-                } catch let error as PKCS11Error {
-                    let failure = KeystoreError(error)
-                    rows.append(Row(source: source, path: path, loaded: false, error: failure.reason, errorCode: failure.code.rawValue))
+            let toLoad = sources
+            // Module calls block (a vendor's C_Initialize may reach a network HSM): they run on
+            // the module thread, not on Swift's cooperative pool.
+            rows += try await ModuleManager.executor.run {
+                let manager = ModuleManager()
+                defer { manager.shutdown() }
+                return toLoad.map { source, path -> Row in
+                    do {
+                        let loaded = try manager.module(at: path)
+                        let info = try loaded.info()
+                        let tokens = try loaded.tokens().count
+                        return Row(source: source, path: path, loaded: true, info: info, tokens: tokens)
+                    } catch {
+                        let failure = (error as? PKCS11Error).map { KeystoreError($0) } ?? KeystoreError(.internal, "unexpected error")
+                        return Row(source: source, path: path, loaded: false, error: failure.reason, errorCode: failure.code.rawValue)
+                    }
                 }
             }
             if output.json {
@@ -155,27 +160,9 @@ extension HSM {
 
         func run() async throws {
             do {
-                let manager = ModuleManager()
-                defer { manager.shutdown() }
-                let loaded = try translate { try manager.module(at: try source.modulePath()) }
-                var rows: [Row] = []
-                for (slot, info) in try translate({ try loaded.tokens() }) {
-                    var row = Row(label: info.label, serial: info.serial, manufacturer: info.manufacturer, model: info.model,
-                                  loginRequired: info.loginRequired, userPinLocked: info.userPinLocked,
-                                  userPinCountLow: info.userPinCountLow, userPinFinalTry: info.userPinFinalTry,
-                                  maxSessions: info.maxSessionCount, maxReadWriteSessions: info.maxRwSessionCount)
-                    if mechanisms {
-                        row.mechanisms = try translate {
-                            try loaded.mechanisms(slot).map { type in
-                                let mechanismInfo = try loaded.mechanismInfo(type, slot: slot)
-                                return MechanismRow(name: type.name, code: "0x" + String(type.rawValue, radix: 16, uppercase: true),
-                                                    minKeySize: mechanismInfo.minKeySize, maxKeySize: mechanismInfo.maxKeySize,
-                                                    capabilities: mechanismInfo.capabilities)
-                            }
-                        }
-                    }
-                    rows.append(row)
-                }
+                let path = try source.modulePath()
+                let withMechanisms = mechanisms
+                let rows = try await ModuleManager.executor.run { try Self.list(path, mechanisms: withMechanisms) }
                 if output.json {
                     print(Output.json(rows))
                     return
@@ -193,6 +180,32 @@ extension HSM {
             } catch {
                 throw Output.fail(error, json: output.json)
             }
+        }
+
+        /// The token rows, made with blocking module calls (run on the module thread).
+        static func list(_ path: String, mechanisms: Bool) throws -> [Row] {
+            let manager = ModuleManager()
+            defer { manager.shutdown() }
+            let loaded = try translate { try manager.module(at: path) }
+            var rows: [Row] = []
+            for (slot, info) in try translate({ try loaded.tokens() }) {
+                var row = Row(label: info.label, serial: info.serial, manufacturer: info.manufacturer, model: info.model,
+                              loginRequired: info.loginRequired, userPinLocked: info.userPinLocked,
+                              userPinCountLow: info.userPinCountLow, userPinFinalTry: info.userPinFinalTry,
+                              maxSessions: info.maxSessionCount, maxReadWriteSessions: info.maxRwSessionCount)
+                if mechanisms {
+                    row.mechanisms = try translate {
+                        try loaded.mechanisms(slot).map { type in
+                            let mechanismInfo = try loaded.mechanismInfo(type, slot: slot)
+                            return MechanismRow(name: type.name, code: "0x" + String(type.rawValue, radix: 16, uppercase: true),
+                                                minKeySize: mechanismInfo.minKeySize, maxKeySize: mechanismInfo.maxKeySize,
+                                                capabilities: mechanismInfo.capabilities)
+                        }
+                    }
+                }
+                rows.append(row)
+            }
+            return rows
         }
     }
 
@@ -244,7 +257,7 @@ extension HSM {
                 if uri.modulePath == nil, let module = source.module { uri.modulePath = module }
                 if uri.pinSource == nil, let pinSource = source.pinSource { uri.pinSource = pinSource }
             }
-            return try keystore.token(for: uri, profile: profile)
+            return try await keystore.token(for: uri, profile: profile)
         }
     }
 
@@ -268,7 +281,7 @@ extension HSM {
                 let reference = try KeyReference(parsing: uri)
                 guard case .pkcs11(let parsed) = reference else { throw KeystoreError(.invalidInput, "not a PKCS#11 URI") }
                 let profileValue = try profile.map(HSMProfile.load(from:))
-                let token = try keystore.token(for: parsed, profile: profileValue)
+                let token = try await keystore.token(for: parsed, profile: profileValue)
                 report = await token.probe(reference)
             } catch {
                 await keystore.shutdown(finalizingModules: true)

@@ -81,7 +81,7 @@ do {
     l1URI.pinSource = "env:\(arguments.pinEnv)"
     var targetURI = l1URI
     targetURI.object = arguments.target
-    let token = try keystore.token(for: l1URI)
+    let token = try await keystore.token(for: l1URI)
     let l1 = KeyReference.pkcs11(l1URI)
     let target = KeyReference.pkcs11(targetURI)
 

@@ -117,7 +117,7 @@ import TestSupport
 
     @Test func errorsAndReportsNeverContainThePIN() async throws {
         let keystore = PKCS11Keystore()
-        let token = try keystore.token(for: fixture.l1URI("cli"))
+        let token = try await keystore.token(for: fixture.l1URI("cli"))
         let report = await token.probe(.pkcs11(fixture.l1URI("cli")))
         let encoded = String(decoding: try JSONEncoder().encode(report), as: UTF8.self)
         #expect(!encoded.contains(SoftHSMFixture.userPIN))
@@ -128,7 +128,7 @@ import TestSupport
         defer { try? FileManager.default.removeItem(atPath: wrongPath) }
         var uri = fixture.l1URI("cli")
         uri.pinSource = "file:\(wrongPath)"
-        let failed = await (try keystore.token(for: uri)).probe(.pkcs11(uri))
+        let failed = await (try await keystore.token(for: uri)).probe(.pkcs11(uri))
         let failedText = String(decoding: try JSONEncoder().encode(failed), as: UTF8.self) + String(describing: failed)
         #expect(!failedText.contains(wrongPIN))
         #expect(!String(describing: token.configuration).contains(SoftHSMFixture.userPIN))

@@ -28,7 +28,7 @@ import TestSupport
     }
 
     func probe(_ uri: PKCS11URI) async throws -> ProbeReport {
-        let token = try keystore.token(for: uri)
+        let token = try await keystore.token(for: uri)
         return await token.probe(.pkcs11(uri))
     }
 
@@ -103,20 +103,20 @@ import TestSupport
         #expect(good.passed, "the token was not locked by the failed attempt")
     }
 
-    @Test func missingModuleIsUnavailable() {
+    @Test func missingModuleIsUnavailable() async {
         var uri = fixture.l1URI("probe")
         uri.modulePath = "/nonexistent/libvendor.so"
-        let error = #expect(throws: KeystoreError(.unavailable, "")) { try keystore.token(for: uri) }
+        let error = await #expect(throws: KeystoreError(.unavailable, "")) { try await keystore.token(for: uri) }
         #expect(error?.reason.contains("/nonexistent/libvendor.so") == true)
     }
 
-    @Test func fileThatIsNotAModuleIsUnavailable() throws {
+    @Test func fileThatIsNotAModuleIsUnavailable() async throws {
         let path = NSTemporaryDirectory() + "fake-module-\(getpid()).so"
         try Data("#!/bin/sh\n".utf8).write(to: URL(fileURLWithPath: path))
         defer { try? FileManager.default.removeItem(atPath: path) }
         var uri = fixture.l1URI("probe")
         uri.modulePath = path
-        let error = #expect(throws: KeystoreError(.unavailable, "")) { try keystore.token(for: uri) }
+        let error = await #expect(throws: KeystoreError(.unavailable, "")) { try await keystore.token(for: uri) }
         #expect(error?.reason.contains("not a PKCS#11 module") == true)
     }
 
@@ -130,27 +130,27 @@ import TestSupport
         #expect(report.failure?.reason.contains("pin-source") == true)
     }
 
-    @Test func uriMayNotContradictTheProfileOrTheModule() throws {
+    @Test func uriMayNotContradictTheProfileOrTheModule() async throws {
         let profile = fixture.profile("probe")
         var uri = PKCS11URI()
         uri.token = "probe"
         uri.object = "l1"
         uri.pinSource = "env:SOMETHING_ELSE"
-        #expect(throws: KeystoreError(.invalidInput, "")) { try keystore.token(for: uri, profile: profile) }
+        await #expect(throws: KeystoreError(.invalidInput, "")) { try await keystore.token(for: uri, profile: profile) }
         uri.pinSource = nil
         uri.token = "pool"
-        #expect(throws: KeystoreError(.invalidInput, "")) { try keystore.token(for: uri, profile: profile) }
+        await #expect(throws: KeystoreError(.invalidInput, "")) { try await keystore.token(for: uri, profile: profile) }
 
         var library = fixture.l1URI("probe")
         library.libraryManufacturer = "Another Vendor"
-        let error = #expect(throws: KeystoreError(.invalidInput, "")) { try keystore.token(for: library) }
+        let error = await #expect(throws: KeystoreError(.invalidInput, "")) { try await keystore.token(for: library) }
         #expect(error?.reason.contains("SoftHSM") == true)
         library.libraryManufacturer = "SoftHSM"
-        #expect(throws: Never.self) { try keystore.token(for: library) }
+        await #expect(throws: Never.self) { try await keystore.token(for: library) }
     }
 
     @Test func probeWithAProfile() async throws {
-        let token = try keystore.token(profile: fixture.profile("probe"))
+        let token = try await keystore.token(profile: fixture.profile("probe"))
         var uri = PKCS11URI()
         uri.token = "probe"
         uri.object = "l1"

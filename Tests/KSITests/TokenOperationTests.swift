@@ -11,10 +11,10 @@ import TestSupport
     let keystore = PKCS11Keystore()
 
     var l1: KeyReference { .pkcs11(fixture.l1URI("crypto")) }
-    func token() throws -> PKCS11Token { try keystore.token(for: fixture.l1URI("crypto")) }
+    func token() async throws -> PKCS11Token { try await keystore.token(for: fixture.l1URI("crypto")) }
 
     @Test func wrapsAndUnwrapsKeyMaterial() async throws {
-        let token = try token()
+        let token = try await token()
         let material = SecretBytes(copying: (0..<32).map { UInt8(truncatingIfNeeded: $0 * 7 + 3) })
         let wrapped = try await token.wrap(material, with: l1)
         #expect(wrapped.mechanism == "CKM_AES_KEY_WRAP_PAD")
@@ -24,7 +24,7 @@ import TestSupport
     }
 
     @Test func generatedKeysExistOnlyWrapped() async throws {
-        let token = try token()
+        let token = try await token()
         let before = try await fixture.objectList("crypto")
         let wrapped = try await token.generateWrappedKey(with: l1)
         try await token.verifyUnwrap(wrapped, with: l1)
@@ -34,7 +34,7 @@ import TestSupport
     }
 
     @Test func corruptBlobIsInvalidInputAndChangesNothing() async throws {
-        let token = try token()
+        let token = try await token()
         let before = try await fixture.objectList("crypto")
         var wrapped = try await token.generateWrappedKey(with: l1)
         wrapped.blob[5] ^= 0x40
@@ -78,7 +78,7 @@ import TestSupport
         var uri = fixture.l1URI("crypto", key: kekLabel)
         uri.type = nil
         let kek = KeyReference.pkcs11(uri)
-        let token = try token()
+        let token = try await token()
 
         let material = (0..<32).map { UInt8(255 - $0) }
         let wrapped = try await token.wrap(SecretBytes(copying: material), with: kek)
@@ -105,7 +105,7 @@ import TestSupport
     }
 
     @Test func concurrentOperationsThroughTheKSI() async throws {
-        let token = try token()
+        let token = try await token()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<16 {
                 group.addTask {
@@ -121,7 +121,7 @@ import TestSupport
     }
 
     @Test func callersOnTheTokenExecutorRunInline() async throws {
-        let token = try token()
+        let token = try await token()
         let l1 = self.l1
         let wrapped = try await withTaskExecutorPreference(token.executor) {
             #expect(token.executor.isCurrent)
@@ -141,7 +141,7 @@ import TestSupport
         var profile = fixture.profile("crypto")
         profile.name = "luna-like"
         profile.unwrapTemplateValueLength = true
-        let quirky = try keystore.token(profile: profile)
+        let quirky = try await keystore.token(profile: profile)
         var uri = PKCS11URI()
         uri.token = "crypto"
         uri.object = "l1"
@@ -153,7 +153,7 @@ import TestSupport
         #expect(report.checks.last?.name == "unwrap" && !report.passed)
         #expect(try await fixture.objectList("crypto") == before, "a refused unwrap leaves nothing behind")
 
-        let plain = try keystore.token(profile: fixture.profile("crypto"))
+        let plain = try await keystore.token(profile: fixture.profile("crypto"))
         try await plain.verifyUnwrap(wrapped, with: l1)
     }
 }
