@@ -441,26 +441,7 @@ public final class SessionPool: Sendable {
 
     private func ensureConnected() throws -> Connection {
         if let connection = try currentConnection() { return connection }
-        return try connectLock.withLock { () throws -> Connection in
-            if let connection = try currentConnection() { return connection }
-            do {
-                let connection = try openConnection()
-                state.withLockedValue { state in
-                    state.phase = .connected(connection)
-                    state.generation = connection.generation
-                    state.handles.removeAll()
-                }
-                return connection
-            } catch let error as PKCS11Error {
-                switch error.recovery {
-                case .neverRetry:
-                    state.withLockedValue { $0.phase = .loginRefused(error) }
-                default:
-                    if error.code != .pinSourceUnavailable { markUnavailable(error) }
-                }
-                throw error
-            }
-        }
+        return try connectLock.withLock { try ensureConnectedLocked() }
     }
 
     private func openConnection() throws -> Connection {
@@ -516,30 +497,32 @@ public final class SessionPool: Sendable {
                 // The login session itself was closed: reconnect from scratch, with the same
                 // rules as a first connection (a refused PIN stops every later attempt).
                 disconnect(after: error, generation: connection.generation, markUnavailable: false)
-                do {
-                    _ = try ensureConnectedLocked()
-                } catch let error as PKCS11Error {
-                    if error.recovery == .neverRetry {
-                        state.withLockedValue { $0.phase = .loginRefused(error) }
-                    } else if error.code != .pinSourceUnavailable {
-                        markUnavailable(error)
-                    }
-                    throw error
-                }
+                _ = try ensureConnectedLocked()
             }
         }
     }
 
-    /// `ensureConnected` for callers that already hold `connectLock`.
+    /// Connects unless connected; the caller holds `connectLock`. A refused PIN puts the pool in
+    /// `loginRefused` (never retried); other failures start the backoff, except an unreadable
+    /// PIN source, which is the operator's to fix and costs the token nothing.
     private func ensureConnectedLocked() throws -> Connection {
         if let connection = try currentConnection() { return connection }
-        let connection = try openConnection()
-        state.withLockedValue { state in
-            state.phase = .connected(connection)
-            state.generation = connection.generation
-            state.handles.removeAll()
+        do {
+            let connection = try openConnection()
+            state.withLockedValue { state in
+                state.phase = .connected(connection)
+                state.generation = connection.generation
+                state.handles.removeAll()
+            }
+            return connection
+        } catch let error as PKCS11Error {
+            if error.recovery == .neverRetry {
+                state.withLockedValue { $0.phase = .loginRefused(error) }
+            } else if error.code != .pinSourceUnavailable {
+                markUnavailable(error)
+            }
+            throw error
         }
-        return connection
     }
 
     private func disconnect(after error: PKCS11Error, generation: Int, markUnavailable mark: Bool = false) {
