@@ -12,6 +12,12 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // The PKCS#11 headers as libp11-kit-dev ships them, plus a few inline helpers that
@@ -36,11 +42,33 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
+        // The system of record: tenants, keystores, L1 links, L2 keys, IVK versions, outbox.
+        .target(
+            name: "Registry",
+            dependencies: [.product(name: "GRDB", package: "GRDB.swift")]
+        ),
+        // The gateway: configuration, Management API, handshake, kill-switch state.
+        .target(
+            name: "CMKServer",
+            dependencies: [
+                "KSI",
+                "PKCS11",
+                "Registry",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "cmk",
             dependencies: [
                 "KSI",
                 "PKCS11",
+                "CMKServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -54,6 +82,14 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["PKCS11", "KSI"], path: "Tests/TestSupport"),
         .testTarget(name: "PKCS11Tests", dependencies: ["PKCS11", "KSI", "TestSupport"]),
         .testTarget(name: "KSITests", dependencies: ["KSI", "PKCS11", "TestSupport"]),
+        .testTarget(name: "RegistryTests", dependencies: ["Registry"]),
+        .testTarget(
+            name: "CMKServerTests",
+            dependencies: [
+                "CMKServer", "KSI", "PKCS11", "Registry", "TestSupport",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -4,7 +4,7 @@
 repo_root() { cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd; }
 
 # The Debian packages the build, the tests and the demo need.
-SYSTEM_PACKAGES=(softhsm2 opensc p11-kit libp11-kit-dev pkg-config libsqlite3-dev libssl-dev gcc python3 python3-pip)
+SYSTEM_PACKAGES=(softhsm2 opensc p11-kit libp11-kit-dev pkg-config libsqlite3-dev libssl-dev gcc python3 python3-pip curl)
 
 ensure_system_packages() {
   local missing=()

@@ -1,0 +1,99 @@
+import Foundation
+import Hummingbird
+import Logging
+import Metrics
+import Prometheus
+import Registry
+import ServiceLifecycle
+
+/// The process's Prometheus registry, bootstrapped into swift-metrics once.
+enum MetricsBootstrap {
+    static let registry: PrometheusCollectorRegistry = {
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        return registry
+    }()
+}
+
+/// Builds the router: health, readiness and metrics without authentication; everything under
+/// `/api/v1` behind the authentication middleware.
+public func buildRouter(gateway: Gateway, bootstrapToken: [UInt8], openAPI: ByteBuffer?) -> Router<CMKRequestContext> {
+    let prometheus = MetricsBootstrap.registry
+    let router = Router(context: CMKRequestContext.self)
+    router.add(middleware: ErrorMiddleware())
+    router.add(middleware: MetricsMiddleware())
+    router.get("healthz") { _, _ in
+        Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#)))
+    }
+    router.get("readyz") { _, _ -> Response in
+        let platform = await gateway.platform.status()
+        let ready = platform.state == .available
+        let body = ready ? #"{"status":"ready"}"# : #"{"status":"not_ready","reason":"the platform token is not available"}"#
+        return Response(status: ready ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
+                        body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+    router.get("metrics") { _, _ -> Response in
+        var buffer: [UInt8] = []
+        prometheus.emit(into: &buffer)
+        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(bytes: buffer)))
+    }
+    if let openAPI {
+        router.get("openapi.yaml") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: openAPI))
+        }
+    }
+    let api = router.group("api/v1").add(middleware: AuthenticationMiddleware(token: bootstrapToken))
+    ManagementController(gateway: gateway, idempotency: IdempotencyCache()).register(on: api)
+    return router
+}
+
+/// Re-probes every linked key on a schedule; stops with the service group.
+struct ProbeScheduler: Service {
+    let gateway: Gateway
+    let interval: Duration
+
+    func run() async throws {
+        while !Task.isCancelledOrShuttingDown {
+            do {
+                try await Task.sleep(for: interval)
+            } catch {
+                return
+            }
+            await gateway.probeAllLinked()
+        }
+    }
+}
+
+/// Closes the keystores' sessions and finalises their modules when the service group stops.
+struct GatewayService: Service {
+    let gateway: Gateway
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await gateway.shutdown()
+    }
+}
+
+extension Task where Success == Never, Failure == Never {
+    static var isCancelledOrShuttingDown: Bool { Task.isCancelled || Task.isShuttingDownGracefully }
+}
+
+/// The whole server: configuration in, an application out, with the gateway, the prober and
+/// graceful shutdown wired as services.
+public func buildApplication(_ configuration: ServerConfiguration, openAPIPath: String? = nil) async throws -> some ApplicationProtocol {
+    var logger = Logger(label: "cmk")
+    logger.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
+    let token = try AuthenticationMiddleware.loadToken(from: configuration.bootstrapTokenFile)
+    let gateway = try await Gateway.start(configuration, logger: logger)
+    let openAPI = (openAPIPath.flatMap { FileManager.default.contents(atPath: $0) }).map { ByteBuffer(data: $0) }
+    var services: [any Service] = [GatewayService(gateway: gateway)]
+    if configuration.probeIntervalSeconds > 0 {
+        services.append(ProbeScheduler(gateway: gateway, interval: .seconds(configuration.probeIntervalSeconds)))
+    }
+    var application = Application(
+        router: buildRouter(gateway: gateway, bootstrapToken: token, openAPI: openAPI),
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "openkcm-cmk"),
+        logger: logger)
+    for service in services { application.addServices(service) }
+    return application
+}

@@ -1,0 +1,230 @@
+import Foundation
+import KSI
+import Logging
+import Metrics
+import PKCS11
+import Registry
+
+/// The gateway's operations, between the HTTP routes and the lower layers: the handshake, the
+/// re-probe, the kill-switch, keystore listings. Routes stay thin; this type holds the rules.
+public final class Gateway: Sendable {
+    /// A configured keystore: its id, the profile it was made from, its token.
+    public struct ConfiguredKeystore: Sendable {
+        public let id: String
+        public let profile: HSMProfile
+        public let token: PKCS11Token
+    }
+
+    public let registry: Registry
+    public let keystores: [String: ConfiguredKeystore]
+    public let platform: PKCS11Token
+    let pkcs11: PKCS11Keystore
+    let logger: Logger
+
+    init(registry: Registry, keystores: [String: ConfiguredKeystore], platform: PKCS11Token, pkcs11: PKCS11Keystore, logger: Logger) {
+        self.registry = registry
+        self.keystores = keystores
+        self.platform = platform
+        self.pkcs11 = pkcs11
+        self.logger = logger
+    }
+
+    /// Opens the registry, loads every configured keystore's module, and makes sure an IVK
+    /// version exists on the platform token.
+    public static func start(_ configuration: ServerConfiguration, logger: Logger) async throws -> Gateway {
+        let registry = try Registry(path: configuration.database)
+        let pkcs11 = PKCS11Keystore()
+        var keystores: [String: ConfiguredKeystore] = [:]
+        for keystore in configuration.keystores {
+            let profile = try HSMProfile.load(from: keystore.profile)
+            keystores[keystore.id] = ConfiguredKeystore(id: keystore.id, profile: profile, token: try await pkcs11.token(profile: profile))
+        }
+        let platformProfile = try HSMProfile.load(from: configuration.platform.profile)
+        let platform = try await pkcs11.token(profile: platformProfile)
+        if try await registry.currentIVK() == nil {
+            let reference = try await platform.ensurePlatformKey(label: configuration.platform.ivkLabelPrefix + "1")
+            let version = try await registry.addIVKVersion(keyReference: reference.description)
+            logger.notice("created IVK version", metadata: ["ivk.version": "\(version.version)"])
+        }
+        return Gateway(registry: registry, keystores: keystores, platform: platform, pkcs11: pkcs11, logger: logger)
+    }
+
+    /// Closes every session; finalises the modules unless other components of the process
+    /// still use them (tests).
+    public func shutdown(finalizingModules: Bool = true) async {
+        await pkcs11.shutdown(finalizingModules: finalizingModules)
+    }
+
+    // MARK: Keystores
+
+    func keystore(_ id: String) throws -> ConfiguredKeystore {
+        guard let keystore = keystores[id] else {
+            throw APIError.notFound("no keystore \"\(id)\" is configured; GET /api/v1/keystores lists them")
+        }
+        return keystore
+    }
+
+    // MARK: Handshake
+
+    public struct HandshakeRequest: Codable, Sendable {
+        public var provider: String
+        public var keystore: String
+        public var key: String
+    }
+
+    /// The BYOK/HYOK handshake: probe the L1 key; on success record the link and make the
+    /// tenant's L2, held only wrapped. On failure, record the attempt and nothing else.
+    public func handshake(tenantID: String, _ request: HandshakeRequest) async throws -> (L1Link, L2Key) {
+        _ = try await registry.tenant(tenantID)
+        guard request.provider == Provider.pkcs11.rawValue else {
+            throw APIError(.unprocessableContent, code: "unsupported_provider", "provider \"\(request.provider)\" is not available; supported: pkcs11")
+        }
+        let keystore = try keystore(request.keystore)
+        let reference = try Self.keyReference(request.key, keystore: keystore)
+        // Refuse before touching the HSM: the registry enforces it again in its transaction.
+        if try await registry.links(tenantID: tenantID, limit: 500, after: nil).items.contains(where: { $0.state != .revoked }) {
+            throw APIError(.conflict, code: "conflict", "tenant \(tenantID) already has an active L1 link; revoke it first")
+        }
+        let report = await measured("probe") { await keystore.token.probe(reference) }
+        let reportJSON = Self.json(report)
+        try await registry.recordAttempt(HandshakeAttempt(
+            id: UUID().uuidString.lowercased(), tenantID: tenantID, provider: request.provider, keystoreID: keystore.id,
+            keyReference: reference.description, passed: report.passed, failureCode: report.failure?.code.rawValue,
+            failureReason: report.failure?.reason, at: Date()))
+        guard report.passed else {
+            throw APIError(.unprocessableContent, code: "probe_failed", "the handshake probe failed: \(report.failure?.reason ?? "unknown reason")",
+                           details: report)
+        }
+        let l2 = try await makeL2(tenantID: tenantID, l1: reference, on: keystore.token)
+        return try await registry.createLink(tenantID: tenantID, provider: request.provider, keystoreID: keystore.id,
+                                             keyReference: reference.description, probeReport: reportJSON, probedAt: Date(), l2: l2)
+    }
+
+    /// Accepts a PKCS#11 URI naming a key on the keystore's token. The module and the PIN come
+    /// from the keystore's profile only: a URI that names a module or a PIN source is refused,
+    /// so an API caller cannot make the server load a library or read a file of their choice.
+    static func keyReference(_ text: String, keystore: ConfiguredKeystore) throws -> KeyReference {
+        guard text.count <= 2048 else { throw APIError.badRequest("the key reference is longer than 2048 characters") }
+        let reference = try KeyReference(parsing: text)
+        guard case .pkcs11(var uri) = reference else { throw APIError.badRequest("expected a PKCS#11 URI") }
+        if uri.modulePath != nil || uri.moduleName != nil || uri.pinSource != nil || uri.pinValue != nil {
+            throw APIError.badRequest("the key reference may not name a module or a PIN: the keystore's profile provides them")
+        }
+        if uri.token == nil && uri.serial == nil { uri.token = keystore.profile.token.label }
+        if uri.serial == nil, uri.token == nil { uri.serial = keystore.profile.token.serial }
+        if uri.type == nil { uri.type = "secret-key" }
+        return .pkcs11(uri)
+    }
+
+    /// The L2: made inside the token when the L1 key and the current IVK share it (the
+    /// plaintext never leaves the token); otherwise generated on the L1 token, wrapped there,
+    /// and carried to the platform token in wiped memory to be wrapped by the IVK. The sovereign
+    /// binding is then sealed under the IVK (AES-GCM, bound to tenant and L2Ref).
+    func makeL2(tenantID: String, l1: KeyReference, on token: PKCS11Token) async throws -> NewL2 {
+        guard let ivk = try await registry.currentIVK() else {
+            throw APIError(.serviceUnavailable, code: "not_ready", "no IVK version exists yet")
+        }
+        let ivkReference = try KeyReference(parsing: ivk.keyReference)
+        let sovereign: WrappedKey
+        let active: WrappedKey
+        if token.configuration.modulePath == platform.configuration.modulePath && platform.holds(l1) {
+            (sovereign, active) = try await measured("generate_l2") { try await platform.generateL2(wrappedBy: l1, and: ivkReference) }
+        } else {
+            sovereign = try await measured("generate_l2") { try await token.generateWrappedKey(with: l1) }
+            let material = try await measured("unwrap") { try await token.unwrap(sovereign, with: l1) }
+            active = try await measured("wrap") { try await platform.wrap(material, with: ivkReference) }
+        }
+        let l2Ref = UUID().uuidString.lowercased()
+        let sealed = try await measured("seal") {
+            try await platform.seal(sovereign.blob, with: ivkReference, aad: Self.sovereignAAD(tenantID: tenantID, l2Ref: l2Ref))
+        }
+        return NewL2(id: l2Ref, sovereignBinding: Data(sealed), sovereignMechanism: sovereign.mechanism, sovereignIVKVersion: ivk.version,
+                     activeBinding: Data(active.blob), activeMechanism: active.mechanism, activeIVKVersion: ivk.version)
+    }
+
+    /// Binds a sealed sovereign binding to its record: moved to another tenant or L2, it does not open.
+    static func sovereignAAD(tenantID: String, l2Ref: String) -> [UInt8] {
+        Array("openkcm/sovereign-binding/v1|\(tenantID)|\(l2Ref)".utf8)
+    }
+
+    /// The sovereign binding as L1 wrapped it: opens the seal with the IVK version that made it.
+    public func sovereignBinding(of l2: L2Key) async throws -> WrappedKey {
+        guard let version = try await registry.ivkVersions().first(where: { $0.version == l2.sovereignIVKVersion }) else {
+            throw APIError(.internalServerError, code: "internal", "IVK version \(l2.sovereignIVKVersion) is missing")
+        }
+        let blob = try await platform.open(Array(l2.sovereignBinding), with: try KeyReference(parsing: version.keyReference),
+                                           aad: Self.sovereignAAD(tenantID: l2.tenantID, l2Ref: l2.id))
+        return WrappedKey(mechanism: l2.sovereignMechanism, blob: blob)
+    }
+
+    // MARK: Re-probe and kill-switch
+
+    /// Probes a link's L1 key again and records the result. A revoked link refuses.
+    public func reprobe(tenantID: String, linkID: String) async throws -> L1Link {
+        let link = try await registry.link(tenantID: tenantID, id: linkID)
+        guard link.state != .revoked else {
+            throw APIError(.conflict, code: "link_revoked", "link \(linkID) is revoked and cannot be used; a new handshake restores access")
+        }
+        return try await probe(link)
+    }
+
+    func probe(_ link: L1Link) async throws -> L1Link {
+        let keystore = try keystore(link.keystoreID)
+        let reference = try KeyReference(parsing: link.keyReference)
+        let report = await measured("probe") { await keystore.token.probe(reference) }
+        return try await registry.recordProbe(linkID: link.id, passed: report.passed, report: Self.json(report), at: Date())
+    }
+
+    /// Re-probes every linked key (the scheduled prober). Failures are recorded, not thrown.
+    public func probeAllLinked() async {
+        guard let links = try? await registry.links(state: .linked) else { return }
+        for link in links {
+            do {
+                _ = try await probe(link)
+            } catch {
+                logger.warning("scheduled probe failed", metadata: ["link": "\(link.id)", "error.type": "\(type(of: error))"])
+            }
+        }
+    }
+
+    /// The kill-switch: link REVOKED, L2 LOCKED with its active binding destroyed, and the
+    /// revocation event in the outbox, in one registry transaction.
+    public func revoke(tenantID: String, linkID: String, expectedVersion: Int?) async throws -> (link: L1Link, l2: L2Key?, event: OutboxEvent) {
+        let result: (link: L1Link, l2: L2Key?, event: OutboxEvent)
+        do {
+            result = try await registry.revoke(tenantID: tenantID, linkID: linkID, expectedVersion: expectedVersion, at: Date())
+        } catch let error as RegistryError where error.code == .conflict {
+            throw APIError(.conflict, code: "link_revoked", "link \(linkID) is already revoked")
+        }
+        logger.notice("L1 link revoked", metadata: ["tenant": "\(tenantID)", "link": "\(linkID)", "event": "\(result.event.id)"])
+        return result
+    }
+
+    // MARK: Helpers
+
+    /// Times a keystore operation into the `cmk_keystore_operation*` metrics.
+    func measured<T>(_ operation: String, _ body: () async throws -> T) async rethrows -> T {
+        let start = ContinuousClock.now
+        do {
+            let result = try await body()
+            record(operation, outcome: (result as? ProbeReport).map { $0.passed ? "ok" : "failed" } ?? "ok", since: start)
+            return result
+        } catch {
+            record(operation, outcome: "error", since: start)
+            throw error
+        }
+    }
+
+    private func record(_ operation: String, outcome: String, since start: ContinuousClock.Instant) {
+        Counter(label: "cmk_keystore_operations_total", dimensions: [("operation", operation), ("outcome", outcome)]).increment()
+        Timer(label: "cmk_keystore_operation_duration_seconds", dimensions: [("operation", operation)])
+            .recordNanoseconds(Int64((ContinuousClock.now - start).components.attoseconds / 1_000_000_000
+                                     + (ContinuousClock.now - start).components.seconds * 1_000_000_000))
+    }
+
+    static func json<T: Encodable>(_ value: T) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+}

@@ -1,0 +1,170 @@
+import Foundation
+import Hummingbird
+import KSI
+import Registry
+
+/// The Management API under `/api/v1`. Handlers parse, call the gateway, shape the answer.
+struct ManagementController {
+    let gateway: Gateway
+    let idempotency: IdempotencyCache
+
+    func register(on group: RouterGroup<CMKRequestContext>) {
+        group.get("tenants", use: listTenants)
+        group.post("tenants", use: createTenant)
+        group.get("tenants/:tenant", use: getTenant)
+        group.delete("tenants/:tenant", use: deleteTenant)
+        group.get("keystores", use: listKeystores)
+        group.get("keystores/:keystore", use: getKeystore)
+        group.get("keystores/:keystore/keys", use: listKeys)
+        group.get("tenants/:tenant/l1-links", use: listLinks)
+        group.post("tenants/:tenant/l1-links", use: handshake)
+        group.get("tenants/:tenant/l1-links/:link", use: getLink)
+        group.post("tenants/:tenant/l1-links/:link/probe", use: reprobe)
+        group.post("tenants/:tenant/l1-links/:link/revoke", use: revoke)
+    }
+
+    // MARK: Tenants
+
+    @Sendable func listTenants(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let (limit, cursor) = try Self.pagination(request)
+        let page = try await gateway.registry.tenants(limit: limit, after: cursor)
+        return try Self.json(PageResponse(items: page.items.map(TenantResponse.init), nextCursor: page.nextCursor), context: context).response
+    }
+
+    @Sendable func createTenant(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        try await idempotency.run(request, context: context) { body in
+            let input = try Self.decode(CreateTenantRequest.self, from: body, context: context)
+            let tenant = try await gateway.registry.createTenant(id: input.id, name: input.name)
+            return try Self.json(TenantResponse(tenant), status: .created, etag: tenant.version, context: context)
+        }
+    }
+
+    @Sendable func getTenant(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let tenant = try await gateway.registry.tenant(try context.parameters.require("tenant"))
+        return try Self.json(TenantResponse(tenant), etag: tenant.version, context: context).response
+    }
+
+    @Sendable func deleteTenant(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        try await gateway.registry.deleteTenant(try context.parameters.require("tenant"), expectedVersion: try Self.ifMatch(request))
+        return Response(status: .noContent)
+    }
+
+    // MARK: Keystores
+
+    @Sendable func listKeystores(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        var items: [KeystoreResponse] = []
+        for keystore in gateway.keystores.values.sorted(by: { $0.id < $1.id }) {
+            items.append(KeystoreResponse(id: keystore.id, provider: Provider.pkcs11.rawValue, profile: keystore.profile.name,
+                                          status: await keystore.token.status()))
+        }
+        return try Self.json(PageResponse(items: items, nextCursor: nil), context: context).response
+    }
+
+    @Sendable func getKeystore(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let keystore = try gateway.keystore(try context.parameters.require("keystore"))
+        return try Self.json(KeystoreResponse(id: keystore.id, provider: Provider.pkcs11.rawValue, profile: keystore.profile.name,
+                                              status: await keystore.token.status()), context: context).response
+    }
+
+    @Sendable func listKeys(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let keystore = try gateway.keystore(try context.parameters.require("keystore"))
+        let keys = try await keystore.token.keys()
+        return try Self.json(PageResponse(items: keys, nextCursor: nil), context: context).response
+    }
+
+    // MARK: L1 links
+
+    @Sendable func listLinks(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let tenant = try context.parameters.require("tenant")
+        _ = try await gateway.registry.tenant(tenant)
+        let (limit, cursor) = try Self.pagination(request)
+        let page = try await gateway.registry.links(tenantID: tenant, limit: limit, after: cursor)
+        var items: [LinkResponse] = []
+        for link in page.items { items.append(LinkResponse(link, l2: try await gateway.registry.l2Key(linkID: link.id))) }
+        return try Self.json(PageResponse(items: items, nextCursor: page.nextCursor), context: context).response
+    }
+
+    @Sendable func handshake(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        try await idempotency.run(request, context: context) { body in
+            let tenant = try context.parameters.require("tenant")
+            let input = try Self.decode(Gateway.HandshakeRequest.self, from: body, context: context)
+            let (link, l2) = try await gateway.handshake(tenantID: tenant, input)
+            return try Self.json(LinkResponse(link, l2: l2), status: .created, etag: link.version, context: context)
+        }
+    }
+
+    @Sendable func getLink(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let link = try await gateway.registry.link(tenantID: try context.parameters.require("tenant"), id: try context.parameters.require("link"))
+        return try Self.json(LinkResponse(link, l2: try await gateway.registry.l2Key(linkID: link.id)), etag: link.version, context: context).response
+    }
+
+    @Sendable func reprobe(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let link = try await gateway.reprobe(tenantID: try context.parameters.require("tenant"), linkID: try context.parameters.require("link"))
+        return try Self.json(LinkResponse(link, l2: try await gateway.registry.l2Key(linkID: link.id)), etag: link.version, context: context).response
+    }
+
+    @Sendable func revoke(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        try await idempotency.run(request, context: context) { _ in
+            let result = try await gateway.revoke(tenantID: try context.parameters.require("tenant"), linkID: try context.parameters.require("link"),
+                                                  expectedVersion: try Self.ifMatch(request))
+            let response = RevocationResponse(link: LinkResponse(result.link, l2: result.l2),
+                                              event: .init(id: result.event.id, type: result.event.type, createdAt: result.event.createdAt))
+            return try Self.json(response, etag: result.link.version, context: context)
+        }
+    }
+
+    // MARK: Helpers
+
+    static func pagination(_ request: Request) throws -> (Int, String?) {
+        var limit = 50
+        if let text = request.uri.queryParameters["limit"] {
+            guard let value = Int(String(text)), (1...500).contains(value) else {
+                throw APIError.badRequest("limit must be a number between 1 and 500")
+            }
+            limit = value
+        }
+        return (limit, request.uri.queryParameters["cursor"].map(String.init))
+    }
+
+    /// `If-Match: "7"` → 7. The ETag of a resource is its version, quoted.
+    static func ifMatch(_ request: Request) throws -> Int? {
+        guard let header = request.headers[.ifMatch] else { return nil }
+        let trimmed = header.trimmingCharacters(in: .whitespaces)
+        guard trimmed.hasPrefix("\""), trimmed.hasSuffix("\""), trimmed.count >= 3,
+              let version = Int(trimmed.dropFirst().dropLast()) else {
+            throw APIError(.badRequest, code: "invalid_input", "If-Match must be an ETag as returned by the API, such as \"3\"")
+        }
+        return version
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, from body: ByteBuffer, context: CMKRequestContext) throws -> T {
+        do {
+            return try context.requestDecoder.decode(type, from: Data(buffer: body))
+        } catch {
+            throw APIError.badRequest("the request body is not valid JSON for this route")
+        }
+    }
+
+    static func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok, etag: Int? = nil, context: CMKRequestContext) throws -> Reply {
+        let encoder = JSONEncoder.api
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if let etag { headers[.eTag] = "\"\(etag)\"" }
+        return Reply(status: status, headers: headers, body: ByteBuffer(data: try encoder.encode(value)))
+    }
+}
+
+
+extension JSONEncoder {
+    /// The API's encoder: sorted keys, RFC 3339 dates with milliseconds (as the registry keeps them).
+    static var api: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            let formatter = ISO8601DateFormatter()
+            formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            try container.encode(formatter.string(from: date))
+        }
+        return encoder
+    }
+}

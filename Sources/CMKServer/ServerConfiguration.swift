@@ -1,0 +1,148 @@
+import Foundation
+import KSI
+
+/// `cmk serve`'s configuration: a JSON file (`--config`), then environment variables that
+/// override single values (`CMK_*`, for containers). Documented in `Docs/Configuration.md`.
+public struct ServerConfiguration: Codable, Sendable, Equatable {
+    /// A keystore the gateway may link L1 keys from: an id and the HSM profile that reaches it.
+    public struct Keystore: Codable, Sendable, Equatable {
+        public var id: String
+        public var profile: String
+
+        public init(id: String, profile: String) {
+            self.id = id
+            self.profile = profile
+        }
+    }
+
+    /// The platform's own token, holding the IVK versions.
+    public struct Platform: Codable, Sendable, Equatable {
+        public var profile: String
+        /// Label prefix of the IVK keys on the platform token (`openkcm-ivk-1`, ...).
+        public var ivkLabelPrefix: String
+
+        public init(profile: String, ivkLabelPrefix: String = "openkcm-ivk-") {
+            self.profile = profile
+            self.ivkLabelPrefix = ivkLabelPrefix
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            profile = try container.decode(String.self, forKey: .profile)
+            ivkLabelPrefix = try container.decodeIfPresent(String.self, forKey: .ivkLabelPrefix) ?? "openkcm-ivk-"
+        }
+    }
+
+    public var host: String
+    public var port: Int
+    /// The SQLite registry file.
+    public var database: String
+    public var keystores: [Keystore]
+    public var platform: Platform
+    /// A file holding the bootstrap administrator's bearer token (until the Session Manager).
+    public var bootstrapTokenFile: String
+    /// Seconds between scheduled re-probes of linked keys; 0 turns the schedule off.
+    public var probeIntervalSeconds: Int
+    public var logLevel: String
+
+    public init(host: String = "127.0.0.1", port: Int = 8080, database: String = "cmk.sqlite", keystores: [Keystore] = [],
+                platform: Platform, bootstrapTokenFile: String, probeIntervalSeconds: Int = 60,
+                logLevel: String = "info") {
+        self.host = host
+        self.port = port
+        self.database = database
+        self.keystores = keystores
+        self.platform = platform
+        self.bootstrapTokenFile = bootstrapTokenFile
+        self.probeIntervalSeconds = probeIntervalSeconds
+        self.logLevel = logLevel
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case host, port, database, keystores, platform, bootstrapTokenFile, probeIntervalSeconds, logLevel
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        host = try container.decodeIfPresent(String.self, forKey: .host) ?? "127.0.0.1"
+        port = try container.decodeIfPresent(Int.self, forKey: .port) ?? 8080
+        database = try container.decodeIfPresent(String.self, forKey: .database) ?? "cmk.sqlite"
+        keystores = try container.decodeIfPresent([Keystore].self, forKey: .keystores) ?? []
+        platform = try container.decode(Platform.self, forKey: .platform)
+        bootstrapTokenFile = try container.decode(String.self, forKey: .bootstrapTokenFile)
+        probeIntervalSeconds = try container.decodeIfPresent(Int.self, forKey: .probeIntervalSeconds) ?? 60
+        logLevel = try container.decodeIfPresent(String.self, forKey: .logLevel) ?? "info"
+    }
+
+    static let allowedKeys: Set<String> = ["host", "port", "database", "keystores", "platform", "bootstrapTokenFile",
+                                           "probeIntervalSeconds", "logLevel"]
+
+    /// Reads `path`, applies `CMK_*` overrides from `environment`, validates.
+    public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ServerConfiguration {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError("cannot read configuration file \(path)")
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw ConfigurationError("\(path) is not a JSON object")
+        }
+        let unknown = Set(object.keys).subtracting(allowedKeys)
+        guard unknown.isEmpty else {
+            throw ConfigurationError("\(path) has unknown keys: \(unknown.sorted().joined(separator: ", "))")
+        }
+        var configuration: ServerConfiguration
+        do {
+            configuration = try JSONDecoder().decode(ServerConfiguration.self, from: data)
+        } catch let DecodingError.keyNotFound(key, _) {
+            throw ConfigurationError("\(path) lacks the required key \"\(key.stringValue)\"")
+        } catch {
+            throw ConfigurationError("\(path) is not a valid configuration")
+        }
+        try configuration.applyEnvironment(environment)
+        // Relative paths are relative to the configuration file, so a config directory can move.
+        let base = URL(fileURLWithPath: path).deletingLastPathComponent()
+        func resolve(_ file: String) -> String { file.hasPrefix("/") ? file : base.appendingPathComponent(file).standardized.path }
+        configuration.database = resolve(configuration.database)
+        configuration.bootstrapTokenFile = resolve(configuration.bootstrapTokenFile)
+        configuration.platform.profile = resolve(configuration.platform.profile)
+        configuration.keystores = configuration.keystores.map { Keystore(id: $0.id, profile: resolve($0.profile)) }
+        try configuration.validate()
+        return configuration
+    }
+
+    /// `CMK_HOST`, `CMK_PORT`, `CMK_DATABASE`, `CMK_BOOTSTRAP_TOKEN_FILE`,
+    /// `CMK_PROBE_INTERVAL_SECONDS`, `CMK_LOG_LEVEL`.
+    public mutating func applyEnvironment(_ environment: [String: String]) throws {
+        func integer(_ name: String) throws -> Int? {
+            guard let text = environment[name] else { return nil }
+            guard let value = Int(text) else { throw ConfigurationError("\(name) must be an integer") }
+            return value
+        }
+        if let value = environment["CMK_HOST"] { host = value }
+        if let value = try integer("CMK_PORT") { port = value }
+        if let value = environment["CMK_DATABASE"] { database = value }
+        if let value = environment["CMK_BOOTSTRAP_TOKEN_FILE"] { bootstrapTokenFile = value }
+        if let value = try integer("CMK_PROBE_INTERVAL_SECONDS") { probeIntervalSeconds = value }
+        if let value = environment["CMK_LOG_LEVEL"] { logLevel = value }
+    }
+
+    public func validate() throws {
+        guard (0...65_535).contains(port) else { throw ConfigurationError("port must be between 0 and 65535") }
+        guard probeIntervalSeconds >= 0 else { throw ConfigurationError("probeIntervalSeconds must be 0 (off) or positive") }
+        var seen = Set<String>()
+        for keystore in keystores {
+            guard keystore.id.range(of: #"^[a-z0-9][a-z0-9-]{0,62}$"#, options: .regularExpression) != nil else {
+                throw ConfigurationError("keystore id \"\(keystore.id)\" must be 1-63 characters of a-z, 0-9 and -")
+            }
+            guard seen.insert(keystore.id).inserted else { throw ConfigurationError("keystore id \(keystore.id) appears twice") }
+        }
+        guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel) else {
+            throw ConfigurationError("logLevel must be one of trace, debug, info, notice, warning, error, critical")
+        }
+    }
+}
+
+public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

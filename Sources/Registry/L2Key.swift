@@ -1,0 +1,100 @@
+import Foundation
+import GRDB
+
+/// `LOCKED` is final, like `REVOKED` for links: a locked L2 has lost its active binding and can
+/// only be reached again through L1, by a new handshake.
+public enum L2State: String, Codable, Sendable, CaseIterable {
+    case active = "ACTIVE"
+    case locked = "LOCKED"
+}
+
+/// A tenant key, stored only wrapped. The Registry treats both bindings as opaque bytes.
+public struct L2Key: Codable, Sendable, Equatable {
+    /// The `L2Ref`, a UUID string.
+    public var id: String
+    public var tenantID: String
+    public var linkID: String
+    /// L2 wrapped by L1, then encrypted at rest under an IVK version. Kept after revocation.
+    public var sovereignBinding: Data
+    public var sovereignMechanism: String
+    public var sovereignIVKVersion: Int
+    /// L2 wrapped by the IVK, for fast unseal; nil once `LOCKED`.
+    public var activeBinding: Data?
+    public var activeMechanism: String?
+    public var activeIVKVersion: Int?
+    public var state: L2State
+    public var createdAt: Date
+    public var lockedAt: Date?
+    /// Starts at 1, +1 on every change.
+    public var version: Int
+
+    public init(id: String, tenantID: String, linkID: String, sovereignBinding: Data, sovereignMechanism: String,
+                sovereignIVKVersion: Int, activeBinding: Data?, activeMechanism: String?, activeIVKVersion: Int?,
+                state: L2State, createdAt: Date, lockedAt: Date?, version: Int) {
+        self.id = id
+        self.tenantID = tenantID
+        self.linkID = linkID
+        self.sovereignBinding = sovereignBinding
+        self.sovereignMechanism = sovereignMechanism
+        self.sovereignIVKVersion = sovereignIVKVersion
+        self.activeBinding = activeBinding
+        self.activeMechanism = activeMechanism
+        self.activeIVKVersion = activeIVKVersion
+        self.state = state
+        self.createdAt = createdAt
+        self.lockedAt = lockedAt
+        self.version = version
+    }
+}
+
+/// What the handshake hands to `createLink`: the freshly made L2, already wrapped both ways.
+public struct NewL2: Sendable {
+    /// The `L2Ref` to use, a UUID string (the caller makes it so that it can wrap with it as
+    /// associated data before the record exists).
+    public var id: String
+    public var sovereignBinding: Data
+    public var sovereignMechanism: String
+    public var sovereignIVKVersion: Int
+    public var activeBinding: Data
+    public var activeMechanism: String
+    public var activeIVKVersion: Int
+
+    public init(id: String, sovereignBinding: Data, sovereignMechanism: String, sovereignIVKVersion: Int,
+                activeBinding: Data, activeMechanism: String, activeIVKVersion: Int) {
+        self.id = id
+        self.sovereignBinding = sovereignBinding
+        self.sovereignMechanism = sovereignMechanism
+        self.sovereignIVKVersion = sovereignIVKVersion
+        self.activeBinding = activeBinding
+        self.activeMechanism = activeMechanism
+        self.activeIVKVersion = activeIVKVersion
+    }
+}
+
+extension L2Key {
+    init(row: Row) throws {
+        let stateText: String = row["state"]
+        guard let state = L2State(rawValue: stateText) else {
+            throw RegistryError(.invalidInput, "L2 key \(row["id"] as String) has an unknown state \(stateText)")
+        }
+        self.init(
+            id: row["id"],
+            tenantID: row["tenant_id"],
+            linkID: row["link_id"],
+            sovereignBinding: row["sovereign_binding"],
+            sovereignMechanism: row["sovereign_mechanism"],
+            sovereignIVKVersion: row["sovereign_ivk_version"],
+            activeBinding: row["active_binding"],
+            activeMechanism: row["active_mechanism"],
+            activeIVKVersion: row["active_ivk_version"],
+            state: state,
+            createdAt: Date(registryMilliseconds: row["created_at"]),
+            lockedAt: (row["locked_at"] as Int64?).map(Date.init(registryMilliseconds:)),
+            version: row["version"]
+        )
+    }
+
+    static func fetch(_ db: Database, linkID: String) throws -> L2Key? {
+        try Row.fetchOne(db, sql: "SELECT * FROM l2_key WHERE link_id = ?", arguments: [linkID]).map(L2Key.init(row:))
+    }
+}

@@ -1,0 +1,229 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import KSI
+import PKCS11
+@testable import CMKServer
+import Registry
+import Testing
+import TestSupport
+
+@Suite(.serialized) struct ManagementAPITests {
+    let harness: ServerHarness
+
+    init() throws { harness = try ServerHarness() }
+
+    static let auth = ServerHarness.auth
+    static func createTenant(_ client: any TestClientProtocol, _ id: String) async throws {
+        let response = try await client.execute(uri: "/api/v1/tenants", method: .post, headers: auth,
+                                                body: ServerHarness.body(#"{"id":"\#(id)","name":"Tenant \#(id)"}"#))
+        #expect(response.status == .created, "\(response.text)")
+    }
+
+    static func handshake(_ client: any TestClientProtocol, tenant: String, keystore: String = "hsm", key: String = "pkcs11:object=l1") async throws -> TestResponse {
+        try await client.execute(uri: "/api/v1/tenants/\(tenant)/l1-links", method: .post, headers: auth,
+                                 body: ServerHarness.body(#"{"provider":"pkcs11","keystore":"\#(keystore)","key":"\#(key)"}"#))
+    }
+
+    @Test func healthIsOpenAndTheAPIIsNot() async throws {
+        try await harness.test { client, _ in
+            #expect(try await client.execute(uri: "/healthz", method: .get).status == .ok)
+            #expect(try await client.execute(uri: "/readyz", method: .get).status == .ok)
+            #expect(try await client.execute(uri: "/metrics", method: .get).status == .ok)
+            let anonymous = try await client.execute(uri: "/api/v1/tenants", method: .get)
+            #expect(anonymous.status == .unauthorized)
+            let body = try anonymous.json()["error"] as? [String: Any]
+            #expect(body?["code"] as? String == "unauthenticated")
+            #expect((body?["requestId"] as? String)?.isEmpty == false)
+            #expect(anonymous.headers[.init("X-Request-Id")!] != nil)
+            let wrong = try await client.execute(uri: "/api/v1/tenants", method: .get, headers: [.authorization: "Bearer nope"])
+            #expect(wrong.status == .unauthorized)
+        }
+    }
+
+    @Test func tenantsCreateListGetDelete() async throws {
+        try await harness.test { client, _ in
+            for index in 0..<5 { try await Self.createTenant(client, "t-\(index)") }
+            let duplicate = try await client.execute(uri: "/api/v1/tenants", method: .post, headers: Self.auth,
+                                                     body: ServerHarness.body(#"{"id":"t-0","name":"again"}"#))
+            #expect(duplicate.status == .conflict)
+            let bad = try await client.execute(uri: "/api/v1/tenants", method: .post, headers: Self.auth,
+                                               body: ServerHarness.body(#"{"id":"Bad Id!","name":"x"}"#))
+            #expect(bad.status == .badRequest)
+            let malformed = try await client.execute(uri: "/api/v1/tenants", method: .post, headers: Self.auth, body: ServerHarness.body("{"))
+            #expect(malformed.status == .badRequest && malformed.errorCode == "invalid_input")
+
+            let first = try await client.execute(uri: "/api/v1/tenants?limit=2", method: .get, headers: Self.auth)
+            let page = try first.json()
+            #expect((page["items"] as? [Any])?.count == 2)
+            let cursor = try #require(page["nextCursor"] as? String)
+            let second = try await client.execute(uri: "/api/v1/tenants?limit=2&cursor=\(cursor)", method: .get, headers: Self.auth)
+            #expect(((try second.json())["items"] as? [[String: Any]])?.first?["id"] as? String == "t-2")
+            #expect(try await client.execute(uri: "/api/v1/tenants?limit=0", method: .get, headers: Self.auth).status == .badRequest)
+
+            let get = try await client.execute(uri: "/api/v1/tenants/t-1", method: .get, headers: Self.auth)
+            #expect(get.status == .ok && get.headers[.eTag] == "\"1\"")
+            var stale = Self.auth
+            stale[.ifMatch] = "\"9\""
+            #expect(try await client.execute(uri: "/api/v1/tenants/t-1", method: .delete, headers: stale).status == .preconditionFailed)
+            #expect(try await client.execute(uri: "/api/v1/tenants/t-1", method: .delete, headers: Self.auth).status == .noContent)
+            #expect(try await client.execute(uri: "/api/v1/tenants/t-1", method: .get, headers: Self.auth).status == .notFound)
+        }
+    }
+
+    @Test func fullHandshakeRevokeAndRestore() async throws {
+        try await harness.test { client, gateway in
+            try await Self.createTenant(client, "acme")
+            let created = try await Self.handshake(client, tenant: "acme")
+            #expect(created.status == .created, "\(created.text)")
+            let link = try created.json()
+            let linkID = try #require(link["id"] as? String)
+            #expect(link["state"] as? String == "LINKED")
+            #expect((link["l2"] as? [String: Any])?["state"] as? String == "ACTIVE")
+            #expect((link["lastProbe"] as? [String: Any])?["passed"] as? Bool == true)
+            #expect(!created.text.contains("sovereign") && !created.text.contains("binding"), "bindings are never returned")
+
+            // A second active link for the same tenant is refused.
+            #expect(try await Self.handshake(client, tenant: "acme").status == .conflict)
+            // Tenant deletion is refused while the link is active.
+            try await Self.createTenant(client, "other")
+            #expect(try await client.execute(uri: "/api/v1/tenants/acme", method: .delete, headers: Self.auth).status == .conflict)
+            // Tenant isolation: the link does not exist under another tenant.
+            #expect(try await client.execute(uri: "/api/v1/tenants/other/l1-links/\(linkID)", method: .get, headers: Self.auth).status == .notFound)
+            #expect(try await client.execute(uri: "/api/v1/tenants/other/l1-links/\(linkID)/revoke", method: .post, headers: Self.auth).status == .notFound)
+
+            let probed = try await client.execute(uri: "/api/v1/tenants/acme/l1-links/\(linkID)/probe", method: .post, headers: Self.auth)
+            #expect(probed.status == .ok)
+            #expect(probed.headers[.eTag] == "\"2\"")
+
+            // The kill-switch, with a stale ETag first: nothing changes.
+            var stale = Self.auth
+            stale[.ifMatch] = "\"1\""
+            let refused = try await client.execute(uri: "/api/v1/tenants/acme/l1-links/\(linkID)/revoke", method: .post, headers: stale)
+            #expect(refused.status == .preconditionFailed)
+            #expect(try await gateway.registry.link(tenantID: "acme", id: linkID).state == .linked)
+
+            var current = Self.auth
+            current[.ifMatch] = "\"2\""
+            let revoked = try await client.execute(uri: "/api/v1/tenants/acme/l1-links/\(linkID)/revoke", method: .post, headers: current)
+            #expect(revoked.status == .ok, "\(revoked.text)")
+            let revocation = try revoked.json()
+            #expect((revocation["link"] as? [String: Any])?["state"] as? String == "REVOKED")
+            #expect(((revocation["link"] as? [String: Any])?["l2"] as? [String: Any])?["state"] as? String == "LOCKED")
+            #expect((revocation["event"] as? [String: Any])?["type"] as? String == "l1.revoked")
+
+            let l2 = try #require(try await gateway.registry.l2Key(linkID: linkID))
+            #expect(l2.state == .locked && l2.activeBinding == nil && !l2.sovereignBinding.isEmpty)
+            let events = try await gateway.registry.pendingEvents(limit: 10)
+            #expect(events.contains { $0.linkID == linkID && $0.type == "l1.revoked" })
+
+            // A revoked link cannot be used or revoked again.
+            let reprobe = try await client.execute(uri: "/api/v1/tenants/acme/l1-links/\(linkID)/probe", method: .post, headers: Self.auth)
+            #expect(reprobe.status == .conflict && reprobe.errorCode == "link_revoked")
+            #expect(try await client.execute(uri: "/api/v1/tenants/acme/l1-links/\(linkID)/revoke", method: .post, headers: Self.auth).status == .conflict)
+
+            // Restoring is a new handshake.
+            let restored = try await Self.handshake(client, tenant: "acme")
+            #expect(restored.status == .created)
+            #expect(try restored.json()["id"] as? String != linkID)
+            let list = try await client.execute(uri: "/api/v1/tenants/acme/l1-links", method: .get, headers: Self.auth)
+            #expect(((try list.json())["items"] as? [Any])?.count == 2)
+        }
+    }
+
+    @Test func probeFailuresAre422WithReasonsAndLeaveNoLink() async throws {
+        try await harness.test { client, gateway in
+            try await Self.createTenant(client, "beta")
+            let missing = try await Self.handshake(client, tenant: "beta", key: "pkcs11:object=no-such-key")
+            #expect(missing.status == .unprocessableContent)
+            #expect(missing.errorCode == "probe_failed")
+            let probe = (try missing.json()["error"] as? [String: Any])?["probe"] as? [String: Any]
+            #expect((probe?["checks"] as? [[String: Any]])?.last?["name"] as? String == "key_found")
+
+            let wrongToken = try await Self.handshake(client, tenant: "beta", key: "pkcs11:token=server-b;object=l1")
+            #expect(wrongToken.status == .unprocessableContent || wrongToken.status == .badRequest)
+
+            let withModule = try await Self.handshake(client, tenant: "beta", key: "pkcs11:object=l1?module-path=/tmp/evil.so")
+            #expect(withModule.status == .badRequest)
+            let malformed = try await Self.handshake(client, tenant: "beta", key: "pkcs11:object=a b")
+            #expect(malformed.status == .badRequest)
+            let unknownKeystore = try await Self.handshake(client, tenant: "beta", keystore: "nope")
+            #expect(unknownKeystore.status == .notFound)
+            let unknownTenant = try await Self.handshake(client, tenant: "nobody")
+            #expect(unknownTenant.status == .notFound)
+
+            let links = try await gateway.registry.links(tenantID: "beta", limit: 10, after: nil)
+            #expect(links.items.isEmpty, "failed handshakes record no link")
+            let attempts = try await gateway.registry.attempts(tenantID: "beta", limit: 10)
+            #expect(attempts.contains { !$0.passed && $0.failureCode == "not_found" })
+        }
+    }
+
+    @Test func crossTokenHandshakeWrapsL2WithTheIVK() async throws {
+        try await harness.test { client, gateway in
+            try await Self.createTenant(client, "gamma")
+            let created = try await Self.handshake(client, tenant: "gamma", keystore: "other", key: "pkcs11:object=l1")
+            #expect(created.status == .created, "\(created.text)")
+            let linkID = try #require(try created.json()["id"] as? String)
+            let l2 = try #require(try await gateway.registry.l2Key(linkID: linkID))
+            // The sovereign binding opens under the IVK and unwraps with L1 on the other token.
+            let sovereign = try await gateway.sovereignBinding(of: l2)
+            let other = try #require(gateway.keystores["other"])
+            try await other.token.verifyUnwrap(sovereign, with: try KeyReference(parsing: "pkcs11:token=server-b;object=l1"))
+        }
+    }
+
+    @Test func bodyLimitsAndIdempotency() async throws {
+        try await harness.test { client, _ in
+            let large = String(repeating: "x", count: 70_000)
+            let tooLarge = try await client.execute(uri: "/api/v1/tenants", method: .post, headers: Self.auth,
+                                                    body: ServerHarness.body(#"{"id":"big","name":"\#(large)"}"#))
+            #expect(tooLarge.status == .contentTooLarge)
+
+            var headers = Self.auth
+            headers[.init("Idempotency-Key")!] = "create-delta-1"
+            let body = #"{"id":"delta","name":"Delta"}"#
+            let first = try await client.execute(uri: "/api/v1/tenants", method: .post, headers: headers, body: ServerHarness.body(body))
+            let again = try await client.execute(uri: "/api/v1/tenants", method: .post, headers: headers, body: ServerHarness.body(body))
+            #expect(first.status == .created && again.status == .created, "the retry replays instead of failing with 409")
+            #expect(again.headers[.init("Idempotent-Replayed")!] == "true")
+            #expect(first.text == again.text)
+            let reused = try await client.execute(uri: "/api/v1/tenants", method: .post, headers: headers,
+                                                  body: ServerHarness.body(#"{"id":"delta2","name":"Other"}"#))
+            #expect(reused.status == .unprocessableContent && reused.errorCode == "idempotency_key_reused")
+        }
+    }
+
+    @Test func concurrentHandshakesKeepTheRegistryConsistent() async throws {
+        try await harness.test { client, gateway in
+            for index in 0..<50 { try await Self.createTenant(client, "c-\(index)") }
+            try await Self.createTenant(client, "contended")
+            let statuses = try await withThrowingTaskGroup(of: (String, HTTPResponse.Status).self) { group in
+                for index in 0..<50 {
+                    group.addTask { ("c-\(index)", try await Self.handshake(client, tenant: "c-\(index)").status) }
+                }
+                for _ in 0..<10 {
+                    group.addTask { ("contended", try await Self.handshake(client, tenant: "contended").status) }
+                }
+                var all: [(String, HTTPResponse.Status)] = []
+                for try await result in group { all.append(result) }
+                return all
+            }
+            #expect(statuses.filter { $0.0 != "contended" }.allSatisfy { $0.1 == .created })
+            let contended = statuses.filter { $0.0 == "contended" }.map(\.1)
+            #expect(contended.filter { $0 == .created }.count == 1)
+            #expect(contended.filter { $0 != .created }.allSatisfy { $0 == .conflict })
+            #expect(try await gateway.registry.links(state: .linked).count == 51)
+        }
+    }
+
+    @Test func metricsCountKeystoreOperations() async throws {
+        try await harness.test { client, _ in
+            try await Self.createTenant(client, "metrics")
+            _ = try await Self.handshake(client, tenant: "metrics")
+            let metrics = try await client.execute(uri: "/metrics", method: .get)
+            #expect(metrics.text.contains("cmk_keystore_operations_total"))
+            #expect(metrics.text.contains("operation=\"probe\""))
+        }
+    }
+}

@@ -1,0 +1,65 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import KSI
+import Logging
+@testable import CMKServer
+import Registry
+import TestSupport
+
+/// A gateway on the fixture's SoftHSM: keystore `hsm` on token `server` (which is also the
+/// platform token, so L2 is made inside it), keystore `other` on token `server-b`, a registry
+/// in a fresh directory, and a bootstrap token.
+struct ServerHarness {
+    static let bearer = "test-bootstrap-token-0123456789abcdef0123456789"
+    let fixture = SoftHSMFixture.shared
+    let directory: String
+    let configuration: ServerConfiguration
+
+    init() throws {
+        directory = NSTemporaryDirectory() + "cmk-server-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let encoder = JSONEncoder()
+        for token in ["server", "server-b"] {
+            try encoder.encode(fixture.profile(token)).write(to: URL(fileURLWithPath: "\(directory)/\(token).json"))
+        }
+        try Data(Self.bearer.utf8).write(to: URL(fileURLWithPath: "\(directory)/bootstrap-token"))
+        configuration = ServerConfiguration(
+            database: "\(directory)/cmk.sqlite",
+            keystores: [.init(id: "hsm", profile: "\(directory)/server.json"), .init(id: "other", profile: "\(directory)/server-b.json")],
+            platform: .init(profile: "\(directory)/server.json"),
+            bootstrapTokenFile: "\(directory)/bootstrap-token", probeIntervalSeconds: 0)
+    }
+
+    /// Runs `body` against the router in process.
+    func test(_ body: @escaping @Sendable (any TestClientProtocol, Gateway) async throws -> Void) async throws {
+        let gateway = try await Gateway.start(configuration, logger: Logger(label: "test"))
+        let openAPI = FileManager.default.contents(atPath: SoftHSMFixture.repositoryRoot + "/Docs/openapi.yaml").map { ByteBuffer(data: $0) }
+        let router = buildRouter(gateway: gateway, bootstrapToken: Array(Self.bearer.utf8), openAPI: openAPI)
+        let app = Application(router: router)
+        do {
+            try await app.test(.router) { client in try await body(client, gateway) }
+        } catch {
+            await gateway.shutdown(finalizingModules: false)
+            throw error
+        }
+        await gateway.shutdown(finalizingModules: false)
+    }
+
+    static var auth: HTTPFields { [.authorization: "Bearer \(bearer)", .contentType: "application/json"] }
+
+    static func body(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }
+}
+
+extension TestResponse {
+    var text: String { String(buffer: body) }
+
+    func json() throws -> [String: Any] {
+        guard let object = try JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any] else {
+            throw SoftHSMFixture.FixtureError(message: "not a JSON object: \(text)")
+        }
+        return object
+    }
+
+    var errorCode: String? { ((try? json())?["error"] as? [String: Any])?["code"] as? String }
+}

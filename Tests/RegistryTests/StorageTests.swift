@@ -1,0 +1,104 @@
+import Foundation
+import Testing
+@testable import Registry
+
+/// The file itself: durability settings, permissions, migrations, visibility across connections.
+@Suite struct StorageTests {
+    @Test func fileRegistryUsesWALAndFullSynchronousWrites() async throws {
+        try await withTemporaryRegistryFile { path in
+            let registry = try Registry(path: path)
+            let settings = try await registry.storageSettings()
+            #expect(settings.journalMode == "wal")
+            #expect(settings.synchronous == 2, "FULL: a committed revocation must survive power loss")
+            #expect(settings.foreignKeys)
+            #expect(settings.appliedMigrations == ["v1"])
+            #expect(settings.indexes.contains("l1_link_one_unrevoked_per_tenant"))
+            #expect(registry.path == path)
+        }
+    }
+
+    @Test func fileAndItsWALAreReadableByTheOwnerOnly() async throws {
+        try await withTemporaryRegistryFile { path in
+            let registry = try Registry(path: path)
+            _ = try await registry.createTenant(id: "acme", name: "Acme")
+            for file in [path, path + "-wal"] {
+                let mode = (try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? NSNumber)?.intValue
+                #expect(mode == 0o600, "\(file) has mode \(String(mode ?? -1, radix: 8))")
+            }
+        }
+    }
+
+    @Test func existingFileIsTightenedTo0600() async throws {
+        try await withTemporaryRegistryFile { path in
+            #expect(FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o644]))
+            let registry = try Registry(path: path)
+            let mode = (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? NSNumber)?.intValue
+            #expect(mode == 0o600)
+            #expect(try await registry.storageSettings().appliedMigrations == ["v1"], "an empty file is a new registry")
+        }
+    }
+
+    @Test func reopeningRunsMigrationsOnceAndKeepsData() async throws {
+        try await withTemporaryRegistryFile { path in
+            let linkID: String
+            do {
+                let registry = try Registry(path: path)
+                let (_, link, _) = try await Fixture.linkedTenant(registry)
+                _ = try await registry.addIVKVersion(keyReference: "pkcs11:token=platform;object=ivk-1")
+                linkID = link.id
+            }
+            let reopened = try Registry(path: path)
+            #expect(try await reopened.storageSettings().appliedMigrations == ["v1"])
+            #expect(try await reopened.tenant("acme").name == "Acme acme")
+            #expect(try await reopened.link(tenantID: "acme", id: linkID).state == .linked)
+            #expect(try await reopened.currentIVK()?.version == 1)
+            // And a third open on the same file while the second is still open.
+            let third = try Registry(path: path)
+            #expect(try await third.storageSettings().appliedMigrations == ["v1"])
+            #expect(try await third.tenants(limit: 10, after: nil).items.map(\.id) == ["acme"])
+            #expect(try await reopened.consistencyProblems().isEmpty)
+        }
+    }
+
+    /// What a kill-switch needs from storage: once `revoke` returns, the revocation and its
+    /// outbox event are committed for every other connection. Here a second, independent
+    /// Registry on the same file (another connection pool, as another process would have) reads
+    /// them while the first is still open. The stronger test, a server process killed with
+    /// SIGKILL right after the commit and the file reopened, lives in the server tests, which
+    /// can start a child process.
+    @Test func committedRevocationIsVisibleToAnIndependentConnection() async throws {
+        try await withTemporaryRegistryFile { path in
+            let writer = try Registry(path: path)
+            let (_, link, l2) = try await Fixture.linkedTenant(writer)
+            let revoked = try await writer.revoke(tenantID: "acme", linkID: link.id, expectedVersion: link.version,
+                                                  at: Fixture.revokedAt)
+
+            let other = try Registry(path: path)
+            #expect(try await other.link(tenantID: "acme", id: link.id) == revoked.link)
+            #expect(try await other.link(tenantID: "acme", id: link.id).state == .revoked)
+            let lockedL2 = try #require(try await other.l2Key(linkID: link.id))
+            #expect(lockedL2.state == .locked && lockedL2.activeBinding == nil)
+            #expect(lockedL2.id == l2.id && lockedL2.sovereignBinding == l2.sovereignBinding)
+            #expect(try await other.pendingEvents(limit: 10) == [revoked.event])
+            // The second connection also sees the rule: no second revocation.
+            await #expect(throws: RegistryError(.conflict, "")) {
+                try await other.revoke(tenantID: "acme", linkID: link.id, expectedVersion: nil, at: Fixture.revokedAt)
+            }
+            withExtendedLifetime(writer) {} // the first registry stays open until here
+        }
+    }
+
+    @Test func inMemoryRegistryHasNoPathAndTheSameSchema() async throws {
+        let registry = try Registry.inMemory()
+        #expect(registry.path == nil)
+        let settings = try await registry.storageSettings()
+        #expect(settings.appliedMigrations == ["v1"] && settings.foreignKeys)
+        #expect(settings.indexes.contains("l1_link_one_unrevoked_per_tenant"))
+    }
+
+    @Test func unopenablePathIsAClearError() throws {
+        #expect(throws: RegistryError(.invalidInput, "")) {
+            _ = try Registry(path: "/nonexistent-directory-\(UUID().uuidString)/registry.sqlite")
+        }
+    }
+}
