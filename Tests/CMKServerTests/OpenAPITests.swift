@@ -1,0 +1,65 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+@testable import CMKServer
+import Testing
+import TestSupport
+
+/// `Docs/openapi.yaml` is a valid OpenAPI 3.1 document, every route it documents exists on the
+/// running router, every API route the router has is documented, and the server serves it.
+@Suite(.serialized) struct OpenAPITests {
+    static let path = SoftHSMFixture.repositoryRoot + "/Docs/openapi.yaml"
+
+    /// The documented operations, by Python's YAML parser and openapi-spec-validator.
+    func documentedOperations() throws -> [(method: String, path: String)] {
+        let script = """
+        import sys, yaml
+        from openapi_spec_validator import validate
+        spec = yaml.safe_load(open(sys.argv[1]))
+        validate(spec)
+        assert spec["openapi"].startswith("3.1")
+        for path, item in spec["paths"].items():
+            for method in item:
+                if method in ("get", "post", "put", "patch", "delete"):
+                    print(method.upper(), path)
+        """
+        let result = try SoftHSMFixture.run("/usr/bin/env", ["python3", "-c", script, Self.path])
+        try #require(result.status == 0, "openapi-spec-validator: \(result.error)")
+        return result.output.split(separator: "\n").map { line in
+            let parts = line.split(separator: " ", maxSplits: 1)
+            return (String(parts[0]), String(parts[1]))
+        }
+    }
+
+    @Test func documentValidatesAndEveryDocumentedRouteExists() async throws {
+        let operations = try documentedOperations()
+        #expect(operations.count >= 16)
+        let harness = try ServerHarness()
+        try await harness.test { client, _ in
+            for (method, path) in operations {
+                let uri = path.replacingOccurrences(of: #"\{[a-z]+\}"#, with: "undocumented-x", options: .regularExpression)
+                let response = try await client.execute(uri: uri, method: HTTPRequest.Method(rawValue: method)!, headers: ServerHarness.auth,
+                                                        body: method == "POST" ? ServerHarness.body("{}") : nil)
+                let routeMissing = response.status == .notFound && response.text.contains("no such resource")
+                #expect(!routeMissing && response.status != .methodNotAllowed, "\(method) \(path) is documented but not routed")
+            }
+            let served = try await client.execute(uri: "/openapi.yaml", method: .get)
+            #expect(served.status == .ok)
+            #expect(Data(buffer: served.body) == FileManager.default.contents(atPath: Self.path))
+        }
+    }
+
+    @Test func everyRoutedAPIOperationIsDocumented() throws {
+        let documented = Set(try documentedOperations().map { "\($0.method) \($0.path)" })
+        let source = try String(contentsOfFile: SoftHSMFixture.repositoryRoot + "/Sources/CMKServer/Routes.swift", encoding: .utf8)
+        let pattern = try NSRegularExpression(pattern: #"group\.(get|post|delete|put|patch)\("([^"]+)""#)
+        let routes = pattern.matches(in: source, range: NSRange(source.startIndex..., in: source)).map { match -> String in
+            let method = String(source[Range(match.range(at: 1), in: source)!]).uppercased()
+            let path = String(source[Range(match.range(at: 2), in: source)!])
+                .replacingOccurrences(of: #":([a-z]+)"#, with: "{$1}", options: .regularExpression)
+            return "\(method) /api/v1/\(path)"
+        }
+        #expect(routes.count >= 12)
+        for route in routes { #expect(documented.contains(route), "\(route) is routed but not documented") }
+    }
+}
