@@ -227,3 +227,30 @@ import TestSupport
         }
     }
 }
+
+/// The scheduled prober and the service group's graceful shutdown.
+@Suite(.serialized) struct LifecycleTests {
+    @Test func scheduledProberRecordsFreshResults() async throws {
+        let harness = try ServerHarness()
+        try await harness.test { client, gateway in
+            try await ManagementAPITests.createTenant(client, "sched")
+            let created = try await ManagementAPITests.handshake(client, tenant: "sched")
+            let linkID = try #require(try created.json()["id"] as? String)
+            let before = try await gateway.registry.link(tenantID: "sched", id: linkID)
+            let prober = ProbeScheduler(gateway: gateway, interval: .milliseconds(50))
+            let task = Task { try await prober.run() }
+            var after = before
+            for _ in 0..<100 where after.version == before.version {
+                try await Task.sleep(for: .milliseconds(20))
+                after = try await gateway.registry.link(tenantID: "sched", id: linkID)
+            }
+            task.cancel()
+            _ = try? await task.value
+            #expect(after.version > before.version, "the schedule re-probed the link")
+            #expect(after.lastProbePassed == true)
+            let beforeAt = try #require(before.lastProbeAt)
+            let afterAt = try #require(after.lastProbeAt)
+            #expect(afterAt >= beforeAt)
+        }
+    }
+}
