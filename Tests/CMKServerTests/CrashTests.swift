@@ -1,4 +1,5 @@
 import Foundation
+import KSI
 import Registry
 import Testing
 import TestSupport
@@ -10,6 +11,119 @@ import TestSupport
 
     func curl(_ arguments: [String]) throws -> SoftHSMFixture.RunResult {
         try SoftHSMFixture.run("/usr/bin/env", ["curl", "-s", "--max-time", "20"] + arguments)
+    }
+
+    /// `cmk serve` in a child process on `token`, with its output captured in files.
+    struct ChildServer {
+        let directory: String
+        let base: String
+        let bearer = "child-test-token-0123456789abcdef0123456789"
+        let process = Process()
+
+        init(token: String, fixture: SoftHSMFixture, logLevel: String) throws {
+            let cmk = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("cmk").path
+            guard FileManager.default.isExecutableFile(atPath: cmk) else {
+                throw SoftHSMFixture.FixtureError(message: "build the cmk product first")
+            }
+            directory = NSTemporaryDirectory() + "cmk-child-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try JSONEncoder().encode(fixture.profile(token)).write(to: URL(fileURLWithPath: "\(directory)/profile.json"))
+            try Data(bearer.utf8).write(to: URL(fileURLWithPath: "\(directory)/token"))
+            let port = Int.random(in: 20_000...45_000)
+            base = "http://127.0.0.1:\(port)"
+            let config = """
+            {"port": \(port), "database": "cmk.sqlite", "keystores": [{"id": "hsm", "profile": "profile.json"}],
+             "platform": {"profile": "profile.json"}, "bootstrapTokenFile": "token", "probeIntervalSeconds": 0, "logLevel": "\(logLevel)"}
+            """
+            try Data(config.utf8).write(to: URL(fileURLWithPath: "\(directory)/cmk.json"))
+            FileManager.default.createFile(atPath: "\(directory)/stdout", contents: nil)
+            FileManager.default.createFile(atPath: "\(directory)/stderr", contents: nil)
+            process.executableURL = URL(fileURLWithPath: cmk)
+            process.arguments = ["serve", "--config", "\(directory)/cmk.json"]
+            process.environment = ProcessInfo.processInfo.environment.merging(["SOFTHSM2_CONF": fixture.configPath]) { $1 }
+            process.standardOutput = FileHandle(forWritingAtPath: "\(directory)/stdout")
+            process.standardError = FileHandle(forWritingAtPath: "\(directory)/stderr")
+            try process.run()
+        }
+
+        var logs: Data {
+            (FileManager.default.contents(atPath: "\(directory)/stdout") ?? Data()) + (FileManager.default.contents(atPath: "\(directory)/stderr") ?? Data())
+        }
+
+        var auth: [String] { ["-H", "Authorization: Bearer \(bearer)", "-H", "Content-Type: application/json"] }
+    }
+
+    func waitUntilUp(_ base: String) async throws {
+        for _ in 0..<150 {
+            if (try? curl(["-o", "/dev/null", "-w", "%{http_code}", "\(base)/healthz"]))?.output == "200" { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw SoftHSMFixture.FixtureError(message: "cmk serve did not come up")
+    }
+
+    @Test func sigtermStopsTheServerGracefully() async throws {
+        let child = try ChildServer(token: "logs", fixture: fixture, logLevel: "info")
+        defer { if child.process.isRunning { kill(child.process.processIdentifier, SIGKILL) } }
+        try await waitUntilUp(child.base)
+        kill(child.process.processIdentifier, SIGTERM)
+        var waited = 0
+        while child.process.isRunning && waited < 100 {
+            try await Task.sleep(for: .milliseconds(100))
+            waited += 1
+        }
+        #expect(!child.process.isRunning, "stopped within 10 s of SIGTERM")
+        #expect(child.process.terminationStatus == 0)
+        #expect(child.process.terminationReason == .exit)
+        // The registry it leaves behind opens cleanly.
+        _ = try Registry(path: "\(child.directory)/cmk.sqlite")
+    }
+
+    /// Every log line at the most verbose level, the registry files and the responses hold
+    /// neither the PIN nor the L2.
+    @Test func childServerLogsHoldNoSecrets() async throws {
+        let child = try ChildServer(token: "logs", fixture: fixture, logLevel: "trace")
+        defer { if child.process.isRunning { kill(child.process.processIdentifier, SIGKILL) } }
+        try await waitUntilUp(child.base)
+        var responses = ""
+        responses += try curl(child.auth + ["-d", #"{"id":"logs","name":"Logs"}"#, "\(child.base)/api/v1/tenants"]).output
+        let created = try curl(child.auth + ["-d", #"{"provider":"pkcs11","keystore":"hsm","key":"pkcs11:object=l1"}"#, "\(child.base)/api/v1/tenants/logs/l1-links"])
+        responses += created.output
+        let linkID = try #require((try JSONSerialization.jsonObject(with: Data(created.output.utf8)) as? [String: Any])?["id"] as? String)
+        responses += try curl(child.auth + ["-X", "POST", "\(child.base)/api/v1/tenants/logs/l1-links/\(linkID)/probe"]).output
+        responses += try curl(child.auth + ["-d", #"{"provider":"pkcs11","keystore":"hsm","key":"pkcs11:object=nope"}"#, "\(child.base)/api/v1/tenants/logs/l1-links"]).output
+        responses += try curl(child.auth + ["-X", "POST", "\(child.base)/api/v1/tenants/logs/l1-links/\(linkID)/revoke"]).output
+        kill(child.process.processIdentifier, SIGTERM)
+        child.process.waitUntilExit()
+
+        // Learn L2 from the registry the way only the key owner can: open the seal, unwrap with L1.
+        let registry = try Registry(path: "\(child.directory)/cmk.sqlite")
+        let l2 = try #require(try await registry.l2Key(linkID: linkID))
+        let ivk = try #require(try await registry.ivkVersions().first { $0.version == l2.sovereignIVKVersion })
+        let keystore = PKCS11Keystore()
+        let token = try await keystore.token(profile: fixture.profile("logs"))
+        let sealedBlob = try await token.open(Array(l2.sovereignBinding), with: try KeyReference(parsing: ivk.keyReference),
+                                              aad: Array("openkcm/sovereign-binding/v1|logs|\(l2.id)".utf8))
+        let material = try await token.unwrap(WrappedKey(mechanism: l2.sovereignMechanism, blob: sealedBlob),
+                                              with: try KeyReference(parsing: "pkcs11:token=logs;object=l1"))
+        let l2Bytes = material.withUnsafeBytes { Data($0) }
+        await keystore.shutdown()
+
+        let logs = child.logs
+        #expect(!logs.isEmpty, "trace logging wrote something")
+        let files = try FileManager.default.contentsOfDirectory(atPath: child.directory).filter { $0.hasPrefix("cmk.sqlite") }
+            .compactMap { FileManager.default.contents(atPath: "\(child.directory)/\($0)") }
+        let secrets: [(String, Data)] = [
+            ("PIN", Data(SoftHSMFixture.userPIN.utf8)), ("L2", l2Bytes),
+            ("L2 hex", Data(l2Bytes.map { String(format: "%02x", $0) }.joined().utf8)), ("L2 base64", Data(l2Bytes.base64EncodedString().utf8)),
+            ("bearer token", Data(child.bearer.utf8)),
+        ]
+        for (name, secret) in secrets {
+            #expect(logs.range(of: secret) == nil, "\(name) in the logs")
+            #expect(Data(responses.utf8).range(of: secret) == nil, "\(name) in a response")
+            if name != "bearer token" {
+                for file in files { #expect(file.range(of: secret) == nil, "\(name) in the registry") }
+            }
+        }
     }
 
     @Test func revocationSurvivesAKilledProcess() async throws {
