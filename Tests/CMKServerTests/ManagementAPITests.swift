@@ -140,6 +140,18 @@ import TestSupport
             let probe = (try missing.json()["error"] as? [String: Any])?["probe"] as? [String: Any]
             #expect((probe?["checks"] as? [[String: Any]])?.last?["name"] as? String == "key_found")
 
+            // A key that may not wrap: made with the project's own PKCS#11 layer.
+            let pool = try harness.fixture.pool("server", maxSessions: 1)
+            try await pool.withSession { session in
+                if try session.findObjects([.label("nowrap")]).isEmpty {
+                    _ = try session.generateAESKey(bits: 256, token: true, label: "nowrap", usages: [.encrypt(true), .wrap(false), .unwrap(false)])
+                }
+            }
+            await pool.shutdown()
+            let noWrap = try await Self.handshake(client, tenant: "beta", key: "pkcs11:object=nowrap")
+            #expect(noWrap.status == .unprocessableContent && noWrap.errorCode == "probe_failed")
+            #expect(noWrap.text.contains("CKA_WRAP"))
+
             let wrongToken = try await Self.handshake(client, tenant: "beta", key: "pkcs11:token=server-b;object=l1")
             #expect(wrongToken.status == .unprocessableContent || wrongToken.status == .badRequest)
 
