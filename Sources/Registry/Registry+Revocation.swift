@@ -16,7 +16,7 @@ extension Registry {
         let revokedAt = at.registryNormalized
         let milliseconds = at.registryMilliseconds
         let eventID = Self.newID()
-        return try await write { db in
+        return try await durableWrite { db in
             guard let link = try L1Link.fetch(db, tenantID: tenantID, id: linkID) else {
                 throw RegistryError(.notFound, "no link \(linkID) for tenant \(tenantID)")
             }

@@ -22,9 +22,11 @@ public final class Registry: Sendable {
 
     /// Opens (creating if needed) the registry file at `path` and migrates it.
     ///
-    /// WAL, so that readers never wait for the writer; `synchronous=FULL`, so that a committed
-    /// transaction (a revocation) is on disk before the call returns and survives power loss,
-    /// not only a process crash; foreign keys on; `secure_delete`, so that a deleted tenant's
+    /// WAL, so that readers never wait for the writer; `synchronous=NORMAL`, so that every commit
+    /// survives a process crash, and the kill-switch's commit is made with `synchronous=FULL`
+    /// (`durableWrite`), so that a revocation also survives a power loss (syncing the WAL then
+    /// makes every earlier commit durable too) without an fsync on every probe result; foreign
+    /// keys on; `secure_delete`, so that a deleted tenant's
     /// wrapped blobs are overwritten in the file rather than left in free pages. The file is
     /// mode 0600 (SQLite gives its -wal and -shm files the same mode).
     public convenience init(path: String) throws {
@@ -33,15 +35,9 @@ public final class Registry: Sendable {
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA secure_delete = ON")
         }
-        // DatabasePool puts the file in WAL mode itself, and then sets `synchronous=NORMAL` on
-        // its writer connection (after `prepareDatabase` has run), which keeps a commit safe
-        // from a process crash but not from a power loss. So FULL is set here, once the pool
-        // exists, on the one writer connection the pool keeps for its lifetime; only the writer
-        // commits, so the readers' setting does not matter.
+        // DatabasePool puts the file in WAL mode itself and sets `synchronous=NORMAL` on its one
+        // writer connection; `durableWrite` raises it to FULL around the kill-switch's commit.
         let pool = try DatabasePool(path: path, configuration: configuration)
-        try pool.writeWithoutTransaction { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-        }
         try self.init(writer: pool, path: path)
     }
 
@@ -84,6 +80,25 @@ public final class Registry: Sendable {
     func write<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
             return try await writer.write(updates)
+        } catch let error as DatabaseError {
+            throw RegistryError(error) ?? error
+        }
+    }
+
+    /// A write whose commit is synced to disk before it returns (`synchronous=FULL` for this
+    /// transaction only), for what must survive a power loss: the kill-switch.
+    func durableWrite<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            return try await writer.writeWithoutTransaction { db in
+                try db.execute(sql: "PRAGMA synchronous = FULL")
+                defer { try? db.execute(sql: "PRAGMA synchronous = NORMAL") }
+                var result: T?
+                try db.inTransaction(.immediate) {
+                    result = try updates(db)
+                    return .commit
+                }
+                return result!
+            }
         } catch let error as DatabaseError {
             throw RegistryError(error) ?? error
         }

@@ -1,15 +1,20 @@
 import Foundation
 import Testing
+import GRDB
 @testable import Registry
 
 /// The file itself: durability settings, permissions, migrations, visibility across connections.
 @Suite struct StorageTests {
-    @Test func fileRegistryUsesWALAndFullSynchronousWrites() async throws {
+    @Test func fileRegistryUsesWALAndFullSynchronousWritesForTheKillSwitch() async throws {
         try await withTemporaryRegistryFile { path in
             let registry = try Registry(path: path)
             let settings = try await registry.storageSettings()
             #expect(settings.journalMode == "wal")
-            #expect(settings.synchronous == 2, "FULL: a committed revocation must survive power loss")
+            #expect(settings.synchronous == 1, "NORMAL: every commit survives a process crash")
+            // The kill-switch's transaction runs with FULL: it survives a power loss too.
+            let during = try await registry.durableWrite { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
+            #expect(during == 2)
+            #expect(try await registry.storageSettings().synchronous == 1)
             #expect(settings.foreignKeys)
             #expect(settings.appliedMigrations == ["v1"])
             #expect(settings.indexes.contains("l1_link_one_unrevoked_per_tenant"))
