@@ -32,7 +32,7 @@ public final class Gateway: Sendable {
     /// Opens the registry, loads every configured keystore's module, and makes sure an IVK
     /// version exists on the platform token.
     public static func start(_ configuration: ServerConfiguration, logger: Logger) async throws -> Gateway {
-        let registry = try Registry(path: configuration.database)
+        let registry = try Registry(path: configuration.database, blockingAllowed: { PKCS11Executor.isOnAnyExecutor })
         let pkcs11 = PKCS11Keystore()
         var keystores: [String: ConfiguredKeystore] = [:]
         for keystore in configuration.keystores {
@@ -75,11 +75,19 @@ public final class Gateway: Sendable {
     /// The BYOK/HYOK handshake: probe the L1 key; on success record the link and make the
     /// tenant's L2, held only wrapped. On failure, record the attempt and nothing else.
     public func handshake(tenantID: String, _ request: HandshakeRequest) async throws -> (L1Link, L2Key) {
-        _ = try await registry.tenant(tenantID)
         guard request.provider == Provider.pkcs11.rawValue else {
             throw APIError(.unprocessableContent, code: "unsupported_provider", "provider \"\(request.provider)\" is not available; supported: pkcs11")
         }
         let keystore = try keystore(request.keystore)
+        // The whole handshake runs on the keystore's PKCS#11 threads: the token and the registry
+        // are called there without a thread hand-off per step (see PKCS11Executor).
+        return try await withTaskExecutorPreference(keystore.token.executor) {
+            try await handshake(tenantID: tenantID, request, keystore: keystore)
+        }
+    }
+
+    private func handshake(tenantID: String, _ request: HandshakeRequest, keystore: ConfiguredKeystore) async throws -> (L1Link, L2Key) {
+        _ = try await registry.tenant(tenantID)
         let reference = try Self.keyReference(request.key, keystore: keystore)
         // Refuse before touching the HSM: the registry enforces it again in its transaction.
         if try await registry.links(tenantID: tenantID, limit: 500, after: nil).items.contains(where: { $0.state != .revoked }) {
@@ -159,13 +167,18 @@ public final class Gateway: Sendable {
 
     // MARK: Re-probe and kill-switch
 
-    /// Probes a link's L1 key again and records the result. A revoked link refuses.
-    public func reprobe(tenantID: String, linkID: String) async throws -> L1Link {
+    /// Probes a link's L1 key again and records the result; returns the link and its L2. A
+    /// revoked link refuses.
+    public func reprobe(tenantID: String, linkID: String) async throws -> (L1Link, L2Key?) {
         let link = try await registry.link(tenantID: tenantID, id: linkID)
         guard link.state != .revoked else {
             throw APIError(.conflict, code: "link_revoked", "link \(linkID) is revoked and cannot be used; a new handshake restores access")
         }
-        return try await probe(link)
+        let keystore = try keystore(link.keystoreID)
+        return try await withTaskExecutorPreference(keystore.token.executor) {
+            let probed = try await probe(link)
+            return (probed, try await registry.l2Key(linkID: probed.id))
+        }
     }
 
     func probe(_ link: L1Link) async throws -> L1Link {

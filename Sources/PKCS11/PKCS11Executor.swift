@@ -38,6 +38,10 @@ public final class PKCS11Executor: TaskExecutor, @unchecked Sendable {
         }
     }
 
+    /// Whether the calling thread belongs to any `PKCS11Executor`: a thread made for blocking
+    /// work, where other blocking calls (a local SQLite access) are fine too.
+    public static var isOnAnyExecutor: Bool { pthread_getspecific(currentKey) != nil }
+
     /// Whether the calling thread is one of this executor's.
     public var isCurrent: Bool {
         pthread_getspecific(Self.currentKey) == Unmanaged.passUnretained(self).toOpaque()

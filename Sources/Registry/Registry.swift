@@ -16,6 +16,11 @@ import Darwin
 /// `RegistryError`; anything else (disk full, I/O error) propagates as it is.
 public final class Registry: Sendable {
     let writer: any DatabaseWriter
+    /// Whether the calling thread may block on SQLite: true on threads made for blocking work
+    /// (the gateway's PKCS#11 threads), where a synchronous access costs microseconds while a
+    /// hop to GRDB's queue and back costs two thread wake-ups. Elsewhere (Swift's cooperative
+    /// pool) accesses go through GRDB's async API.
+    let blockingAllowed: @Sendable () -> Bool
 
     /// The database file; nil for an in-memory registry.
     public let path: String?
@@ -29,7 +34,7 @@ public final class Registry: Sendable {
     /// keys on; `secure_delete`, so that a deleted tenant's
     /// wrapped blobs are overwritten in the file rather than left in free pages. The file is
     /// mode 0600 (SQLite gives its -wal and -shm files the same mode).
-    public convenience init(path: String) throws {
+    public convenience init(path: String, blockingAllowed: @escaping @Sendable () -> Bool = { false }) throws {
         try Self.restrictPermissions(path)
         var configuration = Self.configuration()
         configuration.prepareDatabase { db in
@@ -38,7 +43,7 @@ public final class Registry: Sendable {
         // DatabasePool puts the file in WAL mode itself and sets `synchronous=NORMAL` on its one
         // writer connection; `durableWrite` raises it to FULL around the kill-switch's commit.
         let pool = try DatabasePool(path: path, configuration: configuration)
-        try self.init(writer: pool, path: path)
+        try self.init(writer: pool, path: path, blockingAllowed: blockingAllowed)
     }
 
     /// A registry that lives in memory only, with the same schema: for tests.
@@ -46,8 +51,9 @@ public final class Registry: Sendable {
         try Registry(writer: DatabaseQueue(configuration: configuration()), path: nil)
     }
 
-    init(writer: any DatabaseWriter, path: String?) throws {
+    init(writer: any DatabaseWriter, path: String?, blockingAllowed: @escaping @Sendable () -> Bool = { false }) throws {
         self.writer = writer
+        self.blockingAllowed = blockingAllowed
         self.path = path
         try RegistrySchema.migrator.migrate(writer)
     }
@@ -79,11 +85,17 @@ public final class Registry: Sendable {
 
     func write<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
+            if blockingAllowed() { return try writeNow(updates) }
             return try await writer.write(updates)
         } catch let error as DatabaseError {
             throw RegistryError(error) ?? error
         }
     }
+
+    // Synchronous accesses (from a non-async function, so that GRDB's blocking overloads are
+    // the ones chosen).
+    private func writeNow<T>(_ updates: (Database) throws -> T) throws -> T { try writer.write(updates) }
+    private func readNow<T>(_ value: (Database) throws -> T) throws -> T { try writer.read(value) }
 
     /// A write whose commit is synced to disk before it returns (`synchronous=FULL` for this
     /// transaction only), for what must survive a power loss: the kill-switch.
@@ -106,6 +118,7 @@ public final class Registry: Sendable {
 
     func read<T: Sendable>(_ value: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
+            if blockingAllowed() { return try readNow(value) }
             return try await writer.read(value)
         } catch let error as DatabaseError {
             throw RegistryError(error) ?? error
