@@ -95,6 +95,6 @@ extension L2Key {
     }
 
     static func fetch(_ db: Database, linkID: String) throws -> L2Key? {
-        try Row.fetchOne(db, sql: "SELECT * FROM l2_key WHERE link_id = ?", arguments: [linkID]).map(L2Key.init(row:))
+        try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM l2_key WHERE link_id = ?"), arguments: [linkID]).map(L2Key.init(row:))
     }
 }

@@ -97,10 +97,10 @@ extension Registry {
         try Validation.json(report, "the probe report")
         let at = at.registryMilliseconds
         return try await write { db in
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 UPDATE l1_link SET last_probe_at = ?, last_probe_passed = ?, last_probe_report = ?, version = version + 1
                 WHERE id = ?
-                """, arguments: [at, passed, report, linkID])
+                """).execute(arguments: [at, passed, report, linkID])
             guard db.changesCount == 1, let link = try L1Link.fetch(db, id: linkID) else {
                 throw RegistryError(.notFound, "no link \(linkID)")
             }
