@@ -230,14 +230,12 @@ public final class Gateway: Sendable {
 
     private func record(_ operation: String, outcome: String, since start: ContinuousClock.Instant) {
         Counter(label: "cmk_keystore_operations_total", dimensions: [("operation", operation), ("outcome", outcome)]).increment()
+        let elapsed = (ContinuousClock.now - start).components
         Timer(label: "cmk_keystore_operation_duration_seconds", dimensions: [("operation", operation)])
-            .recordNanoseconds(Int64((ContinuousClock.now - start).components.attoseconds / 1_000_000_000
-                                     + (ContinuousClock.now - start).components.seconds * 1_000_000_000))
+            .recordNanoseconds(elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
     }
 
     static func json<T: Encodable>(_ value: T) -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        (try? JSONEncoder.api.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
 }

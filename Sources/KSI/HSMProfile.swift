@@ -134,10 +134,4 @@ public struct HSMProfile: Sendable, Hashable, Codable {
             setenv(name, value, 0)
         }
     }
-
-    /// A profile made from a URI alone (`module-path` and `pin-source` in its query).
-    public static func adHoc(modulePath: String, token: TokenSelection, pinSource: String?) -> HSMProfile {
-        HSMProfile(name: "uri", description: "from the key's PKCS#11 URI", module: modulePath,
-                   token: token, pinSource: pinSource ?? "", notes: [])
-    }
 }

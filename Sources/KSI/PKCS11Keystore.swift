@@ -56,14 +56,15 @@ public final class PKCS11Keystore: Sendable {
         configuration.token.manufacturer = uri.manufacturer ?? configuration.token.manufacturer
         configuration.token.model = uri.model ?? configuration.token.model
         let token = try await token(configuration: configuration)
-        let module = token.pool.module
-        try await ModuleManager.executor.run { try Self.checkLibrary(uri, module) }
+        if uri.libraryManufacturer != nil || uri.libraryDescription != nil || uri.libraryVersion != nil {
+            let module = token.pool.module
+            try await ModuleManager.executor.run { try Self.checkLibrary(uri, module) }
+        }
         return token
     }
 
-    /// The URI's `library-*` attributes, if any, must describe the loaded module.
+    /// The URI's `library-*` attributes must describe the loaded module (`C_GetInfo`).
     static func checkLibrary(_ uri: PKCS11URI, _ module: Module) throws {
-        guard uri.libraryManufacturer != nil || uri.libraryDescription != nil || uri.libraryVersion != nil else { return }
         let info: ModuleInfo
         do { info = try module.info() } catch let error as PKCS11Error { throw KeystoreError(error) }
         if let manufacturer = uri.libraryManufacturer, manufacturer != info.manufacturer {

@@ -135,10 +135,8 @@ public final class ModuleManager: Sendable {
 
     /// The module at `path`, loading and initialising it on first use.
     public func module(at path: String) throws -> Module {
-        let key = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)).map {
-            $0.hasPrefix("/") ? $0 : (path as NSString).deletingLastPathComponent + "/" + $0
-        } ?? path
-        let canonical = URL(fileURLWithPath: key).standardizedFileURL.resolvingSymlinksInPath().path
+        // Symbolic links resolved, so that two names of one library share one initialisation.
+        let canonical = URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path
         // Loading happens under the lock: two callers racing for the same path must not both
         // call C_Initialize.
         let result: Result<Module, any Error> = modules.withLockedValue { modules in

@@ -1,3 +1,5 @@
+import Foundation
+
 /// How callers name an object: by label and/or `CKA_ID`, optionally restricted to a class and a
 /// key type. The pool caches the handle each query resolves to.
 public struct ObjectQuery: Hashable, Sendable, CustomStringConvertible {
@@ -30,5 +32,3 @@ public struct ObjectQuery: Hashable, Sendable, CustomStringConvertible {
         return parts.isEmpty ? "any object" : parts.joined(separator: " ")
     }
 }
-
-import Foundation

@@ -56,7 +56,7 @@ extension Session {
             throw PKCS11Error(.returnValue(rv), function: .C_GetAttributeValue, module: module.path)
         }
         let unavailable = UInt.max
-        var buffers: [UnsafeMutableRawBufferPointer?] = template.map { attribute in
+        let buffers: [UnsafeMutableRawBufferPointer?] = template.map { attribute in
             attribute.ulValueLen == unavailable ? nil : .allocate(byteCount: Swift.max(Int(attribute.ulValueLen), 1), alignment: 8)
         }
         defer { for buffer in buffers { buffer?.deallocate() } }
@@ -77,7 +77,6 @@ extension Session {
             guard let buffer = buffers[index], attribute.ulValueLen != unavailable else { continue }
             values[types[index]] = Array(UnsafeRawBufferPointer(rebasing: buffer[0..<Int(attribute.ulValueLen)]))
         }
-        buffers = buffers.map { $0 }
         return AttributeValues(values: values)
     }
 

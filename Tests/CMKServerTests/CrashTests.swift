@@ -36,8 +36,8 @@ import TestSupport
              "platform": {"profile": "profile.json"}, "bootstrapTokenFile": "token", "probeIntervalSeconds": 0, "logLevel": "\(logLevel)"}
             """
             try Data(config.utf8).write(to: URL(fileURLWithPath: "\(directory)/cmk.json"))
-            FileManager.default.createFile(atPath: "\(directory)/stdout", contents: nil)
-            FileManager.default.createFile(atPath: "\(directory)/stderr", contents: nil)
+            _ = FileManager.default.createFile(atPath: "\(directory)/stdout", contents: nil)
+            _ = FileManager.default.createFile(atPath: "\(directory)/stderr", contents: nil)
             process.executableURL = URL(fileURLWithPath: cmk)
             process.arguments = ["serve", "--config", "\(directory)/cmk.json"]
             process.environment = ProcessInfo.processInfo.environment.merging(["SOFTHSM2_CONF": fixture.configPath]) { $1 }
