@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         // The PKCS#11 headers as libp11-kit-dev ships them, plus a few inline helpers that
@@ -47,6 +48,17 @@ let package = Package(
             name: "Registry",
             dependencies: [.product(name: "GRDB", package: "GRDB.swift")]
         ),
+        // The audit log: canonical records, an RFC 9162 Merkle tree, signed checkpoints, the
+        // store with group commit, exports and the offline verifier.
+        .target(
+            name: "Audit",
+            dependencies: [
+                "PKCS11",
+                "KSI",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
         // The gateway: configuration, Management API, handshake, kill-switch state.
         .target(
             name: "CMKServer",
@@ -54,6 +66,7 @@ let package = Package(
                 "KSI",
                 "PKCS11",
                 "Registry",
+                "Audit",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -69,6 +82,7 @@ let package = Package(
                 "KSI",
                 "PKCS11",
                 "CMKServer",
+                "Audit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -82,6 +96,11 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["PKCS11", "KSI"], path: "Tests/TestSupport"),
         .testTarget(name: "PKCS11Tests", dependencies: ["PKCS11", "KSI", "TestSupport"]),
         .testTarget(name: "KSITests", dependencies: ["KSI", "PKCS11", "TestSupport"]),
+        .testTarget(
+            name: "AuditTests",
+            dependencies: ["Audit", "TestSupport", "PKCS11", "KSI", .product(name: "Crypto", package: "swift-crypto")],
+            resources: [.copy("Vectors")]
+        ),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(
             name: "CMKServerTests",

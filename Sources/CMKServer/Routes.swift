@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Audit
 import KSI
 import Registry
 
@@ -167,30 +168,4 @@ extension JSONEncoder {
     }
 }
 
-/// `2026-11-29T07:25:00.123Z`. Written by hand: a Foundation date formatter costs more to create
-/// than the rest of a response (it was 17% of the re-probe route's CPU).
-func rfc3339(_ date: Date) -> String {
-    let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
-    var seconds = time_t(milliseconds.quotientAndRemainderFloored(dividingBy: 1000).quotient)
-    let fraction = Int(milliseconds.quotientAndRemainderFloored(dividingBy: 1000).remainder)
-    var parts = tm()
-    gmtime_r(&seconds, &parts)
-    func pad(_ value: Int, _ width: Int) -> String {
-        let text = String(value)
-        return text.count >= width ? text : String(repeating: "0", count: width - text.count) + text
-    }
-    return "\(pad(Int(parts.tm_year) + 1900, 4))-\(pad(Int(parts.tm_mon) + 1, 2))-\(pad(Int(parts.tm_mday), 2))T"
-        + "\(pad(Int(parts.tm_hour), 2)):\(pad(Int(parts.tm_min), 2)):\(pad(Int(parts.tm_sec), 2)).\(pad(fraction, 3))Z"
-}
-
-extension Int64 {
-    /// Division rounding towards negative infinity, so dates before 1970 format correctly.
-    func quotientAndRemainderFloored(dividingBy divisor: Int64) -> (quotient: Int64, remainder: Int64) {
-        var (quotient, remainder) = quotientAndRemainder(dividingBy: divisor)
-        if remainder < 0 {
-            quotient -= 1
-            remainder += divisor
-        }
-        return (quotient, remainder)
-    }
-}
+func rfc3339(_ date: Date) -> String { RFC3339.format(date) }

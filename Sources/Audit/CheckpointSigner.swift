@@ -1,0 +1,102 @@
+import Crypto
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// What signs checkpoints: an Ed25519 key in a file, or one on an HSM token.
+public protocol CheckpointSigner: Sendable {
+    var verifierKey: VerifierKey { get }
+    /// An Ed25519 signature (64 bytes) over `message`.
+    func sign(_ message: [UInt8]) async throws -> [UInt8]
+}
+
+/// An Ed25519 key read from a PKCS#8 PEM file (`openssl genpkey -algorithm ed25519`, or
+/// `cmk audit keygen`). The file must not be readable by group or others.
+public struct Ed25519FileSigner: CheckpointSigner {
+    private let key: Curve25519.Signing.PrivateKey
+    public let verifierKey: VerifierKey
+
+    public init(path: String, keyName: String) throws {
+        var status = stat()
+        guard stat(path, &status) == 0 else {
+            throw AuditError(.invalidInput, "cannot read the audit signing key file \(path): \(String(cString: strerror(errno)))")
+        }
+        guard status.st_mode & 0o077 == 0 else {
+            throw AuditError(.invalidInput, "the audit signing key file \(path) is readable by others; chmod 600 it")
+        }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw AuditError(.invalidInput, "cannot read the audit signing key file \(path)")
+        }
+        try self.init(pem: text, keyName: keyName)
+    }
+
+    public init(pem: String, keyName: String) throws {
+        key = try Curve25519.Signing.PrivateKey(rawRepresentation: try Ed25519Keys.privateKeySeed(pem: pem))
+        verifierKey = try VerifierKey(name: keyName, publicKey: Array(key.publicKey.rawRepresentation))
+    }
+
+    public func sign(_ message: [UInt8]) async throws -> [UInt8] {
+        Array(try key.signature(for: message))
+    }
+}
+
+/// PEM forms of Ed25519 keys (RFC 8410): PKCS#8 for the private key, SPKI for the public one.
+/// Both have a fixed DER prefix before the 32 key bytes.
+public enum Ed25519Keys {
+    static let pkcs8Prefix: [UInt8] = [0x30, 0x2E, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2B, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20]
+    static let spkiPrefix: [UInt8] = [0x30, 0x2A, 0x30, 0x05, 0x06, 0x03, 0x2B, 0x65, 0x70, 0x03, 0x21, 0x00]
+
+    /// Makes a new key, writes it to `path` (mode 0600, refusing to overwrite) and returns the
+    /// public key PEM.
+    public static func generate(path: String) throws -> (privateKeyPEM: String, publicKeyPEM: String) {
+        let key = Curve25519.Signing.PrivateKey()
+        var seed = Array(key.rawRepresentation)
+        defer { seed.withUnsafeMutableBytes { _ = memset($0.baseAddress!, 0, $0.count) } }
+        let privatePEM = pem("PRIVATE KEY", pkcs8Prefix + seed)
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else {
+            throw AuditError(.invalidInput, "cannot create \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { close(descriptor) }
+        let bytes = Array(privatePEM.utf8)
+        guard write(descriptor, bytes, bytes.count) == bytes.count, fsync(descriptor) == 0 else {
+            throw AuditError(.unavailable, "cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+        return (privatePEM, publicKeyPEM(Array(key.publicKey.rawRepresentation)))
+    }
+
+    public static func publicKeyPEM(_ key: [UInt8]) -> String { pem("PUBLIC KEY", spkiPrefix + key) }
+
+    static func privateKeySeed(pem text: String) throws -> [UInt8] {
+        let der = try decode(pem: text, label: "PRIVATE KEY")
+        guard der.count == 48, Array(der.prefix(16)) == pkcs8Prefix else {
+            throw AuditError(.invalidInput, "the audit signing key is not an Ed25519 PKCS#8 key")
+        }
+        return Array(der.suffix(32))
+    }
+
+    static func publicKey(pem text: String) throws -> [UInt8] {
+        let der = try decode(pem: text, label: "PUBLIC KEY")
+        guard der.count == 44, Array(der.prefix(12)) == spkiPrefix else {
+            throw AuditError(.invalidInput, "not an Ed25519 public key")
+        }
+        return Array(der.suffix(32))
+    }
+
+    private static func pem(_ label: String, _ der: [UInt8]) -> String {
+        "-----BEGIN \(label)-----\n\(Data(der).base64EncodedString(options: .lineLength64Characters))\n-----END \(label)-----\n"
+    }
+
+    private static func decode(pem text: String, label: String) throws -> [UInt8] {
+        let lines = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard let begin = lines.firstIndex(of: "-----BEGIN \(label)-----"),
+              let end = lines.firstIndex(of: "-----END \(label)-----"), begin < end,
+              let der = Data(base64Encoded: lines[(begin + 1)..<end].joined()) else {
+            throw AuditError(.invalidInput, "not a PEM \(label)")
+        }
+        return Array(der)
+    }
+}
