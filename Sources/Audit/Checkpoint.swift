@@ -134,7 +134,7 @@ public struct VerifierKey: Sendable, Equatable, CustomStringConvertible {
             try self.init(name: defaultName, publicKey: try Ed25519Keys.publicKey(pem: trimmed))
             return
         }
-        let parts = trimmed.split(separator: "+")
+        let parts = trimmed.split(separator: "+", maxSplits: 2)
         guard parts.count == 3, let blob = Data(base64Encoded: String(parts[2])), blob.count == 33, blob.first == 0x01 else {
             throw AuditError(.invalidInput, "not an Ed25519 verifier key (name+hash+base64) or PEM public key")
         }
