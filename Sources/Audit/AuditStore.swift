@@ -310,17 +310,18 @@ public final class AuditStore: Sendable {
     // MARK: - Export
 
     /// Writes the export of records `from..<to` (clamped to the log), with every stored
-    /// checkpoint in that range, line by line.
-    public func export(from: UInt64, to: UInt64?, key: VerifierKey, line: ([UInt8]) throws -> Void) throws {
+    /// checkpoint in that range, line by line. Without `header`, continues an export that an
+    /// earlier call began (the checkpoint at `from` itself was written by that call).
+    public func export(from: UInt64, to: UInt64?, key: VerifierKey, header: Bool = true, line: ([UInt8]) throws -> Void) throws {
         let end = min(to ?? head.size, head.size)
         let start = min(from, end)
         try read { db in
             let frontier = try MerkleFrontier(size: start, hashes: try Self.frontierHashes(db, size: start))
             let chain = try Data.fetchOne(db, sql: "SELECT chain FROM audit_record WHERE seq = ?", arguments: [Int64(start) - 1])
                 .map(Array.init) ?? AuditExport.initialChain
-            try line(try AuditExport.headerLine(origin: origin, key: key, start: frontier, startChain: chain))
+            if header { try line(try AuditExport.headerLine(origin: origin, key: key, start: frontier, startChain: chain)) }
             let checkpoints = try Row.fetchAll(db, sql: "SELECT size, note FROM audit_checkpoint WHERE size >= ? AND size <= ? ORDER BY size",
-                                               arguments: [Int64(start), Int64(end)])
+                                               arguments: [Int64(header ? start : start + 1), Int64(end)])
                 .map { (size: UInt64($0["size"] as Int64), note: $0["note"] as String) }
             var nextCheckpoint = checkpoints.startIndex
             func emitCheckpoints(upTo size: UInt64) throws {

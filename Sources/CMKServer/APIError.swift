@@ -1,3 +1,4 @@
+import Audit
 import Foundation
 import Hummingbird
 import NIOCore
@@ -54,6 +55,14 @@ public struct APIError: Error, Sendable {
             case .unauthorized: return APIError(.unauthorized, code: "unauthenticated", "a valid bearer token is required")
             case .badRequest: return APIError(.badRequest, code: "invalid_input", "the request body is not valid JSON for this route")
             default: return error.status.code < 500 ? APIError(error.status, code: "invalid_input", error.status.reasonPhrase) : nil
+            }
+        case let error as AuditError:
+            switch error.code {
+            case .invalidInput: return APIError(.badRequest, code: "invalid_input", error.reason)
+            case .notFound: return APIError(.notFound, code: "not_found", error.reason)
+            case .unavailable, .verificationFailed:
+                return APIError(.serviceUnavailable, code: "audit_unavailable",
+                                "the audit log cannot record this request, so it was not carried out; see the server log")
             }
         case is NIOTooManyBytesError:
             return APIError(.contentTooLarge, code: "body_too_large", "the request body is larger than the server accepts (64 KiB)")

@@ -1,3 +1,4 @@
+import Audit
 import Foundation
 import Hummingbird
 import Logging
@@ -44,6 +45,7 @@ public func buildRouter(gateway: Gateway, bootstrapToken: [UInt8], openAPI: Byte
     }
     let api = router.group("api/v1").add(middleware: AuthenticationMiddleware(token: bootstrapToken))
     ManagementController(gateway: gateway, idempotency: IdempotencyCache()).register(on: api)
+    AuditController(audit: gateway.audit).register(on: api)
     return router
 }
 
@@ -62,6 +64,32 @@ struct ProbeScheduler: Service {
             await gateway.probeAllLinked()
         }
     }
+}
+
+/// Signs checkpoints on a schedule, and a last one at shutdown so that every record written
+/// is under a signature.
+struct AuditCheckpointService: Service {
+    let audit: AuditLog
+    let interval: Duration
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await audit.run(interval: interval) }
+        _ = try? await audit.checkpoint()
+    }
+}
+
+/// Opens the audit store and its signing key, making the key on first start (D39).
+func openAuditLog(_ settings: ServerConfiguration.AuditSettings, logger: Logger) throws -> AuditLog {
+    let store = try AuditStore(path: settings.database, origin: settings.origin, checkpointEvery: UInt64(settings.checkpointEvery))
+    if !FileManager.default.fileExists(atPath: settings.signingKey) {
+        _ = try Ed25519Keys.generate(path: settings.signingKey)
+        logger.notice("made a new audit checkpoint signing key", metadata: ["path": "\(settings.signingKey)"])
+    }
+    let audit = AuditLog(store: store, signer: try Ed25519FileSigner(path: settings.signingKey, keyName: store.origin),
+                         witnessDirectory: settings.witnessDirectory)
+    logger.notice("audit log open", metadata: ["origin": "\(store.origin)", "records": "\(store.head.size)",
+                                               "verifierKey": "\(audit.verifierKey)"])
+    return audit
 }
 
 /// Closes the keystores' sessions and finalises their modules when the service group stops.
@@ -84,9 +112,11 @@ public func buildApplication(_ configuration: ServerConfiguration, openAPIPath: 
     var logger = Logger(label: "cmk")
     logger.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
     let token = try AuthenticationMiddleware.loadToken(from: configuration.bootstrapTokenFile)
-    let gateway = try await Gateway.start(configuration, logger: logger)
+    let audit = try openAuditLog(configuration.audit, logger: logger)
+    let gateway = try await Gateway.start(configuration, audit: audit, logger: logger)
     let openAPI = (openAPIPath.flatMap { FileManager.default.contents(atPath: $0) }).map { ByteBuffer(data: $0) }
-    var services: [any Service] = [GatewayService(gateway: gateway)]
+    var services: [any Service] = [GatewayService(gateway: gateway),
+                                   AuditCheckpointService(audit: audit, interval: .seconds(configuration.audit.checkpointIntervalSeconds))]
     if configuration.probeIntervalSeconds > 0 {
         services.append(ProbeScheduler(gateway: gateway, interval: .seconds(configuration.probeIntervalSeconds)))
     }

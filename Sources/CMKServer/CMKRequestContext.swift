@@ -1,3 +1,4 @@
+import Audit
 import Foundation
 import Hummingbird
 
@@ -12,10 +13,19 @@ public struct Identity: Sendable, Equatable {
 public struct CMKRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public var identity: Identity?
+    /// The client's IP address, for the audit record.
+    public let clientAddress: String?
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.identity = nil
+        self.clientAddress = source.channel.remoteAddress?.ipAddress
+    }
+
+    /// The caller as the audit log records it.
+    public var audit: AuditContext {
+        AuditContext(actor: AuditActor(kind: .user, id: identity?.subject ?? "anonymous", authMethod: identity?.method ?? "none"),
+                     requestID: id, clientAddress: clientAddress)
     }
 
     /// Request bodies are small JSON documents: anything larger is refused (413) before decoding.

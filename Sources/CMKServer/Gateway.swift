@@ -1,3 +1,4 @@
+import Audit
 import Foundation
 import KSI
 import Logging
@@ -20,8 +21,12 @@ public final class Gateway: Sendable {
     public let platform: PKCS11Token
     let pkcs11: PKCS11Keystore
     let logger: Logger
+    /// Every request to an L1 key and every administrative action is recorded here.
+    public let audit: AuditLog
 
-    init(registry: Registry, keystores: [String: ConfiguredKeystore], platform: PKCS11Token, pkcs11: PKCS11Keystore, logger: Logger) {
+    init(registry: Registry, keystores: [String: ConfiguredKeystore], platform: PKCS11Token, pkcs11: PKCS11Keystore,
+         audit: AuditLog, logger: Logger) {
+        self.audit = audit
         self.registry = registry
         self.keystores = keystores
         self.platform = platform
@@ -31,7 +36,7 @@ public final class Gateway: Sendable {
 
     /// Opens the registry, loads every configured keystore's module, and makes sure an IVK
     /// version exists on the platform token.
-    public static func start(_ configuration: ServerConfiguration, logger: Logger) async throws -> Gateway {
+    public static func start(_ configuration: ServerConfiguration, audit: AuditLog, logger: Logger) async throws -> Gateway {
         let registry = try Registry(path: configuration.database, blockingAllowed: { PKCS11Executor.isOnAnyExecutor })
         let pkcs11 = PKCS11Keystore()
         var keystores: [String: ConfiguredKeystore] = [:]
@@ -46,7 +51,7 @@ public final class Gateway: Sendable {
             let version = try await registry.addIVKVersion(keyReference: reference.description)
             logger.notice("created IVK version", metadata: ["ivk.version": "\(version.version)"])
         }
-        return Gateway(registry: registry, keystores: keystores, platform: platform, pkcs11: pkcs11, logger: logger)
+        return Gateway(registry: registry, keystores: keystores, platform: platform, pkcs11: pkcs11, audit: audit, logger: logger)
     }
 
     /// Closes every session; finalises the modules unless other components of the process
@@ -74,7 +79,7 @@ public final class Gateway: Sendable {
 
     /// The BYOK/HYOK handshake: probe the L1 key; on success record the link and make the
     /// tenant's L2, held only wrapped. On failure, record the attempt and nothing else.
-    public func handshake(tenantID: String, _ request: HandshakeRequest) async throws -> (L1Link, L2Key) {
+    public func handshake(tenantID: String, _ request: HandshakeRequest, by context: AuditContext) async throws -> (L1Link, L2Key) {
         guard request.provider == Provider.pkcs11.rawValue else {
             throw APIError(.unprocessableContent, code: "unsupported_provider", "provider \"\(request.provider)\" is not available; supported: pkcs11")
         }
@@ -82,18 +87,20 @@ public final class Gateway: Sendable {
         // The whole handshake runs on the keystore's PKCS#11 threads: the token and the registry
         // are called there without a thread hand-off per step (see PKCS11Executor).
         return try await withTaskExecutorPreference(keystore.token.executor) {
-            try await handshake(tenantID: tenantID, request, keystore: keystore)
+            try await handshake(tenantID: tenantID, request, keystore: keystore, by: context)
         }
     }
 
-    private func handshake(tenantID: String, _ request: HandshakeRequest, keystore: ConfiguredKeystore) async throws -> (L1Link, L2Key) {
+    private func handshake(tenantID: String, _ request: HandshakeRequest, keystore: ConfiguredKeystore,
+                           by context: AuditContext) async throws -> (L1Link, L2Key) {
         _ = try await registry.tenant(tenantID)
         let reference = try Self.keyReference(request.key, keystore: keystore)
         // Refuse before touching the HSM: the registry enforces it again in its transaction.
         if try await registry.links(tenantID: tenantID, limit: 500, after: nil).items.contains(where: { $0.state != .revoked }) {
             throw APIError(.conflict, code: "conflict", "tenant \(tenantID) already has an active L1 link; revoke it first")
         }
-        let report = await measured("probe") { await keystore.token.probe(reference) }
+        let l1 = L1Target(tenant: tenantID, keystore: keystore.id, key: reference)
+        let report = try await l1Request("probe", l1, by: context) { await keystore.token.probe(reference) }
         let reportJSON = Self.json(report)
         try await registry.recordAttempt(HandshakeAttempt(
             id: UUID().uuidString.lowercased(), tenantID: tenantID, provider: request.provider, keystoreID: keystore.id,
@@ -103,7 +110,7 @@ public final class Gateway: Sendable {
             throw APIError(.unprocessableContent, code: "probe_failed", "the handshake probe failed: \(report.failure?.reason ?? "unknown reason")",
                            details: report)
         }
-        let l2 = try await makeL2(tenantID: tenantID, l1: reference, on: keystore.token)
+        let l2 = try await makeL2(l1, on: keystore.token, by: context)
         return try await registry.createLink(tenantID: tenantID, provider: request.provider, keystoreID: keystore.id,
                                              keyReference: reference.description, probeReport: reportJSON, probedAt: Date(), l2: l2)
     }
@@ -128,7 +135,8 @@ public final class Gateway: Sendable {
     /// plaintext never leaves the token); otherwise generated on the L1 token, wrapped there,
     /// and carried to the platform token in wiped memory to be wrapped by the IVK. The sovereign
     /// binding is then sealed under the IVK (AES-GCM, bound to tenant and L2Ref).
-    func makeL2(tenantID: String, l1: KeyReference, on token: PKCS11Token) async throws -> NewL2 {
+    func makeL2(_ target: L1Target, on token: PKCS11Token, by context: AuditContext) async throws -> NewL2 {
+        let (tenantID, l1) = (target.tenant, target.key)
         guard let ivk = try await registry.currentIVK() else {
             throw APIError(.serviceUnavailable, code: "not_ready", "no IVK version exists yet")
         }
@@ -136,10 +144,14 @@ public final class Gateway: Sendable {
         let sovereign: WrappedKey
         let active: WrappedKey
         if token.configuration.modulePath == platform.configuration.modulePath && platform.holds(l1) {
-            (sovereign, active) = try await measured("generate_l2") { try await platform.generateL2(wrappedBy: l1, and: ivkReference) }
+            (sovereign, active) = try await l1Request("generate_l2", target, by: context) {
+                try await platform.generateL2(wrappedBy: l1, and: ivkReference)
+            }
         } else {
-            sovereign = try await measured("generate_l2") { try await token.generateWrappedKey(with: l1) }
-            let material = try await measured("unwrap") { try await token.unwrap(sovereign, with: l1) }
+            sovereign = try await l1Request("generate_l2", target, by: context) { try await token.generateWrappedKey(with: l1) }
+            let material = try await l1Request("unwrap", target, mechanism: sovereign.mechanism, by: context) {
+                try await token.unwrap(sovereign, with: l1)
+            }
             active = try await measured("wrap") { try await platform.wrap(material, with: ivkReference) }
         }
         let l2Ref = UUID().uuidString.lowercased()
@@ -169,22 +181,23 @@ public final class Gateway: Sendable {
 
     /// Probes a link's L1 key again and records the result; returns the link and its L2. A
     /// revoked link refuses.
-    public func reprobe(tenantID: String, linkID: String) async throws -> (L1Link, L2Key?) {
+    public func reprobe(tenantID: String, linkID: String, by context: AuditContext) async throws -> (L1Link, L2Key?) {
         let link = try await registry.link(tenantID: tenantID, id: linkID)
         guard link.state != .revoked else {
             throw APIError(.conflict, code: "link_revoked", "link \(linkID) is revoked and cannot be used; a new handshake restores access")
         }
         let keystore = try keystore(link.keystoreID)
         return try await withTaskExecutorPreference(keystore.token.executor) {
-            let probed = try await probe(link)
+            let probed = try await probe(link, by: context)
             return (probed, try await registry.l2Key(linkID: probed.id))
         }
     }
 
-    func probe(_ link: L1Link) async throws -> L1Link {
+    func probe(_ link: L1Link, by context: AuditContext) async throws -> L1Link {
         let keystore = try keystore(link.keystoreID)
         let reference = try KeyReference(parsing: link.keyReference)
-        let report = await measured("probe") { await keystore.token.probe(reference) }
+        let report = try await l1Request("probe", L1Target(tenant: link.tenantID, keystore: keystore.id, key: reference, target: link.id),
+                                         by: context) { await keystore.token.probe(reference) }
         return try await registry.recordProbe(linkID: link.id, passed: report.passed, report: Self.json(report), at: Date())
     }
 
@@ -193,7 +206,7 @@ public final class Gateway: Sendable {
         guard let links = try? await registry.links(state: .linked) else { return }
         for link in links {
             do {
-                _ = try await probe(link)
+                _ = try await probe(link, by: .prober)
             } catch {
                 logger.warning("scheduled probe failed", metadata: ["link": "\(link.id)", "error.type": "\(type(of: error))"])
             }

@@ -35,7 +35,9 @@ struct ManagementController {
     @Sendable func createTenant(_ request: Request, context: CMKRequestContext) async throws -> Response {
         try await idempotency.run(request, context: context) { body in
             let input = try Self.decode(CreateTenantRequest.self, from: body, context: context)
-            let tenant = try await gateway.registry.createTenant(id: input.id, name: input.name)
+            let tenant = try await recorded("tenant.create", tenant: input.id, context: context) {
+                try await gateway.registry.createTenant(id: input.id, name: input.name)
+            }
             return try Self.json(TenantResponse(tenant), status: .created, etag: tenant.version, context: context)
         }
     }
@@ -46,7 +48,10 @@ struct ManagementController {
     }
 
     @Sendable func deleteTenant(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        try await gateway.registry.deleteTenant(try context.parameters.require("tenant"), expectedVersion: try Self.ifMatch(request))
+        let tenant = try context.parameters.require("tenant")
+        try await recorded("tenant.delete", tenant: tenant, context: context) {
+            try await gateway.registry.deleteTenant(tenant, expectedVersion: try Self.ifMatch(request))
+        }
         return Response(status: .noContent)
     }
 
@@ -89,7 +94,9 @@ struct ManagementController {
         try await idempotency.run(request, context: context) { body in
             let tenant = try context.parameters.require("tenant")
             let input = try Self.decode(Gateway.HandshakeRequest.self, from: body, context: context)
-            let (link, l2) = try await gateway.handshake(tenantID: tenant, input)
+            let (link, l2) = try await recorded("link.create", tenant: tenant, target: { $0.0.id }, context: context) {
+                try await gateway.handshake(tenantID: tenant, input, by: context.audit)
+            }
             return try Self.json(LinkResponse(link, l2: l2), status: .created, etag: link.version, context: context)
         }
     }
@@ -100,14 +107,17 @@ struct ManagementController {
     }
 
     @Sendable func reprobe(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        let (link, l2) = try await gateway.reprobe(tenantID: try context.parameters.require("tenant"), linkID: try context.parameters.require("link"))
+        let (link, l2) = try await gateway.reprobe(tenantID: try context.parameters.require("tenant"), linkID: try context.parameters.require("link"),
+                                                   by: context.audit)
         return try Self.json(LinkResponse(link, l2: l2), etag: link.version, context: context).response
     }
 
     @Sendable func revoke(_ request: Request, context: CMKRequestContext) async throws -> Response {
         try await idempotency.run(request, context: context) { _ in
-            let result = try await gateway.revoke(tenantID: try context.parameters.require("tenant"), linkID: try context.parameters.require("link"),
-                                                  expectedVersion: try Self.ifMatch(request))
+            let (tenant, link) = (try context.parameters.require("tenant"), try context.parameters.require("link"))
+            let result = try await recorded("link.revoke", tenant: tenant, target: { _ in link }, context: context) {
+                try await gateway.revoke(tenantID: tenant, linkID: link, expectedVersion: try Self.ifMatch(request))
+            }
             let response = RevocationResponse(link: LinkResponse(result.link, l2: result.l2),
                                               event: .init(id: result.event.id, type: result.event.type, createdAt: result.event.createdAt))
             return try Self.json(response, etag: result.link.version, context: context)
@@ -115,6 +125,32 @@ struct ManagementController {
     }
 
     // MARK: Helpers
+
+    /// Runs an administrative action and appends its audit record, successful or not, before
+    /// the response is sent. Refused up front once the audit store has failed (fail closed).
+    @discardableResult
+    func recorded<T>(_ operation: String, tenant: String?, target: ((T) -> String?)? = nil, context: CMKRequestContext,
+                     _ action: () async throws -> T) async throws -> T {
+        try gateway.auditReady()
+        let start = ContinuousClock.now
+        func record(_ outcome: AuditRecord.Outcome, errorCode: String?, target: String?) async throws {
+            let elapsed = (ContinuousClock.now - start).components
+            let audit = context.audit
+            _ = try await gateway.audit.append(AuditRecord(
+                actor: audit.actor, operation: operation, outcome: outcome, tenant: tenant, errorCode: errorCode, target: target,
+                requestID: audit.requestID, clientAddress: audit.clientAddress,
+                latencyMicros: elapsed.seconds * 1_000_000 + elapsed.attoseconds / 1_000_000_000_000))
+        }
+        let result: T
+        do {
+            result = try await action()
+        } catch {
+            try await record(.failure, errorCode: Gateway.auditCode(error), target: nil)
+            throw error
+        }
+        try await record(.success, errorCode: nil, target: target?(result))
+        return result
+    }
 
     static func pagination(_ request: Request) throws -> (Int, String?) {
         var limit = 50

@@ -33,6 +33,43 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         }
     }
 
+    /// The audit log (Docs/AuditFormat.md).
+    public struct AuditSettings: Codable, Sendable, Equatable {
+        /// The audit store's SQLite file.
+        public var database: String
+        /// The Ed25519 checkpoint signing key (PKCS#8 PEM, mode 0600); made at first start if missing.
+        public var signingKey: String
+        /// The log's name in its checkpoints; a new log gets `openkcm.local/audit/<uuid>`.
+        public var origin: String?
+        /// A checkpoint at least every this many records…
+        public var checkpointEvery: Int
+        /// …and at least every this many seconds (when records were added).
+        public var checkpointIntervalSeconds: Int
+        /// A directory (customer-controlled, e.g. a mounted share) that receives a copy of every checkpoint.
+        public var witnessDirectory: String?
+
+        public init(database: String = "audit.sqlite", signingKey: String = "audit-signing.key", origin: String? = nil,
+                    checkpointEvery: Int = 1000, checkpointIntervalSeconds: Int = 10, witnessDirectory: String? = nil) {
+            self.database = database
+            self.signingKey = signingKey
+            self.origin = origin
+            self.checkpointEvery = checkpointEvery
+            self.checkpointIntervalSeconds = checkpointIntervalSeconds
+            self.witnessDirectory = witnessDirectory
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            let defaults = AuditSettings()
+            database = try c.decodeIfPresent(String.self, forKey: .database) ?? defaults.database
+            signingKey = try c.decodeIfPresent(String.self, forKey: .signingKey) ?? defaults.signingKey
+            origin = try c.decodeIfPresent(String.self, forKey: .origin)
+            checkpointEvery = try c.decodeIfPresent(Int.self, forKey: .checkpointEvery) ?? defaults.checkpointEvery
+            checkpointIntervalSeconds = try c.decodeIfPresent(Int.self, forKey: .checkpointIntervalSeconds) ?? defaults.checkpointIntervalSeconds
+            witnessDirectory = try c.decodeIfPresent(String.self, forKey: .witnessDirectory)
+        }
+    }
+
     public var host: String
     public var port: Int
     /// The SQLite registry file.
@@ -44,10 +81,12 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     /// Seconds between scheduled re-probes of linked keys; 0 turns the schedule off.
     public var probeIntervalSeconds: Int
     public var logLevel: String
+    public var audit: AuditSettings
 
     public init(host: String = "127.0.0.1", port: Int = 8080, database: String = "cmk.sqlite", keystores: [Keystore] = [],
                 platform: Platform, bootstrapTokenFile: String, probeIntervalSeconds: Int = 60,
-                logLevel: String = "info") {
+                logLevel: String = "info", audit: AuditSettings = AuditSettings()) {
+        self.audit = audit
         self.host = host
         self.port = port
         self.database = database
@@ -59,7 +98,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case host, port, database, keystores, platform, bootstrapTokenFile, probeIntervalSeconds, logLevel
+        case host, port, database, keystores, platform, bootstrapTokenFile, probeIntervalSeconds, logLevel, audit
     }
 
     public init(from decoder: any Decoder) throws {
@@ -72,10 +111,11 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         bootstrapTokenFile = try container.decode(String.self, forKey: .bootstrapTokenFile)
         probeIntervalSeconds = try container.decodeIfPresent(Int.self, forKey: .probeIntervalSeconds) ?? 60
         logLevel = try container.decodeIfPresent(String.self, forKey: .logLevel) ?? "info"
+        audit = try container.decodeIfPresent(AuditSettings.self, forKey: .audit) ?? AuditSettings()
     }
 
     static let allowedKeys: Set<String> = ["host", "port", "database", "keystores", "platform", "bootstrapTokenFile",
-                                           "probeIntervalSeconds", "logLevel"]
+                                           "probeIntervalSeconds", "logLevel", "audit"]
 
     /// Reads `path`, applies `CMK_*` overrides from `environment`, validates.
     public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ServerConfiguration {
@@ -105,6 +145,9 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         configuration.bootstrapTokenFile = resolve(configuration.bootstrapTokenFile)
         configuration.platform.profile = resolve(configuration.platform.profile)
         configuration.keystores = configuration.keystores.map { Keystore(id: $0.id, profile: resolve($0.profile)) }
+        configuration.audit.database = resolve(configuration.audit.database)
+        configuration.audit.signingKey = resolve(configuration.audit.signingKey)
+        configuration.audit.witnessDirectory = configuration.audit.witnessDirectory.map(resolve)
         try configuration.validate()
         return configuration
     }
@@ -134,6 +177,9 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
                 throw ConfigurationError("keystore id \"\(keystore.id)\" must be 1-63 characters of a-z, 0-9 and -")
             }
             guard seen.insert(keystore.id).inserted else { throw ConfigurationError("keystore id \(keystore.id) appears twice") }
+        }
+        guard audit.checkpointEvery > 0, audit.checkpointIntervalSeconds > 0 else {
+            throw ConfigurationError("audit.checkpointEvery and audit.checkpointIntervalSeconds must be positive")
         }
         guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel) else {
             throw ConfigurationError("logLevel must be one of trace, debug, info, notice, warning, error, critical")

@@ -31,6 +31,7 @@ extension PKCS11Token {
     /// Encrypts with AES-256-GCM under `key` on the token; the IV comes from the token's RNG.
     /// Output: IV (12 bytes) ‖ ciphertext ‖ tag (16 bytes).
     public func seal(_ data: [UInt8], with key: KeyReference, aad: [UInt8]) async throws -> [UInt8] {
+        countUse(of: key)
         let query = try query(for: key)
         return try await translating("seal") {
             try await pool.withSession { [self] session in
@@ -44,6 +45,7 @@ extension PKCS11Token {
 
     /// Reverses `seal`. A modified box or the wrong additional data fails as invalid input.
     public func open(_ box: [UInt8], with key: KeyReference, aad: [UInt8]) async throws -> [UInt8] {
+        countUse(of: key)
         let query = try query(for: key)
         guard box.count > Self.gcmIVLength + Self.gcmTagBits / 8 else {
             throw KeystoreError(.invalidInput, "the sealed value is too short")
@@ -67,6 +69,8 @@ extension PKCS11Token {
     /// binding) and by `ivk` (the active binding): one session key, wrapped twice, destroyed.
     /// Both keys must be on this token; the plaintext never leaves it.
     public func generateL2(wrappedBy l1: KeyReference, and ivk: KeyReference) async throws -> (sovereign: WrappedKey, active: WrappedKey) {
+        countUse(of: l1)
+        countUse(of: ivk)
         let l1Query = try query(for: l1)
         let ivkQuery = try query(for: ivk)
         return try await translating("generate L2") {

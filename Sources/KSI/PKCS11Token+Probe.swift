@@ -11,9 +11,10 @@ extension PKCS11Token {
     /// and they are destroyed on every path, so the token holds the same objects afterwards
     /// whether the probe passed or failed. A refused PIN is reported and never retried.
     public func probe(_ key: KeyReference) async -> ProbeReport {
+        countUse(of: key)
         // The probe's steps run back to back on the token's threads: one hand-off in and one
         // out for the whole probe instead of one per step.
-        await withTaskExecutorPreference(executor) { await probeOnExecutor(key) }
+        return await withTaskExecutorPreference(executor) { await probeOnExecutor(key) }
     }
 
     private func probeOnExecutor(_ key: KeyReference) async -> ProbeReport {

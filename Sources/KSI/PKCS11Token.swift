@@ -50,6 +50,14 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
     public var provider: Provider { .pkcs11 }
     /// The wrap mechanism chosen for this token, once known.
     private let chosenMechanism = NIOLockedValueBox<MechanismType?>(nil)
+    /// Requests made with each key (as wrapping key, unwrapping key or probe target), counted
+    /// here in the KSI and independently of the audit log, so tests can hold one against the other.
+    private let uses = NIOLockedValueBox<[String: Int]>([:])
+
+    /// How many requests have used `key` (by its URI) since the token was opened.
+    public func useCount(of key: KeyReference) -> Int { uses.withLockedValue { $0[key.description] ?? 0 } }
+
+    func countUse(of key: KeyReference) { uses.withLockedValue { $0[key.description, default: 0] += 1 } }
 
     /// Prepares the session pool on a loaded module (`PKCS11Keystore` loads it). The token is
     /// found and logged in at first use.
@@ -149,6 +157,7 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
     // MARK: Token operations
 
     public func wrap(_ key: SecretBytes, with kek: KeyReference) async throws -> WrappedKey {
+        countUse(of: kek)
         let query = try query(for: kek)
         guard [16, 24, 32].contains(key.count) else {
             throw KeystoreError(.invalidInput, "only AES keys of 16, 24 or 32 bytes can be wrapped, got \(key.count) bytes")
@@ -168,6 +177,7 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
     }
 
     public func unwrap(_ wrapped: WrappedKey, with kek: KeyReference) async throws -> SecretBytes {
+        countUse(of: kek)
         let query = try query(for: kek)
         let mechanism = try Self.mechanism(named: wrapped.mechanism)
         try Self.checkBlob(wrapped)
@@ -184,6 +194,7 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
     }
 
     public func generateWrappedKey(with kek: KeyReference) async throws -> WrappedKey {
+        countUse(of: kek)
         let query = try query(for: kek)
         return try await translating("generate wrapped key") {
             try await pool.withSession { [self] session in
@@ -201,6 +212,7 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
     /// Wraps a key that already lives on the token (named by its URI) with `kek`: one
     /// `C_WrapKey`, the key material never leaves the token unwrapped.
     public func wrapResidentKey(_ key: KeyReference, with kek: KeyReference) async throws -> WrappedKey {
+        countUse(of: kek)
         let targetQuery = try query(for: key)
         let kekQuery = try query(for: kek)
         return try await translating("wrap") {
@@ -217,6 +229,7 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
     /// Proves that `wrapped` still opens under `kek` without its material leaving the token:
     /// unwraps into a non-extractable session key and destroys it at once.
     public func verifyUnwrap(_ wrapped: WrappedKey, with kek: KeyReference) async throws {
+        countUse(of: kek)
         let query = try query(for: kek)
         let mechanism = try Self.mechanism(named: wrapped.mechanism)
         try Self.checkBlob(wrapped)

@@ -28,12 +28,14 @@ struct ServerHarness {
             database: "\(directory)/cmk.sqlite",
             keystores: [.init(id: "hsm", profile: "\(directory)/server.json"), .init(id: "other", profile: "\(directory)/server-b.json")],
             platform: .init(profile: "\(directory)/server.json"),
-            bootstrapTokenFile: "\(directory)/bootstrap-token", probeIntervalSeconds: 0)
+            bootstrapTokenFile: "\(directory)/bootstrap-token", probeIntervalSeconds: 0,
+            audit: .init(database: "\(directory)/audit.sqlite", signingKey: "\(directory)/audit-signing.key", checkpointEvery: 50))
     }
 
     /// Runs `body` against the router in process.
     func test(_ body: @escaping @Sendable (any TestClientProtocol, Gateway) async throws -> Void) async throws {
-        let gateway = try await Gateway.start(configuration, logger: Logger(label: "test"))
+        let audit = try openAuditLog(configuration.audit, logger: Logger(label: "test"))
+        let gateway = try await Gateway.start(configuration, audit: audit, logger: Logger(label: "test"))
         let openAPI = FileManager.default.contents(atPath: SoftHSMFixture.repositoryRoot + "/Docs/openapi.yaml").map { ByteBuffer(data: $0) }
         let router = buildRouter(gateway: gateway, bootstrapToken: Array(Self.bearer.utf8), openAPI: openAPI)
         let app = Application(router: router)

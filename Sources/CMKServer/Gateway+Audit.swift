@@ -1,0 +1,92 @@
+import Audit
+import Foundation
+import KSI
+import Registry
+
+/// Who asks, as the audit log records it.
+public struct AuditContext: Sendable {
+    public var actor: AuditActor
+    public var requestID: String?
+    public var clientAddress: String?
+
+    public init(actor: AuditActor, requestID: String? = nil, clientAddress: String? = nil) {
+        self.actor = actor
+        self.requestID = requestID
+        self.clientAddress = clientAddress
+    }
+
+    /// The scheduled prober.
+    public static let prober = AuditContext(actor: .prober)
+}
+
+/// What an L1 request touches, for its audit record.
+struct L1Target {
+    var tenant: String
+    var keystore: String
+    var key: KeyReference
+    var target: String?
+}
+
+extension Gateway {
+    /// Runs one request to an L1 key and appends its audit record, durably, before returning
+    /// its result: success, a failed probe, or an error. If the record cannot be written the
+    /// result is withheld and the call fails (fail closed).
+    func l1Request<T>(_ operation: String, _ l1: L1Target, mechanism: String? = nil, by context: AuditContext,
+                      _ body: () async throws -> T) async throws -> T {
+        try auditReady()
+        let start = ContinuousClock.now
+        let result: T
+        do {
+            result = try await measured(operation) { try await body() }
+        } catch {
+            try await record("l1.\(operation)", l1, outcome: .failure, errorCode: Self.auditCode(error), mechanism: mechanism,
+                             since: start, by: context)
+            throw error
+        }
+        var outcome = AuditRecord.Outcome.success
+        var errorCode: String?
+        var details: [String: String] = [:]
+        var usedMechanism = mechanism
+        if let report = result as? ProbeReport {
+            usedMechanism = report.mechanism ?? mechanism
+            if let failure = report.failure {
+                outcome = .failure
+                errorCode = failure.code.rawValue
+                if let check = report.checks.first(where: { !$0.passed }) { details["check"] = check.name }
+            }
+        } else if let wrapped = result as? WrappedKey {
+            usedMechanism = wrapped.mechanism
+        } else if let pair = result as? (sovereign: WrappedKey, active: WrappedKey) {
+            usedMechanism = pair.sovereign.mechanism
+        }
+        try await record("l1.\(operation)", l1, outcome: outcome, errorCode: errorCode, mechanism: usedMechanism,
+                         details: details, since: start, by: context)
+        return result
+    }
+
+    private func record(_ operation: String, _ l1: L1Target, outcome: AuditRecord.Outcome, errorCode: String?, mechanism: String?,
+                        details: [String: String] = [:], since start: ContinuousClock.Instant, by context: AuditContext) async throws {
+        let elapsed = (ContinuousClock.now - start).components
+        _ = try await audit.append(AuditRecord(
+            actor: context.actor, operation: operation, outcome: outcome, tenant: l1.tenant, keystore: l1.keystore,
+            keyReference: l1.key.description, mechanism: mechanism, errorCode: errorCode, target: l1.target,
+            requestID: context.requestID, clientAddress: context.clientAddress,
+            latencyMicros: elapsed.seconds * 1_000_000 + elapsed.attoseconds / 1_000_000_000_000, details: details))
+    }
+
+    /// Refuses new work once the audit store has failed: nothing may happen that cannot be recorded.
+    func auditReady() throws {
+        if let failure = audit.store.failure { throw failure }
+    }
+
+    /// The stable code of an error, for the record (never its text, which may quote input).
+    static func auditCode(_ error: any Error) -> String {
+        switch error {
+        case let error as APIError: error.code
+        case let error as KeystoreError: error.code.rawValue
+        case let error as RegistryError: error.code.rawValue
+        case let error as AuditError: "audit_\(error.code.rawValue)"
+        default: "internal"
+        }
+    }
+}
