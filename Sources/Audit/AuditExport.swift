@@ -16,9 +16,9 @@ public enum AuditExport {
     /// The chain value before record 0.
     public static let initialChain: Hash = Array(repeating: 0, count: 32)
 
-    static let recordPrefix = Array(#"{"chain":""#.utf8)
+    public static let recordPrefix = Array(#"{"chain":""#.utf8)
     static let recordInfix = Array(#"","record":"#.utf8)
-    static let checkpointPrefix = Array(#"{"checkpoint":"#.utf8)
+    public static let checkpointPrefix = Array(#"{"checkpoint":"#.utf8)
     static let headerPrefix = Array(#"{"header":"#.utf8)
 
     /// chain(k) = SHA-256(0x02 ‖ chain(k−1) ‖ leaf hash(k)): lets a verifier name the first

@@ -110,7 +110,7 @@ import TestSupport
 
         let logs = child.logs
         #expect(!logs.isEmpty, "trace logging wrote something")
-        let files = try FileManager.default.contentsOfDirectory(atPath: child.directory).filter { $0.hasPrefix("cmk.sqlite") }
+        let files = try FileManager.default.contentsOfDirectory(atPath: child.directory).filter { $0.hasPrefix("cmk.sqlite") || $0.hasPrefix("audit.sqlite") }
             .compactMap { FileManager.default.contents(atPath: "\(child.directory)/\($0)") }
         let secrets: [(String, Data)] = [
             ("PIN", Data(SoftHSMFixture.userPIN.utf8)), ("L2", l2Bytes),

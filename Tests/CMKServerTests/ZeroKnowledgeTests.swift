@@ -31,6 +31,8 @@ import TestSupport
             _ = try await call("/api/v1/keystores/hsm/keys", .get)
             _ = try await call("/api/v1/tenants/zk/l1-links/\(linkID)/revoke", .post)
             _ = try await call("/metrics", .get)
+            _ = try await call("/api/v1/audit", .get)
+            _ = try await call("/api/v1/audit/export", .get)
 
             // Learn the L2 the way only the key owner could: open the seal, unwrap with L1.
             let l2 = try #require(try await gateway.registry.l2Key(linkID: linkID))
@@ -45,7 +47,7 @@ import TestSupport
                 ("L2 base64", Data(l2Bytes.base64EncodedString().utf8)), ("PIN", Data(SoftHSMFixture.userPIN.utf8)),
             ]
             let files = try FileManager.default.contentsOfDirectory(atPath: harness.directory)
-                .filter { $0.hasPrefix("cmk.sqlite") }
+                .filter { $0.hasPrefix("cmk.sqlite") || $0.hasPrefix("audit.sqlite") }
                 .compactMap { FileManager.default.contents(atPath: "\(harness.directory)/\($0)") }
             #expect(!files.isEmpty)
             for (name, secret) in secrets {
