@@ -86,6 +86,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .executableTarget(name: "audit-bench", dependencies: ["Audit"], path: "Sources/audit-bench"),
         .executableTarget(
             name: "ksi-bench",
             dependencies: ["KSI", "PKCS11"],
@@ -105,7 +106,7 @@ let package = Package(
         .testTarget(
             name: "CMKServerTests",
             dependencies: [
-                "CMKServer", "KSI", "PKCS11", "Registry", "TestSupport",
+                "CMKServer", "KSI", "PKCS11", "Registry", "TestSupport", "Audit",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]
         ),

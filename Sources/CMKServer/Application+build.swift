@@ -1,6 +1,7 @@
 import Audit
 import Foundation
 import Hummingbird
+import KSI
 import Logging
 import Metrics
 import Prometheus
@@ -78,15 +79,22 @@ struct AuditCheckpointService: Service {
     }
 }
 
-/// Opens the audit store and its signing key, making the key on first start (D39).
-func openAuditLog(_ settings: ServerConfiguration.AuditSettings, logger: Logger) throws -> AuditLog {
+/// Opens the audit store and its signing key: on an HSM token when configured, else a key
+/// file, made on first start (D41).
+func openAuditLog(_ settings: ServerConfiguration.AuditSettings, pkcs11: PKCS11Keystore, logger: Logger) async throws -> AuditLog {
     let store = try AuditStore(path: settings.database, origin: settings.origin, checkpointEvery: UInt64(settings.checkpointEvery))
-    if !FileManager.default.fileExists(atPath: settings.signingKey) {
-        _ = try Ed25519Keys.generate(path: settings.signingKey)
-        logger.notice("made a new audit checkpoint signing key", metadata: ["path": "\(settings.signingKey)"])
+    let signer: any CheckpointSigner
+    if let hsm = settings.hsm {
+        let token = try await pkcs11.token(profile: try HSMProfile.load(from: hsm.profile))
+        signer = try await PKCS11CheckpointSigner(token: token, label: hsm.keyLabel, keyName: store.origin)
+    } else {
+        if !FileManager.default.fileExists(atPath: settings.signingKey) {
+            _ = try Ed25519Keys.generate(path: settings.signingKey)
+            logger.notice("made a new audit checkpoint signing key", metadata: ["path": "\(settings.signingKey)"])
+        }
+        signer = try Ed25519FileSigner(path: settings.signingKey, keyName: store.origin)
     }
-    let audit = AuditLog(store: store, signer: try Ed25519FileSigner(path: settings.signingKey, keyName: store.origin),
-                         witnessDirectory: settings.witnessDirectory)
+    let audit = AuditLog(store: store, signer: signer, witnessDirectory: settings.witnessDirectory)
     logger.notice("audit log open", metadata: ["origin": "\(store.origin)", "records": "\(store.head.size)",
                                                "verifierKey": "\(audit.verifierKey)"])
     return audit
@@ -112,8 +120,9 @@ public func buildApplication(_ configuration: ServerConfiguration, openAPIPath: 
     var logger = Logger(label: "cmk")
     logger.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
     let token = try AuthenticationMiddleware.loadToken(from: configuration.bootstrapTokenFile)
-    let audit = try openAuditLog(configuration.audit, logger: logger)
-    let gateway = try await Gateway.start(configuration, audit: audit, logger: logger)
+    let pkcs11 = PKCS11Keystore()
+    let audit = try await openAuditLog(configuration.audit, pkcs11: pkcs11, logger: logger)
+    let gateway = try await Gateway.start(configuration, audit: audit, pkcs11: pkcs11, logger: logger)
     let openAPI = (openAPIPath.flatMap { FileManager.default.contents(atPath: $0) }).map { ByteBuffer(data: $0) }
     var services: [any Service] = [GatewayService(gateway: gateway),
                                    AuditCheckpointService(audit: audit, interval: .seconds(configuration.audit.checkpointIntervalSeconds))]

@@ -36,9 +36,9 @@ public final class Gateway: Sendable {
 
     /// Opens the registry, loads every configured keystore's module, and makes sure an IVK
     /// version exists on the platform token.
-    public static func start(_ configuration: ServerConfiguration, audit: AuditLog, logger: Logger) async throws -> Gateway {
+    public static func start(_ configuration: ServerConfiguration, audit: AuditLog, pkcs11: PKCS11Keystore = PKCS11Keystore(),
+                             logger: Logger) async throws -> Gateway {
         let registry = try Registry(path: configuration.database, blockingAllowed: { PKCS11Executor.isOnAnyExecutor })
-        let pkcs11 = PKCS11Keystore()
         var keystores: [String: ConfiguredKeystore] = [:]
         for keystore in configuration.keystores {
             let profile = try HSMProfile.load(from: keystore.profile)

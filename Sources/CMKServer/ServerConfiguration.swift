@@ -47,9 +47,31 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         public var checkpointIntervalSeconds: Int
         /// A directory (customer-controlled, e.g. a mounted share) that receives a copy of every checkpoint.
         public var witnessDirectory: String?
+        /// Sign with an Ed25519 key on an HSM token instead of `signingKey`.
+        public var hsm: HSMKey?
+
+        public struct HSMKey: Codable, Sendable, Equatable {
+            /// The HSM profile that reaches the token.
+            public var profile: String
+            /// The key pair's label; made on the token at first start if missing.
+            public var keyLabel: String
+
+            public init(profile: String, keyLabel: String = "openkcm-audit-signing") {
+                self.profile = profile
+                self.keyLabel = keyLabel
+            }
+
+            public init(from decoder: any Decoder) throws {
+                let c = try decoder.container(keyedBy: CodingKeys.self)
+                profile = try c.decode(String.self, forKey: .profile)
+                keyLabel = try c.decodeIfPresent(String.self, forKey: .keyLabel) ?? "openkcm-audit-signing"
+            }
+        }
 
         public init(database: String = "audit.sqlite", signingKey: String = "audit-signing.key", origin: String? = nil,
-                    checkpointEvery: Int = 1000, checkpointIntervalSeconds: Int = 10, witnessDirectory: String? = nil) {
+                    checkpointEvery: Int = 1000, checkpointIntervalSeconds: Int = 10, witnessDirectory: String? = nil,
+                    hsm: HSMKey? = nil) {
+            self.hsm = hsm
             self.database = database
             self.signingKey = signingKey
             self.origin = origin
@@ -67,6 +89,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
             checkpointEvery = try c.decodeIfPresent(Int.self, forKey: .checkpointEvery) ?? defaults.checkpointEvery
             checkpointIntervalSeconds = try c.decodeIfPresent(Int.self, forKey: .checkpointIntervalSeconds) ?? defaults.checkpointIntervalSeconds
             witnessDirectory = try c.decodeIfPresent(String.self, forKey: .witnessDirectory)
+            hsm = try c.decodeIfPresent(HSMKey.self, forKey: .hsm)
         }
     }
 
@@ -129,6 +152,13 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         guard unknown.isEmpty else {
             throw ConfigurationError("\(path) has unknown keys: \(unknown.sorted().joined(separator: ", "))")
         }
+        if let audit = object["audit"] as? [String: Any] {
+            let allowed: Set<String> = ["database", "signingKey", "origin", "checkpointEvery", "checkpointIntervalSeconds", "witnessDirectory", "hsm"]
+            let unknownAudit = Set(audit.keys).subtracting(allowed)
+            guard unknownAudit.isEmpty else {
+                throw ConfigurationError("\(path) has unknown keys in \"audit\": \(unknownAudit.sorted().joined(separator: ", "))")
+            }
+        }
         var configuration: ServerConfiguration
         do {
             configuration = try JSONDecoder().decode(ServerConfiguration.self, from: data)
@@ -148,6 +178,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         configuration.audit.database = resolve(configuration.audit.database)
         configuration.audit.signingKey = resolve(configuration.audit.signingKey)
         configuration.audit.witnessDirectory = configuration.audit.witnessDirectory.map(resolve)
+        configuration.audit.hsm = configuration.audit.hsm.map { .init(profile: resolve($0.profile), keyLabel: $0.keyLabel) }
         try configuration.validate()
         return configuration
     }

@@ -43,6 +43,7 @@ public struct KeyType: RawRepresentable, Hashable, Sendable, CustomStringConvert
     public static let genericSecret = KeyType(rawValue: 0x10)
     public static let des3 = KeyType(rawValue: 0x15)
     public static let aes = KeyType(rawValue: 0x1F)
+    public static let ecEdwards = KeyType(rawValue: 0x40)
 
     public var description: String {
         switch self {
@@ -51,6 +52,7 @@ public struct KeyType: RawRepresentable, Hashable, Sendable, CustomStringConvert
         case .genericSecret: return "CKK_GENERIC_SECRET"
         case .des3: return "CKK_DES3"
         case .aes: return "CKK_AES"
+        case .ecEdwards: return "CKK_EC_EDWARDS"
         default: return "CKK_0x\(String(rawValue, radix: 16, uppercase: true))"
         }
     }
@@ -78,6 +80,8 @@ public struct AttributeType: RawRepresentable, Hashable, Sendable, CustomStringC
     public static let modulus = AttributeType(rawValue: 0x120)
     public static let modulusBits = AttributeType(rawValue: 0x121)
     public static let publicExponent = AttributeType(rawValue: 0x122)
+    public static let ecParams = AttributeType(rawValue: 0x180)
+    public static let ecPoint = AttributeType(rawValue: 0x181)
     public static let valueLen = AttributeType(rawValue: 0x161)
     public static let extractable = AttributeType(rawValue: 0x162)
     public static let local = AttributeType(rawValue: 0x163)
@@ -117,6 +121,8 @@ public struct AttributeType: RawRepresentable, Hashable, Sendable, CustomStringC
         case .modulusBits: return "CKA_MODULUS_BITS"
         case .publicExponent: return "CKA_PUBLIC_EXPONENT"
         case .valueLen: return "CKA_VALUE_LEN"
+        case .ecParams: return "CKA_EC_PARAMS"
+        case .ecPoint: return "CKA_EC_POINT"
         case .extractable: return "CKA_EXTRACTABLE"
         case .local: return "CKA_LOCAL"
         case .neverExtractable: return "CKA_NEVER_EXTRACTABLE"
@@ -150,6 +156,8 @@ public enum Attribute: Sendable, Hashable {
     case valueLen(Int)
     case modulusBits(Int)
     case publicExponent([UInt8])
+    /// DER-encoded curve parameters (an OID, or a PrintableString curve name).
+    case ecParams([UInt8])
 
     public var type: AttributeType {
         switch self {
@@ -172,6 +180,7 @@ public enum Attribute: Sendable, Hashable {
         case .valueLen: return .valueLen
         case .modulusBits: return .modulusBits
         case .publicExponent: return .publicExponent
+        case .ecParams: return .ecParams
         }
     }
 
@@ -181,7 +190,7 @@ public enum Attribute: Sendable, Hashable {
         case .class(let value): return Self.ulong(value.rawValue)
         case .keyType(let value): return Self.ulong(value.rawValue)
         case .label(let value): return Array(value.utf8)
-        case .id(let value), .publicExponent(let value): return value
+        case .id(let value), .publicExponent(let value), .ecParams(let value): return value
         case .token(let value), .private(let value), .sensitive(let value), .extractable(let value),
              .encrypt(let value), .decrypt(let value), .wrap(let value), .unwrap(let value),
              .sign(let value), .verify(let value), .derive(let value), .modifiable(let value):
@@ -229,7 +238,7 @@ extension Attribute {
         switch self {
         case .class, .keyType, .valueLen, .modulusBits: return MemoryLayout<UInt>.size
         case .label(let value): return value.utf8.count
-        case .id(let value), .publicExponent(let value): return value.count
+        case .id(let value), .publicExponent(let value), .ecParams(let value): return value.count
         default: return 1
         }
     }
@@ -253,7 +262,7 @@ extension Attribute {
         case .keyType(let value): return ulong(value.rawValue)
         case .valueLen(let value), .modulusBits(let value): return ulong(UInt(value))
         case .label(let value): return bytes(value.utf8)
-        case .id(let value), .publicExponent(let value): return bytes(value)
+        case .id(let value), .publicExponent(let value), .ecParams(let value): return bytes(value)
         default: return bytes(encoded)
         }
     }

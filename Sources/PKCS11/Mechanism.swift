@@ -15,6 +15,10 @@ public enum Mechanism: Sendable, Hashable {
     case rsaPKCSKeyPairGen
     /// RSA-OAEP with the hash, MGF1 with the same hash, and an optional label.
     case rsaOAEP(hash: OAEPHash, label: [UInt8])
+    /// Edwards-curve key pair generation (PKCS#11 3.0; SoftHSM 2.6).
+    case ecEdwardsKeyPairGen
+    /// Pure EdDSA (Ed25519 without pre-hashing, no parameters).
+    case eddsa
 
     public enum OAEPHash: String, Sendable, Hashable, CaseIterable {
         case sha1, sha256, sha384, sha512
@@ -49,6 +53,8 @@ public enum Mechanism: Sendable, Hashable {
         case .aesCBCPad: return .aesCBCPad
         case .rsaPKCSKeyPairGen: return .rsaPKCSKeyPairGen
         case .rsaOAEP: return .rsaPKCSOAEP
+        case .ecEdwardsKeyPairGen: return .ecEdwardsKeyPairGen
+        case .eddsa: return .eddsa
         }
     }
 
@@ -59,7 +65,7 @@ public enum Mechanism: Sendable, Hashable {
     ) throws -> R {
         let code = codes.code(for: type).rawValue
         switch self {
-        case .aesKeyGen, .aesKeyWrap, .aesKeyWrapPad, .aesECB, .rsaPKCSKeyPairGen:
+        case .aesKeyGen, .aesKeyWrap, .aesKeyWrapPad, .aesECB, .rsaPKCSKeyPairGen, .ecEdwardsKeyPairGen, .eddsa:
             var mechanism = CK_MECHANISM(mechanism: code, pParameter: nil, ulParameterLen: 0)
             return try body(&mechanism)
         case .aesCBCPad(let iv):

@@ -12,6 +12,8 @@ public struct MechanismType: RawRepresentable, Hashable, Sendable, Comparable, C
     public static let sha384 = MechanismType(rawValue: 0x260)
     public static let sha512 = MechanismType(rawValue: 0x270)
     public static let genericSecretKeyGen = MechanismType(rawValue: 0x350)
+    public static let ecEdwardsKeyPairGen = MechanismType(rawValue: 0x1055)
+    public static let eddsa = MechanismType(rawValue: 0x1057)
     public static let aesKeyGen = MechanismType(rawValue: 0x1080)
     public static let aesECB = MechanismType(rawValue: 0x1081)
     public static let aesCBC = MechanismType(rawValue: 0x1082)
@@ -62,6 +64,7 @@ public struct MechanismType: RawRepresentable, Hashable, Sendable, Comparable, C
         0x255: "CKM_SHA224", 0x260: "CKM_SHA384", 0x270: "CKM_SHA512",
         0x251: "CKM_SHA256_HMAC", 0x350: "CKM_GENERIC_SECRET_KEY_GEN",
         0x1040: "CKM_EC_KEY_PAIR_GEN", 0x1041: "CKM_ECDSA", 0x1050: "CKM_ECDH1_DERIVE",
+        0x1055: "CKM_EC_EDWARDS_KEY_PAIR_GEN", 0x1057: "CKM_EDDSA",
         0x1080: "CKM_AES_KEY_GEN", 0x1081: "CKM_AES_ECB", 0x1082: "CKM_AES_CBC",
         0x1083: "CKM_AES_MAC", 0x1085: "CKM_AES_CBC_PAD", 0x1086: "CKM_AES_CTR",
         0x1087: "CKM_AES_GCM", 0x1088: "CKM_AES_CCM", 0x108A: "CKM_AES_CMAC",

@@ -104,5 +104,5 @@ public enum PKCS11Function: String, Sendable {
     case C_CloseAllSessions, C_GetSessionInfo, C_Login, C_Logout, C_CreateObject, C_CopyObject
     case C_DestroyObject, C_GetAttributeValue, C_SetAttributeValue, C_FindObjectsInit
     case C_FindObjects, C_FindObjectsFinal, C_EncryptInit, C_Encrypt, C_DecryptInit, C_Decrypt
-    case C_GenerateKey, C_GenerateKeyPair, C_WrapKey, C_UnwrapKey, C_GenerateRandom
+    case C_GenerateKey, C_GenerateKeyPair, C_WrapKey, C_UnwrapKey, C_GenerateRandom, C_SignInit, C_Sign
 }

@@ -1,3 +1,4 @@
+import Audit
 import Foundation
 import KSI
 import Registry
@@ -171,5 +172,62 @@ import TestSupport
         #expect(try await registry.link(tenantID: "crash", id: linkID).state == .revoked)
         #expect(try await registry.l2Key(linkID: linkID)?.state == .locked)
         #expect(try await registry.pendingEvents(limit: 10).contains { $0.linkID == linkID && $0.type == "l1.revoked" })
+    }
+
+    /// SIGKILL during a stream of administrative actions: on reopening, the audit log verifies
+    /// and every action the server acknowledged has its record.
+    @Test func theAuditLogSurvivesAKilledProcess() async throws {
+        let child = try ChildServer(token: "crash", fixture: fixture, logLevel: "error")
+        defer { if child.process.isRunning { kill(child.process.processIdentifier, SIGKILL) } }
+        try await waitUntilUp(child.base)
+        // Four clients create tenants as fast as they can and print each acknowledged id.
+        let client = Process()
+        client.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        client.arguments = ["python3", "-c", """
+            import http.client, json, sys, threading
+            base, token = sys.argv[1], sys.argv[2]
+            host, port = base.split("//")[1].split(":")
+            lock = threading.Lock()
+            def run(k):
+                try:
+                    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+                    for i in range(100000):
+                        tenant = f"k{k}-{i}"
+                        conn.request("POST", "/api/v1/tenants", json.dumps({"id": tenant, "name": tenant}),
+                                     {"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+                        response = conn.getresponse(); response.read()
+                        if response.status == 201:
+                            with lock: print(tenant, flush=True)
+                except Exception:
+                    pass
+            threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+            for t in threads: t.start()
+            for t in threads: t.join()
+            """, child.base, child.bearer]
+        let output = Pipe()
+        client.standardOutput = output
+        try client.run()
+        try await Task.sleep(for: .milliseconds(1500))
+        kill(child.process.processIdentifier, SIGKILL)
+        child.process.waitUntilExit()
+        let acknowledged = Set(String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            .split(separator: "\n").map(String.init))
+        client.waitUntilExit()
+        #expect(acknowledged.count > 10, "the stream ran before the kill")
+
+        let store = try AuditStore(path: "\(child.directory)/audit.sqlite")
+        let key = try Ed25519FileSigner(path: "\(child.directory)/audit-signing.key", keyName: store.origin).verifierKey
+        var export: [UInt8] = []
+        try store.export(from: 0, to: nil, key: key) { export += $0 + [0x0A] }
+        let summary = try AuditVerifier(options: .init(publicKey: key)).verify(export)
+        #expect(summary.records == store.head.size)
+        var recorded = Set<String>()
+        var cursor: UInt64?
+        repeat {
+            let page = try store.records(AuditQuery(operation: "tenant.create", outcome: .success, after: cursor, limit: 1000))
+            recorded.formUnion(page.records.compactMap(\.tenant))
+            cursor = page.next
+        } while cursor != nil
+        #expect(acknowledged.isSubset(of: recorded), "acknowledged without a record: \(acknowledged.subtracting(recorded).sorted().prefix(5))")
     }
 }

@@ -34,8 +34,9 @@ struct ServerHarness {
 
     /// Runs `body` against the router in process.
     func test(_ body: @escaping @Sendable (any TestClientProtocol, Gateway) async throws -> Void) async throws {
-        let audit = try openAuditLog(configuration.audit, logger: Logger(label: "test"))
-        let gateway = try await Gateway.start(configuration, audit: audit, logger: Logger(label: "test"))
+        let pkcs11 = PKCS11Keystore()
+        let audit = try await openAuditLog(configuration.audit, pkcs11: pkcs11, logger: Logger(label: "test"))
+        let gateway = try await Gateway.start(configuration, audit: audit, pkcs11: pkcs11, logger: Logger(label: "test"))
         let openAPI = FileManager.default.contents(atPath: SoftHSMFixture.repositoryRoot + "/Docs/openapi.yaml").map { ByteBuffer(data: $0) }
         let router = buildRouter(gateway: gateway, bootstrapToken: Array(Self.bearer.utf8), openAPI: openAPI)
         let app = Application(router: router)
