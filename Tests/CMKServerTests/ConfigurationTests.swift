@@ -1,0 +1,42 @@
+import Foundation
+import Testing
+@testable import CMKServer
+
+@Suite struct ConfigurationTests {
+    func write(_ json: String) throws -> String {
+        let directory = NSTemporaryDirectory() + "cmk-config-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let path = directory + "/cmk.json"
+        try Data(json.utf8).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    @Test func relativePathsResolveAgainstTheFileAndAuditDefaultsApply() throws {
+        let path = try write(#"{"platform":{"profile":"p.json"},"bootstrapTokenFile":"token","audit":{"hsm":{"profile":"hsm.json"}}}"#)
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        let configuration = try ServerConfiguration.load(path: path, environment: [:])
+        #expect(configuration.audit.database == directory + "/audit.sqlite")
+        #expect(configuration.audit.signingKey == directory + "/audit-signing.key")
+        #expect(configuration.audit.checkpointEvery == 1000 && configuration.audit.checkpointIntervalSeconds == 10)
+        #expect(configuration.audit.hsm == .init(profile: directory + "/hsm.json", keyLabel: "openkcm-audit-signing"))
+        #expect(configuration.audit.witnessDirectory == nil)
+    }
+
+    @Test func unknownKeysAreRefusedAtTheTopAndInsideAudit() throws {
+        let top = try write(#"{"platform":{"profile":"p.json"},"bootstrapTokenFile":"t","auditt":{}}"#)
+        #expect(throws: ConfigurationError.self) { try ServerConfiguration.load(path: top, environment: [:]) }
+        let inner = try write(#"{"platform":{"profile":"p.json"},"bootstrapTokenFile":"t","audit":{"checkpointEvry":5}}"#)
+        #expect { try ServerConfiguration.load(path: inner, environment: [:]) } throws: { error in
+            "\(error)".contains("checkpointEvry")
+        }
+        let zero = try write(#"{"platform":{"profile":"p.json"},"bootstrapTokenFile":"t","audit":{"checkpointEvery":0}}"#)
+        #expect(throws: ConfigurationError.self) { try ServerConfiguration.load(path: zero, environment: [:]) }
+    }
+
+    @Test func environmentOverridesSingleValues() throws {
+        let path = try write(#"{"platform":{"profile":"p.json"},"bootstrapTokenFile":"t","port":9000}"#)
+        let configuration = try ServerConfiguration.load(path: path, environment: ["CMK_PORT": "9443", "CMK_LOG_LEVEL": "debug"])
+        #expect(configuration.port == 9443 && configuration.logLevel == "debug")
+        #expect(throws: ConfigurationError.self) { try ServerConfiguration.load(path: path, environment: ["CMK_PORT": "many"]) }
+    }
+}
