@@ -29,6 +29,13 @@ let package = Package(
             pkgConfig: "p11-kit-1",
             providers: [.apt(["libp11-kit-dev"])]
         ),
+        // One-shot SHA-256 from the system libcrypto (libssl-dev) for the audit log's hot paths.
+        .systemLibrary(
+            name: "CSHA256",
+            path: "Sources/CSHA256",
+            pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]
+        ),
         .target(
             name: "PKCS11",
             dependencies: [
@@ -53,6 +60,7 @@ let package = Package(
         .target(
             name: "Audit",
             dependencies: [
+                "CSHA256",
                 "PKCS11",
                 "KSI",
                 .product(name: "Crypto", package: "swift-crypto"),

@@ -24,11 +24,7 @@ public enum AuditExport {
     /// chain(k) = SHA-256(0x02 ‖ chain(k−1) ‖ leaf hash(k)): lets a verifier name the first
     /// altered record between two checkpoints.
     public static func chain(_ previous: Hash, _ leaf: Hash) -> Hash {
-        var hasher = SHA256()
-        hasher.update(data: [0x02])
-        hasher.update(data: previous)
-        hasher.update(data: leaf)
-        return Array(hasher.finalize())
+        Merkle.prefixed(0x02, previous, leaf)
     }
 
     public static func headerLine(origin: String, key: VerifierKey, start: MerkleFrontier, startChain: Hash) throws -> [UInt8] {
@@ -66,28 +62,35 @@ public enum Hex {
         return String(decoding: out, as: UTF8.self)
     }
 
-    /// Lowercase hex only (the canonical form).
-    public static func decode(_ text: some Collection<UInt8>) -> [UInt8]? {
-        guard text.count % 2 == 0 else { return nil }
-        var out: [UInt8] = []
-        out.reserveCapacity(text.count / 2)
-        var high: UInt8?
-        for c in text {
-            let value: UInt8
-            switch c {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): value = c - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): value = c - UInt8(ascii: "a") + 10
-            default: return nil
-            }
-            if let h = high {
-                out.append(h << 4 | value)
-                high = nil
-            } else {
-                high = value
-            }
+    /// Each byte's value as a lowercase hex digit, or 0xFF.
+    private static let values: [UInt8] = (0..<256).map { c in
+        switch UInt8(c) {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): UInt8(c) - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): UInt8(c) - UInt8(ascii: "a") + 10
+        default: 0xFF
         }
-        return out
     }
 
-    public static func decode(_ text: String) -> [UInt8]? { decode(Array(text.utf8)) }
+    /// Lowercase hex only (the canonical form).
+    public static func decode(_ text: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+        guard text.count % 2 == 0 else { return nil }
+        return values.withUnsafeBufferPointer { table -> [UInt8]? in
+            var valid = true
+            let out = [UInt8](unsafeUninitializedCapacity: text.count / 2) { buffer, count in
+                for i in 0..<(text.count / 2) {
+                    let high = table[Int(text[2 * i])], low = table[Int(text[2 * i + 1])]
+                    valid = valid && high != 0xFF && low != 0xFF
+                    buffer[i] = high << 4 | (low & 0x0F)
+                }
+                count = text.count / 2
+            }
+            return valid ? out : nil
+        }
+    }
+
+    public static func decode(_ text: some Collection<UInt8>) -> [UInt8]? {
+        Array(text).withUnsafeBufferPointer { decode($0) }
+    }
+
+    public static func decode(_ text: String) -> [UInt8]? { Array(text.utf8).withUnsafeBufferPointer { decode($0) } }
 }

@@ -114,7 +114,9 @@ extension AuditRecord {
     }
 
     /// The bytes the Merkle leaf is computed over: RFC 8785 JSON of `jsonValue`.
-    public func canonicalBytes() throws -> [UInt8] { try jsonValue.canonicalBytes() }
+    public func canonicalBytes() throws -> [UInt8] {
+        try encoded().body(seq: seq, time: Array(RFC3339.format(milliseconds: time).utf8))
+    }
 
     /// Reads a record back from its JSON object; unknown members are refused, so that a
     /// verifier never silently ignores a field it cannot interpret.

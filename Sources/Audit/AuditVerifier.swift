@@ -1,5 +1,10 @@
 import Crypto
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Verifies an export without the server or its database: every line's form, every record's
 /// position and chain value, the Merkle tree recomputed from the records, every checkpoint's
@@ -49,43 +54,108 @@ public struct AuditVerifier {
 
     public init(options: Options = Options()) { self.options = options }
 
-    /// Verifies the export file at `path`, streaming it.
-    public func verify(fileAt path: String) throws -> Summary {
-        guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw AuditError(.invalidInput, "cannot open \(path)")
-        }
-        defer { try? handle.close() }
+    /// Verifies the export file at `path`, streaming it in 8 MiB chunks through a two-stage
+    /// pipeline: while this thread takes chunk k's records in order (positions, tree,
+    /// checkpoints), other threads scan chunk k + 1 (parsing, canonical form, leaf hashes,
+    /// chain steps), so both cores stay busy.
+    public func verify(fileAt path: String) throws -> Summary { try verify(fileAt: path, chunkSize: 8 << 20) }
+
+    /// `chunkSize` is small in tests, to exercise lines split across chunks.
+    func verify(fileAt path: String, chunkSize: Int) throws -> Summary {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw AuditError(.invalidInput, "cannot open \(path)") }
+        defer { close(descriptor) }
         var state = State(options: options)
-        var carry: [UInt8] = []
-        while true {
-            let chunk = handle.readData(ofLength: 1 << 22)
-            if chunk.isEmpty { break }
-            carry.append(contentsOf: chunk)
-            try carry.withUnsafeBufferPointer { buffer in
-                var lineStart = 0
-                while let newline = buffer[lineStart...].firstIndex(of: UInt8(ascii: "\n")) {
-                    try state.line(UnsafeBufferPointer(rebasing: buffer[lineStart..<newline]))
-                    lineStart = newline + 1
+        let capacity = chunkSize
+        var leftover: [UInt8] = []
+        var pending: Chunk?
+        var carriedChain: Digest32?
+        defer { pending?.buffer.deallocate() }
+        var finished = false
+        while !finished {
+            let buffer = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: capacity)
+            var filled = leftover.count
+            _ = UnsafeMutableBufferPointer(rebasing: buffer[0..<filled]).initialize(from: leftover)
+            while filled < capacity {
+                let count = read(descriptor, buffer.baseAddress! + filled, capacity - filled)
+                guard count >= 0 else {
+                    buffer.deallocate()
+                    throw AuditError(.invalidInput, "cannot read \(path): \(String(cString: strerror(errno)))")
                 }
-                carry.removeFirst(lineStart)
+                if count == 0 { finished = true; break }
+                filled += count
             }
+            let view = UnsafeBufferPointer(rebasing: buffer[0..<filled])
+            var (ranges, consumed) = State.split(view, final: finished)
+            if ranges.isEmpty, !finished, filled == capacity {
+                buffer.deallocate()
+                throw AuditError(.invalidInput, "\(path) has a line longer than \(capacity) bytes")
+            }
+            leftover = Array(view[consumed...])
+            do {
+                if carriedChain == nil {
+                    ranges = try state.prepare(view, ranges)
+                    carriedChain = state.statedChain
+                }
+            } catch {
+                buffer.deallocate()
+                throw error
+            }
+            let previousChain = carriedChain!
+            carriedChain = LineScan.lastStatedChain(view, ranges) ?? previousChain
+            let scan = ScanJob(buffer: view, ranges: ranges, previousChain: previousChain)
+            let group = DispatchGroup()
+            DispatchQueue.global().async(group: group) { scan.run() }
+            do {
+                if let chunk = pending {
+                    pending = nil
+                    defer { chunk.buffer.deallocate() }
+                    try state.acceptAll(UnsafeBufferPointer(chunk.buffer), chunk.ranges, chunk.results)
+                }
+            } catch {
+                group.wait()
+                buffer.deallocate()
+                throw error
+            }
+            group.wait()
+            pending = Chunk(buffer: buffer, ranges: ranges, results: scan.results)
         }
-        if !carry.isEmpty {
-            try carry.withUnsafeBufferPointer { try state.line($0) }
+        if let chunk = pending {
+            pending = nil
+            defer { chunk.buffer.deallocate() }
+            try state.acceptAll(UnsafeBufferPointer(chunk.buffer), chunk.ranges, chunk.results)
         }
         return try state.finish()
+    }
+
+    struct Chunk {
+        let buffer: UnsafeMutableBufferPointer<UInt8>
+        let ranges: [Range<Int>]
+        let results: [LineScan.Result]
+    }
+
+    /// A scan handed to another thread; the buffer outlives it (the caller waits).
+    final class ScanJob: @unchecked Sendable {
+        let buffer: UnsafeBufferPointer<UInt8>
+        let ranges: [Range<Int>]
+        let previousChain: Digest32
+        var results: [LineScan.Result] = []
+
+        init(buffer: UnsafeBufferPointer<UInt8>, ranges: [Range<Int>], previousChain: Digest32) {
+            self.buffer = buffer
+            self.ranges = ranges
+            self.previousChain = previousChain
+        }
+
+        func run() { results = LineScan.scan(buffer, ranges, previousChain: previousChain) }
     }
 
     /// Verifies an export held in memory.
     public func verify(_ export: [UInt8]) throws -> Summary {
         var state = State(options: options)
         try export.withUnsafeBufferPointer { buffer in
-            var lineStart = 0
-            while lineStart < buffer.count {
-                let end = buffer[lineStart...].firstIndex(of: UInt8(ascii: "\n")) ?? buffer.count
-                try state.line(UnsafeBufferPointer(rebasing: buffer[lineStart..<end]))
-                lineStart = end + 1
-            }
+            let ranges = try state.prepare(buffer, State.split(buffer, final: true).ranges)
+            try state.acceptAll(buffer, ranges, LineScan.scan(buffer, ranges, previousChain: state.statedChain))
         }
         return try state.finish()
     }
@@ -113,12 +183,15 @@ public struct AuditVerifier {
         var origin = ""
         var key: VerifierKey?
         var keyFromExport = false
-        var frontier = MerkleFrontier()
-        var chain = AuditExport.initialChain
+        var frontier = DigestFrontier(MerkleFrontier())
+        /// The last record's chain value as stated (and checked) so far.
+        var statedChain = Digest32(AuditExport.initialChain)
         var startSeq: UInt64 = 0
         var records: UInt64 = 0
         var firstTime: String?
         var lastTime: String?
+        /// Where the last record's time is in the current chunk (made a string once per chunk).
+        var lastTimeRange: Range<Int>?
         var checkpointsVerified = 0
         var lastCheckpointSize: UInt64?
         /// Known checkpoints by size, checked as the tree passes through each size.
@@ -132,15 +205,54 @@ public struct AuditVerifier {
 
         func fail(_ reason: String, seq: UInt64? = nil) -> Failure { Failure(line: lineNumber, seq: seq, reason: reason) }
 
-        var expectedSeq: UInt64 { frontier.size }
-
-        mutating func line(_ bytes: UnsafeBufferPointer<UInt8>) throws {
-            lineNumber += 1
-            if lineNumber == 1 { return try header(bytes) }
-            if bytes.starts(with: AuditExport.recordPrefix) { return try record(bytes) }
-            if bytes.starts(with: AuditExport.checkpointPrefix) { return try checkpointLine(bytes) }
-            throw fail("neither a record nor a checkpoint line", seq: expectedSeq)
+        /// The complete lines of `buffer` (and a last line without a newline when `final`),
+        /// and how many bytes they take.
+        static func split(_ buffer: UnsafeBufferPointer<UInt8>, final: Bool) -> (ranges: [Range<Int>], consumed: Int) {
+            guard let base = buffer.baseAddress else { return ([], 0) }
+            var ranges: [Range<Int>] = []
+            ranges.reserveCapacity(buffer.count / 256)
+            var position = 0
+            while position < buffer.count {
+                guard let newline = memchr(base + position, 0x0A, buffer.count - position) else { break }
+                let end = base.distance(to: newline.assumingMemoryBound(to: UInt8.self))
+                ranges.append(position..<end)
+                position = end + 1
+            }
+            if final, position < buffer.count {
+                ranges.append(position..<buffer.count)
+                position = buffer.count
+            }
+            return (ranges, position)
         }
+
+        /// Reads the header from the first line; returns the other lines.
+        mutating func prepare(_ buffer: UnsafeBufferPointer<UInt8>, _ ranges: [Range<Int>]) throws -> [Range<Int>] {
+            guard lineNumber == 0, let first = ranges.first else { return ranges }
+            lineNumber = 1
+            try header(UnsafeBufferPointer(rebasing: buffer[first]))
+            return Array(ranges.dropFirst())
+        }
+
+        /// Takes scanned lines in order: positions, the tree, checkpoints, known checkpoints.
+        mutating func acceptAll(_ buffer: UnsafeBufferPointer<UInt8>, _ ranges: [Range<Int>], _ results: [LineScan.Result]) throws {
+            defer {
+                if let range = lastTimeRange { lastTime = String(decoding: UnsafeBufferPointer(rebasing: buffer[range]), as: UTF8.self) }
+                lastTimeRange = nil
+            }
+            for (index, result) in results.enumerated() {
+                lineNumber += 1
+                switch result {
+                case .record(let record):
+                    try accept(record, in: buffer)
+                case .checkpoint:
+                    try checkpointLine(UnsafeBufferPointer(rebasing: buffer[ranges[index]]))
+                case .invalid(let reason):
+                    throw fail(reason, seq: expectedSeq)
+                }
+            }
+        }
+
+        var expectedSeq: UInt64 { frontier.size }
 
         mutating func header(_ bytes: UnsafeBufferPointer<UInt8>) throws {
             guard bytes.starts(with: AuditExport.headerPrefix), let value = try? CanonicalJSON.parse(bytes),
@@ -164,58 +276,31 @@ public struct AuditVerifier {
                 keyFromExport = true
             }
             let hashes = frontierItems.compactMap { $0.stringValue.flatMap(Hex.decode) }
-            do { frontier = try MerkleFrontier(size: UInt64(size), hashes: hashes) } catch { throw fail("the header's start frontier is malformed") }
-            self.chain = chain
+            do { frontier = DigestFrontier(try MerkleFrontier(size: UInt64(size), hashes: hashes)) } catch {
+                throw fail("the header's start frontier is malformed")
+            }
+            statedChain = Digest32(chain)
             startSeq = UInt64(size)
             if size == 0, chain != AuditExport.initialChain { throw fail("an export from record 0 must start from the zero chain") }
             if size > 0, let knownCheckpoint = known[UInt64(size)] { try checkKnown(knownCheckpoint) }
         }
 
-        mutating func record(_ bytes: UnsafeBufferPointer<UInt8>) throws {
+        mutating func accept(_ record: LineScan.Record, in buffer: UnsafeBufferPointer<UInt8>) throws {
             let seq = expectedSeq
-            let bodyStart = AuditExport.recordPrefix.count + 64 + AuditExport.recordInfix.count
-            guard bytes.count > bodyStart + 1, bytes.last == UInt8(ascii: "}"),
-                  let stated = Hex.decode(UnsafeBufferPointer(rebasing: bytes[AuditExport.recordPrefix.count..<(AuditExport.recordPrefix.count + 64)])),
-                  bytes[(AuditExport.recordPrefix.count + 64)..<bodyStart].elementsEqual(AuditExport.recordInfix) else {
-                throw fail("malformed record line", seq: seq)
-            }
-            let body = UnsafeBufferPointer(rebasing: bytes[bodyStart..<(bytes.count - 1)])
-            var foundSeq: Int64?
-            var time: Range<Int>?
-            var scanner = CanonicalScanner(body)
-            do {
-                try scanner.objectRanges { scanner, key in
-                    let name = scanner.bytes[key]
-                    if name.elementsEqual("seq".utf8) {
-                        foundSeq = try scanner.integer()
-                    } else if name.elementsEqual("time".utf8) {
-                        time = try scanner.stringRange()
-                    } else {
-                        try scanner.skip()
-                    }
+            if record.seq != Int64(seq) {
+                if record.seq > Int64(seq) {
+                    throw fail("record \(seq) is missing: record \(record.seq) is where it should be", seq: seq)
                 }
-                try scanner.expectEnd()
-            } catch let error as CanonicalJSONError {
-                throw fail("the record is not canonical JSON (\(error.reason) at byte \(error.offset)): it was altered", seq: seq)
+                throw fail("record \(record.seq) appears again or out of order where record \(seq) should be", seq: seq)
             }
-            guard let foundSeq, let time else { throw fail("the record has no seq or time", seq: seq) }
-            if foundSeq != Int64(seq) {
-                if foundSeq > Int64(seq) {
-                    throw fail("record \(seq) is missing: record \(foundSeq) is where it should be", seq: seq)
-                }
-                throw fail("record \(foundSeq) appears again or out of order where record \(seq) should be", seq: seq)
-            }
-            let leaf = Merkle.leafHash(body)
-            let next = AuditExport.chain(chain, leaf)
-            guard next == stated else {
+            guard record.chainMatches else {
                 throw fail("the record does not match its chain value: it, or a record before it since the last good checkpoint, was altered", seq: seq)
             }
-            chain = next
-            frontier.append(leaf)
+            statedChain = record.statedChain
+            frontier.append(record.leaf)
             records += 1
-            let timeText = String(decoding: UnsafeBufferPointer(rebasing: body[time]), as: UTF8.self)
-            if firstTime == nil { firstTime = timeText }
-            lastTime = timeText
+            if firstTime == nil { firstTime = String(decoding: UnsafeBufferPointer(rebasing: buffer[record.time]), as: UTF8.self) }
+            lastTimeRange = record.time
             if let knownCheckpoint = known[frontier.size] { try checkKnown(knownCheckpoint) }
         }
 
@@ -267,3 +352,132 @@ public struct AuditVerifier {
         }
     }
 }
+
+/// The order-independent part of checking record lines, run on two threads.
+enum LineScan {
+    struct Record: Sendable {
+        var seq: Int64
+        /// Byte ranges within the line buffer.
+        var body: Range<Int>
+        var time: Range<Int>
+        var leaf: Digest32
+        var statedChain: Digest32
+        /// Whether the stated chain equals SHA-256(0x02 ‖ previous line's stated chain ‖ leaf).
+        var chainMatches: Bool
+    }
+
+    enum Result: Sendable {
+        case record(Record)
+        case checkpoint
+        case invalid(String)
+    }
+
+    /// A raw pointer the two workers share; each writes only its own indices.
+    struct Slots: @unchecked Sendable {
+        let pointer: UnsafeMutablePointer<Result?>
+    }
+
+    struct Input: @unchecked Sendable {
+        let buffer: UnsafeBufferPointer<UInt8>
+        let ranges: [Range<Int>]
+    }
+
+    static func scan(_ buffer: UnsafeBufferPointer<UInt8>, _ ranges: [Range<Int>], previousChain: Digest32) -> [Result] {
+        let count = ranges.count
+        if count == 0 { return [] }
+        let slots = Slots(pointer: .allocate(capacity: count))
+        slots.pointer.initialize(repeating: nil, count: count)
+        defer {
+            slots.pointer.deinitialize(count: count)
+            slots.pointer.deallocate()
+        }
+        let input = Input(buffer: buffer, ranges: ranges)
+        // Touch the statics once here rather than behind a once-check per line.
+        _ = (seqName, timeName, bodyStart, AuditExport.recordPrefix, AuditExport.checkpointPrefix, AuditExport.recordInfix)
+        let workers = count < 256 ? 1 : 2
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            let lower = count * worker / workers, upper = count * (worker + 1) / workers
+            // The stated chain of the record line before `lower`: from this chunk, or the
+            // last one accepted before it.
+            var previous = previousChain
+            var back = lower - 1
+            while back >= 0 {
+                if let stated = statedChain(of: input.buffer, input.ranges[back]) { previous = stated; break }
+                back -= 1
+            }
+            for index in lower..<upper {
+                let result = scanLine(input.buffer, input.ranges[index], previous: previous)
+                if case .record(let record) = result { previous = record.statedChain }
+                slots.pointer[index] = result
+            }
+        }
+        return (0..<count).map { slots.pointer[$0]! }
+    }
+
+    static let bodyStart = AuditExport.recordPrefix.count + 64 + AuditExport.recordInfix.count
+
+    /// The stated chain of the last record line in `ranges`, if any.
+    static func lastStatedChain(_ buffer: UnsafeBufferPointer<UInt8>, _ ranges: [Range<Int>]) -> Digest32? {
+        for range in ranges.reversed() {
+            if let stated = statedChain(of: buffer, range) { return stated }
+        }
+        return nil
+    }
+
+    static func statedChain(of buffer: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> Digest32? {
+        let line = UnsafeBufferPointer(rebasing: buffer[range])
+        guard line.count > bodyStart, startsWith(line, AuditExport.recordPrefix) else { return nil }
+        return Digest32.hex(UnsafeBufferPointer(rebasing: line[AuditExport.recordPrefix.count..<(AuditExport.recordPrefix.count + 64)]))
+    }
+
+    static func scanLine(_ buffer: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, previous: Digest32) -> Result {
+        let line = UnsafeBufferPointer(rebasing: buffer[range])
+        if startsWith(line, AuditExport.checkpointPrefix) { return .checkpoint }
+        guard startsWith(line, AuditExport.recordPrefix) else { return .invalid("neither a record nor a checkpoint line") }
+        let prefix = AuditExport.recordPrefix.count
+        guard line.count > bodyStart + 1, line[line.count - 1] == UInt8(ascii: "}"),
+              let stated = Digest32.hex(UnsafeBufferPointer(rebasing: line[prefix..<(prefix + 64)])),
+              equal(UnsafeBufferPointer(rebasing: line[(prefix + 64)..<bodyStart]), AuditExport.recordInfix) else {
+            return .invalid("malformed record line")
+        }
+        let body = UnsafeBufferPointer(rebasing: line[bodyStart..<(line.count - 1)])
+        var seq: Int64?
+        var time: Range<Int>?
+        var scanner = CanonicalScanner(body)
+        do {
+            try scanner.objectRanges { scanner, key in
+                let name = UnsafeBufferPointer(rebasing: scanner.bytes[key])
+                if equal(name, seqName) {
+                    seq = try scanner.integer()
+                } else if equal(name, timeName) {
+                    time = try scanner.stringRange()
+                } else {
+                    try scanner.skip()
+                }
+            }
+            try scanner.expectEnd()
+        } catch let error as CanonicalJSONError {
+            return .invalid("the record is not canonical JSON (\(error.reason) at byte \(error.offset)): it was altered")
+        } catch {
+            return .invalid("the record cannot be read")
+        }
+        guard let seq, let time else { return .invalid("the record has no seq or time") }
+        let leaf = Digest32.leaf(body)
+        let offset = range.lowerBound + bodyStart
+        return .record(Record(seq: seq, body: offset..<(offset + body.count),
+                              time: (offset + time.lowerBound)..<(offset + time.upperBound), leaf: leaf, statedChain: stated,
+                              chainMatches: Digest32.pair(0x02, previous, leaf) == stated))
+    }
+
+    static let seqName = Array("seq".utf8)
+    static let timeName = Array("time".utf8)
+
+    @inline(__always) static func startsWith(_ line: UnsafeBufferPointer<UInt8>, _ prefix: [UInt8]) -> Bool {
+        line.count >= prefix.count && equal(UnsafeBufferPointer(rebasing: line[0..<prefix.count]), prefix)
+    }
+
+    @inline(__always) static func equal(_ a: UnsafeBufferPointer<UInt8>, _ b: [UInt8]) -> Bool {
+        a.count == b.count && b.withUnsafeBufferPointer { memcmp(a.baseAddress!, $0.baseAddress!, a.count) == 0 }
+    }
+}
+

@@ -1,3 +1,5 @@
+import Foundation
+
 /// A JSON value restricted to what audit records need, with the RFC 8785 (JCS) canonical
 /// encoding and a parser that accepts canonical input only.
 ///
@@ -132,7 +134,7 @@ struct CanonicalScanner {
 
     @inline(__always) func peek() -> UInt8? { position < bytes.count ? bytes[position] : nil }
 
-    mutating func expect(_ byte: UInt8) throws {
+    @inline(__always) mutating func expect(_ byte: UInt8) throws {
         guard peek() == byte else { throw error("expected '\(Character(Unicode.Scalar(byte)))'") }
         position += 1
     }
@@ -181,10 +183,13 @@ struct CanonicalScanner {
         try expect(UInt8(ascii: "{"))
         if peek() == UInt8(ascii: "}") { position += 1; return }
         var previous: Range<Int>?
+        var previousPlain = true
         while true {
             let keyStart = position
             let keyRange = try stringRange()
-            if let previous, !namesAscend(previous, keyRange) {
+            let plain = lastStringPlain
+            defer { previousPlain = plain }
+            if let previous, !namesAscend(previous, keyRange, plain: plain && previousPlain) {
                 position = keyStart
                 throw error("member names are not in strictly ascending (JCS) order")
             }
@@ -246,10 +251,32 @@ struct CanonicalScanner {
 
     mutating func string() throws -> String { decode(try stringRange()) }
 
+    /// Whether the last string scanned was plain ASCII without escapes, so that its raw bytes
+    /// compare in UTF-16 order as they are.
+    var lastStringPlain = true
+
     /// Validates a string and returns the range of its raw content (between the quotes).
     mutating func stringRange() throws -> Range<Int> {
         try expect(UInt8(ascii: "\""))
         let start = position
+        let count = bytes.count
+        let base = bytes.baseAddress!
+        // Fast path: printable ASCII other than the quote and the backslash.
+        while position < count {
+            let byte = base[position]
+            if byte >= 0x20 && byte < 0x80 && byte != 0x22 && byte != 0x5C {
+                position += 1
+            } else {
+                break
+            }
+        }
+        if position < count, base[position] == UInt8(ascii: "\"") {
+            lastStringPlain = true
+            let range = start..<position
+            position += 1
+            return range
+        }
+        lastStringPlain = false
         while position < bytes.count {
             let byte = bytes[position]
             switch byte {
@@ -345,13 +372,13 @@ struct CanonicalScanner {
     }
 
     /// Whether name `a` sorts strictly before `b` in UTF-16 code-unit order. Names are compared
-    /// decoded, since an escape (`\n`) and the character it stands for sort by the character.
-    private func namesAscend(_ a: Range<Int>, _ b: Range<Int>) -> Bool {
-        let rawA = bytes[a], rawB = bytes[b]
-        if !rawA.contains(UInt8(ascii: "\\")), !rawB.contains(UInt8(ascii: "\\")),
-           rawA.allSatisfy({ $0 < 0x80 }), rawB.allSatisfy({ $0 < 0x80 }) {
-            // ASCII: byte order is UTF-16 order.
-            return rawA.lexicographicallyPrecedes(rawB)
+    /// decoded, since an escape (`\n`) and the character it stands for sort by the character;
+    /// plain ASCII names (both `plain`) compare as bytes.
+    private func namesAscend(_ a: Range<Int>, _ b: Range<Int>, plain: Bool) -> Bool {
+        if plain {
+            let common = Swift.min(a.count, b.count)
+            let order = memcmp(bytes.baseAddress! + a.lowerBound, bytes.baseAddress! + b.lowerBound, common)
+            return order < 0 || (order == 0 && a.count < b.count)
         }
         return decode(a).utf16.lexicographicallyPrecedes(decode(b).utf16)
     }

@@ -1,4 +1,5 @@
 import Crypto
+import CSHA256
 import Foundation
 
 /// A SHA-256 value.
@@ -7,21 +8,38 @@ public typealias Hash = [UInt8]
 /// The Merkle tree hashing of RFC 9162 §2.1 (RFC 6962's): leaves and interior nodes hashed with
 /// distinct one-byte prefixes, so that a leaf can never be passed off as a node.
 public enum Merkle {
-    public static let emptyRoot: Hash = Array(SHA256.hash(data: [UInt8]()))
+    public static let emptyRoot: Hash = bytes(SHA256.hash(data: [UInt8]()))
 
     public static func leafHash(_ data: some DataProtocol) -> Hash {
-        var hasher = SHA256()
-        hasher.update(data: [0x00])
-        hasher.update(data: data)
-        return Array(hasher.finalize())
+        Array(data).withUnsafeBufferPointer { leafHash($0) }
+    }
+
+    /// The leaf hash of bytes in place (the verifier's hot path).
+    public static func leafHash(_ data: UnsafeBufferPointer<UInt8>) -> Hash {
+        [UInt8](unsafeUninitializedCapacity: 32) { out, count in
+            csha256_prefixed(0x00, data.baseAddress, data.count, out.baseAddress)
+            count = 32
+        }
     }
 
     public static func nodeHash(_ left: Hash, _ right: Hash) -> Hash {
-        var hasher = SHA256()
-        hasher.update(data: [0x01])
-        hasher.update(data: left)
-        hasher.update(data: right)
-        return Array(hasher.finalize())
+        prefixed(0x01, left, right)
+    }
+
+    /// SHA-256(prefix ‖ a ‖ b) for two 32-byte values, in one 65-byte buffer.
+    static func prefixed(_ prefix: UInt8, _ a: Hash, _ b: Hash) -> Hash {
+        precondition(a.count == 32 && b.count == 32)
+        return [UInt8](unsafeUninitializedCapacity: 32) { out, count in
+            a.withUnsafeBufferPointer { a in
+                b.withUnsafeBufferPointer { b in csha256_pair(prefix, a.baseAddress, b.baseAddress, out.baseAddress) }
+            }
+            count = 32
+        }
+    }
+
+    /// A digest's bytes, copied once (iterating a digest byte by byte costs more than hashing).
+    static func bytes(_ digest: SHA256Digest) -> Hash {
+        digest.withUnsafeBytes { Array($0) }
     }
 
     /// The largest power of two strictly less than `n` (n > 1).

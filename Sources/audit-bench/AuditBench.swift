@@ -79,7 +79,7 @@ struct AuditBench {
     static func export(dir: String, out: String) throws {
         let store = try AuditStore(path: dir + "/audit.sqlite")
         let key = try Ed25519FileSigner(path: dir + "/signing.key", keyName: store.origin).verifierKey
-        FileManager.default.createFile(atPath: out, contents: nil)
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
         guard let handle = FileHandle(forWritingAtPath: out) else { throw AuditError(.invalidInput, "cannot write \(out)") }
         var buffer: [UInt8] = []
         try store.export(from: 0, to: nil, key: key) { line in

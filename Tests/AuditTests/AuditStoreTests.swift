@@ -144,3 +144,30 @@ func execute(_ directory: String, _ sql: String) throws {
     let db = try DatabaseQueue(path: directory + "/audit.sqlite")
     try db.write { try $0.execute(sql: sql) }
 }
+
+@Suite struct RecordEncodingTests {
+    /// The store's direct encoder and the general RFC 8785 encoder give the same bytes.
+    @Test func theDirectEncoderMatchesTheGeneralOne() throws {
+        let actors = [AuditActor(kind: .user, id: "alice", session: "s-1", authMethod: "bootstrap-token"),
+                      AuditActor(kind: .system, id: "prober", authMethod: "internal"),
+                      AuditActor(kind: .node, id: "n\u{e9}\"1\n", authMethod: "node-signature")]
+        let detailSets: [[String: String]] = [[:], ["check": "wrap"], ["\u{fb01}": "a", "\u{1f600}": "b", "\u{e9}": "c", "z": "\u{0}\u{1f}\u{7f}"]]
+        var seq: UInt64 = 0
+        for actor in actors {
+            for details in detailSets {
+                for optional in [false, true] {
+                    let record = AuditRecord(
+                        actor: actor, operation: "l1.probe", outcome: optional ? .failure : .success,
+                        tenant: optional ? "t\u{2028}" : nil, keystore: optional ? "hsm" : nil,
+                        keyReference: optional ? "pkcs11:object=a%20b;type=secret-key" : nil, mechanism: optional ? "CKM_AES_KEY_WRAP_PAD" : nil,
+                        errorCode: optional ? "permission_denied" : nil, target: optional ? "link" : nil, requestID: optional ? "r" : nil,
+                        clientAddress: optional ? "::1" : nil, latencyMicros: optional ? -1 : nil, details: details,
+                        seq: seq, time: 1_764_000_000_123 + Int64(seq))
+                    #expect(try record.canonicalBytes() == record.jsonValue.canonicalBytes())
+                    #expect(try AuditRecord(json: CanonicalJSON.parse(record.canonicalBytes())) == record)
+                    seq += 1
+                }
+            }
+        }
+    }
+}

@@ -12,6 +12,32 @@ import TestSupport
         }
     }
 
+    /// The streaming file reader, with chunks small enough that lines straddle them, agrees
+    /// with the in-memory verifier on every tampered export.
+    @Test func theFileVerifierAgreesWithTheInMemoryOneAcrossChunkBoundaries() async throws {
+        try await withTemporaryDirectory { directory in
+            let log = try Sample.log(in: directory, checkpointEvery: 16)
+            try await Sample.fill(log, count: 60)
+            let export = try Sample.export(log)
+            let verifier = AuditVerifier(options: .init(publicKey: log.verifierKey))
+            let path = directory + "/export.jsonl"
+            for tamper in [TamperMatrix.Case(name: "untouched", alter: { $0 }, named: nil)] + TamperMatrix.cases(records: 60) {
+                let bytes = TamperMatrix.join(tamper.alter(TamperMatrix.lines(export)))
+                try Data(bytes).write(to: URL(fileURLWithPath: path))
+                for chunk in [1024, 3000, 1 << 20] {
+                    let inMemory = Result { try verifier.verify(bytes) }
+                    let fromFile = Result { try verifier.verify(fileAt: path, chunkSize: chunk) }
+                    switch (inMemory, fromFile) {
+                    case (.success(let a), .success(let b)): #expect(a == b, "\(tamper.name), chunk \(chunk)")
+                    case (.failure(let a as AuditVerifier.Failure), .failure(let b as AuditVerifier.Failure)):
+                        #expect(a.seq == b.seq && a.reason == b.reason, "\(tamper.name), chunk \(chunk): \(a) vs \(b)")
+                    default: Issue.record("\(tamper.name), chunk \(chunk): \(inMemory) vs \(fromFile)")
+                    }
+                }
+            }
+        }
+    }
+
     @Test func aTruncationIsDetectedAgainstAKnownCheckpoint() async throws {
         try await withTemporaryDirectory { directory in
             let log = try Sample.log(in: directory)

@@ -4,11 +4,17 @@ import Audit
 /// record at fault. The server's tests run it too, on the export of a real API run.
 public enum TamperMatrix {
     public struct Case: Sendable {
-        var name: String
+        public init(name: String, alter: @escaping @Sendable ([[UInt8]]) -> [[UInt8]], named: UInt64?) {
+            self.name = name
+            self.alter = alter
+            self.named = named
+        }
+
+        public var name: String
         /// Turns the export's lines into the tampered lines.
-        var alter: @Sendable ([[UInt8]]) -> [[UInt8]]
+        public var alter: @Sendable ([[UInt8]]) -> [[UInt8]]
         /// The record the verifier must name.
-        var named: UInt64?
+        public var named: UInt64?
     }
 
     public static func lines(_ export: [UInt8]) -> [[UInt8]] {
@@ -33,7 +39,7 @@ public enum TamperMatrix {
         return start + needle.count + 1 // inside the value (past a string's opening quote)
     }
 
-    static func cases(records: UInt64) -> [Case] {
+    public static func cases(records: UInt64) -> [Case] {
         let k: UInt64 = records / 2 + 1
         func flip(_ member: String, seq: UInt64) -> Case {
             Case(name: "one byte of \(member) in record \(seq)", alter: { lines in
