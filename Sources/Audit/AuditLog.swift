@@ -50,6 +50,7 @@ public actor AuditLog {
     public func run(interval: Duration) async {
         while !Task.isCancelled {
             _ = try? await checkpoint()
+            store.indexNow()
             try? await Task.sleep(for: interval)
         }
     }

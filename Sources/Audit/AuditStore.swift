@@ -38,6 +38,9 @@ public final class AuditStore: Sendable {
         var lastTime: Int64
         var lastCheckpointSize: UInt64?
         var dueSignalled = false
+        /// Records below this position are in `audit_filter`.
+        var indexedUpTo: UInt64 = 0
+        var lastIndexed = ContinuousClock.now
     }
 
     struct Pending {
@@ -81,7 +84,7 @@ public final class AuditStore: Sendable {
         }
         self.path = path
         self.checkpointEvery = max(1, checkpointEvery)
-        let loaded = try pool.write { db -> (String, MerkleFrontier, Hash, Int64, UInt64?) in
+        let loaded = try pool.write { db -> (String, MerkleFrontier, Hash, Int64, UInt64?, UInt64) in
             let origin: String
             if let existing = try String.fetchOne(db, sql: "SELECT value FROM audit_meta WHERE key = 'origin'") {
                 origin = existing
@@ -95,10 +98,12 @@ public final class AuditStore: Sendable {
                 .map(Array.init) ?? AuditExport.initialChain
             let lastTime = try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(time), 0) FROM audit_record") ?? 0
             let lastCheckpoint = try Int64.fetchOne(db, sql: "SELECT MAX(size) FROM audit_checkpoint").map(UInt64.init)
-            return (origin, frontier, chain, lastTime, lastCheckpoint)
+            let indexed = UInt64(try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_filter") ?? 0)
+            return (origin, frontier, chain, lastTime, lastCheckpoint, indexed)
         }
         origin = loaded.0
-        state = Mutex(State(frontier: loaded.1, chain: loaded.2, lastTime: loaded.3, lastCheckpointSize: loaded.4))
+        state = Mutex(State(frontier: loaded.1, chain: loaded.2, lastTime: loaded.3, lastCheckpointSize: loaded.4,
+                            indexedUpTo: loaded.5))
         try checkLatestCheckpoint()
     }
 
@@ -141,6 +146,7 @@ public final class AuditStore: Sendable {
 
     private func drain() {
         while true {
+            indexIfDue(force: false)
             let (batch, frontierBefore, chainBefore, lastTime) = state.withLock { state in
                 let batch = state.pending
                 state.pending.removeAll(keepingCapacity: true)
@@ -149,6 +155,50 @@ public final class AuditStore: Sendable {
             }
             if batch.isEmpty { return }
             commit(batch, frontier: frontierBefore, chain: chainBefore, lastTime: lastTime)
+        }
+    }
+
+    // MARK: - The filter index
+
+    /// Records are indexed for filtering in bulk, at least every `indexEvery` records or
+    /// `indexInterval`, rather than in each commit: with indexes on tenant and key, every
+    /// commit would rewrite one index page per tenant it touches, and that write amplification
+    /// (not hashing, not fsync) capped appends near 15,000 a second. Queries read the index and
+    /// scan the few records behind it, so filtering is always complete.
+    static let indexEvery: UInt64 = 20_000
+    static let indexInterval: Duration = .seconds(1)
+
+    /// Brings `audit_filter` up to the log (on the writer queue, so it never races a commit).
+    public func indexNow() {
+        queue.async { self.indexIfDue(force: true) }
+    }
+
+    /// As `indexNow`, waiting for it (tests).
+    func indexSynchronously() { queue.sync { indexIfDue(force: true) } }
+
+    private func indexIfDue(force: Bool) {
+        let (from, to, due) = state.withLock { state -> (UInt64, UInt64, Bool) in
+            let lag = state.frontier.size - state.indexedUpTo
+            let due = lag > 0 && (force || lag >= Self.indexEvery || ContinuousClock.now - state.lastIndexed >= Self.indexInterval)
+            return (state.indexedUpTo, state.frontier.size, due)
+        }
+        guard due, state.withLock({ $0.failure }) == nil else { return }
+        do {
+            try pool.write { db in
+                try db.execute(sql: """
+                    INSERT INTO audit_filter (seq, time, tenant, key_ref, actor, operation, outcome)
+                    SELECT seq, time, tenant, key_ref, actor, operation, outcome FROM audit_record
+                    WHERE seq >= ? AND seq < ? ORDER BY seq
+                    """, arguments: [Int64(from), Int64(to)])
+            }
+            state.withLock { state in
+                state.indexedUpTo = to
+                state.lastIndexed = .now
+            }
+        } catch {
+            // The records are safe; only filtering lags, and queries scan the lag. Retried at
+            // the next commit.
+            state.withLock { $0.lastIndexed = .now }
         }
     }
 
@@ -292,13 +342,26 @@ public final class AuditStore: Sendable {
         if let to = query.toTime { clauses.append("time < ?"); arguments.append(to) }
         if let after = query.after { clauses.append("seq > ?"); arguments.append(Int64(after)) }
         let limit = min(max(query.limit, 1), AuditQuery.maxLimit)
-        let sql = "SELECT body FROM audit_record" + (clauses.isEmpty ? "" : " WHERE " + clauses.joined(separator: " AND "))
-            + " ORDER BY seq LIMIT \(limit + 1)"
-        let bodies = try read { db in try Data.fetchAll(db, sql: sql, arguments: StatementArguments(arguments)) }
-        var records = try bodies.prefix(limit).map { try AuditRecord(json: CanonicalJSON.parse($0)) }
-        let next = bodies.count > limit ? records.last?.seq : nil
-        if records.count > limit { records.removeLast() }
-        return (records, next)
+        func conditions(_ alias: String) -> String {
+            clauses.map { alias + $0 }.joined(separator: " AND ")
+        }
+        let bodies = try read { db -> [Data] in
+            // The indexed part first (every position in it precedes the tail), then the tail.
+            let indexed = try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_filter") ?? 0
+            var bodies = try Data.fetchAll(db, sql: """
+                SELECT r.body FROM audit_filter f JOIN audit_record r ON r.seq = f.seq
+                \(clauses.isEmpty ? "" : "WHERE " + conditions("f.")) ORDER BY f.seq LIMIT \(limit + 1)
+                """, arguments: StatementArguments(arguments))
+            if bodies.count <= limit {
+                bodies += try Data.fetchAll(db, sql: """
+                    SELECT body FROM audit_record WHERE seq >= ? \(clauses.isEmpty ? "" : "AND " + conditions(""))
+                    ORDER BY seq LIMIT \(limit + 1 - bodies.count)
+                    """, arguments: StatementArguments([indexed] + arguments))
+            }
+            return bodies
+        }
+        let records = try bodies.prefix(limit).map { try AuditRecord(json: CanonicalJSON.parse($0)) }
+        return (records, bodies.count > limit ? records.last?.seq : nil)
     }
 
     public func inclusionProof(seq: UInt64, size: UInt64) throws -> [Hash] {
@@ -403,11 +466,21 @@ public final class AuditStore: Sendable {
                     leaf BLOB NOT NULL CHECK (length(leaf) = 32),
                     chain BLOB NOT NULL CHECK (length(chain) = 32)
                 );
-                CREATE INDEX audit_record_tenant ON audit_record (tenant, seq);
-                CREATE INDEX audit_record_key ON audit_record (key_ref, seq);
-                CREATE INDEX audit_record_actor ON audit_record (actor, seq);
-                CREATE INDEX audit_record_operation ON audit_record (operation, seq);
-                CREATE INDEX audit_record_time ON audit_record (time);
+                -- The filter columns again, indexed in bulk behind the log (see `index`).
+                CREATE TABLE audit_filter (
+                    seq INTEGER PRIMARY KEY,
+                    time INTEGER NOT NULL,
+                    tenant TEXT,
+                    key_ref TEXT,
+                    actor TEXT NOT NULL,
+                    operation TEXT NOT NULL,
+                    outcome TEXT NOT NULL
+                );
+                CREATE INDEX audit_filter_tenant ON audit_filter (tenant, seq);
+                CREATE INDEX audit_filter_key ON audit_filter (key_ref, seq);
+                CREATE INDEX audit_filter_actor ON audit_filter (actor, seq);
+                CREATE INDEX audit_filter_operation ON audit_filter (operation, seq);
+                CREATE INDEX audit_filter_time ON audit_filter (time);
                 CREATE TABLE audit_node (
                     level INTEGER NOT NULL,
                     idx INTEGER NOT NULL,
@@ -422,7 +495,7 @@ public final class AuditStore: Sendable {
                 );
                 """)
             // Retention: the service never changes or removes what it has written.
-            for table in ["audit_meta", "audit_record", "audit_node", "audit_checkpoint"] {
+            for table in ["audit_meta", "audit_record", "audit_node", "audit_checkpoint", "audit_filter"] {
                 try db.execute(sql: """
                     CREATE TRIGGER \(table)_no_update BEFORE UPDATE ON \(table)
                     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
