@@ -94,7 +94,8 @@ struct ManagementController {
         try await idempotency.run(request, context: context) { body in
             let tenant = try context.parameters.require("tenant")
             let input = try Self.decode(Gateway.HandshakeRequest.self, from: body, context: context)
-            let (link, l2) = try await recorded("link.create", tenant: tenant, target: { $0.0.id }, context: context) {
+            let (link, l2) = try await recorded("link.create", tenant: tenant, keystore: input.keystore, key: input.key,
+                                                target: { $0.0.id }, context: context) {
                 try await gateway.handshake(tenantID: tenant, input, by: context.audit)
             }
             return try Self.json(LinkResponse(link, l2: l2), status: .created, etag: link.version, context: context)
@@ -129,7 +130,8 @@ struct ManagementController {
     /// Runs an administrative action and appends its audit record, successful or not, before
     /// the response is sent. Refused up front once the audit store has failed (fail closed).
     @discardableResult
-    func recorded<T>(_ operation: String, tenant: String?, target: ((T) -> String?)? = nil, context: CMKRequestContext,
+    func recorded<T>(_ operation: String, tenant: String?, keystore: String? = nil, key: String? = nil,
+                     target: ((T) -> String?)? = nil, context: CMKRequestContext,
                      _ action: () async throws -> T) async throws -> T {
         try gateway.auditReady()
         let start = ContinuousClock.now
@@ -137,7 +139,8 @@ struct ManagementController {
             let elapsed = (ContinuousClock.now - start).components
             let audit = context.audit
             _ = try await gateway.audit.append(AuditRecord(
-                actor: audit.actor, operation: operation, outcome: outcome, tenant: tenant, errorCode: errorCode, target: target,
+                actor: audit.actor, operation: operation, outcome: outcome, tenant: tenant, keystore: keystore,
+                keyReference: key.map { String($0.prefix(2048)) }, errorCode: errorCode, target: target,
                 requestID: audit.requestID, clientAddress: audit.clientAddress,
                 latencyMicros: elapsed.seconds * 1_000_000 + elapsed.attoseconds / 1_000_000_000_000))
         }

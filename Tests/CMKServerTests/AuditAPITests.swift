@@ -35,11 +35,11 @@ import TestSupport
             #expect(try await call("/api/v1/tenants/aud/l1-links/\(linkID)/probe", .post).status == .conflict)
 
             let records = try gateway.audit.store.records(AuditQuery(limit: 1000)).records
-            let l1Records = records.filter { $0.keyReference == l1.description }
+            let l1Records = records.filter { $0.operation.hasPrefix("l1.") && $0.keyReference == l1.description }
             #expect(l1Records.count == token.useCount(of: l1) - l1Before)
             #expect(l1Records.map(\.operation) == ["l1.probe", "l1.generate_l2", "l1.probe", "l1.probe"])
             #expect(l1Records.allSatisfy { $0.outcome == .success && $0.actor.id == "bootstrap-admin" && $0.requestID != nil })
-            let missingRecords = records.filter { $0.keyReference == missing.description }
+            let missingRecords = records.filter { $0.operation.hasPrefix("l1.") && $0.keyReference == missing.description }
             #expect(missingRecords.count == token.useCount(of: missing) - missingBefore)
             #expect(missingRecords.count == 1 && missingRecords[0].outcome == .failure && missingRecords[0].errorCode != nil)
             let admin = records.filter { !$0.operation.hasPrefix("l1.") }.map { "\($0.operation) \($0.outcome.rawValue)" }

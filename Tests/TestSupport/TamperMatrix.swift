@@ -24,6 +24,8 @@ public enum TamperMatrix {
     public static func join(_ lines: [[UInt8]]) -> [UInt8] { lines.flatMap { $0 + [0x0A] } }
 
     /// The line index of record `seq` in an export that starts at record 0.
+    public static func lineIndex(_ lines: [[UInt8]], seq: UInt64) -> Int { lineOf(lines, seq: seq) }
+
     static func lineOf(_ lines: [[UInt8]], seq: UInt64) -> Int {
         var count: UInt64 = 0
         for (i, line) in lines.enumerated() where line.starts(with: AuditExport.recordPrefix) {

@@ -1,0 +1,108 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import Audit
+
+/// `cmk audit verify` and `cmk audit keygen`, run as a separate process: summaries, exit
+/// codes, the record named on failure, truncation against a witness copy, consistency.
+@Suite struct AuditCLITests {
+    var cmk: String {
+        get throws {
+            let path = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("cmk").path
+            guard FileManager.default.isExecutableFile(atPath: path) else {
+                throw SoftHSMFixture.FixtureError(message: "\(path) is missing: build the cmk product first (Scripts/test does)")
+            }
+            return path
+        }
+    }
+
+    func run(_ arguments: [String]) throws -> SoftHSMFixture.RunResult { try SoftHSMFixture.run(try cmk, arguments) }
+
+    @Test func verifyPrintsASummaryOrNamesTheFirstBadRecord() async throws {
+        try await withTemporaryDirectory { directory in
+            let log = try Sample.log(in: directory, checkpointEvery: 10)
+            try await Sample.fill(log, count: 25)
+            let witness = try await log.checkpoint()
+            try Data(witness.text.utf8).write(to: URL(fileURLWithPath: directory + "/witness.checkpoint"))
+            try Data(log.verifierKey.description.utf8).write(to: URL(fileURLWithPath: directory + "/log.vkey"))
+            try Data(Ed25519Keys.publicKeyPEM(log.verifierKey.publicKey).utf8).write(to: URL(fileURLWithPath: directory + "/log.pem"))
+            let export = try Sample.export(log)
+            try Data(export).write(to: URL(fileURLWithPath: directory + "/export.jsonl"))
+
+            for key in ["log.vkey", "log.pem"] {
+                let good = try run(["audit", "verify", directory + "/export.jsonl", "--public-key", directory + "/" + key,
+                                    "--checkpoint", directory + "/witness.checkpoint"])
+                #expect(good.status == 0, "\(good.error)")
+                #expect(good.output.contains("verified: 25 records (0–24)"))
+                #expect(good.output.contains("tree size: 25"))
+                #expect(good.output.contains("known checkpoints checked: 1"))
+            }
+            let json = try run(["audit", "verify", directory + "/export.jsonl", "--json"])
+            #expect(json.status == 0)
+            let summary = try #require(try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any])
+            #expect(summary["records"] as? Int == 25 && summary["keyFromExport"] as? Bool == true)
+
+            // Record 7's outcome flipped.
+            var lines = TamperMatrix.lines(export)
+            let line = TamperMatrix.lineIndex(lines, seq: 7)
+            let text = String(decoding: lines[line], as: UTF8.self)
+            lines[line] = Array((text.contains(#""outcome":"success""#)
+                ? text.replacingOccurrences(of: #""outcome":"success""#, with: #""outcome":"failure""#)
+                : text.replacingOccurrences(of: #""outcome":"failure""#, with: #""outcome":"success""#)).utf8)
+            try Data(TamperMatrix.join(lines)).write(to: URL(fileURLWithPath: directory + "/tampered.jsonl"))
+            let bad = try run(["audit", "verify", directory + "/tampered.jsonl", "--public-key", directory + "/log.vkey"])
+            #expect(bad.status == 65)
+            #expect(bad.error.contains("record 7"), "\(bad.error)")
+
+            // Cut after record 19, final checkpoint removed: only the witness copy shows it.
+            let short = try Sample.export(log, to: 20)
+            try Data(short).write(to: URL(fileURLWithPath: directory + "/short.jsonl"))
+            #expect(try run(["audit", "verify", directory + "/short.jsonl", "--public-key", directory + "/log.vkey"]).status == 0)
+            let cut = try run(["audit", "verify", directory + "/short.jsonl", "--public-key", directory + "/log.vkey",
+                               "--checkpoint", directory + "/witness.checkpoint"])
+            #expect(cut.status == 65)
+            #expect(cut.error.contains("cut off"), "\(cut.error)")
+
+            #expect(try run(["audit", "verify", directory + "/missing.jsonl"]).status == 64)
+        }
+    }
+
+    @Test func consistencyBetweenTwoCheckpoints() async throws {
+        try await withTemporaryDirectory { directory in
+            let log = try Sample.log(in: directory, checkpointEvery: 1_000_000)
+            try await Sample.fill(log, count: 13)
+            let old = try await log.checkpoint()
+            try await Sample.fill(log, count: 20, from: 13)
+            let new = try await log.checkpoint()
+            try Data(old.text.utf8).write(to: URL(fileURLWithPath: directory + "/old"))
+            try Data(new.text.utf8).write(to: URL(fileURLWithPath: directory + "/new"))
+            try Data(log.verifierKey.description.utf8).write(to: URL(fileURLWithPath: directory + "/log.vkey"))
+            let proof = try log.store.consistencyProof(old: 13, new: 33).map(Hex.encode)
+            try JSONSerialization.data(withJSONObject: ["from": 13, "to": 33, "proof": proof])
+                .write(to: URL(fileURLWithPath: directory + "/proof.json"))
+            let ok = try run(["audit", "verify", "--consistency", directory + "/old", directory + "/new",
+                              "--proof", directory + "/proof.json", "--public-key", directory + "/log.vkey"])
+            #expect(ok.status == 0, "\(ok.error)")
+            #expect(ok.output.contains("extends the log of 13 records"))
+            // Swapped: the newer checkpoint does not extend the older one.
+            let swapped = try run(["audit", "verify", "--consistency", directory + "/new", directory + "/old",
+                                   "--proof", directory + "/proof.json", "--public-key", directory + "/log.vkey"])
+            #expect(swapped.status == 65)
+        }
+    }
+
+    @Test func keygenWritesAPrivateKeyOnlyItsOwnerCanRead() async throws {
+        try await withTemporaryDirectory { directory in
+            let result = try run(["audit", "keygen", "--out", directory + "/signing.key"])
+            #expect(result.status == 0)
+            let attributes = try FileManager.default.attributesOfItem(atPath: directory + "/signing.key")
+            #expect((attributes[.posixPermissions] as? Int) == 0o600)
+            let signer = try Ed25519FileSigner(path: directory + "/signing.key", keyName: "test.example/log")
+            let pem = try String(contentsOfFile: directory + "/signing.key.pub", encoding: .utf8)
+            #expect(try VerifierKey(parsing: pem, defaultName: "test.example/log") == signer.verifierKey)
+            #expect(!result.output.contains("PRIVATE KEY"))
+            // Never overwrites.
+            #expect(try run(["audit", "keygen", "--out", directory + "/signing.key"]).status == 64)
+        }
+    }
+}
