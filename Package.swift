@@ -75,6 +75,7 @@ let package = Package(
                 "PKCS11",
                 "Registry",
                 "Audit",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -115,6 +116,7 @@ let package = Package(
             name: "CMKServerTests",
             dependencies: [
                 "CMKServer", "KSI", "PKCS11", "Registry", "TestSupport", "Audit",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]
         ),

@@ -47,6 +47,10 @@ public func buildRouter(gateway: Gateway, bootstrapToken: [UInt8], openAPI: Byte
     let api = router.group("api/v1").add(middleware: AuthenticationMiddleware(token: bootstrapToken))
     ManagementController(gateway: gateway, idempotency: IdempotencyCache()).register(on: api)
     AuditController(audit: gateway.audit).register(on: api)
+    let nodes = NodeController(gateway: gateway)
+    nodes.registerAdministrative(on: api)
+    nodes.registerNode(open: router.group("node/v1"),
+                       signed: router.group("node/v1").add(middleware: NodeAuthenticationMiddleware(gateway: gateway, nonces: NonceCache())))
     return router
 }
 

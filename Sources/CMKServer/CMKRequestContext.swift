@@ -1,6 +1,7 @@
 import Audit
 import Foundation
 import Hummingbird
+import Registry
 
 /// Who is calling. Set by `AuthenticationMiddleware`; every `/api/v1` route requires one.
 public struct Identity: Sendable, Equatable {
@@ -13,18 +14,22 @@ public struct Identity: Sendable, Equatable {
 public struct CMKRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public var identity: Identity?
+    /// The calling node, on `/node/v1` routes.
+    public var node: Node?
     /// The client's IP address, for the audit record.
     public let clientAddress: String?
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.identity = nil
+        self.node = nil
         self.clientAddress = source.channel.remoteAddress?.ipAddress
     }
 
     /// The caller as the audit log records it.
     public var audit: AuditContext {
-        AuditContext(actor: AuditActor(kind: .user, id: identity?.subject ?? "anonymous", authMethod: identity?.method ?? "none"),
+        AuditContext(actor: AuditActor(kind: node == nil ? .user : .node, id: identity?.subject ?? "anonymous",
+                                       authMethod: identity?.method ?? "none"),
                      requestID: id, clientAddress: clientAddress)
     }
 

@@ -3,6 +3,7 @@ import Foundation
 import KSI
 import Logging
 import Metrics
+import NIOConcurrencyHelpers
 import PKCS11
 import Registry
 
@@ -23,10 +24,16 @@ public final class Gateway: Sendable {
     let logger: Logger
     /// Every request to an L1 key and every administrative action is recorded here.
     public let audit: AuditLog
+    /// How long an unsealed L2 may be held by a node before it must renew (unseal again).
+    public let leaseDuration: Duration
+    /// Outstanding leases, by node and tenant (in memory: a restart forgets them, and every
+    /// node's lease ends within `leaseDuration` anyway).
+    let leases = NIOLockedValueBox<[LeaseKey: Date]>([:])
 
     init(registry: Registry, keystores: [String: ConfiguredKeystore], platform: PKCS11Token, pkcs11: PKCS11Keystore,
-         audit: AuditLog, logger: Logger) {
+         audit: AuditLog, leaseDuration: Duration = .seconds(30), logger: Logger) {
         self.audit = audit
+        self.leaseDuration = leaseDuration
         self.registry = registry
         self.keystores = keystores
         self.platform = platform
@@ -51,7 +58,8 @@ public final class Gateway: Sendable {
             let version = try await registry.addIVKVersion(keyReference: reference.description)
             logger.notice("created IVK version", metadata: ["ivk.version": "\(version.version)"])
         }
-        return Gateway(registry: registry, keystores: keystores, platform: platform, pkcs11: pkcs11, audit: audit, logger: logger)
+        return Gateway(registry: registry, keystores: keystores, platform: platform, pkcs11: pkcs11, audit: audit,
+                       leaseDuration: .seconds(configuration.leaseSeconds), logger: logger)
     }
 
     /// Closes every session; finalises the modules unless other components of the process

@@ -105,11 +105,14 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     public var probeIntervalSeconds: Int
     public var logLevel: String
     public var audit: AuditSettings
+    /// Seconds a node may hold an unsealed L2 before it must renew.
+    public var leaseSeconds: Int
 
     public init(host: String = "127.0.0.1", port: Int = 8080, database: String = "cmk.sqlite", keystores: [Keystore] = [],
                 platform: Platform, bootstrapTokenFile: String, probeIntervalSeconds: Int = 60,
-                logLevel: String = "info", audit: AuditSettings = AuditSettings()) {
+                logLevel: String = "info", audit: AuditSettings = AuditSettings(), leaseSeconds: Int = 30) {
         self.audit = audit
+        self.leaseSeconds = leaseSeconds
         self.host = host
         self.port = port
         self.database = database
@@ -121,7 +124,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case host, port, database, keystores, platform, bootstrapTokenFile, probeIntervalSeconds, logLevel, audit
+        case host, port, database, keystores, platform, bootstrapTokenFile, probeIntervalSeconds, logLevel, audit, leaseSeconds
     }
 
     public init(from decoder: any Decoder) throws {
@@ -135,10 +138,11 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         probeIntervalSeconds = try container.decodeIfPresent(Int.self, forKey: .probeIntervalSeconds) ?? 60
         logLevel = try container.decodeIfPresent(String.self, forKey: .logLevel) ?? "info"
         audit = try container.decodeIfPresent(AuditSettings.self, forKey: .audit) ?? AuditSettings()
+        leaseSeconds = try container.decodeIfPresent(Int.self, forKey: .leaseSeconds) ?? 30
     }
 
     static let allowedKeys: Set<String> = ["host", "port", "database", "keystores", "platform", "bootstrapTokenFile",
-                                           "probeIntervalSeconds", "logLevel", "audit"]
+                                           "probeIntervalSeconds", "logLevel", "audit", "leaseSeconds"]
 
     /// Reads `path`, applies `CMK_*` overrides from `environment`, validates.
     public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ServerConfiguration {
@@ -209,6 +213,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
             }
             guard seen.insert(keystore.id).inserted else { throw ConfigurationError("keystore id \(keystore.id) appears twice") }
         }
+        guard (5...3600).contains(leaseSeconds) else { throw ConfigurationError("leaseSeconds must be between 5 and 3600") }
         guard audit.checkpointEvery > 0, audit.checkpointIntervalSeconds > 0 else {
             throw ConfigurationError("audit.checkpointEvery and audit.checkpointIntervalSeconds must be positive")
         }

@@ -134,6 +134,35 @@ enum RegistrySchema {
                 CREATE INDEX outbox_event_pending ON outbox_event(sequence) WHERE dispatched_at IS NULL;
                 """)
         }
+        // Regional nodes and their one-time enrolment tokens (issue 5).
+        migrator.registerMigration("v2-nodes") { db in
+            try db.execute(sql: """
+                CREATE TABLE node (
+                    id TEXT NOT NULL PRIMARY KEY,
+                    region TEXT NOT NULL,
+                    signing_key BLOB NOT NULL CHECK (length(signing_key) = 32),
+                    hpke_key BLOB NOT NULL CHECK (length(hpke_key) = 32),
+                    enrolled_at INTEGER NOT NULL,
+                    last_seen_at INTEGER
+                ) STRICT;
+                CREATE UNIQUE INDEX node_by_signing_key ON node(signing_key);
+
+                -- Only a hash of each token is kept; the token is shown once, when issued.
+                CREATE TABLE node_enrolment (
+                    id TEXT NOT NULL PRIMARY KEY,
+                    token_hash BLOB NOT NULL UNIQUE CHECK (length(token_hash) = 32),
+                    region TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL,
+                    used_at INTEGER,
+                    node_id TEXT REFERENCES node(id)
+                ) STRICT;
+                -- A token is used once.
+                CREATE TRIGGER node_enrolment_used_once BEFORE UPDATE OF used_at ON node_enrolment
+                WHEN OLD.used_at IS NOT NULL
+                BEGIN SELECT RAISE(ABORT, 'enrolment token already used'); END;
+                """)
+        }
         return migrator
     }
 }

@@ -12,6 +12,13 @@ enum Validation {
         }
     }
 
+    /// A region name: 1–63 characters of `[a-z0-9-]` (`eu-central-1`).
+    static func region(_ region: String) throws {
+        guard region.range(of: #"^[a-z0-9][a-z0-9-]{0,62}$"#, options: .regularExpression) != nil else {
+            throw RegistryError(.invalidInput, "a region is 1-63 characters of a-z, 0-9 and -")
+        }
+    }
+
     static func tenantName(_ name: String) throws {
         guard (1...200).contains(name.count) else {
             throw RegistryError(.invalidInput, "a tenant name is 1–200 characters")

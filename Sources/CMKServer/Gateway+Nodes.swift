@@ -1,0 +1,130 @@
+import Audit
+import Crypto
+import Foundation
+import KSI
+import NIOConcurrencyHelpers
+import PKCS11
+import Registry
+
+/// Regional nodes: one-time enrolment, and unseal (L2 sealed to the node's HPKE key, under a lease).
+extension Gateway {
+    /// The HPKE suite unsealed keys travel in (RFC 9180: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305).
+    static let hpkeSuite = HPKE.Ciphersuite.Curve25519_SHA256_ChachaPoly
+    static let hpkeSuiteName = "DHKEM(X25519,HKDF-SHA256)/HKDF-SHA256/ChaCha20Poly1305"
+
+    /// Binds a sealed L2 to its tenant, L2 and node: opened under another name, it fails.
+    static func unsealInfo(tenant: String, l2Ref: String, node: String) -> Data {
+        Data("openkcm/unseal/v1|\(tenant)|\(l2Ref)|\(node)".utf8)
+    }
+
+    /// What a node must sign, with its new key, to enrol: proof that it holds that key.
+    static func enrolmentProofMessage(token: String, signingKey: Data, hpkeKey: Data) -> Data {
+        Data("openkcm-node-enrol/v1\n\(token)\n\(signingKey.base64EncodedString())\n\(hpkeKey.base64EncodedString())".utf8)
+    }
+
+    /// Issues a one-time enrolment token for a node of `region`, valid for `ttl`. Only its
+    /// hash is stored; the token is returned once.
+    public func issueEnrolment(region: String, ttl: Duration, by context: AuditContext) async throws -> (token: String, enrolment: NodeEnrolment) {
+        try auditReady()
+        let token = "okne_" + Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        let expiresAt = Date().addingTimeInterval(Double(ttl.components.seconds))
+        let enrolment = try await registry.createEnrolment(tokenHash: Data(SHA256.hash(data: Data(token.utf8))), region: region,
+                                                           expiresAt: expiresAt)
+        _ = try await audit.append(AuditRecord(actor: context.actor, operation: "node.enrolment.create", outcome: .success,
+                                               target: enrolment.id, requestID: context.requestID, clientAddress: context.clientAddress,
+                                               details: ["region": region]))
+        return (token, enrolment)
+    }
+
+    /// Enrols a node: the token must be unused and unexpired, and `proof` must be the new
+    /// signing key's signature over the enrolment message.
+    public func enrol(token: String, signingKey: Data, hpkeKey: Data, proof: Data, clientAddress: String?) async throws -> Node {
+        try auditReady()
+        let refused = APIError(.unauthorized, code: "enrolment_refused", "the enrolment token is unknown, used or expired, or the proof does not verify")
+        guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: signingKey), hpkeKey.count == 32,
+              (try? Curve25519.KeyAgreement.PublicKey(rawRepresentation: hpkeKey)) != nil,
+              key.isValidSignature(proof, for: Self.enrolmentProofMessage(token: token, signingKey: signingKey, hpkeKey: hpkeKey)) else {
+            throw refused
+        }
+        let node: Node
+        do {
+            node = try await registry.enrolNode(tokenHash: Data(SHA256.hash(data: Data(token.utf8))), signingKey: signingKey,
+                                                hpkeKey: hpkeKey, at: Date())
+        } catch let error as RegistryError where error.code == .notFound {
+            throw refused
+        }
+        _ = try await audit.append(AuditRecord(actor: AuditActor(kind: .node, id: node.id, authMethod: "enrolment-token"),
+                                               operation: "node.enrol", outcome: .success, target: node.id,
+                                               clientAddress: clientAddress, details: ["region": node.region]))
+        logger.notice("node enrolled", metadata: ["node": "\(node.id)", "region": "\(node.region)"])
+        return node
+    }
+
+    public struct Unsealed: Sendable {
+        public var tenant: String
+        public var l2Ref: String
+        public var encapsulatedKey: Data
+        public var ciphertext: Data
+        public var leaseExpiresAt: Date
+    }
+
+    /// Unwraps the tenant's L2 (the active binding, with the IVK version that made it) and
+    /// seals it to the node's HPKE key; the plaintext lives only in wiped memory, for the
+    /// duration of this call. Refused (`key_revoked`) once the link is revoked or L2 locked.
+    public func unseal(tenantID: String, for node: Node, by context: AuditContext) async throws -> Unsealed {
+        try auditReady()
+        let start = ContinuousClock.now
+        var l2Ref: String?
+        func record(_ outcome: AuditRecord.Outcome, _ code: String?) async throws {
+            let elapsed = (ContinuousClock.now - start).components
+            _ = try await audit.append(AuditRecord(
+                actor: context.actor, operation: "l2.unseal", outcome: outcome, tenant: tenantID, errorCode: code, target: l2Ref,
+                requestID: context.requestID, clientAddress: context.clientAddress,
+                latencyMicros: elapsed.seconds * 1_000_000 + elapsed.attoseconds / 1_000_000_000_000, details: ["node": node.id]))
+        }
+        do {
+            _ = try await registry.tenant(tenantID)
+            let links = try await registry.links(tenantID: tenantID, limit: 500, after: nil).items
+            guard let link = links.last(where: { $0.state != .pendingValidation }) else {
+                throw APIError.notFound("tenant \(tenantID) has no L1 link")
+            }
+            guard link.state == .linked, let l2 = try await registry.l2Key(linkID: link.id), l2.state == .active,
+                  let binding = l2.activeBinding, let mechanism = l2.activeMechanism, let version = l2.activeIVKVersion else {
+                throw APIError(.conflict, code: "key_revoked", "the L1 link of tenant \(tenantID) is revoked: its keys can no longer be unsealed")
+            }
+            l2Ref = l2.id
+            guard let ivk = try await registry.ivkVersions().first(where: { $0.version == version }) else {
+                throw APIError(.internalServerError, code: "internal", "IVK version \(version) is missing")
+            }
+            let material = try await platform.unwrap(WrappedKey(mechanism: mechanism, blob: Array(binding)),
+                                                     with: try KeyReference(parsing: ivk.keyReference))
+            let recipient = try Curve25519.KeyAgreement.PublicKey(rawRepresentation: node.hpkeKey)
+            var sender = try HPKE.Sender(recipientKey: recipient, ciphersuite: Self.hpkeSuite,
+                                         info: Self.unsealInfo(tenant: tenantID, l2Ref: l2.id, node: node.id))
+            let ciphertext = try material.withUnsafeBytes { try sender.seal($0) }
+            let expiresAt = Date().addingTimeInterval(Double(leaseDuration.components.seconds))
+            leases.withLockedValue { $0[LeaseKey(node: node.id, tenant: tenantID)] = expiresAt }
+            try await record(.success, nil)
+            return Unsealed(tenant: tenantID, l2Ref: l2.id, encapsulatedKey: sender.encapsulatedKey, ciphertext: ciphertext,
+                            leaseExpiresAt: expiresAt)
+        } catch let error as AuditError {
+            throw error
+        } catch {
+            try await record(error is APIError && (error as! APIError).code == "key_revoked" ? .denied : .failure, Self.auditCode(error))
+            throw error
+        }
+    }
+
+    /// The longest outstanding lease: how long a node could still hold a key it was given.
+    public func worstCaseExposure(tenantID: String? = nil) -> Date? {
+        leases.withLockedValue { leases in
+            leases.filter { tenantID == nil || $0.key.tenant == tenantID }.values.max()
+        }
+    }
+}
+
+struct LeaseKey: Hashable, Sendable {
+    var node: String
+    var tenant: String
+}

@@ -1,0 +1,105 @@
+import Audit
+import Foundation
+import Hummingbird
+import Registry
+
+/// Regional nodes. Administrators issue enrolment tokens and list nodes (`/api/v1/nodes…`);
+/// nodes enrol and unseal (`/node/v1/…`, signed requests, see `NodeAuthenticationMiddleware`).
+struct NodeController {
+    let gateway: Gateway
+
+    struct EnrolmentRequest: Codable, Sendable {
+        var region: String
+        var ttlSeconds: Int?
+    }
+
+    struct EnrolmentResponse: Codable, Sendable {
+        var id: String
+        var region: String
+        /// Shown once: only its hash is kept.
+        var token: String
+        var expiresAt: Date
+    }
+
+    struct NodeResponse: Codable, Sendable {
+        var id: String
+        var region: String
+        var enrolledAt: Date
+        var lastSeenAt: Date?
+        /// The node's latest lease end, if it holds any key.
+        var leaseExpiresAt: Date?
+    }
+
+    struct EnrolRequest: Codable, Sendable {
+        var token: String
+        /// Base64 of the Ed25519 and X25519 public keys (32 bytes each).
+        var signingKey: String
+        var hpkeKey: String
+        /// Base64 Ed25519 signature over the enrolment message (proof of possession).
+        var proof: String
+    }
+
+    struct UnsealRequest: Codable, Sendable {
+        var tenant: String
+    }
+
+    struct UnsealResponse: Codable, Sendable {
+        var tenant: String
+        var l2Ref: String
+        var suite: String
+        var encapsulatedKey: String
+        var ciphertext: String
+        var leaseExpiresAt: Date
+    }
+
+    func registerAdministrative(on group: RouterGroup<CMKRequestContext>) {
+        group.post("nodes/enrolments", use: issueEnrolment)
+        group.get("nodes", use: listNodes)
+    }
+
+    func registerNode(open: RouterGroup<CMKRequestContext>, signed: RouterGroup<CMKRequestContext>) {
+        open.post("enrol", use: enrol)
+        signed.post("unseal", use: unseal)
+    }
+
+    @Sendable func issueEnrolment(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let input = try ManagementController.decode(EnrolmentRequest.self, from: try await request.body.collect(upTo: 64 * 1024), context: context)
+        let ttl = input.ttlSeconds ?? 3600
+        guard (60...86_400).contains(ttl) else { throw APIError.badRequest("ttlSeconds must be between 60 and 86400") }
+        let (token, enrolment) = try await gateway.issueEnrolment(region: input.region, ttl: .seconds(ttl), by: context.audit)
+        return try ManagementController.json(EnrolmentResponse(id: enrolment.id, region: enrolment.region, token: token,
+                                                               expiresAt: enrolment.expiresAt), status: .created, context: context).response
+    }
+
+    @Sendable func listNodes(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let nodes = try await gateway.registry.nodes()
+        let leases = gateway.leases.withLockedValue { $0 }
+        let items = nodes.map { node in
+            NodeResponse(id: node.id, region: node.region, enrolledAt: node.enrolledAt, lastSeenAt: node.lastSeenAt,
+                         leaseExpiresAt: leases.filter { $0.key.node == node.id }.values.max())
+        }
+        return try ManagementController.json(PageResponse(items: items, nextCursor: nil), context: context).response
+    }
+
+    @Sendable func enrol(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let input = try ManagementController.decode(EnrolRequest.self, from: try await request.body.collect(upTo: 64 * 1024), context: context)
+        guard let signingKey = Data(base64Encoded: input.signingKey), let hpkeKey = Data(base64Encoded: input.hpkeKey),
+              let proof = Data(base64Encoded: input.proof), input.token.utf8.count <= 256 else {
+            throw APIError.badRequest("signingKey, hpkeKey and proof are base64; the token is at most 256 characters")
+        }
+        let node = try await gateway.enrol(token: input.token, signingKey: signingKey, hpkeKey: hpkeKey, proof: proof,
+                                           clientAddress: context.clientAddress)
+        return try ManagementController.json(NodeResponse(id: node.id, region: node.region, enrolledAt: node.enrolledAt,
+                                                          lastSeenAt: nil, leaseExpiresAt: nil), status: .created, context: context).response
+    }
+
+    @Sendable func unseal(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        guard let node = context.node else { throw APIError(.unauthorized, code: "unauthenticated", "a valid node signature is required") }
+        let input = try ManagementController.decode(UnsealRequest.self, from: try await request.body.collect(upTo: 64 * 1024), context: context)
+        let sealed = try await gateway.unseal(tenantID: input.tenant, for: node, by: context.audit)
+        return try ManagementController.json(UnsealResponse(
+            tenant: sealed.tenant, l2Ref: sealed.l2Ref, suite: Gateway.hpkeSuiteName,
+            encapsulatedKey: sealed.encapsulatedKey.base64EncodedString(), ciphertext: sealed.ciphertext.base64EncodedString(),
+            leaseExpiresAt: sealed.leaseExpiresAt), context: context).response
+    }
+}

@@ -1,0 +1,102 @@
+import Foundation
+import GRDB
+
+/// A regional node: the gateway knows it by its identity keys, never by a shared secret.
+public struct Node: Codable, Sendable, Equatable {
+    public var id: String
+    public var region: String
+    /// Ed25519 public key: every request the node makes is signed with its private half.
+    public var signingKey: Data
+    /// X25519 public key: unsealed L2 keys are sealed to it (HPKE).
+    public var hpkeKey: Data
+    public var enrolledAt: Date
+    public var lastSeenAt: Date?
+}
+
+/// A one-time enrolment token as stored: its hash, region, expiry and use.
+public struct NodeEnrolment: Codable, Sendable, Equatable {
+    public var id: String
+    public var region: String
+    public var createdAt: Date
+    public var expiresAt: Date
+    public var usedAt: Date?
+    public var nodeID: String?
+}
+
+extension Node {
+    init(row: Row) {
+        self.init(id: row["id"], region: row["region"], signingKey: row["signing_key"], hpkeKey: row["hpke_key"],
+                  enrolledAt: Date(registryMilliseconds: row["enrolled_at"]),
+                  lastSeenAt: (row["last_seen_at"] as Int64?).map(Date.init(registryMilliseconds:)))
+    }
+}
+
+extension NodeEnrolment {
+    init(row: Row) {
+        self.init(id: row["id"], region: row["region"], createdAt: Date(registryMilliseconds: row["created_at"]),
+                  expiresAt: Date(registryMilliseconds: row["expires_at"]),
+                  usedAt: (row["used_at"] as Int64?).map(Date.init(registryMilliseconds:)), nodeID: row["node_id"])
+    }
+}
+
+extension Registry {
+    /// Records a new enrolment token by its hash (the caller shows the token once, never stores it).
+    public func createEnrolment(tokenHash: Data, region: String, expiresAt: Date) async throws -> NodeEnrolment {
+        try Validation.region(region)
+        guard tokenHash.count == 32 else { throw RegistryError(.invalidInput, "an enrolment token hash is 32 bytes") }
+        let id = Self.newID()
+        let now = Date().registryMilliseconds
+        return try await write { db in
+            try db.execute(sql: """
+                INSERT INTO node_enrolment (id, token_hash, region, created_at, expires_at) VALUES (?, ?, ?, ?, ?)
+                """, arguments: [id, tokenHash, region, now, expiresAt.registryMilliseconds])
+            return try NodeEnrolment(row: Row.fetchOne(db, sql: "SELECT * FROM node_enrolment WHERE id = ?", arguments: [id])!)
+        }
+    }
+
+    /// Uses the enrolment token with `tokenHash` and records the node, in one transaction. A
+    /// missing, used or expired token is one `notFound`, so the answer says nothing about which.
+    public func enrolNode(tokenHash: Data, signingKey: Data, hpkeKey: Data, at date: Date) async throws -> Node {
+        guard signingKey.count == 32, hpkeKey.count == 32 else {
+            throw RegistryError(.invalidInput, "node public keys are 32 bytes each (Ed25519, X25519)")
+        }
+        let now = date.registryMilliseconds
+        let id = Self.newID()
+        return try await write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM node_enrolment WHERE token_hash = ?", arguments: [tokenHash]),
+                  row["used_at"] as Int64? == nil, (row["expires_at"] as Int64) > now else {
+                throw RegistryError(.notFound, "the enrolment token is unknown, used or expired")
+            }
+            if try Row.fetchOne(db, sql: "SELECT 1 FROM node WHERE signing_key = ?", arguments: [signingKey]) != nil {
+                throw RegistryError(.conflict, "a node with this signing key is already enrolled")
+            }
+            try db.execute(sql: "INSERT INTO node (id, region, signing_key, hpke_key, enrolled_at) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [id, row["region"] as String, signingKey, hpkeKey, now])
+            try db.execute(sql: "UPDATE node_enrolment SET used_at = ?, node_id = ? WHERE id = ?",
+                           arguments: [now, id, row["id"] as String])
+            return try Node(row: Row.fetchOne(db, sql: "SELECT * FROM node WHERE id = ?", arguments: [id])!)
+        }
+    }
+
+    public func node(_ id: String) async throws -> Node {
+        try await read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM node WHERE id = ?", arguments: [id]) else {
+                throw RegistryError(.notFound, "no node \(id)")
+            }
+            return Node(row: row)
+        }
+    }
+
+    /// Every enrolled node, in enrolment order.
+    public func nodes() async throws -> [Node] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM node ORDER BY enrolled_at, id").map(Node.init(row:))
+        }
+    }
+
+    public func touchNode(_ id: String, at date: Date) async throws {
+        try await write { db in
+            try db.execute(sql: "UPDATE node SET last_seen_at = ? WHERE id = ?", arguments: [date.registryMilliseconds, id])
+        }
+    }
+}

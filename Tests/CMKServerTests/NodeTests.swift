@@ -1,0 +1,159 @@
+import Audit
+import Crypto
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import KSI
+import Registry
+import Testing
+import TestSupport
+@testable import CMKServer
+
+/// A regional node played in process: its identity keys, and signed requests.
+struct SimulatedNode {
+    let signing = Curve25519.Signing.PrivateKey()
+    let hpke = Curve25519.KeyAgreement.PrivateKey()
+    var id = ""
+
+    /// `sentHPKEKey` replaces the HPKE key after the proof is made (a forgery).
+    func enrolBody(token: String, sentHPKEKey: Data? = nil) throws -> String {
+        let signingKey = signing.publicKey.rawRepresentation, provenKey = hpke.publicKey.rawRepresentation
+        let proof = try signing.signature(for: Gateway.enrolmentProofMessage(token: token, signingKey: signingKey, hpkeKey: provenKey))
+        let hpkeKey = sentHPKEKey ?? provenKey
+        return String(decoding: try JSONSerialization.data(withJSONObject: [
+            "token": token, "signingKey": signingKey.base64EncodedString(), "hpkeKey": hpkeKey.base64EncodedString(),
+            "proof": proof.base64EncodedString(),
+        ]), as: UTF8.self)
+    }
+
+    /// Headers for a signed request; `nonce` and `timestamp` can be forced to test replay and skew.
+    func headers(_ method: String, _ path: String, body: String, nonce: String = UUID().uuidString,
+                 timestamp: Int64 = Int64(Date().timeIntervalSince1970 * 1000), signer: Curve25519.Signing.PrivateKey? = nil) throws -> HTTPFields {
+        let bodyHash = Hex.encode(SHA256.hash(data: Data(body.utf8)))
+        let message = NodeAuthenticationMiddleware.message(method: method, path: path, timestamp: String(timestamp), nonce: nonce, bodyHash: bodyHash)
+        let signature = try (signer ?? signing).signature(for: message)
+        return [.init("X-OpenKCM-Node")!: id, .init("X-OpenKCM-Timestamp")!: String(timestamp), .init("X-OpenKCM-Nonce")!: nonce,
+                .init("X-OpenKCM-Signature")!: signature.base64EncodedString(), .contentType: "application/json"]
+    }
+
+    /// Opens an unseal response: the L2 bytes.
+    func open(_ response: [String: Any], tenant: String) throws -> Data {
+        let l2Ref = try #require(response["l2Ref"] as? String)
+        guard let encapsulated = (response["encapsulatedKey"] as? String).flatMap({ Data(base64Encoded: $0) }),
+              let ciphertext = (response["ciphertext"] as? String).flatMap({ Data(base64Encoded: $0) }) else {
+            throw SoftHSMFixture.FixtureError(message: "not an unseal response: \(response)")
+        }
+        var recipient = try HPKE.Recipient(privateKey: hpke, ciphersuite: .Curve25519_SHA256_ChachaPoly,
+                                           info: Gateway.unsealInfo(tenant: tenant, l2Ref: l2Ref, node: id), encapsulatedKey: encapsulated)
+        return try recipient.open(ciphertext)
+    }
+}
+
+@Suite(.serialized) struct NodeTests {
+    func json(_ response: TestResponse) throws -> [String: Any] { try response.json() }
+
+    @Test func anEnrolledNodeUnsealsTheTenantsL2UntilRevocation() async throws {
+        let harness = try ServerHarness()
+        try await harness.test { client, gateway in
+            func admin(_ uri: String, _ method: HTTPRequest.Method, _ body: String? = nil) async throws -> TestResponse {
+                try await client.execute(uri: uri, method: method, headers: ServerHarness.auth, body: body.map(ServerHarness.body))
+            }
+            #expect(try await admin("/api/v1/tenants", .post, #"{"id":"nodes","name":"Nodes"}"#).status == .created)
+            let created = try await admin("/api/v1/tenants/nodes/l1-links", .post, #"{"provider":"pkcs11","keystore":"hsm","key":"pkcs11:object=l1"}"#)
+            let linkID = try #require(try created.json()["id"] as? String)
+
+            // Enrolment: a one-time token from an administrator; the node proves it holds its key.
+            let issued = try await admin("/api/v1/nodes/enrolments", .post, #"{"region":"eu-central-1"}"#)
+            #expect(issued.status == .created)
+            let token = try #require(try issued.json()["token"] as? String)
+            var node = SimulatedNode()
+            let enrolled = try await client.execute(uri: "/node/v1/enrol", method: .post, headers: [.contentType: "application/json"],
+                                                    body: ServerHarness.body(try node.enrolBody(token: token)))
+            #expect(enrolled.status == .created)
+            node.id = try #require(try enrolled.json()["id"] as? String)
+            // The token works once.
+            let again = SimulatedNode()
+            #expect(try await client.execute(uri: "/node/v1/enrol", method: .post, headers: [.contentType: "application/json"],
+                                             body: ServerHarness.body(try again.enrolBody(token: token))).status == .unauthorized)
+
+            // Unseal: the node opens what the gateway sealed to it, and finds the tenant's L2.
+            let body = #"{"tenant":"nodes"}"#
+            let unsealed = try await client.execute(uri: "/node/v1/unseal", method: .post,
+                                                    headers: try node.headers("POST", "/node/v1/unseal", body: body), body: ServerHarness.body(body))
+            #expect(unsealed.status == .ok, "\(unsealed.text)")
+            let l2 = try node.open(try unsealed.json(), tenant: "nodes")
+            let record = try #require(try await gateway.registry.l2Key(linkID: linkID))
+            let sovereign = try await gateway.sovereignBinding(of: record)
+            let expected = try await gateway.keystores["hsm"]!.token.unwrap(sovereign, with: try KeyReference(parsing: "pkcs11:token=server;object=l1"))
+            #expect(l2 == expected.withUnsafeBytes { Data($0) })
+            // The sealed L2 opens for this node only.
+            var other = SimulatedNode()
+            other.id = node.id
+            #expect(throws: (any Error).self) { _ = try other.open(try unsealed.json(), tenant: "nodes") }
+
+            // The nodes listing shows the lease.
+            let listed = try await admin("/api/v1/nodes", .get)
+            let items = try #require(try listed.json()["items"] as? [[String: Any]])
+            #expect(items.count == 1 && items[0]["leaseExpiresAt"] != nil && items[0]["region"] as? String == "eu-central-1")
+
+            // After the kill-switch: key_revoked.
+            #expect(try await admin("/api/v1/tenants/nodes/l1-links/\(linkID)/revoke", .post).status == .ok)
+            let refused = try await client.execute(uri: "/node/v1/unseal", method: .post,
+                                                   headers: try node.headers("POST", "/node/v1/unseal", body: body), body: ServerHarness.body(body))
+            #expect(refused.status == .conflict)
+            #expect(refused.errorCode == "key_revoked")
+
+            // The audit log names the node for each unseal, and no L2 byte is in it.
+            let records = try gateway.audit.store.records(AuditQuery(operation: "l2.unseal")).records
+            #expect(records.map(\.outcome) == [.success, .denied])
+            #expect(records.allSatisfy { $0.actor.kind == .node && $0.actor.id == node.id && $0.actor.authMethod == "node-signature" })
+            let files = try FileManager.default.contentsOfDirectory(atPath: harness.directory).filter { $0.hasPrefix("audit.sqlite") || $0.hasPrefix("cmk.sqlite") }
+            for file in files {
+                let data = try Data(contentsOf: URL(fileURLWithPath: harness.directory + "/" + file))
+                #expect(data.range(of: l2) == nil, "L2 found in \(file)")
+            }
+        }
+    }
+
+    @Test func forgedReplayedSkewedAndUnknownRequestsAreRefused() async throws {
+        let harness = try ServerHarness()
+        try await harness.test { client, gateway in
+            let issued = try await client.execute(uri: "/api/v1/nodes/enrolments", method: .post, headers: ServerHarness.auth,
+                                                  body: ServerHarness.body(#"{"region":"us-east-1"}"#))
+            let token = try #require(try issued.json()["token"] as? String)
+            var node = SimulatedNode()
+            // An enrolment whose proof is signed by another key is refused, and uses nothing up.
+            let forgedBody = try node.enrolBody(token: token, sentHPKEKey: Curve25519.KeyAgreement.PrivateKey().publicKey.rawRepresentation)
+            #expect(try await client.execute(uri: "/node/v1/enrol", method: .post, headers: [.contentType: "application/json"],
+                                             body: ServerHarness.body(forgedBody)).status == .unauthorized)
+            let enrolled = try await client.execute(uri: "/node/v1/enrol", method: .post, headers: [.contentType: "application/json"],
+                                                    body: ServerHarness.body(try node.enrolBody(token: token)))
+            #expect(enrolled.status == .created)
+            node.id = try #require(try enrolled.json()["id"] as? String)
+
+            let body = #"{"tenant":"nobody"}"#
+            func unseal(_ headers: HTTPFields, _ payload: String = body) async throws -> TestResponse {
+                try await client.execute(uri: "/node/v1/unseal", method: .post, headers: headers, body: ServerHarness.body(payload))
+            }
+            // A valid request reaches the handler (no such tenant: 404).
+            let headers = try node.headers("POST", "/node/v1/unseal", body: body)
+            #expect(try await unseal(headers).status == .notFound)
+            // The same request again: replay.
+            #expect(try await unseal(headers).status == .unauthorized)
+            // Another key's signature; a body that is not the one signed; a stale timestamp; an unknown node; none.
+            #expect(try await unseal(try node.headers("POST", "/node/v1/unseal", body: body, signer: Curve25519.Signing.PrivateKey())).status == .unauthorized)
+            #expect(try await unseal(try node.headers("POST", "/node/v1/unseal", body: body), #"{"tenant":"other"}"#).status == .unauthorized)
+            #expect(try await unseal(try node.headers("POST", "/node/v1/unseal", body: body,
+                                                      timestamp: Int64(Date().timeIntervalSince1970 * 1000) - 120_000)).status == .unauthorized)
+            var stranger = SimulatedNode()
+            stranger.id = UUID().uuidString.lowercased()
+            #expect(try await unseal(try stranger.headers("POST", "/node/v1/unseal", body: body)).status == .unauthorized)
+            #expect(try await unseal([.contentType: "application/json"]).status == .unauthorized)
+            // Separation: the administrators' token does not unseal, a node's signature does not administer.
+            #expect(try await unseal(ServerHarness.auth).status == .unauthorized)
+            let asNode = try await client.execute(uri: "/api/v1/tenants", method: .get, headers: try node.headers("GET", "/api/v1/tenants", body: ""))
+            #expect(asNode.status == .unauthorized)
+            _ = gateway
+        }
+    }
+}
