@@ -128,3 +128,63 @@ struct LeaseKey: Hashable, Sendable {
     var node: String
     var tenant: String
 }
+
+// MARK: - Purge acknowledgements and revocation progress
+
+extension Gateway {
+    static let ackType = "openkcm-purge-ack/v1"
+
+    /// Verifies and stores a node's signed acknowledgement of a revocation event. The
+    /// statement is canonical JSON (`event`, `keysDropped`, `link`, `node`, `time`, `type`),
+    /// signed with the node's enrolled key; it must name the calling node and the event's link.
+    public func acknowledge(statement: String, signature: Data, from node: Node, by context: AuditContext) async throws -> NodeAck {
+        try auditReady()
+        let bad = { (reason: String) in APIError(.unprocessableContent, code: "invalid_ack", reason) }
+        guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: node.signingKey),
+              signature.count == 64, key.isValidSignature(signature, for: Data(statement.utf8)) else {
+            throw APIError(.unauthorized, code: "invalid_ack", "the acknowledgement's signature does not verify with this node's key")
+        }
+        guard let value = try? CanonicalJSON.parse(Array(statement.utf8)), value["type"]?.stringValue == Self.ackType,
+              let eventID = value["event"]?.stringValue, let linkID = value["link"]?.stringValue,
+              let nodeID = value["node"]?.stringValue, let dropped = value["keysDropped"]?.integerValue, dropped >= 0,
+              let time = value["time"]?.stringValue, RFC3339.parseMilliseconds(time) != nil else {
+            throw bad("the statement is not a canonical \(Self.ackType) object")
+        }
+        guard nodeID == node.id else { throw bad("the statement names another node") }
+        guard let event = try await registry.event(id: eventID), event.type == OutboxEvent.l1Revoked, event.linkID == linkID else {
+            throw bad("no revocation event \(eventID) for link \(linkID)")
+        }
+        let ack = NodeAck(eventID: eventID, nodeID: node.id, linkID: linkID, keysDropped: Int(dropped), statement: statement,
+                          signature: signature, receivedAt: Date())
+        do {
+            try await registry.recordAck(ack)
+        } catch let error as RegistryError where error.code == .conflict {
+            throw APIError(.conflict, code: "already_acknowledged", "node \(node.id) already acknowledged event \(eventID)")
+        }
+        leases.withLockedValue { $0[LeaseKey(node: node.id, tenant: event.tenantID)] = nil }
+        _ = try await audit.append(AuditRecord(actor: context.actor, operation: "node.purge_ack", outcome: .success,
+                                               tenant: event.tenantID, target: linkID, requestID: context.requestID,
+                                               clientAddress: context.clientAddress,
+                                               details: ["event": eventID, "keysDropped": String(dropped), "node": node.id]))
+        return ack
+    }
+
+    public struct RevocationProgress: Sendable {
+        public var event: OutboxEvent
+        /// Nodes enrolled when the revocation happened: each must acknowledge.
+        public var expected: [Node]
+        public var acks: [NodeAck]
+        public var complete: Bool { Set(acks.map(\.nodeID)).isSuperset(of: expected.map(\.id)) }
+        public var exposureBound: Date?
+    }
+
+    public func revocationProgress(tenantID: String, linkID: String) async throws -> RevocationProgress {
+        _ = try await registry.link(tenantID: tenantID, id: linkID)
+        guard let event = try await registry.revocationEvent(linkID: linkID) else {
+            throw APIError(.notFound, code: "not_found", "link \(linkID) is not revoked")
+        }
+        let expected = try await registry.nodes().filter { $0.enrolledAt <= event.createdAt }
+        return RevocationProgress(event: event, expected: expected, acks: try await registry.acks(eventID: event.id),
+                                  exposureBound: worstCaseExposure(tenantID: tenantID))
+    }
+}

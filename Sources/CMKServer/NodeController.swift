@@ -52,14 +52,97 @@ struct NodeController {
         var leaseExpiresAt: Date
     }
 
+    struct AckRequest: Codable, Sendable {
+        /// Canonical JSON, exactly as signed.
+        var statement: String
+        var signature: String
+    }
+
+    struct EventResponse: Codable, Sendable {
+        var sequence: Int64
+        var id: String
+        var type: String
+        var tenant: String
+        var link: String?
+        var payload: String
+        var createdAt: Date
+    }
+
+    struct RevocationResponse: Codable, Sendable {
+        struct NodeProgress: Codable, Sendable {
+            var node: String
+            var region: String
+            var acknowledged: Bool
+            var keysDropped: Int?
+            var receivedAt: Date?
+            /// The signed statement and its signature, for anyone to verify with the node's key.
+            var statement: String?
+            var signature: String?
+            var signingKey: String
+        }
+
+        var link: String
+        var event: String
+        var revokedAt: Date
+        /// `REVOKED` while nodes are still to acknowledge, `LOCKED` once every node enrolled at
+        /// the time of the revocation has sent a verified acknowledgement.
+        var state: String
+        var nodes: [NodeProgress]
+        var missing: [String]
+        /// The latest lease end among nodes that have not acknowledged: after it, no node can
+        /// still hold the key even if it never hears of the revocation.
+        var exposureBound: Date?
+    }
+
     func registerAdministrative(on group: RouterGroup<CMKRequestContext>) {
         group.post("nodes/enrolments", use: issueEnrolment)
         group.get("nodes", use: listNodes)
+        group.get("tenants/:tenant/l1-links/:link/revocation", use: revocation)
     }
 
     func registerNode(open: RouterGroup<CMKRequestContext>, signed: RouterGroup<CMKRequestContext>) {
         open.post("enrol", use: enrol)
         signed.post("unseal", use: unseal)
+        signed.get("events", use: events)
+        signed.post("acks", use: acknowledge)
+    }
+
+    /// Events after `after` (an event sequence number), oldest first: what a node missed.
+    @Sendable func events(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let after = try request.uri.queryParameters["after"].map { text -> Int64 in
+            guard let value = Int64(String(text)), value >= 0 else { throw APIError.badRequest("after is an event sequence number") }
+            return value
+        } ?? 0
+        let items = try await gateway.registry.events(after: after, limit: 500).map {
+            EventResponse(sequence: $0.sequence, id: $0.id, type: $0.type, tenant: $0.tenantID, link: $0.linkID, payload: $0.payload,
+                          createdAt: $0.createdAt)
+        }
+        return try ManagementController.json(PageResponse(items: items, nextCursor: nil), context: context).response
+    }
+
+    @Sendable func acknowledge(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        guard let node = context.node else { throw APIError(.unauthorized, code: "unauthenticated", "a valid node signature is required") }
+        let input = try ManagementController.decode(AckRequest.self, from: try await request.body.collect(upTo: 64 * 1024), context: context)
+        guard let signature = Data(base64Encoded: input.signature) else { throw APIError.badRequest("signature is base64") }
+        let ack = try await gateway.acknowledge(statement: input.statement, signature: signature, from: node, by: context.audit)
+        return try ManagementController.json(["event": ack.eventID, "node": ack.nodeID], status: .created, context: context).response
+    }
+
+    @Sendable func revocation(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let progress = try await gateway.revocationProgress(tenantID: try context.parameters.require("tenant"),
+                                                            linkID: try context.parameters.require("link"))
+        let acks = Dictionary(uniqueKeysWithValues: progress.acks.map { ($0.nodeID, $0) })
+        let nodes = progress.expected.map { node in
+            let ack = acks[node.id]
+            return RevocationResponse.NodeProgress(node: node.id, region: node.region, acknowledged: ack != nil, keysDropped: ack?.keysDropped,
+                                                   receivedAt: ack?.receivedAt, statement: ack?.statement,
+                                                   signature: ack?.signature.base64EncodedString(),
+                                                   signingKey: node.signingKey.base64EncodedString())
+        }
+        let response = RevocationResponse(link: progress.event.linkID ?? "", event: progress.event.id, revokedAt: progress.event.createdAt,
+                                          state: progress.complete ? "LOCKED" : "REVOKED", nodes: nodes,
+                                          missing: nodes.filter { !$0.acknowledged }.map(\.node), exposureBound: progress.exposureBound)
+        return try ManagementController.json(response, context: context).response
     }
 
     @Sendable func issueEnrolment(_ request: Request, context: CMKRequestContext) async throws -> Response {

@@ -163,6 +163,25 @@ enum RegistrySchema {
                 BEGIN SELECT RAISE(ABORT, 'enrolment token already used'); END;
                 """)
         }
+        // Signed purge acknowledgements: proof that a node dropped a link's keys (issue 5).
+        migrator.registerMigration("v3-node-acks") { db in
+            try db.execute(sql: """
+                CREATE TABLE node_ack (
+                    event_id TEXT NOT NULL REFERENCES outbox_event(id),
+                    node_id TEXT NOT NULL REFERENCES node(id),
+                    link_id TEXT NOT NULL,
+                    keys_dropped INTEGER NOT NULL CHECK (keys_dropped >= 0),
+                    statement TEXT NOT NULL CHECK (json_valid(statement)),
+                    signature BLOB NOT NULL CHECK (length(signature) = 64),
+                    received_at INTEGER NOT NULL,
+                    PRIMARY KEY (event_id, node_id)
+                ) STRICT;
+                CREATE TRIGGER node_ack_final_update BEFORE UPDATE ON node_ack
+                BEGIN SELECT RAISE(ABORT, 'acknowledgements are final'); END;
+                CREATE TRIGGER node_ack_final_delete BEFORE DELETE ON node_ack
+                BEGIN SELECT RAISE(ABORT, 'acknowledgements are final'); END;
+                """)
+        }
         return migrator
     }
 }

@@ -49,7 +49,96 @@ struct SimulatedNode {
     }
 }
 
+extension SimulatedNode {
+    /// A signed purge acknowledgement for `event` (canonical JSON, as the gateway requires).
+    func ack(event: String, link: String, keysDropped: Int, node: String? = nil, signer: Curve25519.Signing.PrivateKey? = nil) throws -> String {
+        let statement = try JSONValue.object([
+            "type": .string("openkcm-purge-ack/v1"), "event": .string(event), "link": .string(link), "node": .string(node ?? id),
+            "keysDropped": .integer(Int64(keysDropped)), "time": .string(RFC3339.format(Date())),
+        ]).canonicalBytes()
+        let signature = try (signer ?? signing).signature(for: statement)
+        return String(decoding: try JSONSerialization.data(withJSONObject: [
+            "statement": String(decoding: statement, as: UTF8.self), "signature": signature.base64EncodedString(),
+        ]), as: UTF8.self)
+    }
+}
+
 @Suite(.serialized) struct NodeTests {
+    /// Enrols a simulated node through the API.
+    func enrolledNode(_ client: any TestClientProtocol, region: String = "eu-west-1") async throws -> SimulatedNode {
+        let issued = try await client.execute(uri: "/api/v1/nodes/enrolments", method: .post, headers: ServerHarness.auth,
+                                              body: ServerHarness.body(#"{"region":"\#(region)"}"#))
+        let token = try #require(try issued.json()["token"] as? String)
+        var node = SimulatedNode()
+        let enrolled = try await client.execute(uri: "/node/v1/enrol", method: .post, headers: [.contentType: "application/json"],
+                                                body: ServerHarness.body(try node.enrolBody(token: token)))
+        node.id = try #require(try enrolled.json()["id"] as? String)
+        return node
+    }
+
+    func signed(_ client: any TestClientProtocol, _ node: SimulatedNode, _ method: HTTPRequest.Method, _ uri: String,
+                _ body: String = "") async throws -> TestResponse {
+        try await client.execute(uri: uri, method: method, headers: try node.headers(method.rawValue, uri, body: body),
+                                 body: ServerHarness.body(body))
+    }
+
+    @Test func revocationIsLockedOnlyWhenEveryNodeHasSentAVerifiedAcknowledgement() async throws {
+        let harness = try ServerHarness()
+        try await harness.test { client, gateway in
+            _ = try await client.execute(uri: "/api/v1/tenants", method: .post, headers: ServerHarness.auth,
+                                         body: ServerHarness.body(#"{"id":"acks","name":"Acks"}"#))
+            let created = try await client.execute(uri: "/api/v1/tenants/acks/l1-links", method: .post, headers: ServerHarness.auth,
+                                                   body: ServerHarness.body(#"{"provider":"pkcs11","keystore":"hsm","key":"pkcs11:object=l1"}"#))
+            let linkID = try #require(try created.json()["id"] as? String)
+            let a = try await enrolledNode(client), b = try await enrolledNode(client, region: "us-west-2")
+            for node in [a, b] {
+                #expect(try await signed(client, node, .post, "/node/v1/unseal", #"{"tenant":"acks"}"#).status == .ok)
+            }
+            #expect(try await client.execute(uri: "/api/v1/tenants/acks/l1-links/\(linkID)/revocation", method: .get,
+                                             headers: ServerHarness.auth).status == .notFound)
+            #expect(try await client.execute(uri: "/api/v1/tenants/acks/l1-links/\(linkID)/revoke", method: .post,
+                                             headers: ServerHarness.auth).status == .ok)
+            func progress() async throws -> [String: Any] {
+                try await client.execute(uri: "/api/v1/tenants/acks/l1-links/\(linkID)/revocation", method: .get,
+                                         headers: ServerHarness.auth).json()
+            }
+            var state = try await progress()
+            #expect(state["state"] as? String == "REVOKED")
+            #expect(Set(state["missing"] as? [String] ?? []) == [a.id, b.id])
+            #expect(state["exposureBound"] != nil)
+
+            // The node catches up on the events it missed and finds the revocation.
+            let events = try await signed(client, a, .get, "/node/v1/events?after=0")
+            let items = try #require(try events.json()["items"] as? [[String: Any]])
+            let event = try #require(items.first { $0["type"] as? String == "l1.revoked" && $0["link"] as? String == linkID })
+            let eventID = try #require(event["id"] as? String)
+
+            #expect(try await signed(client, a, .post, "/node/v1/acks", try a.ack(event: eventID, link: linkID, keysDropped: 1)).status == .created)
+            // Replayed (a fresh request carrying the same acknowledgement again).
+            let replayed = try await signed(client, a, .post, "/node/v1/acks", try a.ack(event: eventID, link: linkID, keysDropped: 1))
+            #expect(replayed.status == .conflict)
+            // Forged: node b claims to be a; a statement signed by a key that is not b's.
+            #expect(try await signed(client, b, .post, "/node/v1/acks", try b.ack(event: eventID, link: linkID, keysDropped: 1, node: a.id)).status == .unprocessableContent)
+            #expect(try await signed(client, b, .post, "/node/v1/acks",
+                                     try b.ack(event: eventID, link: linkID, keysDropped: 1, signer: Curve25519.Signing.PrivateKey())).status == .unauthorized)
+            state = try await progress()
+            #expect(state["state"] as? String == "REVOKED" && state["missing"] as? [String] == [b.id])
+
+            #expect(try await signed(client, b, .post, "/node/v1/acks", try b.ack(event: eventID, link: linkID, keysDropped: 1)).status == .created)
+            state = try await progress()
+            #expect(state["state"] as? String == "LOCKED")
+            #expect((state["missing"] as? [String])?.isEmpty == true)
+            // Every proof verifies offline with the node's key, as a third party would check it.
+            for entry in try #require(state["nodes"] as? [[String: Any]]) {
+                let key = try Curve25519.Signing.PublicKey(rawRepresentation: try #require(Data(base64Encoded: entry["signingKey"] as? String ?? "")))
+                let statement = Data((entry["statement"] as? String ?? "").utf8)
+                #expect(key.isValidSignature(try #require(Data(base64Encoded: entry["signature"] as? String ?? "")), for: statement))
+            }
+            let acks = try gateway.audit.store.records(AuditQuery(operation: "node.purge_ack")).records
+            #expect(Set(acks.map(\.actor.id)) == [a.id, b.id] && acks.allSatisfy { $0.target == linkID })
+        }
+    }
+
     func json(_ response: TestResponse) throws -> [String: Any] { try response.json() }
 
     @Test func anEnrolledNodeUnsealsTheTenantsL2UntilRevocation() async throws {

@@ -1,0 +1,79 @@
+import Foundation
+import GRDB
+
+/// A node's signed acknowledgement that it dropped the keys of a revoked link.
+public struct NodeAck: Codable, Sendable, Equatable {
+    public var eventID: String
+    public var nodeID: String
+    public var linkID: String
+    public var keysDropped: Int
+    /// The canonical JSON the node signed.
+    public var statement: String
+    /// Ed25519, 64 bytes, by the node's enrolled key over `statement`.
+    public var signature: Data
+    public var receivedAt: Date
+
+    public init(eventID: String, nodeID: String, linkID: String, keysDropped: Int, statement: String, signature: Data, receivedAt: Date) {
+        self.eventID = eventID
+        self.nodeID = nodeID
+        self.linkID = linkID
+        self.keysDropped = keysDropped
+        self.statement = statement
+        self.signature = signature
+        self.receivedAt = receivedAt
+    }
+}
+
+extension NodeAck {
+    init(row: Row) {
+        self.init(eventID: row["event_id"], nodeID: row["node_id"], linkID: row["link_id"], keysDropped: row["keys_dropped"],
+                  statement: row["statement"], signature: row["signature"], receivedAt: Date(registryMilliseconds: row["received_at"]))
+    }
+}
+
+extension Registry {
+    /// Events after `sequence`, oldest first, for nodes catching up. `limit` is clamped to 1...500.
+    public func events(after sequence: Int64, limit: Int) async throws -> [OutboxEvent] {
+        let limit = Cursor.clamp(limit)
+        return try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM outbox_event WHERE sequence > ? ORDER BY sequence LIMIT ?",
+                             arguments: [sequence, limit]).map(OutboxEvent.init(row:))
+        }
+    }
+
+    public func event(id: String) async throws -> OutboxEvent? {
+        try await read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM outbox_event WHERE id = ?", arguments: [id]).map(OutboxEvent.init(row:))
+        }
+    }
+
+    /// Stores an acknowledgement; `conflict` if this node already acknowledged this event.
+    public func recordAck(_ ack: NodeAck) async throws {
+        try await write { db in
+            if try Row.fetchOne(db, sql: "SELECT 1 FROM node_ack WHERE event_id = ? AND node_id = ?",
+                                arguments: [ack.eventID, ack.nodeID]) != nil {
+                throw RegistryError(.conflict, "node \(ack.nodeID) already acknowledged event \(ack.eventID)")
+            }
+            try db.execute(sql: """
+                INSERT INTO node_ack (event_id, node_id, link_id, keys_dropped, statement, signature, received_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [ack.eventID, ack.nodeID, ack.linkID, ack.keysDropped, ack.statement, ack.signature,
+                                 ack.receivedAt.registryMilliseconds])
+        }
+    }
+
+    public func acks(eventID: String) async throws -> [NodeAck] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM node_ack WHERE event_id = ? ORDER BY received_at, node_id",
+                             arguments: [eventID]).map(NodeAck.init(row:))
+        }
+    }
+
+    /// The revocation event of a link, if it was revoked.
+    public func revocationEvent(linkID: String) async throws -> OutboxEvent? {
+        try await read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM outbox_event WHERE link_id = ? AND type = ? ORDER BY sequence LIMIT 1",
+                             arguments: [linkID, OutboxEvent.l1Revoked]).map(OutboxEvent.init(row:))
+        }
+    }
+}
