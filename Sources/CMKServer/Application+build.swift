@@ -71,6 +71,15 @@ struct ProbeScheduler: Service {
     }
 }
 
+/// Heartbeats on the nodes' event streams.
+struct HeartbeatService: Service {
+    let broadcaster: EventBroadcaster
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await broadcaster.runHeartbeats() }
+    }
+}
+
 /// Signs checkpoints on a schedule, and a last one at shutdown so that every record written
 /// is under a signature.
 struct AuditCheckpointService: Service {
@@ -128,7 +137,7 @@ public func buildApplication(_ configuration: ServerConfiguration, openAPIPath: 
     let audit = try await openAuditLog(configuration.audit, pkcs11: pkcs11, logger: logger)
     let gateway = try await Gateway.start(configuration, audit: audit, pkcs11: pkcs11, logger: logger)
     let openAPI = (openAPIPath.flatMap { FileManager.default.contents(atPath: $0) }).map { ByteBuffer(data: $0) }
-    var services: [any Service] = [GatewayService(gateway: gateway),
+    var services: [any Service] = [GatewayService(gateway: gateway), HeartbeatService(broadcaster: gateway.broadcaster),
                                    AuditCheckpointService(audit: audit, interval: .seconds(configuration.audit.checkpointIntervalSeconds))]
     if configuration.probeIntervalSeconds > 0 {
         services.append(ProbeScheduler(gateway: gateway, interval: .seconds(configuration.probeIntervalSeconds)))

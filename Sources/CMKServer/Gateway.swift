@@ -26,6 +26,8 @@ public final class Gateway: Sendable {
     public let audit: AuditLog
     /// How long an unsealed L2 may be held by a node before it must renew (unseal again).
     public let leaseDuration: Duration
+    /// Wakes the nodes' event streams on commit (Orbital's push side).
+    let broadcaster = EventBroadcaster()
     /// Outstanding leases, by node and tenant (in memory: a restart forgets them, and every
     /// node's lease ends within `leaseDuration` anyway).
     let leases = NIOLockedValueBox<[LeaseKey: Date]>([:])
@@ -231,6 +233,9 @@ public final class Gateway: Sendable {
             throw APIError(.conflict, code: "link_revoked", "link \(linkID) is already revoked")
         }
         logger.notice("L1 link revoked", metadata: ["tenant": "\(tenantID)", "link": "\(linkID)", "event": "\(result.event.id)"])
+        // Pushed to every connected node now; a node that is not connected gets it first when
+        // it reconnects (it asks for every event after the last one it saw).
+        broadcaster.notify()
         return result
     }
 

@@ -1,7 +1,9 @@
 import Audit
 import Foundation
 import Hummingbird
+import NIOCore
 import Registry
+import ServiceLifecycle
 
 /// Regional nodes. Administrators issue enrolment tokens and list nodes (`/api/v1/nodes…`);
 /// nodes enrol and unseal (`/node/v1/…`, signed requests, see `NodeAuthenticationMiddleware`).
@@ -104,6 +106,7 @@ struct NodeController {
         open.post("enrol", use: enrol)
         signed.post("unseal", use: unseal)
         signed.get("events", use: events)
+        signed.get("stream", use: stream)
         signed.post("acks", use: acknowledge)
     }
 
@@ -118,6 +121,59 @@ struct NodeController {
                           createdAt: $0.createdAt)
         }
         return try ManagementController.json(PageResponse(items: items, nextCursor: nil), context: context).response
+    }
+
+    /// Server-sent events: every event after `after` at once, then each new one as it is
+    /// committed, pushed without polling; a comment line every heartbeat. At least once: a
+    /// node that reconnects with the last `id` it saw receives everything it missed first.
+    @Sendable func stream(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        var start = try request.uri.queryParameters["after"].map { text -> Int64 in
+            guard let value = Int64(String(text)), value >= 0 else { throw APIError.badRequest("after is an event sequence number") }
+            return value
+        } ?? 0
+        if let last = request.headers[.init("Last-Event-ID")!], let value = Int64(last) { start = max(start, value) }
+        let registry = gateway.registry
+        let (stream, end) = gateway.broadcaster.subscribe()
+        let first = start
+        let body = ResponseBody { writer in
+            var cursor = first
+            var signals = stream.makeAsyncIterator()
+            var pending = true
+            // The stream ends when the server shuts down gracefully, so that shutdown does not
+            // wait for nodes to hang up.
+            try await withGracefulShutdownHandler {
+            while true {
+                if pending {
+                    var page: [OutboxEvent]
+                    repeat {
+                        page = try await registry.events(after: cursor, limit: 500)
+                        var buffer = ByteBuffer()
+                        for event in page {
+                            let data = try JSONEncoder.api.encode(EventResponse(
+                                sequence: event.sequence, id: event.id, type: event.type, tenant: event.tenantID, link: event.linkID,
+                                payload: event.payload, createdAt: event.createdAt))
+                            buffer.writeString("id: \(event.sequence)\nevent: \(event.type)\ndata: ")
+                            buffer.writeBytes(data)
+                            buffer.writeString("\n\n")
+                            cursor = event.sequence
+                        }
+                        if buffer.readableBytes > 0 { try await writer.write(buffer) }
+                    } while page.count == 500
+                }
+                guard let signal = await signals.next() else { break }
+                switch signal {
+                case .events: pending = true
+                case .heartbeat:
+                    pending = false
+                    try await writer.write(ByteBuffer(string: ": heartbeat\n\n"))
+                }
+            }
+            } onGracefulShutdown: {
+                end()
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"], body: body)
     }
 
     @Sendable func acknowledge(_ request: Request, context: CMKRequestContext) async throws -> Response {

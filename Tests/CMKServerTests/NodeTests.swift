@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Audit
 import Crypto
 import Foundation
@@ -243,6 +244,55 @@ extension SimulatedNode {
             let asNode = try await client.execute(uri: "/api/v1/tenants", method: .get, headers: try node.headers("GET", "/api/v1/tenants", body: ""))
             #expect(asNode.status == .unauthorized)
             _ = gateway
+        }
+    }
+
+    /// The revocation reaches a connected node over its event stream as soon as it commits,
+    /// with no polling on either side; a node that connects later gets it first.
+    @Test func revocationIsPushedToConnectedNodes() async throws {
+        let harness = try ServerHarness()
+        try await harness.testLive { client, gateway, port in
+            _ = try await client.execute(uri: "/api/v1/tenants", method: .post, headers: ServerHarness.auth,
+                                         body: ServerHarness.body(#"{"id":"push","name":"Push"}"#))
+            let created = try await client.execute(uri: "/api/v1/tenants/push/l1-links", method: .post, headers: ServerHarness.auth,
+                                                   body: ServerHarness.body(#"{"provider":"pkcs11","keystore":"hsm","key":"pkcs11:object=l1"}"#))
+            let linkID = try #require(try created.json()["id"] as? String)
+            let node = try await enrolledNode(client)
+
+            func open(after: Int64) async throws -> HTTPClientResponse {
+                let path = "/node/v1/stream?after=\(after)"
+                var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
+                for field in try node.headers("GET", path, body: "") { request.headers.add(name: field.name.rawName, value: field.value) }
+                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+                #expect(response.status == .ok)
+                return response
+            }
+            func firstEvent(_ response: HTTPClientResponse) async throws -> String {
+                var text = ""
+                for try await chunk in response.body {
+                    text += String(buffer: chunk)
+                    if let end = text.range(of: "\n\n"), text.hasPrefix("id:") { return String(text[..<end.lowerBound]) }
+                    if text.hasPrefix(":"), let end = text.range(of: "\n\n") { text = String(text[end.upperBound...]) }
+                }
+                return text
+            }
+            let connected = try await open(after: 0)
+            // Wait until the stream is subscribed, then revoke.
+            for _ in 0..<100 where gateway.broadcaster.connections == 0 { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(gateway.broadcaster.connections == 1)
+            let revoke = Task {
+                try await client.execute(uri: "/api/v1/tenants/push/l1-links/\(linkID)/revoke", method: .post, headers: ServerHarness.auth).status
+            }
+            let pushed = try await firstEvent(connected)
+            #expect(try await revoke.value == .ok)
+            #expect(pushed.contains("event: l1.revoked"), "\(pushed)")
+            #expect(pushed.contains(linkID))
+            // A node connecting afterwards (after=0) receives the event first.
+            let late = try await firstEvent(try await open(after: 0))
+            #expect(late.contains("event: l1.revoked") && late.contains(linkID))
+            // The event carries its sequence number as its SSE id, for Last-Event-ID on reconnect.
+            let idLine = pushed.split(separator: "\n").first.map(String.init) ?? ""
+            #expect(idLine.hasPrefix("id: ") && (Int64(idLine.dropFirst(4)) ?? 0) > 0, "\(idLine)")
         }
     }
 }

@@ -49,6 +49,22 @@ struct ServerHarness {
         await gateway.shutdown(finalizingModules: false)
     }
 
+    /// As `test`, over a real loopback connection (for streaming responses); `body` gets the port.
+    func testLive(_ body: @escaping @Sendable (any TestClientProtocol, Gateway, Int) async throws -> Void) async throws {
+        let pkcs11 = PKCS11Keystore()
+        let audit = try await openAuditLog(configuration.audit, pkcs11: pkcs11, logger: Logger(label: "test"))
+        let gateway = try await Gateway.start(configuration, audit: audit, pkcs11: pkcs11, logger: Logger(label: "test"))
+        let router = buildRouter(gateway: gateway, bootstrapToken: Array(Self.bearer.utf8), openAPI: nil)
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        do {
+            try await app.test(.live) { client in try await body(client, gateway, client.port!) }
+        } catch {
+            await gateway.shutdown(finalizingModules: false)
+            throw error
+        }
+        await gateway.shutdown(finalizingModules: false)
+    }
+
     static var auth: HTTPFields { [.authorization: "Bearer \(bearer)", .contentType: "application/json"] }
 
     static func body(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }

@@ -1,0 +1,43 @@
+import Foundation
+import NIOConcurrencyHelpers
+
+/// Orbital's push side: wakes every connected node's event stream when an event is committed
+/// (no polling), and sends a heartbeat every `heartbeat` so a node can tell a quiet channel from
+/// a dead one.
+final class EventBroadcaster: Sendable {
+    enum Signal: Sendable { case events, heartbeat }
+
+    private let subscribers = NIOLockedValueBox<[UUID: AsyncStream<Signal>.Continuation]>([:])
+    let heartbeat: Duration
+
+    init(heartbeat: Duration = .seconds(15)) {
+        self.heartbeat = heartbeat
+    }
+
+    /// A stream of signals for one connection, and a way to end it (at shutdown); it ends its
+    /// subscription when dropped.
+    func subscribe() -> (signals: AsyncStream<Signal>, end: @Sendable () -> Void) {
+        let id = UUID()
+        let (stream, continuation) = AsyncStream<Signal>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        continuation.onTermination = { [weak self] _ in self?.subscribers.withLockedValue { $0[id] = nil } }
+        subscribers.withLockedValue { $0[id] = continuation }
+        return (stream, { continuation.finish() })
+    }
+
+    /// Called after a commit that wrote events to the outbox.
+    func notify() { broadcast(.events) }
+
+    func broadcast(_ signal: Signal) {
+        for continuation in subscribers.withLockedValue({ Array($0.values) }) { continuation.yield(signal) }
+    }
+
+    var connections: Int { subscribers.withLockedValue { $0.count } }
+
+    /// Sends heartbeats until cancelled.
+    func runHeartbeats() async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: heartbeat) } catch { return }
+            broadcast(.heartbeat)
+        }
+    }
+}
