@@ -7,7 +7,7 @@ import NIOConcurrencyHelpers
 final class EventBroadcaster: Sendable {
     enum Signal: Sendable { case events, heartbeat }
 
-    private let subscribers = NIOLockedValueBox<[UUID: AsyncStream<Signal>.Continuation]>([:])
+    private let subscribers = NIOLockedValueBox<[UUID: (node: String, continuation: AsyncStream<Signal>.Continuation)]>([:])
     let heartbeat: Duration
 
     init(heartbeat: Duration = .seconds(15)) {
@@ -16,19 +16,22 @@ final class EventBroadcaster: Sendable {
 
     /// A stream of signals for one connection, and a way to end it (at shutdown); it ends its
     /// subscription when dropped.
-    func subscribe() -> (signals: AsyncStream<Signal>, end: @Sendable () -> Void) {
+    func subscribe(node: String) -> (signals: AsyncStream<Signal>, end: @Sendable () -> Void) {
         let id = UUID()
         let (stream, continuation) = AsyncStream<Signal>.makeStream(bufferingPolicy: .bufferingNewest(1))
         continuation.onTermination = { [weak self] _ in self?.subscribers.withLockedValue { $0[id] = nil } }
-        subscribers.withLockedValue { $0[id] = continuation }
+        subscribers.withLockedValue { $0[id] = (node, continuation) }
         return (stream, { continuation.finish() })
     }
+
+    /// Nodes with an open event stream now.
+    var connectedNodes: Set<String> { subscribers.withLockedValue { Set($0.values.map(\.node)) } }
 
     /// Called after a commit that wrote events to the outbox.
     func notify() { broadcast(.events) }
 
     func broadcast(_ signal: Signal) {
-        for continuation in subscribers.withLockedValue({ Array($0.values) }) { continuation.yield(signal) }
+        for subscriber in subscribers.withLockedValue({ Array($0.values) }) { subscriber.continuation.yield(signal) }
     }
 
     var connections: Int { subscribers.withLockedValue { $0.count } }

@@ -30,6 +30,8 @@ struct NodeController {
         var lastSeenAt: Date?
         /// The node's latest lease end, if it holds any key.
         var leaseExpiresAt: Date?
+        /// Whether the node has its event stream open now.
+        var connected: Bool = false
     }
 
     struct EnrolRequest: Codable, Sendable {
@@ -133,7 +135,8 @@ struct NodeController {
         } ?? 0
         if let last = request.headers[.init("Last-Event-ID")!], let value = Int64(last) { start = max(start, value) }
         let registry = gateway.registry
-        let (stream, end) = gateway.broadcaster.subscribe()
+        guard let node = context.node else { throw APIError(.unauthorized, code: "unauthenticated", "a valid node signature is required") }
+        let (stream, end) = gateway.broadcaster.subscribe(node: node.id)
         let first = start
         let body = ResponseBody { writer in
             var cursor = first
@@ -213,9 +216,10 @@ struct NodeController {
     @Sendable func listNodes(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let nodes = try await gateway.registry.nodes()
         let leases = gateway.leases.withLockedValue { $0 }
+        let connected = gateway.broadcaster.connectedNodes
         let items = nodes.map { node in
             NodeResponse(id: node.id, region: node.region, enrolledAt: node.enrolledAt, lastSeenAt: node.lastSeenAt,
-                         leaseExpiresAt: leases.filter { $0.key.node == node.id }.values.max())
+                         leaseExpiresAt: leases.filter { $0.key.node == node.id }.values.max(), connected: connected.contains(node.id))
         }
         return try ManagementController.json(PageResponse(items: items, nextCursor: nil), context: context).response
     }

@@ -280,6 +280,9 @@ extension SimulatedNode {
             // Wait until the stream is subscribed, then revoke.
             for _ in 0..<100 where gateway.broadcaster.connections == 0 { try await Task.sleep(for: .milliseconds(20)) }
             #expect(gateway.broadcaster.connections == 1)
+            let listed = try await client.execute(uri: "/api/v1/nodes", method: .get, headers: ServerHarness.auth)
+            let nodes = try #require(try listed.json()["items"] as? [[String: Any]])
+            #expect(nodes.first { $0["id"] as? String == node.id }?["connected"] as? Bool == true)
             let revoke = Task {
                 try await client.execute(uri: "/api/v1/tenants/push/l1-links/\(linkID)/revoke", method: .post, headers: ServerHarness.auth).status
             }
