@@ -68,6 +68,16 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
+        // The regional node's key holding: leases, application crypto, purge and signed acks.
+        .target(
+            name: "NodeAgent",
+            dependencies: [
+                "Audit",
+                "PKCS11",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         // The gateway: configuration, Management API, handshake, kill-switch state.
         .target(
             name: "CMKServer",
@@ -111,6 +121,11 @@ let package = Package(
             name: "AuditTests",
             dependencies: ["Audit", "TestSupport", "PKCS11", "KSI", .product(name: "Crypto", package: "swift-crypto")],
             resources: [.copy("Vectors")]
+        ),
+        .testTarget(
+            name: "NodeAgentTests",
+            dependencies: ["NodeAgent", "Audit", "PKCS11", .product(name: "Crypto", package: "swift-crypto"),
+                           .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]
         ),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(
