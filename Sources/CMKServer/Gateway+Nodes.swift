@@ -188,3 +188,29 @@ extension Gateway {
                                   exposureBound: worstCaseExposure(tenantID: tenantID))
     }
 }
+
+// MARK: - Heartbeats
+
+/// What a node last reported: when, and how many keys it holds (counts only).
+public struct NodeHeartbeat: Sendable, Equatable {
+    public var at: Date
+    public var keysHeld: Int
+}
+
+extension Gateway {
+    /// Records a node's heartbeat. `leaseDrops` names tenants whose keys the node dropped
+    /// because their lease ended while it could not reach the gateway (fail closed): logged,
+    /// audited, and their leases forgotten here.
+    public func heartbeat(from node: Node, keysHeld: Int, leaseDrops: [String], by context: AuditContext) async throws {
+        heartbeats.withLockedValue { $0[node.id] = NodeHeartbeat(at: Date(), keysHeld: keysHeld) }
+        guard !leaseDrops.isEmpty else { return }
+        try auditReady()
+        leases.withLockedValue { leases in for tenant in leaseDrops { leases[LeaseKey(node: node.id, tenant: tenant)] = nil } }
+        logger.warning("node dropped keys when their lease ended", metadata: ["node": "\(node.id)", "tenants": "\(leaseDrops.count)"])
+        for tenant in leaseDrops {
+            _ = try await audit.append(AuditRecord(actor: context.actor, operation: "node.lease_expired", outcome: .success, tenant: tenant,
+                                                   requestID: context.requestID, clientAddress: context.clientAddress,
+                                                   details: ["node": node.id]))
+        }
+    }
+}

@@ -26,6 +26,8 @@ public final class Gateway: Sendable {
     public let audit: AuditLog
     /// How long an unsealed L2 may be held by a node before it must renew (unseal again).
     public let leaseDuration: Duration
+    /// Each node's latest heartbeat (in memory: it describes the present).
+    let heartbeats = NIOLockedValueBox<[String: NodeHeartbeat]>([:])
     /// Wakes the nodes' event streams on commit (Orbital's push side).
     let broadcaster = EventBroadcaster()
     /// Outstanding leases, by node and tenant (in memory: a restart forgets them, and every

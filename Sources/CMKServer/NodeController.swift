@@ -32,6 +32,15 @@ struct NodeController {
         var leaseExpiresAt: Date?
         /// Whether the node has its event stream open now.
         var connected: Bool = false
+        var lastHeartbeatAt: Date?
+        /// Keys the node said it holds at its last heartbeat (a count, never which).
+        var keysHeld: Int?
+    }
+
+    struct HeartbeatRequest: Codable, Sendable {
+        var keysHeld: Int
+        /// Tenants whose keys were dropped because their lease ended unrenewed.
+        var leaseDrops: [String]?
     }
 
     struct EnrolRequest: Codable, Sendable {
@@ -110,6 +119,7 @@ struct NodeController {
         signed.get("events", use: events)
         signed.get("stream", use: stream)
         signed.post("acks", use: acknowledge)
+        signed.post("heartbeat", use: heartbeat)
     }
 
     /// Events after `after` (an event sequence number), oldest first: what a node missed.
@@ -179,6 +189,17 @@ struct NodeController {
         return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"], body: body)
     }
 
+    @Sendable func heartbeat(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        guard let node = context.node else { throw APIError(.unauthorized, code: "unauthenticated", "a valid node signature is required") }
+        let input = try ManagementController.decode(HeartbeatRequest.self, from: try await request.body.collect(upTo: 64 * 1024), context: context)
+        let drops = input.leaseDrops ?? []
+        guard input.keysHeld >= 0, input.keysHeld <= 1_000_000, drops.count <= 10_000, drops.allSatisfy({ $0.utf8.count <= 63 }) else {
+            throw APIError.badRequest("keysHeld is 0-1000000; leaseDrops lists tenant ids")
+        }
+        try await gateway.heartbeat(from: node, keysHeld: input.keysHeld, leaseDrops: drops, by: context.audit)
+        return Response(status: .noContent)
+    }
+
     @Sendable func acknowledge(_ request: Request, context: CMKRequestContext) async throws -> Response {
         guard let node = context.node else { throw APIError(.unauthorized, code: "unauthenticated", "a valid node signature is required") }
         let input = try ManagementController.decode(AckRequest.self, from: try await request.body.collect(upTo: 64 * 1024), context: context)
@@ -217,9 +238,11 @@ struct NodeController {
         let nodes = try await gateway.registry.nodes()
         let leases = gateway.leases.withLockedValue { $0 }
         let connected = gateway.broadcaster.connectedNodes
+        let heartbeats = gateway.heartbeats.withLockedValue { $0 }
         let items = nodes.map { node in
             NodeResponse(id: node.id, region: node.region, enrolledAt: node.enrolledAt, lastSeenAt: node.lastSeenAt,
-                         leaseExpiresAt: leases.filter { $0.key.node == node.id }.values.max(), connected: connected.contains(node.id))
+                         leaseExpiresAt: leases.filter { $0.key.node == node.id }.values.max(), connected: connected.contains(node.id),
+                         lastHeartbeatAt: heartbeats[node.id]?.at, keysHeld: heartbeats[node.id]?.keysHeld)
         }
         return try ManagementController.json(PageResponse(items: items, nextCursor: nil), context: context).response
     }

@@ -181,10 +181,21 @@ extension SimulatedNode {
             other.id = node.id
             #expect(throws: (any Error).self) { _ = try other.open(try unsealed.json(), tenant: "nodes") }
 
-            // The nodes listing shows the lease.
+            // Heartbeat: the node reports how many keys it holds; the listing shows it and the lease.
+            let beat = #"{"keysHeld":1}"#
+            #expect(try await client.execute(uri: "/node/v1/heartbeat", method: .post, headers: try node.headers("POST", "/node/v1/heartbeat", body: beat),
+                                             body: ServerHarness.body(beat)).status == .noContent)
             let listed = try await admin("/api/v1/nodes", .get)
             let items = try #require(try listed.json()["items"] as? [[String: Any]])
             #expect(items.count == 1 && items[0]["leaseExpiresAt"] != nil && items[0]["region"] as? String == "eu-central-1")
+            #expect(items[0]["keysHeld"] as? Int == 1 && items[0]["lastHeartbeatAt"] != nil)
+
+            // A node that dropped keys at the end of a lease says so: logged, audited, lease forgotten.
+            let dropped = #"{"keysHeld":0,"leaseDrops":["nodes"]}"#
+            #expect(try await client.execute(uri: "/node/v1/heartbeat", method: .post, headers: try node.headers("POST", "/node/v1/heartbeat", body: dropped),
+                                             body: ServerHarness.body(dropped)).status == .noContent)
+            #expect(try gateway.audit.store.records(AuditQuery(operation: "node.lease_expired")).records.map(\.tenant) == ["nodes"])
+            #expect(gateway.worstCaseExposure(tenantID: "nodes") == nil)
 
             // After the kill-switch: key_revoked.
             #expect(try await admin("/api/v1/tenants/nodes/l1-links/\(linkID)/revoke", .post).status == .ok)
