@@ -45,30 +45,9 @@ struct Digest32: Equatable, Sendable {
     static func hex(_ text: UnsafeBufferPointer<UInt8>) -> Digest32? {
         guard text.count == 64, let input = text.baseAddress else { return nil }
         var digest = Digest32()
-        var invalid: UInt8 = 0
-        withUnsafeMutableBytes(of: &digest.words) { out in
-            for i in 0..<32 {
-                let high = nibbles.0[Int(input[2 * i])], low = nibbles.0[Int(input[2 * i + 1])]
-                invalid |= (high | low) & 0xF0
-                out[i] = high << 4 | (low & 0x0F)
-            }
-        }
-        return invalid == 0 ? digest : nil
+        let valid = withUnsafeMutableBytes(of: &digest.words) { Hex.decode(input, count: 64, into: $0) }
+        return valid ? digest : nil
     }
-
-    /// Each byte's value as a lowercase hex digit, or 0xFF; held in a tuple-backed table read
-    /// through a pointer made once and never written after (hence `nonisolated(unsafe)`).
-    nonisolated(unsafe) private static let nibbles: (UnsafePointer<UInt8>, Void) = {
-        let table = UnsafeMutablePointer<UInt8>.allocate(capacity: 256)
-        for c in 0..<256 {
-            table[c] = switch UInt8(c) {
-            case 0x30...0x39: UInt8(c) - 0x30
-            case 0x61...0x66: UInt8(c) - 0x61 + 10
-            default: 0xFF
-            }
-        }
-        return (UnsafePointer(table), ())
-    }()
 }
 
 /// `MerkleFrontier` over inline digests, for the verifier.

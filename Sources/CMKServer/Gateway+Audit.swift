@@ -66,12 +66,11 @@ extension Gateway {
 
     private func record(_ operation: String, _ l1: L1Target, outcome: AuditRecord.Outcome, errorCode: String?, mechanism: String?,
                         details: [String: String] = [:], since start: ContinuousClock.Instant, by context: AuditContext) async throws {
-        let elapsed = (ContinuousClock.now - start).components
         _ = try await audit.append(AuditRecord(
             actor: context.actor, operation: operation, outcome: outcome, tenant: l1.tenant, keystore: l1.keystore,
             keyReference: l1.key.description, mechanism: mechanism, errorCode: errorCode, target: l1.target,
             requestID: context.requestID, clientAddress: context.clientAddress,
-            latencyMicros: elapsed.seconds * 1_000_000 + elapsed.attoseconds / 1_000_000_000_000, details: details))
+            latencyMicros: (ContinuousClock.now - start).microseconds, details: details))
     }
 
     /// Refuses new work once the audit store has failed: nothing may happen that cannot be recorded.

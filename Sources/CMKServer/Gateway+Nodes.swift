@@ -77,11 +77,10 @@ extension Gateway {
         let start = ContinuousClock.now
         var l2Ref: String?
         func record(_ outcome: AuditRecord.Outcome, _ code: String?) async throws {
-            let elapsed = (ContinuousClock.now - start).components
             _ = try await audit.append(AuditRecord(
                 actor: context.actor, operation: "l2.unseal", outcome: outcome, tenant: tenantID, errorCode: code, target: l2Ref,
                 requestID: context.requestID, clientAddress: context.clientAddress,
-                latencyMicros: elapsed.seconds * 1_000_000 + elapsed.attoseconds / 1_000_000_000_000, details: ["node": node.id]))
+                latencyMicros: (ContinuousClock.now - start).microseconds, details: ["node": node.id]))
         }
         do {
             _ = try await registry.tenant(tenantID)

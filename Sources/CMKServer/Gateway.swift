@@ -258,9 +258,8 @@ public final class Gateway: Sendable {
 
     private func record(_ operation: String, outcome: String, since start: ContinuousClock.Instant) {
         Counter(label: "cmk_keystore_operations_total", dimensions: [("operation", operation), ("outcome", outcome)]).increment()
-        let elapsed = (ContinuousClock.now - start).components
         Timer(label: "cmk_keystore_operation_duration_seconds", dimensions: [("operation", operation)])
-            .recordNanoseconds(elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
+            .recordNanoseconds((ContinuousClock.now - start).nanoseconds)
     }
 
     static func json<T: Encodable>(_ value: T) -> String {

@@ -107,6 +107,27 @@ struct NodeController {
         var exposureBound: Date?
     }
 
+    // MARK: Request helpers
+
+    /// The calling node (set by `NodeAuthenticationMiddleware` on every signed route).
+    static func node(_ context: CMKRequestContext) throws -> Node {
+        guard let node = context.node else { throw APIError(.unauthorized, code: "unauthenticated", "a valid node signature is required") }
+        return node
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: CMKRequestContext) async throws -> T {
+        var request = request
+        return try ManagementController.decode(type, from: try await request.collectBody(upTo: context.maxUploadSize), context: context)
+    }
+
+    /// The `after` query parameter: an event sequence number, 0 when absent.
+    static func after(_ request: Request) throws -> Int64 {
+        try request.uri.queryParameters["after"].map { text -> Int64 in
+            guard let value = Int64(String(text)), value >= 0 else { throw APIError.badRequest("after is an event sequence number") }
+            return value
+        } ?? 0
+    }
+
     func registerAdministrative(on group: RouterGroup<CMKRequestContext>) {
         group.post("nodes/enrolments", use: issueEnrolment)
         group.get("nodes", use: listNodes)
@@ -124,10 +145,7 @@ struct NodeController {
 
     /// Events after `after` (an event sequence number), oldest first: what a node missed.
     @Sendable func events(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        let after = try request.uri.queryParameters["after"].map { text -> Int64 in
-            guard let value = Int64(String(text)), value >= 0 else { throw APIError.badRequest("after is an event sequence number") }
-            return value
-        } ?? 0
+        let after = try Self.after(request)
         let items = try await gateway.registry.events(after: after, limit: 500).map {
             EventResponse(sequence: $0.sequence, id: $0.id, type: $0.type, tenant: $0.tenantID, link: $0.linkID, payload: $0.payload,
                           createdAt: $0.createdAt)
@@ -139,13 +157,10 @@ struct NodeController {
     /// committed, pushed without polling; a comment line every heartbeat. At least once: a
     /// node that reconnects with the last `id` it saw receives everything it missed first.
     @Sendable func stream(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        var start = try request.uri.queryParameters["after"].map { text -> Int64 in
-            guard let value = Int64(String(text)), value >= 0 else { throw APIError.badRequest("after is an event sequence number") }
-            return value
-        } ?? 0
+        var start = try Self.after(request)
         if let last = request.headers[.init("Last-Event-ID")!], let value = Int64(last) { start = max(start, value) }
         let registry = gateway.registry
-        guard let node = context.node else { throw APIError(.unauthorized, code: "unauthenticated", "a valid node signature is required") }
+        let node = try Self.node(context)
         let (stream, end) = gateway.broadcaster.subscribe(node: node.id)
         let first = start
         let body = ResponseBody { writer in
@@ -190,8 +205,8 @@ struct NodeController {
     }
 
     @Sendable func heartbeat(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        guard let node = context.node else { throw APIError(.unauthorized, code: "unauthenticated", "a valid node signature is required") }
-        let input = try ManagementController.decode(HeartbeatRequest.self, from: try await request.body.collect(upTo: 64 * 1024), context: context)
+        let node = try Self.node(context)
+        let input = try await Self.decode(HeartbeatRequest.self, request, context)
         let drops = input.leaseDrops ?? []
         guard input.keysHeld >= 0, input.keysHeld <= 1_000_000, drops.count <= 10_000, drops.allSatisfy({ $0.utf8.count <= 63 }) else {
             throw APIError.badRequest("keysHeld is 0-1000000; leaseDrops lists tenant ids")
@@ -201,8 +216,8 @@ struct NodeController {
     }
 
     @Sendable func acknowledge(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        guard let node = context.node else { throw APIError(.unauthorized, code: "unauthenticated", "a valid node signature is required") }
-        let input = try ManagementController.decode(AckRequest.self, from: try await request.body.collect(upTo: 64 * 1024), context: context)
+        let node = try Self.node(context)
+        let input = try await Self.decode(AckRequest.self, request, context)
         guard let signature = Data(base64Encoded: input.signature) else { throw APIError.badRequest("signature is base64") }
         let ack = try await gateway.acknowledge(statement: input.statement, signature: signature, from: node, by: context.audit)
         return try ManagementController.json(["event": ack.eventID, "node": ack.nodeID], status: .created, context: context).response
@@ -226,7 +241,7 @@ struct NodeController {
     }
 
     @Sendable func issueEnrolment(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        let input = try ManagementController.decode(EnrolmentRequest.self, from: try await request.body.collect(upTo: 64 * 1024), context: context)
+        let input = try await Self.decode(EnrolmentRequest.self, request, context)
         let ttl = input.ttlSeconds ?? 3600
         guard (60...86_400).contains(ttl) else { throw APIError.badRequest("ttlSeconds must be between 60 and 86400") }
         let (token, enrolment) = try await gateway.issueEnrolment(region: input.region, ttl: .seconds(ttl), by: context.audit)
@@ -248,7 +263,7 @@ struct NodeController {
     }
 
     @Sendable func enrol(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        let input = try ManagementController.decode(EnrolRequest.self, from: try await request.body.collect(upTo: 64 * 1024), context: context)
+        let input = try await Self.decode(EnrolRequest.self, request, context)
         guard let signingKey = Data(base64Encoded: input.signingKey), let hpkeKey = Data(base64Encoded: input.hpkeKey),
               let proof = Data(base64Encoded: input.proof), input.token.utf8.count <= 256 else {
             throw APIError.badRequest("signingKey, hpkeKey and proof are base64; the token is at most 256 characters")
@@ -260,8 +275,8 @@ struct NodeController {
     }
 
     @Sendable func unseal(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        guard let node = context.node else { throw APIError(.unauthorized, code: "unauthenticated", "a valid node signature is required") }
-        let input = try ManagementController.decode(UnsealRequest.self, from: try await request.body.collect(upTo: 64 * 1024), context: context)
+        let node = try Self.node(context)
+        let input = try await Self.decode(UnsealRequest.self, request, context)
         let sealed = try await gateway.unseal(tenantID: input.tenant, for: node, by: context.audit)
         return try ManagementController.json(UnsealResponse(
             tenant: sealed.tenant, l2Ref: sealed.l2Ref, suite: Gateway.hpkeSuiteName,

@@ -136,13 +136,12 @@ struct ManagementController {
         try gateway.auditReady()
         let start = ContinuousClock.now
         func record(_ outcome: AuditRecord.Outcome, errorCode: String?, target: String?) async throws {
-            let elapsed = (ContinuousClock.now - start).components
             let audit = context.audit
             _ = try await gateway.audit.append(AuditRecord(
                 actor: audit.actor, operation: operation, outcome: outcome, tenant: tenant, keystore: keystore,
                 keyReference: key.map { String($0.prefix(2048)) }, errorCode: errorCode, target: target,
                 requestID: audit.requestID, clientAddress: audit.clientAddress,
-                latencyMicros: elapsed.seconds * 1_000_000 + elapsed.attoseconds / 1_000_000_000_000))
+                latencyMicros: (ContinuousClock.now - start).microseconds))
         }
         let result: T
         do {
