@@ -68,14 +68,27 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
-        // The regional node's key holding: leases, application crypto, purge and signed acks.
+        // The gateway–node wire contract: signed requests, enrolment proof, HPKE binding, acks.
+        .target(
+            name: "NodeProtocol",
+            dependencies: ["Audit", .product(name: "Crypto", package: "swift-crypto")]
+        ),
+        // The regional node: identity, keys under leases, application crypto, the Orbital
+        // stream client, purge and signed acknowledgements, its local API.
         .target(
             name: "NodeAgent",
             dependencies: [
                 "Audit",
                 "PKCS11",
+                "NodeProtocol",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // The gateway: configuration, Management API, handshake, kill-switch state.
@@ -86,6 +99,7 @@ let package = Package(
                 "PKCS11",
                 "Registry",
                 "Audit",
+                "NodeProtocol",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -103,7 +117,11 @@ let package = Package(
                 "PKCS11",
                 "CMKServer",
                 "Audit",
+                "NodeAgent",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .executableTarget(name: "audit-bench", dependencies: ["Audit"], path: "Sources/audit-bench"),
@@ -124,14 +142,14 @@ let package = Package(
         ),
         .testTarget(
             name: "NodeAgentTests",
-            dependencies: ["NodeAgent", "Audit", "PKCS11", .product(name: "Crypto", package: "swift-crypto"),
+            dependencies: ["NodeAgent", "NodeProtocol", "Audit", "PKCS11", .product(name: "Crypto", package: "swift-crypto"),
                            .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]
         ),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(
             name: "CMKServerTests",
             dependencies: [
-                "CMKServer", "KSI", "PKCS11", "Registry", "TestSupport", "Audit",
+                "CMKServer", "KSI", "PKCS11", "Registry", "TestSupport", "Audit", "NodeProtocol", "NodeAgent",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -44,18 +44,45 @@ public struct Ed25519FileSigner: CheckpointSigner {
 }
 
 /// PEM forms of Ed25519 keys (RFC 8410): PKCS#8 for the private key, SPKI for the public one.
-/// Both have a fixed DER prefix before the 32 key bytes.
+/// Both have a fixed DER prefix before the 32 key bytes. X25519 private keys (a node's HPKE
+/// key) use the same PKCS#8 form with their own algorithm identifier.
 public enum Ed25519Keys {
     static let pkcs8Prefix: [UInt8] = [0x30, 0x2E, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2B, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20]
+    /// id-X25519 (1.3.101.110) in place of id-Ed25519 (1.3.101.112).
+    static let x25519PKCS8Prefix: [UInt8] = [0x30, 0x2E, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2B, 0x65, 0x6E, 0x04, 0x22, 0x04, 0x20]
     static let spkiPrefix: [UInt8] = [0x30, 0x2A, 0x30, 0x05, 0x06, 0x03, 0x2B, 0x65, 0x70, 0x03, 0x21, 0x00]
 
     /// Makes a new key, writes it to `path` (mode 0600, refusing to overwrite) and returns the
     /// public key PEM.
     public static func generate(path: String) throws -> (privateKeyPEM: String, publicKeyPEM: String) {
         let key = Curve25519.Signing.PrivateKey()
-        var seed = Array(key.rawRepresentation)
+        let privatePEM = try writePrivateKey(Array(key.rawRepresentation), prefix: pkcs8Prefix, path: path)
+        return (privatePEM, publicKeyPEM(Array(key.publicKey.rawRepresentation)))
+    }
+
+    /// Makes a new X25519 key and writes it to `path` as PKCS#8 PEM (mode 0600, no overwrite).
+    public static func generateX25519(path: String) throws -> Curve25519.KeyAgreement.PrivateKey {
+        let key = Curve25519.KeyAgreement.PrivateKey()
+        _ = try writePrivateKey(Array(key.rawRepresentation), prefix: x25519PKCS8Prefix, path: path)
+        return key
+    }
+
+    public static func signingKey(pem text: String) throws -> Curve25519.Signing.PrivateKey {
+        try Curve25519.Signing.PrivateKey(rawRepresentation: try privateKeySeed(pem: text))
+    }
+
+    public static func x25519Key(pem text: String) throws -> Curve25519.KeyAgreement.PrivateKey {
+        let der = try decode(pem: text, label: "PRIVATE KEY")
+        guard der.count == 48, Array(der.prefix(16)) == x25519PKCS8Prefix else {
+            throw AuditError(.invalidInput, "not an X25519 PKCS#8 key")
+        }
+        return try Curve25519.KeyAgreement.PrivateKey(rawRepresentation: der.suffix(32))
+    }
+
+    private static func writePrivateKey(_ raw: [UInt8], prefix: [UInt8], path: String) throws -> String {
+        var seed = raw
         defer { seed.withUnsafeMutableBytes { _ = memset($0.baseAddress!, 0, $0.count) } }
-        let privatePEM = pem("PRIVATE KEY", pkcs8Prefix + seed)
+        let privatePEM = pem("PRIVATE KEY", prefix + seed)
         let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else {
             throw AuditError(.invalidInput, "cannot create \(path): \(String(cString: strerror(errno)))")
@@ -65,7 +92,7 @@ public enum Ed25519Keys {
         guard write(descriptor, bytes, bytes.count) == bytes.count, fsync(descriptor) == 0 else {
             throw AuditError(.unavailable, "cannot write \(path): \(String(cString: strerror(errno)))")
         }
-        return (privatePEM, publicKeyPEM(Array(key.publicKey.rawRepresentation)))
+        return privatePEM
     }
 
     public static func publicKeyPEM(_ key: [UInt8]) -> String { pem("PUBLIC KEY", spkiPrefix + key) }
@@ -73,7 +100,7 @@ public enum Ed25519Keys {
     static func privateKeySeed(pem text: String) throws -> [UInt8] {
         let der = try decode(pem: text, label: "PRIVATE KEY")
         guard der.count == 48, Array(der.prefix(16)) == pkcs8Prefix else {
-            throw AuditError(.invalidInput, "the audit signing key is not an Ed25519 PKCS#8 key")
+            throw AuditError(.invalidInput, "not an Ed25519 PKCS#8 private key")
         }
         return Array(der.suffix(32))
     }

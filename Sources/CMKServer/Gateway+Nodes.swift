@@ -2,26 +2,13 @@ import Audit
 import Crypto
 import Foundation
 import KSI
+import NodeProtocol
 import NIOConcurrencyHelpers
 import PKCS11
 import Registry
 
 /// Regional nodes: one-time enrolment, and unseal (L2 sealed to the node's HPKE key, under a lease).
 extension Gateway {
-    /// The HPKE suite unsealed keys travel in (RFC 9180: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305).
-    static let hpkeSuite = HPKE.Ciphersuite.Curve25519_SHA256_ChachaPoly
-    static let hpkeSuiteName = "DHKEM(X25519,HKDF-SHA256)/HKDF-SHA256/ChaCha20Poly1305"
-
-    /// Binds a sealed L2 to its tenant, L2 and node: opened under another name, it fails.
-    static func unsealInfo(tenant: String, l2Ref: String, node: String) -> Data {
-        Data("openkcm/unseal/v1|\(tenant)|\(l2Ref)|\(node)".utf8)
-    }
-
-    /// What a node must sign, with its new key, to enrol: proof that it holds that key.
-    static func enrolmentProofMessage(token: String, signingKey: Data, hpkeKey: Data) -> Data {
-        Data("openkcm-node-enrol/v1\n\(token)\n\(signingKey.base64EncodedString())\n\(hpkeKey.base64EncodedString())".utf8)
-    }
-
     /// Issues a one-time enrolment token for a node of `region`, valid for `ttl`. Only its
     /// hash is stored; the token is returned once.
     public func issueEnrolment(region: String, ttl: Duration, by context: AuditContext) async throws -> (token: String, enrolment: NodeEnrolment) {
@@ -44,7 +31,7 @@ extension Gateway {
         let refused = APIError(.unauthorized, code: "enrolment_refused", "the enrolment token is unknown, used or expired, or the proof does not verify")
         guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: signingKey), hpkeKey.count == 32,
               (try? Curve25519.KeyAgreement.PublicKey(rawRepresentation: hpkeKey)) != nil,
-              key.isValidSignature(proof, for: Self.enrolmentProofMessage(token: token, signingKey: signingKey, hpkeKey: hpkeKey)) else {
+              key.isValidSignature(proof, for: NodeProtocol.enrolmentProofMessage(token: token, signingKey: signingKey, hpkeKey: hpkeKey)) else {
             throw refused
         }
         let node: Node
@@ -64,6 +51,7 @@ extension Gateway {
     public struct Unsealed: Sendable {
         public var tenant: String
         public var l2Ref: String
+        public var link: String
         public var encapsulatedKey: Data
         public var ciphertext: Data
         public var leaseExpiresAt: Date
@@ -99,13 +87,13 @@ extension Gateway {
             let material = try await platform.unwrap(WrappedKey(mechanism: mechanism, blob: Array(binding)),
                                                      with: try KeyReference(parsing: ivk.keyReference))
             let recipient = try Curve25519.KeyAgreement.PublicKey(rawRepresentation: node.hpkeKey)
-            var sender = try HPKE.Sender(recipientKey: recipient, ciphersuite: Self.hpkeSuite,
-                                         info: Self.unsealInfo(tenant: tenantID, l2Ref: l2.id, node: node.id))
+            var sender = try HPKE.Sender(recipientKey: recipient, ciphersuite: NodeProtocol.hpkeSuite,
+                                         info: NodeProtocol.unsealInfo(tenant: tenantID, l2Ref: l2.id, node: node.id))
             let ciphertext = try material.withUnsafeBytes { try sender.seal($0) }
             let expiresAt = Date().addingTimeInterval(Double(leaseDuration.components.seconds))
             leases.withLockedValue { $0[LeaseKey(node: node.id, tenant: tenantID)] = expiresAt }
             try await record(.success, nil)
-            return Unsealed(tenant: tenantID, l2Ref: l2.id, encapsulatedKey: sender.encapsulatedKey, ciphertext: ciphertext,
+            return Unsealed(tenant: tenantID, l2Ref: l2.id, link: link.id, encapsulatedKey: sender.encapsulatedKey, ciphertext: ciphertext,
                             leaseExpiresAt: expiresAt)
         } catch let error as AuditError {
             throw error
@@ -131,8 +119,6 @@ struct LeaseKey: Hashable, Sendable {
 // MARK: - Purge acknowledgements and revocation progress
 
 extension Gateway {
-    static let ackType = "openkcm-purge-ack/v1"
-
     /// Verifies and stores a node's signed acknowledgement of a revocation event. The
     /// statement is canonical JSON (`event`, `keysDropped`, `link`, `node`, `time`, `type`),
     /// signed with the node's enrolled key; it must name the calling node and the event's link.
@@ -143,17 +129,15 @@ extension Gateway {
               signature.count == 64, key.isValidSignature(signature, for: Data(statement.utf8)) else {
             throw APIError(.unauthorized, code: "invalid_ack", "the acknowledgement's signature does not verify with this node's key")
         }
-        guard let value = try? CanonicalJSON.parse(Array(statement.utf8)), value["type"]?.stringValue == Self.ackType,
-              let eventID = value["event"]?.stringValue, let linkID = value["link"]?.stringValue,
-              let nodeID = value["node"]?.stringValue, let dropped = value["keysDropped"]?.integerValue, dropped >= 0,
-              let time = value["time"]?.stringValue, RFC3339.parseMilliseconds(time) != nil else {
-            throw bad("the statement is not a canonical \(Self.ackType) object")
+        guard let parsed = NodeProtocol.parseAck(statement) else {
+            throw bad("the statement is not a canonical \(NodeProtocol.ackType) object")
         }
+        let (eventID, linkID, nodeID, dropped) = (parsed.event, parsed.link, parsed.node, parsed.keysDropped)
         guard nodeID == node.id else { throw bad("the statement names another node") }
         guard let event = try await registry.event(id: eventID), event.type == OutboxEvent.l1Revoked, event.linkID == linkID else {
             throw bad("no revocation event \(eventID) for link \(linkID)")
         }
-        let ack = NodeAck(eventID: eventID, nodeID: node.id, linkID: linkID, keysDropped: Int(dropped), statement: statement,
+        let ack = NodeAck(eventID: eventID, nodeID: node.id, linkID: linkID, keysDropped: dropped, statement: statement,
                           signature: signature, receivedAt: Date())
         do {
             try await registry.recordAck(ack)

@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import Hummingbird
 import NIOConcurrencyHelpers
+import NodeProtocol
 import Registry
 
 /// Authenticates regional nodes by their identity: every request carries the node id, a
@@ -18,17 +19,13 @@ struct NodeAuthenticationMiddleware: RouterMiddleware {
     typealias Context = CMKRequestContext
     let gateway: Gateway
     let nonces: NonceCache
-    static let window: Int64 = 60_000
+    static let window = NodeProtocol.requestWindowMillis
     static let maxBody = 64 * 1024
-
-    static func message(method: String, path: String, timestamp: String, nonce: String, bodyHash: String) -> Data {
-        Data("openkcm-node-request/v1\n\(method)\n\(path)\n\(timestamp)\n\(nonce)\n\(bodyHash)".utf8)
-    }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let refused = APIError(.unauthorized, code: "unauthenticated", "a valid node signature is required")
-        guard let nodeID = request.headers[.init("X-OpenKCM-Node")!], let timestamp = request.headers[.init("X-OpenKCM-Timestamp")!],
-              let nonce = request.headers[.init("X-OpenKCM-Nonce")!], let signatureText = request.headers[.init("X-OpenKCM-Signature")!],
+        guard let nodeID = request.headers[.init(NodeProtocol.Header.node)!], let timestamp = request.headers[.init(NodeProtocol.Header.timestamp)!],
+              let nonce = request.headers[.init(NodeProtocol.Header.nonce)!], let signatureText = request.headers[.init(NodeProtocol.Header.signature)!],
               let signature = Data(base64Encoded: signatureText), let millis = Int64(timestamp),
               (16...128).contains(nonce.utf8.count), nodeID.utf8.count <= 64 else {
             throw refused
@@ -42,7 +39,7 @@ struct NodeAuthenticationMiddleware: RouterMiddleware {
         var request = request
         let body = try await request.collectBody(upTo: Self.maxBody)
         let bodyHash = Hex.encode(SHA256.hash(data: Data(buffer: body)))
-        let message = Self.message(method: request.method.rawValue, path: request.uri.description, timestamp: timestamp,
+        let message = NodeProtocol.requestMessage(method: request.method.rawValue, path: request.uri.description, timestamp: timestamp,
                                    nonce: nonce, bodyHash: bodyHash)
         guard key.isValidSignature(signature, for: message) else { throw refused }
         // Only after the signature verifies, so that nobody can burn another node's nonces.

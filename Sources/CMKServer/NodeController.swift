@@ -2,6 +2,7 @@ import Audit
 import Foundation
 import Hummingbird
 import NIOCore
+import NodeProtocol
 import Registry
 import ServiceLifecycle
 
@@ -35,6 +36,9 @@ struct NodeController {
         var lastHeartbeatAt: Date?
         /// Keys the node said it holds at its last heartbeat (a count, never which).
         var keysHeld: Int?
+        /// At enrolment only: the newest event sequence number, where the node's stream starts
+        /// (events before its enrolment are not its concern).
+        var eventSequence: Int64?
     }
 
     struct HeartbeatRequest: Codable, Sendable {
@@ -59,10 +63,15 @@ struct NodeController {
     struct UnsealResponse: Codable, Sendable {
         var tenant: String
         var l2Ref: String
+        /// The L1 link the key belongs to: a revocation event names it.
+        var link: String
         var suite: String
         var encapsulatedKey: String
         var ciphertext: String
         var leaseExpiresAt: Date
+        /// The lease length: a node counts it from before it sent the request, so that clock
+        /// differences never lengthen a lease.
+        var leaseSeconds: Int
     }
 
     struct AckRequest: Codable, Sendable {
@@ -268,10 +277,12 @@ struct NodeController {
               let proof = Data(base64Encoded: input.proof), input.token.utf8.count <= 256 else {
             throw APIError.badRequest("signingKey, hpkeKey and proof are base64; the token is at most 256 characters")
         }
+        let head = try await gateway.registry.latestEventSequence()
         let node = try await gateway.enrol(token: input.token, signingKey: signingKey, hpkeKey: hpkeKey, proof: proof,
                                            clientAddress: context.clientAddress)
         return try ManagementController.json(NodeResponse(id: node.id, region: node.region, enrolledAt: node.enrolledAt,
-                                                          lastSeenAt: nil, leaseExpiresAt: nil), status: .created, context: context).response
+                                                          lastSeenAt: nil, leaseExpiresAt: nil, eventSequence: head),
+                                             status: .created, context: context).response
     }
 
     @Sendable func unseal(_ request: Request, context: CMKRequestContext) async throws -> Response {
@@ -279,8 +290,8 @@ struct NodeController {
         let input = try await Self.decode(UnsealRequest.self, request, context)
         let sealed = try await gateway.unseal(tenantID: input.tenant, for: node, by: context.audit)
         return try ManagementController.json(UnsealResponse(
-            tenant: sealed.tenant, l2Ref: sealed.l2Ref, suite: Gateway.hpkeSuiteName,
+            tenant: sealed.tenant, l2Ref: sealed.l2Ref, link: sealed.link, suite: NodeProtocol.hpkeSuiteName,
             encapsulatedKey: sealed.encapsulatedKey.base64EncodedString(), ciphertext: sealed.ciphertext.base64EncodedString(),
-            leaseExpiresAt: sealed.leaseExpiresAt), context: context).response
+            leaseExpiresAt: sealed.leaseExpiresAt, leaseSeconds: Int(gateway.leaseDuration.components.seconds)), context: context).response
     }
 }

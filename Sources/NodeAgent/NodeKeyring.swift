@@ -2,6 +2,7 @@ import Audit
 import Crypto
 import Foundation
 import NIOConcurrencyHelpers
+import NodeProtocol
 import PKCS11
 
 /// What a regional node holds: each tenant's L2, in wiped memory, under a lease; application
@@ -15,12 +16,15 @@ public final class NodeKeyring: Sendable {
         case keyUnavailable(tenant: String)
         /// Not a ciphertext of this format, altered, or made under another key.
         case invalidCiphertext
+        /// The gateway knows no such tenant, or it has no L1 link.
+        case unknownTenant(tenant: String)
 
         public var code: String {
             switch self {
             case .keyRevoked: "key_revoked"
             case .keyUnavailable: "key_unavailable"
             case .invalidCiphertext: "invalid_ciphertext"
+            case .unknownTenant: "unknown_tenant"
             }
         }
 
@@ -29,21 +33,35 @@ public final class NodeKeyring: Sendable {
             case .keyRevoked(let tenant): "the L1 link of tenant \(tenant) was revoked: its keys were dropped"
             case .keyUnavailable(let tenant): "no key is held for tenant \(tenant) (not unsealed, or the lease ended)"
             case .invalidCiphertext: "the ciphertext is malformed, altered, or not made under this tenant's key"
+            case .unknownTenant(let tenant): "the gateway has no tenant \(tenant) with an L1 link"
             }
         }
     }
 
     struct Held {
         var l2Ref: String
-        var link: String?
+        var link: String
         var key: SecretBytes
         var leaseExpiresAt: Date
+        var leaseSeconds: Int
     }
 
     struct State {
         var held: [String: Held] = [:]
-        /// Tenants whose link was revoked: refused with `key_revoked`, never re-installed.
-        var revoked: Set<String> = []
+        /// Per tenant, the links revoked: their keys are refused with `key_revoked` and never
+        /// installed again. A tenant restored by a new handshake has a new link, which is not.
+        var revoked: [String: Set<String>] = [:]
+        /// Keys dropped because the gateway refused a renewal as revoked, before the event
+        /// arrived, by link: the purge acknowledgement counts them.
+        var droppedEarly: [String: Int] = [:]
+        /// The link of the tenant's latest key, kept after its lease ends.
+        var current: [String: String] = [:]
+
+        /// Whether the tenant's latest known link is revoked.
+        func isRevoked(_ tenant: String) -> Bool {
+            guard let links = revoked[tenant] else { return false }
+            return current[tenant].map(links.contains) ?? true
+        }
     }
 
     public let nodeID: String
@@ -57,13 +75,55 @@ public final class NodeKeyring: Sendable {
         self.now = now
     }
 
-    /// Installs an unsealed L2 (replacing the tenant's previous one) until `leaseExpiresAt`.
-    public func install(tenant: String, l2Ref: String, link: String? = nil, key: SecretBytes, leaseExpiresAt: Date) throws {
+    /// Installs an unsealed L2 of `link` (replacing the tenant's previous one) until `leaseExpiresAt`.
+    public func install(tenant: String, l2Ref: String, link: String, key: SecretBytes, leaseExpiresAt: Date, leaseSeconds: Int = 30) throws {
         try state.withLockedValue { state in
-            guard !state.revoked.contains(tenant) else { throw Failure.keyRevoked(tenant: tenant) }
-            state.held[tenant] = Held(l2Ref: l2Ref, link: link, key: key, leaseExpiresAt: leaseExpiresAt)
+            guard state.revoked[tenant]?.contains(link) != true else { throw Failure.keyRevoked(tenant: tenant) }
+            state.held[tenant] = Held(l2Ref: l2Ref, link: link, key: key, leaseExpiresAt: leaseExpiresAt, leaseSeconds: leaseSeconds)
+            state.current[tenant] = link
         }
     }
+
+    /// The gateway answered that the tenant's link is revoked (its event may not have arrived
+    /// yet): the key held, if any, goes now.
+    public func markRevoked(tenant: String) {
+        state.withLockedValue { state in
+            guard let held = state.held.removeValue(forKey: tenant) else {
+                state.revoked[tenant, default: []].insert(state.current[tenant] ?? "")
+                return
+            }
+            state.revoked[tenant, default: []].insert(held.link)
+            state.droppedEarly[held.link, default: 0] += 1
+        }
+    }
+
+    /// Drops every key (at shutdown); returns how many.
+    @discardableResult
+    public func dropAll() -> Int {
+        state.withLockedValue { state in
+            defer { state.held = [:] }
+            return state.held.count
+        }
+    }
+
+    /// Whether the tenant's latest known link was revoked and no newer key is held: requests
+    /// are refused with `key_revoked` without asking the gateway.
+    public func isRevoked(tenant: String) -> Bool {
+        state.withLockedValue { $0.isRevoked(tenant) }
+    }
+
+    /// Tenants whose lease ends within a third of its length (and at least `minimumMargin`
+    /// seconds): to renew.
+    public func leasesToRenew(minimumMargin: TimeInterval) -> [String] {
+        let now = now()
+        return state.withLockedValue { state in
+            state.held.filter { $0.value.leaseExpiresAt.timeIntervalSince(now) < max(Double($0.value.leaseSeconds) / 3, minimumMargin) }
+                .map(\.key).sorted()
+        }
+    }
+
+    /// Lease ends of the keys held (for the status page): tenant → end.
+    public var leases: [String: Date] { state.withLockedValue { $0.held.mapValues(\.leaseExpiresAt) } }
 
     /// Drops every key whose lease has ended; returns the tenants dropped (to log, and to tell
     /// the gateway on reconnect).
@@ -109,8 +169,9 @@ public final class NodeKeyring: Sendable {
 
     private func key(for tenant: String) throws -> (String, SecretBytes) {
         try state.withLockedValue { state in
-            if state.revoked.contains(tenant) { throw Failure.keyRevoked(tenant: tenant) }
-            guard let held = state.held[tenant], held.leaseExpiresAt > now() else { throw Failure.keyUnavailable(tenant: tenant) }
+            guard let held = state.held[tenant], held.leaseExpiresAt > now() else {
+                throw state.isRevoked(tenant) ? Failure.keyRevoked(tenant: tenant) : Failure.keyUnavailable(tenant: tenant)
+            }
             return (held.l2Ref, held.key)
         }
     }
@@ -126,18 +187,19 @@ public final class NodeKeyring: Sendable {
 
     // MARK: Purge
 
-    /// Drops the tenant's keys for a revocation event (the buffers are wiped as they are
-    /// released), refuses them from now on, and returns the signed acknowledgement statement
-    /// (canonical JSON) and its signature, as `POST /node/v1/acks` takes them.
+    /// Drops the keys of a revoked link (the buffers are wiped as they are released), refuses
+    /// them from now on, and returns the signed acknowledgement statement (canonical JSON) and
+    /// its signature, as `POST /node/v1/acks` takes them. A key of a newer link of the same
+    /// tenant (restored by a new handshake) is not the revoked one and stays.
     public func purge(tenant: String, link: String, event: String) throws -> (statement: String, signature: Data) {
         let dropped = state.withLockedValue { state -> Int in
-            state.revoked.insert(tenant)
-            return state.held.removeValue(forKey: tenant) == nil ? 0 : 1
+            state.revoked[tenant, default: []].insert(link)
+            let early = state.droppedEarly.removeValue(forKey: link) ?? 0
+            guard state.held[tenant]?.link == link else { return early }
+            state.held[tenant] = nil
+            return early + 1
         }
-        let statement = try JSONValue.object([
-            "type": .string("openkcm-purge-ack/v1"), "event": .string(event), "link": .string(link), "node": .string(nodeID),
-            "keysDropped": .integer(Int64(dropped)), "time": .string(RFC3339.format(now())),
-        ]).canonicalBytes()
+        let statement = try NodeProtocol.ackStatement(event: event, link: link, node: nodeID, keysDropped: dropped, time: now())
         return (String(decoding: statement, as: UTF8.self), try signingKey.signature(for: statement))
     }
 }

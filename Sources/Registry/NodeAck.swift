@@ -41,6 +41,11 @@ extension Registry {
         }
     }
 
+    /// The newest event's sequence number, 0 when there is none.
+    public func latestEventSequence() async throws -> Int64 {
+        try await read { db in try Int64.fetchOne(db, sql: "SELECT max(sequence) FROM outbox_event") ?? 0 }
+    }
+
     public func event(id: String) async throws -> OutboxEvent? {
         try await read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM outbox_event WHERE id = ?", arguments: [id]).map(OutboxEvent.init(row:))

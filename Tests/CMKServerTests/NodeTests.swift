@@ -5,6 +5,7 @@ import Foundation
 import Hummingbird
 import HummingbirdTesting
 import KSI
+import NodeProtocol
 import Registry
 import Testing
 import TestSupport
@@ -19,7 +20,7 @@ struct SimulatedNode {
     /// `sentHPKEKey` replaces the HPKE key after the proof is made (a forgery).
     func enrolBody(token: String, sentHPKEKey: Data? = nil) throws -> String {
         let signingKey = signing.publicKey.rawRepresentation, provenKey = hpke.publicKey.rawRepresentation
-        let proof = try signing.signature(for: Gateway.enrolmentProofMessage(token: token, signingKey: signingKey, hpkeKey: provenKey))
+        let proof = try signing.signature(for: NodeProtocol.enrolmentProofMessage(token: token, signingKey: signingKey, hpkeKey: provenKey))
         let hpkeKey = sentHPKEKey ?? provenKey
         return String(decoding: try JSONSerialization.data(withJSONObject: [
             "token": token, "signingKey": signingKey.base64EncodedString(), "hpkeKey": hpkeKey.base64EncodedString(),
@@ -31,7 +32,7 @@ struct SimulatedNode {
     func headers(_ method: String, _ path: String, body: String, nonce: String = UUID().uuidString,
                  timestamp: Int64 = Int64(Date().timeIntervalSince1970 * 1000), signer: Curve25519.Signing.PrivateKey? = nil) throws -> HTTPFields {
         let bodyHash = Hex.encode(SHA256.hash(data: Data(body.utf8)))
-        let message = NodeAuthenticationMiddleware.message(method: method, path: path, timestamp: String(timestamp), nonce: nonce, bodyHash: bodyHash)
+        let message = NodeProtocol.requestMessage(method: method, path: path, timestamp: String(timestamp), nonce: nonce, bodyHash: bodyHash)
         let signature = try (signer ?? signing).signature(for: message)
         return [.init("X-OpenKCM-Node")!: id, .init("X-OpenKCM-Timestamp")!: String(timestamp), .init("X-OpenKCM-Nonce")!: nonce,
                 .init("X-OpenKCM-Signature")!: signature.base64EncodedString(), .contentType: "application/json"]
@@ -45,7 +46,7 @@ struct SimulatedNode {
             throw SoftHSMFixture.FixtureError(message: "not an unseal response: \(response)")
         }
         var recipient = try HPKE.Recipient(privateKey: hpke, ciphersuite: .Curve25519_SHA256_ChachaPoly,
-                                           info: Gateway.unsealInfo(tenant: tenant, l2Ref: l2Ref, node: id), encapsulatedKey: encapsulated)
+                                           info: NodeProtocol.unsealInfo(tenant: tenant, l2Ref: l2Ref, node: id), encapsulatedKey: encapsulated)
         return try recipient.open(ciphertext)
     }
 }

@@ -22,8 +22,8 @@ import Testing
     @Test func dataEncryptedUnderATenantsKeyDecryptsOnlyThere() throws {
         let clock = Clock()
         let ring = keyring(clock)
-        try ring.install(tenant: "acme", l2Ref: "l2-a", key: Self.l2, leaseExpiresAt: clock.now.addingTimeInterval(30))
-        try ring.install(tenant: "globex", l2Ref: "l2-g", key: SecretBytes(copying: [UInt8](repeating: 7, count: 32)),
+        try ring.install(tenant: "acme", l2Ref: "l2-a", link: "link-1", key: Self.l2, leaseExpiresAt: clock.now.addingTimeInterval(30))
+        try ring.install(tenant: "globex", l2Ref: "l2-g", link: "link-g", key: SecretBytes(copying: [UInt8](repeating: 7, count: 32)),
                          leaseExpiresAt: clock.now.addingTimeInterval(30))
         let message = Array("card 4111-1111".utf8)
         let sealed = try ring.encrypt(tenant: "acme", message)
@@ -39,7 +39,7 @@ import Testing
     @Test func theLeaseEndsAndTheNodeFailsClosed() throws {
         let clock = Clock()
         let ring = keyring(clock)
-        try ring.install(tenant: "acme", l2Ref: "l2-a", key: Self.l2, leaseExpiresAt: clock.now.addingTimeInterval(30))
+        try ring.install(tenant: "acme", l2Ref: "l2-a", link: "link-1", key: Self.l2, leaseExpiresAt: clock.now.addingTimeInterval(30))
         let sealed = try ring.encrypt(tenant: "acme", [1, 2, 3])
         clock.advance(31)
         // Refused even before the sweep runs, and dropped by it.
@@ -47,7 +47,7 @@ import Testing
         #expect(ring.expireLeases() == ["acme"])
         #expect(ring.keysHeld == 0)
         // A renewed lease (a new unseal) restores service.
-        try ring.install(tenant: "acme", l2Ref: "l2-a", key: Self.l2, leaseExpiresAt: clock.now.addingTimeInterval(30))
+        try ring.install(tenant: "acme", l2Ref: "l2-a", link: "link-1", key: Self.l2, leaseExpiresAt: clock.now.addingTimeInterval(30))
         #expect(try ring.decrypt(tenant: "acme", sealed) == [1, 2, 3])
     }
 
@@ -64,10 +64,18 @@ import Testing
         #expect(value["event"]?.stringValue == "event-1" && value["link"]?.stringValue == "link-1" && value["keysDropped"]?.integerValue == 1)
         #expect(throws: NodeKeyring.Failure.keyRevoked(tenant: "acme")) { try ring.decrypt(tenant: "acme", sealed) }
         #expect(throws: NodeKeyring.Failure.keyRevoked(tenant: "acme")) { try ring.encrypt(tenant: "acme", [1]) }
-        // Never installed again for a revoked tenant.
+        #expect(ring.isRevoked(tenant: "acme"))
+        // Never installed again for the revoked link; a new link (a new handshake) is a new key.
         #expect(throws: NodeKeyring.Failure.keyRevoked(tenant: "acme")) {
-            try ring.install(tenant: "acme", l2Ref: "l2-a", key: Self.l2, leaseExpiresAt: clock.now.addingTimeInterval(30))
+            try ring.install(tenant: "acme", l2Ref: "l2-a", link: "link-1", key: Self.l2, leaseExpiresAt: clock.now.addingTimeInterval(30))
         }
+        try ring.install(tenant: "acme", l2Ref: "l2-b", link: "link-2", key: Self.l2, leaseExpiresAt: clock.now.addingTimeInterval(30))
+        #expect(!ring.isRevoked(tenant: "acme"))
+        #expect(throws: NodeKeyring.Failure.invalidCiphertext) { try ring.decrypt(tenant: "acme", sealed) }
+        // A replayed revocation of the old link leaves the new key alone.
+        let replayed = try ring.purge(tenant: "acme", link: "link-1", event: "event-1")
+        #expect(try CanonicalJSON.parse(Array(replayed.statement.utf8))["keysDropped"]?.integerValue == 0)
+        #expect(try ring.decrypt(tenant: "acme", try ring.encrypt(tenant: "acme", [4])) == [4])
         #expect(NodeKeyring.Failure.keyRevoked(tenant: "acme").code == "key_revoked")
     }
 }

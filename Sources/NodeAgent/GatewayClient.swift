@@ -1,0 +1,272 @@
+import AsyncHTTPClient
+import Crypto
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NodeProtocol
+import PKCS11
+
+/// The node's side of the gateway's `/node/v1` API: every call signed with the node's identity
+/// (see `NodeProtocol.requestMessage`), bounded by a timeout, and answered with typed values
+/// or a `Failure` that keeps the gateway's error code.
+public final class GatewayClient: Sendable {
+    public struct Failure: Error, Sendable, CustomStringConvertible, Equatable {
+        /// The gateway's HTTP status; nil when it could not be reached.
+        public var status: Int?
+        /// The gateway's error code (`key_revoked`, `not_found`, …) or `unreachable`.
+        public var code: String
+        public var message: String
+
+        public var description: String { status.map { "\(code) (HTTP \($0)): \(message)" } ?? "\(code): \(message)" }
+        public static func unreachable(_ message: String) -> Failure { Failure(status: nil, code: "unreachable", message: message) }
+    }
+
+    public struct Unsealed: Sendable {
+        public var l2Ref: String
+        public var link: String
+        public var key: SecretBytes
+        public var leaseSeconds: Int
+    }
+
+    /// One event from the stream or the catch-up listing.
+    public struct Event: Codable, Sendable, Equatable {
+        public var sequence: Int64
+        public var id: String
+        public var type: String
+        public var tenant: String
+        public var link: String?
+    }
+
+    public let base: String
+    public let nodeID: String
+    private let signingKey: Curve25519.Signing.PrivateKey
+    private let hpkeKey: Curve25519.KeyAgreement.PrivateKey
+    private let http: HTTPClient
+    public let timeout: TimeAmount
+
+    public init(base: String, nodeID: String, signingKey: Curve25519.Signing.PrivateKey, hpkeKey: Curve25519.KeyAgreement.PrivateKey,
+                http: HTTPClient, timeout: TimeAmount = .seconds(10)) {
+        self.base = base.hasSuffix("/") ? String(base.dropLast()) : base
+        self.nodeID = nodeID
+        self.signingKey = signingKey
+        self.hpkeKey = hpkeKey
+        self.http = http
+        self.timeout = timeout
+    }
+
+    // MARK: Enrolment (unsigned: the one-time token and a proof of possession stand in)
+
+    public struct Enrolment: Codable, Sendable {
+        public var id: String
+        public var region: String
+        public var enrolledAt: Date
+        public var eventSequence: Int64?
+    }
+
+    public static func enrol(base: String, token: String, signingKey: Curve25519.Signing.PrivateKey,
+                             hpkeKey: Curve25519.KeyAgreement.PublicKey, http: HTTPClient) async throws -> Enrolment {
+        let signing = signingKey.publicKey.rawRepresentation, hpke = hpkeKey.rawRepresentation
+        let proof = try signingKey.signature(for: NodeProtocol.enrolmentProofMessage(token: token, signingKey: signing, hpkeKey: hpke))
+        let body = try JSONEncoder().encode([
+            "token": token, "signingKey": signing.base64EncodedString(), "hpkeKey": hpke.base64EncodedString(),
+            "proof": proof.base64EncodedString(),
+        ])
+        let base = base.hasSuffix("/") ? String(base.dropLast()) : base
+        let (status, data) = try await send(http: http, url: base + "/node/v1/enrol", method: .POST, body: body, headers: [], timeout: .seconds(10))
+        guard status == 201 else { throw failure(status: status, data) }
+        return try decode(Enrolment.self, data)
+    }
+
+    // MARK: Signed calls
+
+    /// Asks for the tenant's L2, sealed to this node, and opens it.
+    public func unseal(tenant: String) async throws -> Unsealed {
+        struct Response: Decodable {
+            var l2Ref: String
+            var link: String
+            var encapsulatedKey: String
+            var ciphertext: String
+            var leaseSeconds: Int
+        }
+        let (status, data) = try await call(.POST, "/node/v1/unseal", body: try JSONEncoder().encode(["tenant": tenant]))
+        guard status == 200 else { throw Self.failure(status: status, data) }
+        let response = try Self.decode(Response.self, data)
+        guard let encapsulated = Data(base64Encoded: response.encapsulatedKey), let ciphertext = Data(base64Encoded: response.ciphertext) else {
+            throw Failure(status: status, code: "invalid_response", message: "the unseal response is not base64")
+        }
+        do {
+            var recipient = try HPKE.Recipient(privateKey: hpkeKey, ciphersuite: NodeProtocol.hpkeSuite,
+                                               info: NodeProtocol.unsealInfo(tenant: tenant, l2Ref: response.l2Ref, node: nodeID),
+                                               encapsulatedKey: encapsulated)
+            var opened = try recipient.open(ciphertext)
+            defer { opened.resetBytes(in: 0..<opened.count) }
+            let key = opened.withUnsafeBytes { SecretBytes(copying: $0) }
+            return Unsealed(l2Ref: response.l2Ref, link: response.link, key: key, leaseSeconds: response.leaseSeconds)
+        } catch {
+            throw Failure(status: status, code: "invalid_response", message: "the sealed key does not open for this node")
+        }
+    }
+
+    public func heartbeat(keysHeld: Int, leaseDrops: [String]) async throws {
+        struct Body: Encodable { var keysHeld: Int; var leaseDrops: [String] }
+        let (status, data) = try await call(.POST, "/node/v1/heartbeat", body: try JSONEncoder().encode(Body(keysHeld: keysHeld, leaseDrops: leaseDrops)))
+        guard status == 204 else { throw Self.failure(status: status, data) }
+    }
+
+    /// Sends a signed purge acknowledgement. True when the gateway stored it now or had it
+    /// already (a retry after a lost answer).
+    public func acknowledge(statement: String, signature: Data) async throws {
+        let body = try JSONEncoder().encode(["statement": statement, "signature": signature.base64EncodedString()])
+        let (status, data) = try await call(.POST, "/node/v1/acks", body: body)
+        guard status == 201 else {
+            let failure = Self.failure(status: status, data)
+            if failure.code == "already_acknowledged" { return }
+            throw failure
+        }
+    }
+
+    /// The server-sent event stream from after `after`: calls `onOpen` once connected, then
+    /// `handle` for each event in order. Returns or throws when the connection ends, or when
+    /// nothing (not even a heartbeat) arrived for `idleTimeout`.
+    public func stream(after: Int64, idleTimeout: Duration, onOpen: @escaping @Sendable () async -> Void,
+                       handle: @escaping @Sendable (Event) async throws -> Void) async throws {
+        let path = "/node/v1/stream?after=\(after)"
+        var request = HTTPClientRequest(url: base + path)
+        request.method = .GET
+        for (name, value) in try NodeProtocol.signedHeaders(node: nodeID, key: signingKey, method: "GET", path: path, body: Data()) {
+            request.headers.add(name: name, value: value)
+        }
+        request.headers.add(name: "Accept", value: "text/event-stream")
+        let http = self.http, streamRequest = request
+        let lastActivity = NIOLockedValueBox(ContinuousClock.now)
+        // Liveness comes from the gateway's heartbeats: a watchdog ends a silent connection.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                let response: HTTPClientResponse
+                do {
+                    response = try await http.execute(streamRequest, deadline: .distantFuture)
+                } catch {
+                    throw Failure.unreachable("cannot open the event stream: \(error)")
+                }
+                guard response.status == .ok else {
+                    let data = Data(buffer: try await response.body.collect(upTo: 64 * 1024))
+                    throw Self.failure(status: Int(response.status.code), data)
+                }
+                await onOpen()
+                var parser = ServerSentEvents()
+                for try await chunk in response.body {
+                    lastActivity.withLockedValue { $0 = .now }
+                    for message in parser.feed(chunk) {
+                        guard let data = message.data else { continue }
+                        try await handle(try Self.decode(Event.self, Data(data.utf8)))
+                    }
+                }
+                throw Failure.unreachable("the gateway closed the event stream")
+            }
+            group.addTask {
+                while true {
+                    try await Task.sleep(for: .milliseconds(250))
+                    if ContinuousClock.now - lastActivity.withLockedValue({ $0 }) > idleTimeout {
+                        throw Failure.unreachable("no event or heartbeat for \(idleTimeout)")
+                    }
+                }
+            }
+            defer { group.cancelAll() }
+            try await group.next()
+        }
+    }
+
+    // MARK: Transport
+
+    private func call(_ method: HTTPMethod, _ path: String, body: Data) async throws -> (Int, Data) {
+        let headers = try NodeProtocol.signedHeaders(node: nodeID, key: signingKey, method: method.rawValue, path: path, body: body)
+        return try await Self.send(http: http, url: base + path, method: method, body: body, headers: headers, timeout: timeout)
+    }
+
+    private static func send(http: HTTPClient, url: String, method: HTTPMethod, body: Data, headers: [(String, String)],
+                             timeout: TimeAmount) async throws -> (Int, Data) {
+        var request = HTTPClientRequest(url: url)
+        request.method = method
+        request.headers.add(name: "Content-Type", value: "application/json")
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        if !body.isEmpty { request.body = .bytes(ByteBuffer(data: body)) }
+        do {
+            let response = try await http.execute(request, timeout: timeout)
+            let data = try await response.body.collect(upTo: 1024 * 1024)
+            return (Int(response.status.code), Data(buffer: data))
+        } catch let error as HTTPClientError {
+            throw Failure.unreachable("\(error)")
+        } catch let error as Failure {
+            throw error
+        } catch {
+            throw Failure.unreachable("\(error)")
+        }
+    }
+
+    static func failure(status: Int, _ data: Data) -> Failure {
+        struct Shape: Decodable {
+            struct Inner: Decodable { var code: String; var message: String }
+            var error: Inner
+        }
+        if let shape = try? JSONDecoder().decode(Shape.self, from: data) {
+            return Failure(status: status, code: shape.error.code, message: shape.error.message)
+        }
+        return Failure(status: status, code: "http_\(status)", message: "the gateway answered HTTP \(status)")
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ data: Data) throws -> T {
+        do {
+            return try JSONDecoder.node.decode(type, from: data)
+        } catch {
+            throw Failure(status: nil, code: "invalid_response", message: "the gateway's answer is not a \(T.self): \(error)")
+        }
+    }
+}
+
+/// An incremental `text/event-stream` parser (WHATWG HTML §9.2): fields `id`, `event` and
+/// `data`, comment lines ignored, a blank line ends a message.
+struct ServerSentEvents {
+    struct Message: Equatable {
+        var id: String?
+        var event: String?
+        var data: String?
+    }
+
+    private var pending: [UInt8] = []
+    private var current = Message()
+
+    mutating func feed(_ buffer: ByteBuffer) -> [Message] {
+        pending.append(contentsOf: buffer.readableBytesView)
+        var messages: [Message] = []
+        var start = 0
+        while let newline = pending[start...].firstIndex(of: UInt8(ascii: "\n")) {
+            var line = pending[start..<newline]
+            if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
+            start = newline + 1
+            if line.isEmpty {
+                if current != Message() { messages.append(current) }
+                current = Message()
+                continue
+            }
+            if line.first == UInt8(ascii: ":") { continue }
+            let text = String(decoding: line, as: UTF8.self)
+            let (field, value): (Substring, Substring)
+            if let colon = text.firstIndex(of: ":") {
+                field = text[..<colon]
+                let rest = text[text.index(after: colon)...]
+                value = rest.first == " " ? rest.dropFirst() : rest
+            } else {
+                (field, value) = (Substring(text), "")
+            }
+            switch field {
+            case "id": current.id = String(value)
+            case "event": current.event = String(value)
+            case "data": current.data = current.data.map { $0 + "\n" + value } ?? String(value)
+            default: break
+            }
+        }
+        pending.removeFirst(start)
+        return messages
+    }
+}

@@ -1,0 +1,112 @@
+import Audit
+import Crypto
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A node's identity and its small persistent state, in its data directory:
+///
+/// - `signing.key`: Ed25519 (PKCS#8 PEM, mode 0600), signs every request and every purge
+///   acknowledgement;
+/// - `hpke.key`: X25519 (PKCS#8 PEM, mode 0600), what unsealed keys are sealed to;
+/// - `node.json`: the enrolled id, region and gateway, and the last event handled.
+///
+/// Made on first start; never holds a tenant key (those live in memory only).
+public struct NodeIdentity: Sendable {
+    public struct State: Codable, Sendable, Equatable {
+        public var id: String?
+        public var region: String?
+        public var gateway: String?
+        public var enrolledAt: Date?
+        /// The sequence number of the last event handled: the stream resumes after it.
+        public var lastEvent: Int64 = 0
+    }
+
+    public let directory: String
+    public let signingKey: Curve25519.Signing.PrivateKey
+    public let hpkeKey: Curve25519.KeyAgreement.PrivateKey
+    public private(set) var state: State
+
+    public struct Failure: Error, CustomStringConvertible, Sendable {
+        public var description: String
+    }
+
+    /// Loads the identity in `directory`, making the directory (0700) and keys on first use.
+    /// Refuses key files that others can read.
+    public static func loadOrCreate(directory: String) throws -> NodeIdentity {
+        var isDirectory: ObjCBool = false
+        if !FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) {
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
+                                                        attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw Failure(description: "cannot create the data directory \(directory): \(error.localizedDescription)")
+            }
+        } else if !isDirectory.boolValue {
+            throw Failure(description: "\(directory) is not a directory")
+        }
+        let signingPath = "\(directory)/signing.key", hpkePath = "\(directory)/hpke.key"
+        if !FileManager.default.fileExists(atPath: signingPath) { _ = try Ed25519Keys.generate(path: signingPath) }
+        if !FileManager.default.fileExists(atPath: hpkePath) { _ = try Ed25519Keys.generateX25519(path: hpkePath) }
+        let signingKey = try Ed25519Keys.signingKey(pem: try readPrivate(signingPath))
+        let hpkeKey = try Ed25519Keys.x25519Key(pem: try readPrivate(hpkePath))
+        var state = State()
+        if let data = FileManager.default.contents(atPath: "\(directory)/node.json") {
+            do {
+                state = try JSONDecoder.node.decode(State.self, from: data)
+            } catch {
+                throw Failure(description: "\(directory)/node.json is not a node state file: \(error)")
+            }
+        }
+        return NodeIdentity(directory: directory, signingKey: signingKey, hpkeKey: hpkeKey, state: state)
+    }
+
+    private static func readPrivate(_ path: String) throws -> String {
+        var status = stat()
+        guard stat(path, &status) == 0 else { throw Failure(description: "cannot read \(path): \(String(cString: strerror(errno)))") }
+        guard status.st_mode & 0o077 == 0 else { throw Failure(description: "\(path) is readable by others; chmod 600 it") }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw Failure(description: "cannot read \(path)") }
+        return text
+    }
+
+    /// Replaces the state, durably: written to a temporary file, synced, renamed over `node.json`.
+    public mutating func update(_ change: (inout State) -> Void) throws {
+        var next = state
+        change(&next)
+        let data = try JSONEncoder.node.encode(next)
+        let path = "\(directory)/node.json", temporary = "\(directory)/.node.json.tmp"
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw Failure(description: "cannot write \(temporary): \(String(cString: strerror(errno)))") }
+        let written = data.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        let synced = fsync(descriptor)
+        close(descriptor)
+        guard written == data.count, synced == 0, rename(temporary, path) == 0 else {
+            throw Failure(description: "cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+        state = next
+    }
+}
+
+extension JSONEncoder {
+    static var node: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        return encoder
+    }
+}
+
+extension JSONDecoder {
+    static var node: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .custom { decoder in
+            let text = try decoder.singleValueContainer().decode(String.self)
+            guard let millis = RFC3339.parseMilliseconds(text) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not an RFC 3339 time: \(text)"))
+            }
+            return Date(timeIntervalSince1970: Double(millis) / 1000)
+        }
+        return decoder
+    }
+}

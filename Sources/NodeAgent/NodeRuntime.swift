@@ -1,0 +1,313 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NodeProtocol
+import ServiceLifecycle
+
+/// A running regional node: its identity, the keys it holds (`NodeKeyring`), and the loops
+/// that keep them honest — the Orbital event stream (purge and signed acknowledgement on a
+/// revocation, reconnecting with backoff and resuming after the last event handled), lease
+/// renewal (keys dropped when a lease ends unrenewed: fail closed), and heartbeats.
+public final class NodeRuntime: Service, Sendable {
+    public struct Configuration: Sendable {
+        public var gateway: String
+        public var region: String
+        public var dataDirectory: String
+        /// Needed on first start only.
+        public var enrolmentToken: String?
+        public var heartbeatInterval: Duration = .seconds(5)
+        /// A stream that shows nothing, not even a heartbeat, for this long is reconnected.
+        public var streamIdleTimeout: Duration = .seconds(45)
+        /// A tenant whose key was revoked is refused locally; the gateway is asked again at
+        /// most this often (it may have been restored by a new handshake, with a new link).
+        public var revokedRecheck: Duration = .seconds(10)
+        public var maximumBackoff: Duration = .seconds(5)
+
+        public init(gateway: String, region: String, dataDirectory: String, enrolmentToken: String? = nil) {
+            self.gateway = gateway
+            self.region = region
+            self.dataDirectory = dataDirectory
+            self.enrolmentToken = enrolmentToken
+        }
+    }
+
+    /// What the node did, for embedding programs (the benchmark) and tests.
+    public enum Activity: Sendable {
+        case connected
+        case disconnected(String)
+        case acknowledged(event: String, tenant: String, keysDropped: Int)
+        case leaseEnded([String])
+    }
+
+    public struct Failure: Error, CustomStringConvertible, Sendable {
+        public var description: String
+    }
+
+    struct State {
+        var identity: NodeIdentity
+        var connected = false
+        /// Dropped at a lease end, not yet reported to the gateway.
+        var leaseDrops: [String] = []
+        /// Signed acknowledgements not yet accepted, by event id: a retry resends the same statement.
+        var unsentAcks: [String: (statement: String, signature: Data, tenant: String, dropped: Int)] = [:]
+        var unsealing: [String: Task<Void, Error>] = [:]
+        var lastRecheck: [String: ContinuousClock.Instant] = [:]
+        var activity: AsyncStream<Activity>.Continuation?
+    }
+
+    public let configuration: Configuration
+    public let keyring: NodeKeyring
+    public let client: GatewayClient
+    public let http: HTTPClient
+    private let ownsHTTP: Bool
+    private let state: NIOLockedValueBox<State>
+    private let logger: Logger
+
+    public var nodeID: String { keyring.nodeID }
+    public var isConnected: Bool { state.withLockedValue { $0.connected } }
+    public var region: String { configuration.region }
+
+    /// Loads the identity in the data directory, enrolling with the gateway on first start.
+    public static func start(_ configuration: Configuration, http: HTTPClient? = nil, logger: Logger) async throws -> NodeRuntime {
+        var identity = try NodeIdentity.loadOrCreate(directory: configuration.dataDirectory)
+        let client = http ?? HTTPClient(eventLoopGroupProvider: .singleton,
+                                        configuration: .init(timeout: .init(connect: .seconds(2), read: nil)))
+        do {
+            if let id = identity.state.id {
+                guard identity.state.region == configuration.region else {
+                    throw Failure(description: "this data directory belongs to node \(id) of region \(identity.state.region ?? "?"), not \(configuration.region)")
+                }
+            } else {
+                guard let token = configuration.enrolmentToken, !token.isEmpty else {
+                    throw Failure(description: "this node is not enrolled yet: pass the enrolment token an administrator issued (--enrolment-token-file or CMK_NODE_ENROLMENT_TOKEN)")
+                }
+                let enrolment: GatewayClient.Enrolment
+                do {
+                    enrolment = try await GatewayClient.enrol(base: configuration.gateway, token: token, signingKey: identity.signingKey,
+                                                              hpkeKey: identity.hpkeKey.publicKey, http: client)
+                } catch let failure as GatewayClient.Failure {
+                    throw Failure(description: "enrolment refused: \(failure)")
+                }
+                guard enrolment.region == configuration.region else {
+                    throw Failure(description: "the enrolment token is for region \(enrolment.region), not \(configuration.region)")
+                }
+                try identity.update {
+                    $0.id = enrolment.id
+                    $0.region = enrolment.region
+                    $0.gateway = configuration.gateway
+                    $0.enrolledAt = enrolment.enrolledAt
+                    $0.lastEvent = enrolment.eventSequence ?? 0
+                }
+                logger.notice("node enrolled", metadata: ["node": "\(enrolment.id)", "region": "\(enrolment.region)"])
+            }
+        } catch {
+            if http == nil { try? await client.shutdown() }
+            throw error
+        }
+        return NodeRuntime(configuration: configuration, identity: identity, http: client, ownsHTTP: http == nil, logger: logger)
+    }
+
+    private init(configuration: Configuration, identity: NodeIdentity, http: HTTPClient, ownsHTTP: Bool, logger: Logger) {
+        self.configuration = configuration
+        let id = identity.state.id!
+        keyring = NodeKeyring(nodeID: id, signingKey: identity.signingKey)
+        client = GatewayClient(base: configuration.gateway, nodeID: id, signingKey: identity.signingKey, hpkeKey: identity.hpkeKey, http: http)
+        self.http = http
+        self.ownsHTTP = ownsHTTP
+        state = NIOLockedValueBox(State(identity: identity))
+        var logger = logger
+        logger[metadataKey: "node"] = "\(id)"
+        self.logger = logger
+    }
+
+    /// A stream of what the node does from now on (one consumer).
+    public func activity() -> AsyncStream<Activity> {
+        let (stream, continuation) = AsyncStream<Activity>.makeStream()
+        state.withLockedValue { $0.activity = continuation }
+        return stream
+    }
+
+    private func report(_ activity: Activity) {
+        _ = state.withLockedValue { $0.activity }?.yield(activity)
+    }
+
+    public var lastEvent: Int64 { state.withLockedValue { $0.identity.state.lastEvent } }
+
+    // MARK: Service
+
+    public func run() async throws {
+        logger.info("node running", metadata: ["gateway": "\(configuration.gateway)", "region": "\(configuration.region)"])
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.streamLoop() }
+            group.addTask { await self.leaseLoop() }
+            group.addTask { await self.heartbeatLoop() }
+            try? await gracefulShutdown()
+            group.cancelAll()
+        }
+        // Keys live in memory only; they go with the process, wiped as they are released.
+        let dropped = keyring.dropAll()
+        state.withLockedValue { $0.activity?.finish() }
+        if ownsHTTP { try? await http.shutdown() }
+        logger.info("node stopped", metadata: ["keysDropped": "\(dropped)"])
+    }
+
+    // MARK: Application keys
+
+    /// Makes sure the tenant's key is held (unsealing it if needed) and runs `body` with the keyring.
+    public func withKey<T>(tenant: String, _ body: (NodeKeyring) throws -> T) async throws -> T {
+        do {
+            return try body(keyring)
+        } catch NodeKeyring.Failure.keyUnavailable {
+            try await unseal(tenant: tenant)
+        } catch NodeKeyring.Failure.keyRevoked {
+            let due = state.withLockedValue { state -> Bool in
+                if let last = state.lastRecheck[tenant], ContinuousClock.now - last < configuration.revokedRecheck { return false }
+                state.lastRecheck[tenant] = .now
+                return true
+            }
+            guard due else { throw NodeKeyring.Failure.keyRevoked(tenant: tenant) }
+            try await unseal(tenant: tenant)
+        }
+        return try body(keyring)
+    }
+
+    /// Unseals the tenant's key (one request per tenant at a time, however many callers wait).
+    func unseal(tenant: String) async throws {
+        let task = state.withLockedValue { state -> Task<Void, Error> in
+            if let running = state.unsealing[tenant] { return running }
+            let task = Task { try await self.fetch(tenant: tenant) }
+            state.unsealing[tenant] = task
+            return task
+        }
+        defer { state.withLockedValue { if $0.unsealing[tenant] == task { $0.unsealing[tenant] = nil } } }
+        try await task.value
+    }
+
+    private func fetch(tenant: String) async throws {
+        let asked = Date()
+        let unsealed: GatewayClient.Unsealed
+        do {
+            unsealed = try await client.unseal(tenant: tenant)
+        } catch let failure as GatewayClient.Failure {
+            switch failure.code {
+            case "key_revoked":
+                keyring.markRevoked(tenant: tenant)
+                throw NodeKeyring.Failure.keyRevoked(tenant: tenant)
+            case "not_found": throw NodeKeyring.Failure.unknownTenant(tenant: tenant)
+            default:
+                logger.warning("unseal failed", metadata: ["tenant": "\(tenant)", "error": "\(failure)"])
+                throw NodeKeyring.Failure.keyUnavailable(tenant: tenant)
+            }
+        }
+        // Counted from before the request went out, so no clock difference lengthens it.
+        try keyring.install(tenant: tenant, l2Ref: unsealed.l2Ref, link: unsealed.link, key: unsealed.key,
+                            leaseExpiresAt: asked.addingTimeInterval(Double(unsealed.leaseSeconds)),
+                            leaseSeconds: unsealed.leaseSeconds)
+    }
+
+    // MARK: Loops
+
+    private func streamLoop() async {
+        var backoff = Duration.milliseconds(100)
+        while !Task.isCancelled {
+            do {
+                try await client.stream(after: lastEvent, idleTimeout: configuration.streamIdleTimeout, onOpen: { [self] in
+                    state.withLockedValue { $0.connected = true }
+                    logger.info("event stream open", metadata: ["after": "\(lastEvent)"])
+                    report(.connected)
+                    await sendHeartbeat()
+                }, handle: { [self] event in
+                    try await handle(event)
+                })
+            } catch is CancellationError {
+                break
+            } catch {
+                if Task.isCancelled { break }
+                let wasConnected = state.withLockedValue { state in defer { state.connected = false }; return state.connected }
+                if wasConnected {
+                    logger.warning("event stream lost; reconnecting", metadata: ["error": "\(error)"])
+                    report(.disconnected("\(error)"))
+                    backoff = .milliseconds(100)
+                } else {
+                    logger.debug("gateway unreachable", metadata: ["error": "\(error)", "retryIn": "\(backoff)"])
+                }
+            }
+            // Full jitter: nodes that lost the gateway together do not all return at once.
+            let wait = Duration.milliseconds(Int64.random(in: 50...max(50, Int64(backoff.components.seconds * 1000 + backoff.components.attoseconds / 1_000_000_000_000_000))))
+            do { try await Task.sleep(for: wait) } catch { break }
+            backoff = min(backoff * 2, configuration.maximumBackoff)
+        }
+        state.withLockedValue { $0.connected = false }
+    }
+
+    /// One event: a revocation purges the link's keys and acknowledges with a signed statement;
+    /// the event counts as handled (and the stream resumes after it) only once the gateway has
+    /// the acknowledgement.
+    func handle(_ event: GatewayClient.Event) async throws {
+        if event.type == NodeProtocol.revocationEvent, let link = event.link {
+            let pending = try state.withLockedValue { state in
+                if let pending = state.unsentAcks[event.id] { return pending }
+                let (statement, signature) = try keyring.purge(tenant: event.tenant, link: link, event: event.id)
+                let dropped = NodeProtocol.parseAck(statement)?.keysDropped ?? 0
+                state.unsentAcks[event.id] = (statement, signature, event.tenant, dropped)
+                return (statement, signature, event.tenant, dropped)
+            }
+            if pending.dropped > 0 {
+                logger.notice("keys purged for a revoked link", metadata: ["tenant": "\(event.tenant)", "link": "\(link)",
+                                                                          "event": "\(event.id)", "keysDropped": "\(pending.dropped)"])
+            }
+            do {
+                try await client.acknowledge(statement: pending.statement, signature: pending.signature)
+            } catch let failure as GatewayClient.Failure where failure.status != nil && failure.status! < 500 {
+                // Refused for good (not a transport problem): retrying the same statement cannot help.
+                logger.error("acknowledgement refused", metadata: ["event": "\(event.id)", "error": "\(failure)"])
+            }
+            state.withLockedValue { _ = $0.unsentAcks.removeValue(forKey: event.id) }
+            report(.acknowledged(event: event.id, tenant: event.tenant, keysDropped: pending.dropped))
+        }
+        try state.withLockedValue { state in
+            try state.identity.update { $0.lastEvent = max($0.lastEvent, event.sequence) }
+        }
+    }
+
+    private func leaseLoop() async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: .milliseconds(500)) } catch { return }
+            let ended = keyring.expireLeases()
+            if !ended.isEmpty {
+                logger.warning("keys dropped: their lease ended without renewal (fail closed)", metadata: ["tenants": "\(ended.joined(separator: ","))"])
+                state.withLockedValue { $0.leaseDrops.append(contentsOf: ended) }
+                report(.leaseEnded(ended))
+            }
+            // Renew a third of the lease before its end (at least two seconds).
+            for tenant in keyring.leasesToRenew(minimumMargin: 2) {
+                do {
+                    try await unseal(tenant: tenant)
+                } catch {
+                    logger.debug("lease renewal failed", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    private func heartbeatLoop() async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: configuration.heartbeatInterval) } catch { return }
+            await sendHeartbeat()
+        }
+    }
+
+    private func sendHeartbeat() async {
+        let drops = state.withLockedValue { $0.leaseDrops }
+        do {
+            try await client.heartbeat(keysHeld: keyring.keysHeld, leaseDrops: drops)
+            if !drops.isEmpty {
+                state.withLockedValue { $0.leaseDrops.removeFirst(min(drops.count, $0.leaseDrops.count)) }
+                logger.notice("reported keys dropped at lease end to the gateway", metadata: ["tenants": "\(drops.count)"])
+            }
+        } catch {
+            logger.debug("heartbeat failed", metadata: ["error": "\(error)"])
+        }
+    }
+}

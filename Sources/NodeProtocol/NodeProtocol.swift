@@ -1,0 +1,90 @@
+import Audit
+import Crypto
+import Foundation
+
+/// The wire contract between the gateway and its regional nodes, in one place so that both
+/// sides (and independent verifiers) build exactly the same bytes: the signed-request message,
+/// the enrolment proof, the HPKE suite and binding for unsealed keys, and the purge
+/// acknowledgement statement.
+public enum NodeProtocol {
+    /// Request headers of a signed node call.
+    public enum Header {
+        public static let node = "X-OpenKCM-Node"
+        public static let timestamp = "X-OpenKCM-Timestamp"
+        public static let nonce = "X-OpenKCM-Nonce"
+        public static let signature = "X-OpenKCM-Signature"
+    }
+
+    /// How far a signed request's timestamp may be from the gateway's clock (ms); nonces are
+    /// remembered that long.
+    public static let requestWindowMillis: Int64 = 60_000
+
+    /// What a node signs for each request:
+    /// `openkcm-node-request/v1\n<METHOD>\n<path and query>\n<timestamp ms>\n<nonce>\n<hex SHA-256 of the body>`.
+    public static func requestMessage(method: String, path: String, timestamp: String, nonce: String, bodyHash: String) -> Data {
+        Data("openkcm-node-request/v1\n\(method)\n\(path)\n\(timestamp)\n\(nonce)\n\(bodyHash)".utf8)
+    }
+
+    /// The signed-request headers for one call, made with the node's signing key.
+    public static func signedHeaders(node: String, key: Curve25519.Signing.PrivateKey, method: String, path: String, body: some DataProtocol,
+                                     timestamp: Int64 = Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)),
+                                     nonce: String = randomNonce()) throws -> [(String, String)] {
+        let message = requestMessage(method: method, path: path, timestamp: String(timestamp), nonce: nonce,
+                                     bodyHash: Hex.encode(SHA256.hash(data: body)))
+        return [(Header.node, node), (Header.timestamp, String(timestamp)), (Header.nonce, nonce),
+                (Header.signature, try key.signature(for: message).base64EncodedString())]
+    }
+
+    /// 16 random bytes, hex.
+    public static func randomNonce() -> String {
+        Hex.encode((0..<16).map { _ in UInt8.random(in: 0...255) })
+    }
+
+    /// What a node must sign, with its new key, to enrol: proof that it holds that key.
+    public static func enrolmentProofMessage(token: String, signingKey: Data, hpkeKey: Data) -> Data {
+        Data("openkcm-node-enrol/v1\n\(token)\n\(signingKey.base64EncodedString())\n\(hpkeKey.base64EncodedString())".utf8)
+    }
+
+    /// The HPKE suite unsealed keys travel in (RFC 9180: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305).
+    public static let hpkeSuite = HPKE.Ciphersuite.Curve25519_SHA256_ChachaPoly
+    public static let hpkeSuiteName = "DHKEM(X25519,HKDF-SHA256)/HKDF-SHA256/ChaCha20Poly1305"
+
+    /// Binds a sealed L2 to its tenant, L2 and node: opened under another name, it fails.
+    public static func unsealInfo(tenant: String, l2Ref: String, node: String) -> Data {
+        Data("openkcm/unseal/v1|\(tenant)|\(l2Ref)|\(node)".utf8)
+    }
+
+    /// The outbox event type of a kill-switch revocation.
+    public static let revocationEvent = "l1.revoked"
+
+    public static let ackType = "openkcm-purge-ack/v1"
+
+    /// A purge acknowledgement: canonical JSON (RFC 8785) of
+    /// `{event, keysDropped, link, node, time, type}`, the exact bytes the node signs.
+    public static func ackStatement(event: String, link: String, node: String, keysDropped: Int, time: Date) throws -> [UInt8] {
+        try JSONValue.object([
+            "type": .string(ackType), "event": .string(event), "link": .string(link), "node": .string(node),
+            "keysDropped": .integer(Int64(keysDropped)), "time": .string(RFC3339.format(time)),
+        ]).canonicalBytes()
+    }
+
+    /// A parsed acknowledgement statement.
+    public struct Ack: Sendable, Equatable {
+        public var event: String
+        public var link: String
+        public var node: String
+        public var keysDropped: Int
+        public var time: String
+    }
+
+    /// Parses a statement; nil unless it is a canonical acknowledgement with every field.
+    public static func parseAck(_ statement: String) -> Ack? {
+        guard let value = try? CanonicalJSON.parse(Array(statement.utf8)), value["type"]?.stringValue == ackType,
+              let event = value["event"]?.stringValue, let link = value["link"]?.stringValue,
+              let node = value["node"]?.stringValue, let dropped = value["keysDropped"]?.integerValue, dropped >= 0,
+              let time = value["time"]?.stringValue, RFC3339.parseMilliseconds(time) != nil else {
+            return nil
+        }
+        return Ack(event: event, link: link, node: node, keysDropped: Int(dropped), time: time)
+    }
+}
