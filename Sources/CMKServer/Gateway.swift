@@ -235,6 +235,11 @@ public final class Gateway: Sendable {
             throw APIError(.conflict, code: "link_revoked", "link \(linkID) is already revoked")
         }
         logger.notice("L1 link revoked", metadata: ["tenant": "\(tenantID)", "link": "\(linkID)", "event": "\(result.event.id)"])
+        #if DEBUG
+        // A failpoint for the crash tests (debug builds only): die between the commit and the
+        // dispatch, as a power cut there would. The event must still reach every node.
+        if ProcessInfo.processInfo.environment["CMK_FAILPOINT"] == "revoke-before-dispatch" { kill(getpid(), SIGKILL) }
+        #endif
         // Pushed to every connected node now; a node that is not connected gets it first when
         // it reconnects (it asks for every event after the last one it saw).
         broadcaster.notify()

@@ -49,6 +49,8 @@ public final class NodeRuntime: Service, Sendable {
         var connected = false
         /// Dropped at a lease end, not yet reported to the gateway.
         var leaseDrops: [String] = []
+        /// One heartbeat at a time, so that a drop is reported once.
+        var heartbeating = false
         /// Signed acknowledgements not yet accepted, by event id: a retry resends the same statement.
         var unsentAcks: [String: (statement: String, signature: Data, tenant: String, dropped: Int)] = [:]
         var unsealing: [String: Task<Void, Error>] = [:]
@@ -299,7 +301,13 @@ public final class NodeRuntime: Service, Sendable {
     }
 
     private func sendHeartbeat() async {
-        let drops = state.withLockedValue { $0.leaseDrops }
+        let claimed = state.withLockedValue { state -> [String]? in
+            guard !state.heartbeating else { return nil }
+            state.heartbeating = true
+            return state.leaseDrops
+        }
+        guard let drops = claimed else { return }
+        defer { state.withLockedValue { $0.heartbeating = false } }
         do {
             try await client.heartbeat(keysHeld: keyring.keysHeld, leaseDrops: drops)
             if !drops.isEmpty {

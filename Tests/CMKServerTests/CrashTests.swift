@@ -14,46 +14,6 @@ import TestSupport
         try SoftHSMFixture.run("/usr/bin/env", ["curl", "-s", "--max-time", "20"] + arguments)
     }
 
-    /// `cmk serve` in a child process on `token`, with its output captured in files.
-    struct ChildServer {
-        let directory: String
-        let base: String
-        let bearer = "child-test-token-0123456789abcdef0123456789"
-        let process = Process()
-
-        init(token: String, fixture: SoftHSMFixture, logLevel: String) throws {
-            let cmk = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("cmk").path
-            guard FileManager.default.isExecutableFile(atPath: cmk) else {
-                throw SoftHSMFixture.FixtureError(message: "build the cmk product first")
-            }
-            directory = NSTemporaryDirectory() + "cmk-child-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            try JSONEncoder().encode(fixture.profile(token)).write(to: URL(fileURLWithPath: "\(directory)/profile.json"))
-            try Data(bearer.utf8).write(to: URL(fileURLWithPath: "\(directory)/token"))
-            let port = Int.random(in: 20_000...45_000)
-            base = "http://127.0.0.1:\(port)"
-            let config = """
-            {"port": \(port), "database": "cmk.sqlite", "keystores": [{"id": "hsm", "profile": "profile.json"}],
-             "platform": {"profile": "profile.json"}, "bootstrapTokenFile": "token", "probeIntervalSeconds": 0, "logLevel": "\(logLevel)"}
-            """
-            try Data(config.utf8).write(to: URL(fileURLWithPath: "\(directory)/cmk.json"))
-            _ = FileManager.default.createFile(atPath: "\(directory)/stdout", contents: nil)
-            _ = FileManager.default.createFile(atPath: "\(directory)/stderr", contents: nil)
-            process.executableURL = URL(fileURLWithPath: cmk)
-            process.arguments = ["serve", "--config", "\(directory)/cmk.json"]
-            process.environment = ProcessInfo.processInfo.environment.merging(["SOFTHSM2_CONF": fixture.configPath]) { $1 }
-            process.standardOutput = FileHandle(forWritingAtPath: "\(directory)/stdout")
-            process.standardError = FileHandle(forWritingAtPath: "\(directory)/stderr")
-            try process.run()
-        }
-
-        var logs: Data {
-            (FileManager.default.contents(atPath: "\(directory)/stdout") ?? Data()) + (FileManager.default.contents(atPath: "\(directory)/stderr") ?? Data())
-        }
-
-        var auth: [String] { ["-H", "Authorization: Bearer \(bearer)", "-H", "Content-Type: application/json"] }
-    }
-
     func waitUntilUp(_ base: String) async throws {
         for _ in 0..<150 {
             if (try? curl(["-o", "/dev/null", "-w", "%{http_code}", "\(base)/healthz"]))?.output == "200" { return }

@@ -1,0 +1,117 @@
+import Foundation
+import TestSupport
+
+/// The path of a product built next to the test bundle.
+func builtProduct(_ name: String) throws -> String {
+    let path = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(name).path
+    guard FileManager.default.isExecutableFile(atPath: path) else {
+        throw SoftHSMFixture.FixtureError(message: "build the \(name) product first")
+    }
+    return path
+}
+
+/// A child process with its output captured in files; `start` may be called again after it ended.
+final class ChildProcess: @unchecked Sendable {
+    let executable: String
+    let arguments: [String]
+    let logPath: String
+    private(set) var process = Process()
+    var environment: [String: String]
+
+    init(executable: String, arguments: [String], logPath: String, environment: [String: String]) {
+        self.executable = executable
+        self.arguments = arguments
+        self.logPath = logPath
+        self.environment = environment
+    }
+
+    func start() throws {
+        if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        try log.seekToEnd()
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+    }
+
+    var isRunning: Bool { process.isRunning }
+
+    /// Sends `signal` and waits (up to 10 s) for the process to end.
+    func stop(_ signal: Int32 = SIGTERM) {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, signal)
+        let deadline = Date().addingTimeInterval(10)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+    }
+
+    var log: String { (FileManager.default.contents(atPath: logPath)).map { String(decoding: $0, as: UTF8.self) } ?? "" }
+}
+
+/// `cmk serve` in a child process on `token`, in its own directory; it can be stopped and
+/// started again on the same registry, audit log and port.
+struct ChildServer {
+    let directory: String
+    let base: String
+    let port: Int
+    let bearer = "child-test-token-0123456789abcdef0123456789"
+    let child: ChildProcess
+
+    init(token: String, fixture: SoftHSMFixture, logLevel: String, leaseSeconds: Int = 30, environment: [String: String] = [:]) throws {
+        let cmk = try builtProduct("cmk")
+        directory = NSTemporaryDirectory() + "cmk-child-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try JSONEncoder().encode(fixture.profile(token)).write(to: URL(fileURLWithPath: "\(directory)/profile.json"))
+        try Data(bearer.utf8).write(to: URL(fileURLWithPath: "\(directory)/token"))
+        port = Int.random(in: 20_000...45_000)
+        base = "http://127.0.0.1:\(port)"
+        let config = """
+        {"port": \(port), "database": "cmk.sqlite", "keystores": [{"id": "hsm", "profile": "profile.json"}],
+         "platform": {"profile": "profile.json"}, "bootstrapTokenFile": "token", "probeIntervalSeconds": 0, "logLevel": "\(logLevel)",
+         "leaseSeconds": \(leaseSeconds)}
+        """
+        try Data(config.utf8).write(to: URL(fileURLWithPath: "\(directory)/cmk.json"))
+        child = ChildProcess(executable: cmk, arguments: ["serve", "--config", "\(directory)/cmk.json"], logPath: "\(directory)/server.log",
+                             environment: environment.merging(["SOFTHSM2_CONF": fixture.configPath]) { $1 })
+        try child.start()
+    }
+
+    var process: Process { child.process }
+
+    /// Kills the server and removes its directory (registry, audit log, node data, logs).
+    func stopAndRemove() {
+        child.stop(SIGKILL)
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+    var logs: Data { FileManager.default.contents(atPath: child.logPath) ?? Data() }
+    var auth: [String] { ["-H", "Authorization: Bearer \(bearer)", "-H", "Content-Type: application/json"] }
+}
+
+/// `cmk node` in a child process, with its data directory and application API port.
+struct ChildNode {
+    let directory: String
+    let base: String
+    let child: ChildProcess
+
+    init(gateway: String, region: String, enrolmentToken: String?, in parent: String, name: String) throws {
+        directory = "\(parent)/\(name)"
+        let port = Int.random(in: 20_000...45_000)
+        base = "http://127.0.0.1:\(port)"
+        var arguments = ["node", "--gateway", gateway, "--region", region, "--data-dir", directory, "--listen", "127.0.0.1:\(port)",
+                         "--log-level", "debug"]
+        if let enrolmentToken {
+            let tokenFile = "\(parent)/\(name).enrolment"
+            try Data(enrolmentToken.utf8).write(to: URL(fileURLWithPath: tokenFile))
+            arguments += ["--enrolment-token-file", tokenFile]
+        }
+        child = ChildProcess(executable: try builtProduct("cmk"), arguments: arguments, logPath: "\(parent)/\(name).log",
+                             environment: ["CMK_NODE_HEARTBEAT_SECONDS": "1"])
+        try child.start()
+    }
+
+    var log: String { child.log }
+}
