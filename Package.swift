@@ -126,6 +126,18 @@ let package = Package(
         ),
         .executableTarget(name: "audit-bench", dependencies: ["Audit"], path: "Sources/audit-bench"),
         .executableTarget(
+            name: "killswitch-bench",
+            dependencies: [
+                "NodeAgent",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Sources/killswitch-bench"
+        ),
+        .executableTarget(
             name: "ksi-bench",
             dependencies: ["KSI", "PKCS11"],
             path: "Sources/ksi-bench"
