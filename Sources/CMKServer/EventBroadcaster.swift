@@ -1,11 +1,19 @@
 import Foundation
 import NIOConcurrencyHelpers
+import NIOCore
+import Registry
 
 /// Orbital's push side: wakes every connected node's event stream when an event is committed
 /// (no polling), and sends a heartbeat every `heartbeat` so a node can tell a quiet channel from
 /// a dead one.
 final class EventBroadcaster: Sendable {
-    enum Signal: Sendable { case events, heartbeat }
+    enum Signal: Sendable {
+        /// Events just committed, as ready-to-send stream frames (encoded once for every node).
+        /// A connection whose cursor is just before the first one sends them as they are; any
+        /// other reads the outbox (signals are coalesced, so some may have been skipped).
+        case events(first: Int64, last: Int64, frames: ByteBuffer)
+        case heartbeat
+    }
 
     private let subscribers = NIOLockedValueBox<[UUID: (node: String, continuation: AsyncStream<Signal>.Continuation)]>([:])
     let heartbeat: Duration
@@ -27,8 +35,13 @@ final class EventBroadcaster: Sendable {
     /// Nodes with an open event stream now.
     var connectedNodes: Set<String> { subscribers.withLockedValue { Set($0.values.map(\.node)) } }
 
-    /// Called after a commit that wrote events to the outbox.
-    func notify() { broadcast(.events) }
+    /// Called after a commit that wrote `events` to the outbox.
+    func notify(_ events: [OutboxEvent]) {
+        guard let first = events.first?.sequence, let last = events.last?.sequence else { return }
+        var frames = ByteBuffer()
+        for event in events { NodeController.writeFrame(event, into: &frames) }
+        broadcast(.events(first: first, last: last, frames: frames))
+    }
 
     func broadcast(_ signal: Signal) {
         for subscriber in subscribers.withLockedValue({ Array($0.values) }) { subscriber.continuation.yield(signal) }

@@ -9,6 +9,27 @@ import Registry
 
 /// Regional nodes: one-time enrolment, and unseal (L2 sealed to the node's HPKE key, under a lease).
 extension Gateway {
+    /// The enrolled node `id` (cached), noting that it was seen now.
+    func seenNode(_ id: String) async throws -> Node? {
+        let now = Date()
+        if let known = knownNodes.withLockedValue({ $0[id] }) {
+            if now.timeIntervalSince(known.touched) >= Self.nodeTouchInterval {
+                knownNodes.withLockedValue { $0[id]?.touched = now }
+                try? await registry.touchNode(id, at: now)
+            }
+            return known.node
+        }
+        let node: Node
+        do {
+            node = try await registry.node(id)
+        } catch let error as RegistryError where error.code == .notFound {
+            return nil
+        }
+        knownNodes.withLockedValue { $0[id] = (node, now) }
+        try? await registry.touchNode(id, at: now)
+        return node
+    }
+
     /// Issues a one-time enrolment token for a node of `region`, valid for `ttl`. Only its
     /// hash is stored; the token is returned once.
     public func issueEnrolment(region: String, ttl: Duration, by context: AuditContext) async throws -> (token: String, enrolment: NodeEnrolment) {
@@ -134,7 +155,9 @@ extension Gateway {
         }
         let (eventID, linkID, nodeID, dropped) = (parsed.event, parsed.link, parsed.node, parsed.keysDropped)
         guard nodeID == node.id else { throw bad("the statement names another node") }
-        guard let event = try await registry.event(id: eventID), event.type == OutboxEvent.l1Revoked, event.linkID == linkID else {
+        var found = recentEvents.withLockedValue { $0[eventID] }
+        if found == nil { found = try await registry.event(id: eventID) }
+        guard let event = found, event.type == OutboxEvent.l1Revoked, event.linkID == linkID else {
             throw bad("no revocation event \(eventID) for link \(linkID)")
         }
         let ack = NodeAck(eventID: eventID, nodeID: node.id, linkID: linkID, keysDropped: dropped, statement: statement,

@@ -30,6 +30,14 @@ public final class Gateway: Sendable {
     let heartbeats = NIOLockedValueBox<[String: NodeHeartbeat]>([:])
     /// Wakes the nodes' event streams on commit (Orbital's push side).
     let broadcaster = EventBroadcaster()
+    /// Revocation events this process committed, by id: acknowledgements arrive right after,
+    /// all at once, and need not each read the outbox.
+    let recentEvents = NIOLockedValueBox<[String: OutboxEvent]>([:])
+    /// Enrolled nodes seen by this process (a node's keys never change), with when its
+    /// `last_seen_at` was last written: written at most every `nodeTouchInterval`, not on
+    /// every signed request.
+    let knownNodes = NIOLockedValueBox<[String: (node: Node, touched: Date)]>([:])
+    static let nodeTouchInterval: TimeInterval = 5
     /// Outstanding leases, by node and tenant (in memory: a restart forgets them, and every
     /// node's lease ends within `leaseDuration` anyway).
     let leases = NIOLockedValueBox<[LeaseKey: Date]>([:])
@@ -242,7 +250,11 @@ public final class Gateway: Sendable {
         #endif
         // Pushed to every connected node now; a node that is not connected gets it first when
         // it reconnects (it asks for every event after the last one it saw).
-        broadcaster.notify()
+        recentEvents.withLockedValue { recent in
+            if recent.count >= 1024 { recent.removeAll(keepingCapacity: true) }
+            recent[result.event.id] = result.event
+        }
+        broadcaster.notify([result.event])
         return result
     }
 

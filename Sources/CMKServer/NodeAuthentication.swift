@@ -32,7 +32,7 @@ struct NodeAuthenticationMiddleware: RouterMiddleware {
         }
         let now = Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
         guard abs(now - millis) <= Self.window else { throw refused }
-        guard let node = try? await gateway.registry.node(nodeID),
+        guard let node = try? await gateway.seenNode(nodeID),
               let key = try? Curve25519.Signing.PublicKey(rawRepresentation: node.signingKey) else {
             throw refused
         }
@@ -47,7 +47,6 @@ struct NodeAuthenticationMiddleware: RouterMiddleware {
         var context = context
         context.identity = Identity(subject: node.id, method: "node-signature")
         context.node = node
-        try? await gateway.registry.touchNode(node.id, at: Date())
         return try await next(request, context)
     }
 }

@@ -152,6 +152,16 @@ struct NodeController {
         signed.post("heartbeat", use: heartbeat)
     }
 
+    /// One server-sent event: `id` (the sequence number), `event` (the type), `data` (JSON).
+    static func writeFrame(_ event: OutboxEvent, into buffer: inout ByteBuffer) {
+        let data = (try? JSONEncoder.api.encode(EventResponse(
+            sequence: event.sequence, id: event.id, type: event.type, tenant: event.tenantID, link: event.linkID,
+            payload: event.payload, createdAt: event.createdAt))) ?? Data()
+        buffer.writeString("id: \(event.sequence)\nevent: \(event.type)\ndata: ")
+        buffer.writeBytes(data)
+        buffer.writeString("\n\n")
+    }
+
     /// Events after `after` (an event sequence number), oldest first: what a node missed.
     @Sendable func events(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let after = try Self.after(request)
@@ -186,22 +196,24 @@ struct NodeController {
                         page = try await registry.events(after: cursor, limit: 500)
                         var buffer = ByteBuffer()
                         for event in page {
-                            let data = try JSONEncoder.api.encode(EventResponse(
-                                sequence: event.sequence, id: event.id, type: event.type, tenant: event.tenantID, link: event.linkID,
-                                payload: event.payload, createdAt: event.createdAt))
-                            buffer.writeString("id: \(event.sequence)\nevent: \(event.type)\ndata: ")
-                            buffer.writeBytes(data)
-                            buffer.writeString("\n\n")
+                            Self.writeFrame(event, into: &buffer)
                             cursor = event.sequence
                         }
                         if buffer.readableBytes > 0 { try await writer.write(buffer) }
                     } while page.count == 500
+                    pending = false
                 }
                 guard let signal = await signals.next() else { break }
                 switch signal {
-                case .events: pending = true
+                case .events(let firstNew, let last, let frames):
+                    if firstNew == cursor + 1 {
+                        // Caught up: the committed events as the gateway encoded them once.
+                        try await writer.write(frames)
+                        cursor = last
+                    } else if last > cursor {
+                        pending = true
+                    }
                 case .heartbeat:
-                    pending = false
                     try await writer.write(ByteBuffer(string: ": heartbeat\n\n"))
                 }
             }

@@ -10,7 +10,10 @@ import Glibc
 /// - `signing.key`: Ed25519 (PKCS#8 PEM, mode 0600), signs every request and every purge
 ///   acknowledgement;
 /// - `hpke.key`: X25519 (PKCS#8 PEM, mode 0600), what unsealed keys are sealed to;
-/// - `node.json`: the enrolled id, region and gateway, and the last event handled.
+/// - `node.json`: the enrolled id, region and gateway, and the event sequence at enrolment;
+/// - `cursor`: the last event handled (the stream resumes after it). Written without a sync:
+///   after a power cut it may be behind, and the node then sees some events again, which
+///   is harmless (an acknowledgement the gateway has is answered `already_acknowledged`).
 ///
 /// Made on first start; never holds a tenant key (those live in memory only).
 public struct NodeIdentity: Sendable {
@@ -20,6 +23,7 @@ public struct NodeIdentity: Sendable {
         public var gateway: String?
         public var enrolledAt: Date?
         /// The sequence number of the last event handled: the stream resumes after it.
+        /// In `node.json`, the newest event at enrolment; the `cursor` file moves it on.
         public var lastEvent: Int64 = 0
     }
 
@@ -59,7 +63,24 @@ public struct NodeIdentity: Sendable {
                 throw Failure(description: "\(directory)/node.json is not a node state file: \(error)")
             }
         }
+        if let text = try? String(contentsOfFile: "\(directory)/cursor", encoding: .utf8),
+           let cursor = Int64(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+            state.lastEvent = max(state.lastEvent, cursor)
+        }
         return NodeIdentity(directory: directory, signingKey: signingKey, hpkeKey: hpkeKey, state: state)
+    }
+
+    /// Records the last event handled (atomically replaced, not synced: see the type's notes).
+    public func saveCursor(_ sequence: Int64) throws {
+        let temporary = "\(directory)/.cursor.tmp"
+        do {
+            try Data(String(sequence).utf8).write(to: URL(fileURLWithPath: temporary))
+        } catch {
+            throw Failure(description: "cannot write \(temporary): \(error.localizedDescription)")
+        }
+        guard rename(temporary, "\(directory)/cursor") == 0 else {
+            throw Failure(description: "cannot write \(directory)/cursor: \(String(cString: strerror(errno)))")
+        }
     }
 
     private static func readPrivate(_ path: String) throws -> String {

@@ -45,7 +45,7 @@ public final class NodeRuntime: Service, Sendable {
     }
 
     struct State {
-        var identity: NodeIdentity
+        var lastEvent: Int64
         var connected = false
         /// Dropped at a lease end, not yet reported to the gateway.
         var leaseDrops: [String] = []
@@ -64,6 +64,7 @@ public final class NodeRuntime: Service, Sendable {
     public let http: HTTPClient
     private let ownsHTTP: Bool
     private let state: NIOLockedValueBox<State>
+    private let identity: NodeIdentity
     private let logger: Logger
 
     public var nodeID: String { keyring.nodeID }
@@ -117,7 +118,8 @@ public final class NodeRuntime: Service, Sendable {
         client = GatewayClient(base: configuration.gateway, nodeID: id, signingKey: identity.signingKey, hpkeKey: identity.hpkeKey, http: http)
         self.http = http
         self.ownsHTTP = ownsHTTP
-        state = NIOLockedValueBox(State(identity: identity))
+        self.identity = identity
+        state = NIOLockedValueBox(State(lastEvent: identity.state.lastEvent))
         var logger = logger
         logger[metadataKey: "node"] = "\(id)"
         self.logger = logger
@@ -134,7 +136,7 @@ public final class NodeRuntime: Service, Sendable {
         _ = state.withLockedValue { $0.activity }?.yield(activity)
     }
 
-    public var lastEvent: Int64 { state.withLockedValue { $0.identity.state.lastEvent } }
+    public var lastEvent: Int64 { state.withLockedValue { $0.lastEvent } }
 
     // MARK: Service
 
@@ -268,9 +270,12 @@ public final class NodeRuntime: Service, Sendable {
             state.withLockedValue { _ = $0.unsentAcks.removeValue(forKey: event.id) }
             report(.acknowledged(event: event.id, tenant: event.tenant, keysDropped: pending.dropped))
         }
-        try state.withLockedValue { state in
-            try state.identity.update { $0.lastEvent = max($0.lastEvent, event.sequence) }
+        let advanced = state.withLockedValue { state -> Bool in
+            guard event.sequence > state.lastEvent else { return false }
+            state.lastEvent = event.sequence
+            return true
         }
+        if advanced { try identity.saveCursor(event.sequence) }
     }
 
     private func leaseLoop() async {

@@ -9,6 +9,7 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOHTTP1
 import NodeAgent
 import ServiceLifecycle
 
@@ -66,106 +67,111 @@ func milliseconds(_ duration: Duration) -> Double {
     Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
 }
 
-var logger = Logger(label: "killswitch-bench")
-logger.logLevel = .error
-let run = UUID().uuidString.prefix(8).lowercased()
+func runBench() async throws {
+    var logger = Logger(label: "killswitch-bench")
+    logger.logLevel = .error
+    let run = UUID().uuidString.prefix(8).lowercased()
 
-// 1. Tenants with linked L1 keys (handshakes through the API, four at a time).
-var links: [(tenant: String, link: String)] = []
-try await withThrowingTaskGroup(of: (String, String).self) { group in
-    for index in 0..<options.revocations {
-        if index >= 4 { links.append(try await group.next()!) }
-        group.addTask {
-            let tenant = "ks-\(run)-\(index)"
-            try await admin(.POST, "/api/v1/tenants", #"{"id":"\#(tenant)","name":"\#(tenant)"}"#, expect: 201)
-            let link = try await admin(.POST, "/api/v1/tenants/\(tenant)/l1-links",
-                                       #"{"provider":"pkcs11","keystore":"hsm","key":"pkcs11:object=l1"}"#, expect: 201)
-            return (tenant, link["id"] as! String)
-        }
-    }
-    for try await pair in group { links.append(pair) }
-}
-
-// 2. N node runtimes, each enrolled with its own token and data directory.
-var runtimes: [NodeRuntime] = []
-for index in 0..<options.nodes {
-    let token = try await admin(.POST, "/api/v1/nodes/enrolments", #"{"region":"bench-\#(index % 3)"}"#, expect: 201)["token"] as! String
-    var configuration = NodeRuntime.Configuration(gateway: options.gateway, region: "bench-\(index % 3)",
-                                                  dataDirectory: "\(options.directory)/node-\(index)", enrolmentToken: token)
-    configuration.heartbeatInterval = .seconds(5)
-    runtimes.append(try await NodeRuntime.start(configuration, logger: logger))
-}
-
-// Every acknowledgement any node makes, with the instant its 201 arrived.
-struct Acked: Sendable { var node: String; var event: String; var at: ContinuousClock.Instant }
-let (acks, ackSink) = AsyncStream<Acked>.makeStream()
-let connectedCount = NIOLockedValueBox(0)
-for runtime in runtimes {
-    let activity = runtime.activity()
-    let node = runtime.nodeID
-    Task {
-        for await item in activity {
-            switch item {
-            case .acknowledged(let event, _, _): ackSink.yield(Acked(node: node, event: event, at: .now))
-            case .connected: connectedCount.withLockedValue { $0 += 1 }
-            default: break
+    // 1. Tenants with linked L1 keys (handshakes through the API, four at a time).
+    var links: [(tenant: String, link: String)] = []
+    try await withThrowingTaskGroup(of: (String, String).self) { group in
+        for index in 0..<options.revocations {
+            if index >= 4 { links.append(try await group.next()!) }
+            group.addTask {
+                let tenant = "ks-\(run)-\(index)"
+                try await admin(.POST, "/api/v1/tenants", #"{"id":"\#(tenant)","name":"\#(tenant)"}"#, expect: 201)
+                let link = try await admin(.POST, "/api/v1/tenants/\(tenant)/l1-links",
+                                           #"{"provider":"pkcs11","keystore":"hsm","key":"pkcs11:object=l1"}"#, expect: 201)
+                return (tenant, link["id"] as! String)
             }
         }
+        for try await pair in group { links.append(pair) }
     }
-}
-let group = ServiceGroup(configuration: .init(services: runtimes.map { .init(service: $0) }, logger: logger))
-let groupTask = Task { try await group.run() }
-while connectedCount.withLockedValue({ $0 }) < options.nodes { try await Task.sleep(for: .milliseconds(20)) }
 
-// 3. Unseal throughput: every node unseals every tenant's L2 (all nodes at once).
-let unsealStart = ContinuousClock.now
-try await withThrowingTaskGroup(of: Void.self) { group in
+    // 2. N node runtimes, each enrolled with its own token and data directory.
+    var runtimes: [NodeRuntime] = []
+    for index in 0..<options.nodes {
+        let token = try await admin(.POST, "/api/v1/nodes/enrolments", #"{"region":"bench-\#(index % 3)"}"#, expect: 201)["token"] as! String
+        var configuration = NodeRuntime.Configuration(gateway: options.gateway, region: "bench-\(index % 3)",
+                                                      dataDirectory: "\(options.directory)/node-\(index)", enrolmentToken: token)
+        configuration.heartbeatInterval = .seconds(5)
+        runtimes.append(try await NodeRuntime.start(configuration, logger: logger))
+    }
+
+    // Every acknowledgement any node makes, with the instant its 201 arrived.
+    struct Acked: Sendable { var node: String; var event: String; var at: ContinuousClock.Instant }
+    let (acks, ackSink) = AsyncStream<Acked>.makeStream()
+    let connectedCount = NIOLockedValueBox(0)
     for runtime in runtimes {
-        group.addTask {
-            for (tenant, _) in links {
-                _ = try await runtime.withKey(tenant: tenant) { try $0.encrypt(tenant: tenant, [1, 2, 3]) }
+        let activity = runtime.activity()
+        let node = runtime.nodeID
+        Task {
+            for await item in activity {
+                switch item {
+                case .acknowledged(let event, _, _): ackSink.yield(Acked(node: node, event: event, at: .now))
+                case .connected: connectedCount.withLockedValue { $0 += 1 }
+                default: break
+                }
             }
         }
     }
-    try await group.waitForAll()
-}
-let unsealSeconds = milliseconds(ContinuousClock.now - unsealStart) / 1000
-let unseals = options.nodes * links.count
+    let group = ServiceGroup(configuration: .init(services: runtimes.map { .init(service: $0) }, logger: logger))
+    let groupTask = Task { try await group.run() }
+    while connectedCount.withLockedValue({ $0 }) < options.nodes { try await Task.sleep(for: .milliseconds(20)) }
 
-// 4. Loopback round trip of one request, in this run.
-var rtts: [Double] = []
-for _ in 0..<200 {
-    let start = ContinuousClock.now
-    let response = try await http.execute(HTTPClientRequest(url: options.gateway + "/healthz"), timeout: .seconds(5))
-    _ = try await response.body.collect(upTo: 1024)
-    rtts.append(milliseconds(ContinuousClock.now - start))
-}
-
-// 5. The revocations, one after another.
-var latencies: [Double] = [], requestTimes: [Double] = []
-var ackIterator = acks.makeAsyncIterator()
-var early: [String: [Acked]] = [:]
-for (tenant, link) in links {
-    try await Task.sleep(for: .milliseconds(20))
-    let start = ContinuousClock.now
-    let revoked = try await admin(.POST, "/api/v1/tenants/\(tenant)/l1-links/\(link)/revoke", expect: 200)
-    requestTimes.append(milliseconds(ContinuousClock.now - start))
-    guard let event = (revoked["event"] as? [String: Any])?["id"] as? String else { throw BenchError(description: "no event in \(revoked)") }
-    var seen = early.removeValue(forKey: event) ?? []
-    while Set(seen.map(\.node)).count < options.nodes {
-        guard let ack = await ackIterator.next() else { throw BenchError(description: "the nodes stopped") }
-        if ack.event == event { seen.append(ack) } else { early[ack.event, default: []].append(ack) }
+    // 3. Unseal throughput: every node unseals every tenant's L2 (all nodes at once).
+    let tenants = links.map(\.tenant)
+    let unsealStart = ContinuousClock.now
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for runtime in runtimes {
+            group.addTask {
+                for tenant in tenants {
+                    _ = try await runtime.withKey(tenant: tenant) { try $0.encrypt(tenant: tenant, [1, 2, 3]) }
+                }
+            }
+        }
+        try await group.waitForAll()
     }
-    latencies.append(milliseconds(seen.map(\.at).max()! - start))
+    let unsealSeconds = milliseconds(ContinuousClock.now - unsealStart) / 1000
+    let unseals = options.nodes * links.count
+
+    // 4. Loopback round trip of one request, in this run.
+    var rtts: [Double] = []
+    for _ in 0..<200 {
+        let start = ContinuousClock.now
+        let response = try await http.execute(HTTPClientRequest(url: options.gateway + "/healthz"), timeout: .seconds(5))
+        _ = try await response.body.collect(upTo: 1024)
+        rtts.append(milliseconds(ContinuousClock.now - start))
+    }
+
+    // 5. The revocations, one after another.
+    var latencies: [Double] = [], requestTimes: [Double] = []
+    var ackIterator = acks.makeAsyncIterator()
+    var early: [String: [Acked]] = [:]
+    for (tenant, link) in links {
+        try await Task.sleep(for: .milliseconds(20))
+        let start = ContinuousClock.now
+        let revoked = try await admin(.POST, "/api/v1/tenants/\(tenant)/l1-links/\(link)/revoke", expect: 200)
+        requestTimes.append(milliseconds(ContinuousClock.now - start))
+        guard let event = (revoked["event"] as? [String: Any])?["id"] as? String else { throw BenchError(description: "no event in \(revoked)") }
+        var seen = early.removeValue(forKey: event) ?? []
+        while Set(seen.map(\.node)).count < options.nodes {
+            guard let ack = await ackIterator.next() else { throw BenchError(description: "the nodes stopped") }
+            if ack.event == event { seen.append(ack) } else { early[ack.event, default: []].append(ack) }
+        }
+        latencies.append(milliseconds(seen.map(\.at).max()! - start))
+    }
+    let last = try await admin(.GET, "/api/v1/tenants/\(links.last!.tenant)/l1-links/\(links.last!.link)/revocation", expect: 200)
+    guard last["state"] as? String == "LOCKED" else { throw BenchError(description: "the last link is not LOCKED: \(last)") }
+
+    await group.triggerGracefulShutdown()
+    _ = try? await groupTask.value
+    try await http.shutdown()
+
+    let sorted = latencies.sorted(), rtt = rtts.sorted(), request = requestTimes.sorted()
+    print(String(format: "nodes=%d revocations=%d  revoke→last verified ack: p50 %.2f ms  p99 %.2f ms  max %.2f ms  |  revoke request alone p50 %.2f ms  |  loopback RTT (GET /healthz) p50 %.3f ms p99 %.3f ms  |  unseal %d in %.2f s = %.0f/s",
+                 options.nodes, latencies.count, percentile(sorted, 0.5), percentile(sorted, 0.99), sorted.last!, percentile(request, 0.5),
+                 percentile(rtt, 0.5), percentile(rtt, 0.99), unseals, unsealSeconds, Double(unseals) / unsealSeconds))
 }
-let last = try await admin(.GET, "/api/v1/tenants/\(links.last!.tenant)/l1-links/\(links.last!.link)/revocation", expect: 200)
-guard last["state"] as? String == "LOCKED" else { throw BenchError(description: "the last link is not LOCKED: \(last)") }
 
-await group.triggerGracefulShutdown()
-_ = try? await groupTask.value
-try await http.shutdown()
-
-let sorted = latencies.sorted(), rtt = rtts.sorted(), request = requestTimes.sorted()
-print(String(format: "nodes=%d revocations=%d  revoke→last verified ack: p50 %.2f ms  p99 %.2f ms  max %.2f ms  |  revoke request alone p50 %.2f ms  |  loopback RTT (GET /healthz) p50 %.3f ms p99 %.3f ms  |  unseal %d in %.2f s = %.0f/s",
-             options.nodes, latencies.count, percentile(sorted, 0.5), percentile(sorted, 0.99), sorted.last!, percentile(request, 0.5),
-             percentile(rtt, 0.5), percentile(rtt, 0.99), unseals, unsealSeconds, Double(unseals) / unsealSeconds))
+try await runBench()
