@@ -145,10 +145,12 @@ struct NodeController {
 
     func registerNode(open: RouterGroup<CMKRequestContext>, signed: RouterGroup<CMKRequestContext>) {
         open.post("enrol", use: enrol)
+        // An acknowledgement is itself a statement signed with the node's key, naming the
+        // node: that signature authenticates the call (Decisions D46).
+        open.post("acks", use: acknowledge)
         signed.post("unseal", use: unseal)
         signed.get("events", use: events)
         signed.get("stream", use: stream)
-        signed.post("acks", use: acknowledge)
         signed.post("heartbeat", use: heartbeat)
     }
 
@@ -237,9 +239,17 @@ struct NodeController {
     }
 
     @Sendable func acknowledge(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        let node = try Self.node(context)
         let input = try await Self.decode(AckRequest.self, request, context)
         guard let signature = Data(base64Encoded: input.signature) else { throw APIError.badRequest("signature is base64") }
+        guard let named = NodeProtocol.parseAck(input.statement)?.node else {
+            throw APIError(.unprocessableContent, code: "invalid_ack", "the statement is not a canonical \(NodeProtocol.ackType) object")
+        }
+        guard named.utf8.count <= 64, let node = try await gateway.seenNode(named) else {
+            throw APIError(.unauthorized, code: "invalid_ack", "the acknowledgement's signature does not verify with the key of the node it names")
+        }
+        var context = context
+        context.identity = Identity(subject: node.id, method: "ack-signature")
+        context.node = node
         let ack = try await gateway.acknowledge(statement: input.statement, signature: signature, from: node, by: context.audit)
         return try ManagementController.json(["event": ack.eventID, "node": ack.nodeID], status: .created, context: context).response
     }

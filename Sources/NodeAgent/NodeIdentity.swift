@@ -73,12 +73,12 @@ public struct NodeIdentity: Sendable {
     /// Records the last event handled (atomically replaced, not synced: see the type's notes).
     public func saveCursor(_ sequence: Int64) throws {
         let temporary = "\(directory)/.cursor.tmp"
-        do {
-            try Data(String(sequence).utf8).write(to: URL(fileURLWithPath: temporary))
-        } catch {
-            throw Failure(description: "cannot write \(temporary): \(error.localizedDescription)")
-        }
-        guard rename(temporary, "\(directory)/cursor") == 0 else {
+        let bytes = Array(String(sequence).utf8)
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw Failure(description: "cannot write \(temporary): \(String(cString: strerror(errno)))") }
+        let written = write(descriptor, bytes, bytes.count)
+        close(descriptor)
+        guard written == bytes.count, rename(temporary, "\(directory)/cursor") == 0 else {
             throw Failure(description: "cannot write \(directory)/cursor: \(String(cString: strerror(errno)))")
         }
     }

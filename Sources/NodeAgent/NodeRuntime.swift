@@ -46,6 +46,7 @@ public final class NodeRuntime: Service, Sendable {
 
     struct State {
         var lastEvent: Int64
+        var savedEvent: Int64
         var connected = false
         /// Dropped at a lease end, not yet reported to the gateway.
         var leaseDrops: [String] = []
@@ -119,7 +120,7 @@ public final class NodeRuntime: Service, Sendable {
         self.http = http
         self.ownsHTTP = ownsHTTP
         self.identity = identity
-        state = NIOLockedValueBox(State(lastEvent: identity.state.lastEvent))
+        state = NIOLockedValueBox(State(lastEvent: identity.state.lastEvent, savedEvent: identity.state.lastEvent))
         var logger = logger
         logger[metadataKey: "node"] = "\(id)"
         self.logger = logger
@@ -150,6 +151,7 @@ public final class NodeRuntime: Service, Sendable {
             group.cancelAll()
         }
         // Keys live in memory only; they go with the process, wiped as they are released.
+        saveCursor()
         let dropped = keyring.dropAll()
         state.withLockedValue { $0.activity?.finish() }
         if ownsHTTP { try? await http.shutdown() }
@@ -270,17 +272,26 @@ public final class NodeRuntime: Service, Sendable {
             state.withLockedValue { _ = $0.unsentAcks.removeValue(forKey: event.id) }
             report(.acknowledged(event: event.id, tenant: event.tenant, keysDropped: pending.dropped))
         }
-        let advanced = state.withLockedValue { state -> Bool in
-            guard event.sequence > state.lastEvent else { return false }
-            state.lastEvent = event.sequence
-            return true
+        // Saved by the lease loop within half a second, and at shutdown: not once per event.
+        state.withLockedValue { $0.lastEvent = max($0.lastEvent, event.sequence) }
+    }
+
+    /// Writes the cursor if it moved.
+    private func saveCursor() {
+        let (current, saved) = state.withLockedValue { ($0.lastEvent, $0.savedEvent) }
+        guard current != saved else { return }
+        do {
+            try identity.saveCursor(current)
+            state.withLockedValue { $0.savedEvent = max($0.savedEvent, current) }
+        } catch {
+            logger.warning("cannot save the event cursor", metadata: ["error": "\(error)"])
         }
-        if advanced { try identity.saveCursor(event.sequence) }
     }
 
     private func leaseLoop() async {
         while !Task.isCancelled {
             do { try await Task.sleep(for: .milliseconds(500)) } catch { return }
+            saveCursor()
             let ended = keyring.expireLeases()
             if !ended.isEmpty {
                 logger.warning("keys dropped: their lease ended without renewal (fail closed)", metadata: ["tenants": "\(ended.joined(separator: ","))"])

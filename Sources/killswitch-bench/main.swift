@@ -144,6 +144,12 @@ func runBench() async throws {
         rtts.append(milliseconds(ContinuousClock.now - start))
     }
 
+    // For profiling: a pause, announced, before the measured phase.
+    if let pause = ProcessInfo.processInfo.environment["KS_BENCH_PAUSE"].flatMap(Double.init) {
+        FileHandle.standardError.write(Data("revocations start in \(pause) s\n".utf8))
+        try await Task.sleep(for: .milliseconds(Int64(pause * 1000)))
+    }
+
     // 5. The revocations, one after another.
     var latencies: [Double] = [], requestTimes: [Double] = []
     var ackIterator = acks.makeAsyncIterator()
