@@ -129,6 +129,8 @@ let package = Package(
             name: "killswitch-bench",
             dependencies: [
                 "NodeAgent",
+                "NodeProtocol",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -195,7 +195,8 @@ struct ManagementController {
 
 extension JSONEncoder {
     /// The API's encoder: sorted keys, RFC 3339 dates with milliseconds (as the registry keeps them).
-    static var api: JSONEncoder {
+    /// Made once: building an encoder per response showed in the kill-switch profile.
+    static let api: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .custom { date, encoder in
@@ -203,7 +204,7 @@ extension JSONEncoder {
             try container.encode(rfc3339(date))
         }
         return encoder
-    }
+    }()
 }
 
 func rfc3339(_ date: Date) -> String { RFC3339.format(date) }

@@ -119,7 +119,7 @@ extension JSONEncoder {
 }
 
 extension JSONDecoder {
-    static var node: JSONDecoder {
+    static let node: JSONDecoder = {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .custom { decoder in
             let text = try decoder.singleValueContainer().decode(String.self)
@@ -129,5 +129,5 @@ extension JSONDecoder {
             return Date(timeIntervalSince1970: Double(millis) / 1000)
         }
         return decoder
-    }
+    }()
 }

@@ -55,15 +55,16 @@ extension Registry {
     /// Stores an acknowledgement; `conflict` if this node already acknowledged this event.
     public func recordAck(_ ack: NodeAck) async throws {
         try await write { db in
-            if try Row.fetchOne(db, sql: "SELECT 1 FROM node_ack WHERE event_id = ? AND node_id = ?",
-                                arguments: [ack.eventID, ack.nodeID]) != nil {
+            // One cached statement: acknowledgements arrive by the hundred at once.
+            let insert = try db.cachedStatement(sql: """
+                INSERT INTO node_ack (event_id, node_id, link_id, keys_dropped, statement, signature, received_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id, node_id) DO NOTHING
+                """)
+            try insert.execute(arguments: [ack.eventID, ack.nodeID, ack.linkID, ack.keysDropped, ack.statement, ack.signature,
+                                           ack.receivedAt.registryMilliseconds])
+            if db.changesCount == 0 {
                 throw RegistryError(.conflict, "node \(ack.nodeID) already acknowledged event \(ack.eventID)")
             }
-            try db.execute(sql: """
-                INSERT INTO node_ack (event_id, node_id, link_id, keys_dropped, statement, signature, received_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [ack.eventID, ack.nodeID, ack.linkID, ack.keysDropped, ack.statement, ack.signature,
-                                 ack.receivedAt.registryMilliseconds])
         }
     }
 

@@ -5,6 +5,7 @@
 // verified acknowledgement (the gateway's 201 to the last ack), beside the loopback
 // round-trip time of one request in the same run.
 import AsyncHTTPClient
+import Crypto
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
@@ -19,6 +20,8 @@ struct Options {
     var nodes = 10
     var revocations = 60
     var directory = NSTemporaryDirectory() + "killswitch-bench-\(getpid())"
+    /// `runtime`: full NodeAgent runtimes; `light`: LightNode threads (the protocol only).
+    var clients = "runtime"
 
     init() {
         var arguments = CommandLine.arguments.dropFirst().makeIterator()
@@ -30,8 +33,9 @@ struct Options {
             case "--nodes": nodes = Int(value) ?? nodes
             case "--revocations": revocations = Int(value) ?? revocations
             case "--data-dir": directory = value
+            case "--clients": clients = value
             default:
-                FileHandle.standardError.write(Data("usage: killswitch-bench --gateway URL --bearer-file F --nodes N --revocations R --data-dir D\n".utf8))
+                FileHandle.standardError.write(Data("usage: killswitch-bench --gateway URL --bearer-file F --nodes N --revocations R --data-dir D [--clients runtime|light]\n".utf8))
                 exit(64)
             }
         }
@@ -42,7 +46,7 @@ struct BenchError: Error, CustomStringConvertible { var description: String }
 
 let options = Options()
 let http = HTTPClient(eventLoopGroupProvider: .singleton,
-                      configuration: .init(connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 16)))
+                      configuration: .init(connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 128)))
 
 @discardableResult
 func admin(_ method: HTTPMethod, _ path: String, _ body: String? = nil, expect: Int) async throws -> [String: Any] {
@@ -88,49 +92,86 @@ func runBench() async throws {
         for try await pair in group { links.append(pair) }
     }
 
-    // 2. N node runtimes, each enrolled with its own token and data directory.
-    var runtimes: [NodeRuntime] = []
-    for index in 0..<options.nodes {
-        let token = try await admin(.POST, "/api/v1/nodes/enrolments", #"{"region":"bench-\#(index % 3)"}"#, expect: 201)["token"] as! String
-        var configuration = NodeRuntime.Configuration(gateway: options.gateway, region: "bench-\(index % 3)",
-                                                      dataDirectory: "\(options.directory)/node-\(index)", enrolmentToken: token)
-        configuration.heartbeatInterval = .seconds(5)
-        runtimes.append(try await NodeRuntime.start(configuration, logger: logger))
-    }
-
     // Every acknowledgement any node makes, with the instant its 201 arrived.
     struct Acked: Sendable { var node: String; var event: String; var at: ContinuousClock.Instant }
     let (acks, ackSink) = AsyncStream<Acked>.makeStream()
-    let connectedCount = NIOLockedValueBox(0)
-    for runtime in runtimes {
-        let activity = runtime.activity()
-        let node = runtime.nodeID
-        Task {
-            for await item in activity {
-                switch item {
-                case .acknowledged(let event, _, _): ackSink.yield(Acked(node: node, event: event, at: .now))
-                case .connected: connectedCount.withLockedValue { $0 += 1 }
-                default: break
-                }
-            }
-        }
-    }
-    let group = ServiceGroup(configuration: .init(services: runtimes.map { .init(service: $0) }, logger: logger))
-    let groupTask = Task { try await group.run() }
-    while connectedCount.withLockedValue({ $0 }) < options.nodes { try await Task.sleep(for: .milliseconds(20)) }
-
-    // 3. Unseal throughput: every node unseals every tenant's L2 (all nodes at once).
     let tenants = links.map(\.tenant)
-    let unsealStart = ContinuousClock.now
-    try await withThrowingTaskGroup(of: Void.self) { group in
+    var stop: @Sendable () async -> Void = {}
+    let unsealStart: ContinuousClock.Instant
+
+    if options.clients == "light" {
+        // 2. N light nodes: enrolled like real ones, each on its own thread and connections.
+        let port = UInt16(URL(string: options.gateway)!.port!)
+        var nodes: [(LightNode, GatewayClient, Int64)] = []
+        for index in 0..<options.nodes {
+            let token = try await admin(.POST, "/api/v1/nodes/enrolments", #"{"region":"bench-\#(index % 3)"}"#, expect: 201)["token"] as! String
+            let signing = Curve25519.Signing.PrivateKey(), hpke = Curve25519.KeyAgreement.PrivateKey()
+            let enrolment = try await GatewayClient.enrol(base: options.gateway, token: token, signingKey: signing, hpkeKey: hpke.publicKey, http: http)
+            let light = LightNode(id: enrolment.id, key: signing, port: port) { event, at in ackSink.yield(Acked(node: enrolment.id, event: event, at: at)) }
+            nodes.append((light, GatewayClient(base: options.gateway, nodeID: enrolment.id, signingKey: signing, hpkeKey: hpke, http: http),
+                          enrolment.eventSequence ?? 0))
+        }
+        // 3. Unseal throughput: every node unseals every tenant's L2 (all nodes at once).
+        unsealStart = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (_, client, _) in nodes {
+                group.addTask { for tenant in tenants { _ = try await client.unseal(tenant: tenant) } }
+            }
+            try await group.waitForAll()
+        }
+        for (light, _, after) in nodes {
+            Thread.detachNewThread {
+                do { try light.run(after: after) } catch { FileHandle.standardError.write(Data("light node: \(error)\n".utf8)) }
+            }
+        }
+        while (try await admin(.GET, "/api/v1/nodes", expect: 200)["items"] as? [[String: Any]] ?? [])
+            .filter({ $0["connected"] as? Bool == true }).count < options.nodes {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    } else {
+        // 2. N node runtimes, each enrolled with its own token and data directory.
+        var runtimes: [NodeRuntime] = []
+        for index in 0..<options.nodes {
+            let token = try await admin(.POST, "/api/v1/nodes/enrolments", #"{"region":"bench-\#(index % 3)"}"#, expect: 201)["token"] as! String
+            var configuration = NodeRuntime.Configuration(gateway: options.gateway, region: "bench-\(index % 3)",
+                                                          dataDirectory: "\(options.directory)/node-\(index)", enrolmentToken: token)
+            configuration.heartbeatInterval = .seconds(5)
+            runtimes.append(try await NodeRuntime.start(configuration, logger: logger))
+        }
+        let connectedCount = NIOLockedValueBox(0)
         for runtime in runtimes {
-            group.addTask {
-                for tenant in tenants {
-                    _ = try await runtime.withKey(tenant: tenant) { try $0.encrypt(tenant: tenant, [1, 2, 3]) }
+            let activity = runtime.activity()
+            let node = runtime.nodeID
+            Task {
+                for await item in activity {
+                    switch item {
+                    case .acknowledged(let event, _, _): ackSink.yield(Acked(node: node, event: event, at: .now))
+                    case .connected: connectedCount.withLockedValue { $0 += 1 }
+                    default: break
+                    }
                 }
             }
         }
-        try await group.waitForAll()
+        let group = ServiceGroup(configuration: .init(services: runtimes.map { .init(service: $0) }, logger: logger))
+        let groupTask = Task { try await group.run() }
+        stop = {
+            await group.triggerGracefulShutdown()
+            _ = try? await groupTask.value
+        }
+        while connectedCount.withLockedValue({ $0 }) < options.nodes { try await Task.sleep(for: .milliseconds(20)) }
+
+        // 3. Unseal throughput: every node unseals every tenant's L2 (all nodes at once).
+        unsealStart = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for runtime in runtimes {
+                group.addTask {
+                    for tenant in tenants {
+                        _ = try await runtime.withKey(tenant: tenant) { try $0.encrypt(tenant: tenant, [1, 2, 3]) }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
     }
     let unsealSeconds = milliseconds(ContinuousClock.now - unsealStart) / 1000
     let unseals = options.nodes * links.count
@@ -170,12 +211,11 @@ func runBench() async throws {
     let last = try await admin(.GET, "/api/v1/tenants/\(links.last!.tenant)/l1-links/\(links.last!.link)/revocation", expect: 200)
     guard last["state"] as? String == "LOCKED" else { throw BenchError(description: "the last link is not LOCKED: \(last)") }
 
-    await group.triggerGracefulShutdown()
-    _ = try? await groupTask.value
+    await stop()
     try await http.shutdown()
 
     let sorted = latencies.sorted(), rtt = rtts.sorted(), request = requestTimes.sorted()
-    print(String(format: "nodes=%d revocations=%d  revoke→last verified ack: p50 %.2f ms  p99 %.2f ms  max %.2f ms  |  revoke request alone p50 %.2f ms  |  loopback RTT (GET /healthz) p50 %.3f ms p99 %.3f ms  |  unseal %d in %.2f s = %.0f/s",
+    print("[\(options.clients) clients] " + String(format: "nodes=%d revocations=%d  revoke→last verified ack: p50 %.2f ms  p99 %.2f ms  max %.2f ms  |  revoke request alone p50 %.2f ms  |  loopback RTT (GET /healthz) p50 %.3f ms p99 %.3f ms  |  unseal %d in %.2f s = %.0f/s",
                  options.nodes, latencies.count, percentile(sorted, 0.5), percentile(sorted, 0.99), sorted.last!, percentile(request, 0.5),
                  percentile(rtt, 0.5), percentile(rtt, 0.99), unseals, unsealSeconds, Double(unseals) / unsealSeconds))
 }
