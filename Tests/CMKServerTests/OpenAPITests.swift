@@ -11,7 +11,7 @@ import TestSupport
     static let path = SoftHSMFixture.repositoryRoot + "/Docs/openapi.yaml"
 
     /// The documented operations, by Python's YAML parser and openapi-spec-validator.
-    func documentedOperations() throws -> [(method: String, path: String)] {
+    func documentedOperations(_ document: String = Self.path) throws -> [(method: String, path: String)] {
         let script = """
         import sys, yaml
         from openapi_spec_validator import validate
@@ -23,7 +23,7 @@ import TestSupport
                 if method in ("get", "post", "put", "patch", "delete"):
                     print(method.upper(), path)
         """
-        let result = try SoftHSMFixture.run("/usr/bin/env", ["python3", "-c", script, Self.path])
+        let result = try SoftHSMFixture.run("/usr/bin/env", ["python3", "-c", script, document])
         try #require(result.status == 0, "openapi-spec-validator: \(result.error)")
         return result.output.split(separator: "\n").map { line in
             let parts = line.split(separator: " ", maxSplits: 1)
@@ -61,6 +61,23 @@ import TestSupport
         }
         #expect(routes.count >= 12)
         for route in routes { #expect(documented.contains(route), "\(route) is routed but not documented") }
+    }
+}
+
+extension OpenAPITests {
+    /// The node's application API (Docs/node-openapi.yaml) is valid and matches its router.
+    @Test func theNodeAPIDocumentMatchesItsRoutes() throws {
+        let documented = Set(try documentedOperations(SoftHSMFixture.repositoryRoot + "/Docs/node-openapi.yaml").map { "\($0.method) \($0.path)" })
+        let source = try String(contentsOfFile: SoftHSMFixture.repositoryRoot + "/Sources/NodeAgent/NodeAPI.swift", encoding: .utf8)
+        let pattern = try NSRegularExpression(pattern: #"router\.(get|post|delete|put|patch)\("([^"]+)""#)
+        let routes = Set(pattern.matches(in: source, range: NSRange(source.startIndex..., in: source)).map { match -> String in
+            let method = String(source[Range(match.range(at: 1), in: source)!]).uppercased()
+            let path = String(source[Range(match.range(at: 2), in: source)!])
+                .replacingOccurrences(of: #":([a-z]+)"#, with: "{$1}", options: .regularExpression)
+            return "\(method) /\(path)"
+        })
+        #expect(routes.count == 4)
+        #expect(routes == documented)
     }
 }
 
