@@ -162,9 +162,7 @@ extension Gateway {
         }
         let ack = NodeAck(eventID: eventID, nodeID: node.id, linkID: linkID, keysDropped: dropped, statement: statement,
                           signature: signature, receivedAt: Date())
-        do {
-            try await registry.recordAck(ack)
-        } catch let error as RegistryError where error.code == .conflict {
+        guard try await ackRecorder.record(ack) else {
             throw APIError(.conflict, code: "already_acknowledged", "node \(node.id) already acknowledged event \(eventID)")
         }
         leases.withLockedValue { $0[LeaseKey(node: node.id, tenant: event.tenantID)] = nil }
@@ -217,6 +215,59 @@ extension Gateway {
             _ = try await audit.append(AuditRecord(actor: context.actor, operation: "node.lease_expired", outcome: .success, tenant: tenant,
                                                    requestID: context.requestID, clientAddress: context.clientAddress,
                                                    details: ["node": node.id]))
+        }
+    }
+}
+
+/// Stores acknowledgements in batches: whatever arrived while the previous batch was being
+/// written goes in the next transaction. After a revocation every node acknowledges at once;
+/// one transaction (and one hand-off to the registry's writer) per batch instead of per
+/// acknowledgement, as the audit log does with its appends.
+final class AckRecorder: Sendable {
+    private struct Pending {
+        var ack: NodeAck
+        var continuation: CheckedContinuation<Bool, any Error>
+    }
+
+    private struct State {
+        var pending: [Pending] = []
+        var flushing = false
+    }
+
+    private let registry: Registry
+    private let state = NIOLockedValueBox(State())
+
+    init(registry: Registry) {
+        self.registry = registry
+    }
+
+    /// True once stored; false if the node had already acknowledged the event.
+    func record(_ ack: NodeAck) async throws -> Bool {
+        try await withCheckedThrowingContinuation { continuation in
+            let startFlushing = state.withLockedValue { state -> Bool in
+                state.pending.append(Pending(ack: ack, continuation: continuation))
+                guard !state.flushing else { return false }
+                state.flushing = true
+                return true
+            }
+            if startFlushing { Task { await self.flush() } }
+        }
+    }
+
+    private func flush() async {
+        while true {
+            let batch = state.withLockedValue { state -> [Pending] in
+                defer { state.pending.removeAll(keepingCapacity: true) }
+                if state.pending.isEmpty { state.flushing = false }
+                return state.pending
+            }
+            guard !batch.isEmpty else { return }
+            do {
+                let stored = try await registry.recordAcks(batch.map(\.ack))
+                for (pending, stored) in zip(batch, stored) { pending.continuation.resume(returning: stored) }
+            } catch {
+                for pending in batch { pending.continuation.resume(throwing: error) }
+            }
         }
     }
 }

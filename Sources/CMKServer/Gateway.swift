@@ -41,12 +41,14 @@ public final class Gateway: Sendable {
     /// Outstanding leases, by node and tenant (in memory: a restart forgets them, and every
     /// node's lease ends within `leaseDuration` anyway).
     let leases = NIOLockedValueBox<[LeaseKey: Date]>([:])
+    let ackRecorder: AckRecorder
 
     init(registry: Registry, keystores: [String: ConfiguredKeystore], platform: PKCS11Token, pkcs11: PKCS11Keystore,
          audit: AuditLog, leaseDuration: Duration = .seconds(30), logger: Logger) {
         self.audit = audit
         self.leaseDuration = leaseDuration
         self.registry = registry
+        self.ackRecorder = AckRecorder(registry: registry)
         self.keystores = keystores
         self.platform = platform
         self.pkcs11 = pkcs11

@@ -251,7 +251,9 @@ struct NodeController {
         context.identity = Identity(subject: node.id, method: "ack-signature")
         context.node = node
         let ack = try await gateway.acknowledge(statement: input.statement, signature: signature, from: node, by: context.audit)
-        return try ManagementController.json(["event": ack.eventID, "node": ack.nodeID], status: .created, context: context).response
+        // Canonical JSON of two ids: no encoder needed on the path every node takes at once.
+        let body = try JSONValue.object(["event": .string(ack.eventID), "node": .string(ack.nodeID)]).canonicalBytes()
+        return Response(status: .created, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 
     @Sendable func revocation(_ request: Request, context: CMKRequestContext) async throws -> Response {

@@ -54,16 +54,23 @@ extension Registry {
 
     /// Stores an acknowledgement; `conflict` if this node already acknowledged this event.
     public func recordAck(_ ack: NodeAck) async throws {
+        guard try await recordAcks([ack]) == [true] else {
+            throw RegistryError(.conflict, "node \(ack.nodeID) already acknowledged event \(ack.eventID)")
+        }
+    }
+
+    /// Stores acknowledgements in one transaction (they arrive by the hundred at once after a
+    /// revocation); for each, true if stored, false if that node had acknowledged that event.
+    public func recordAcks(_ acks: [NodeAck]) async throws -> [Bool] {
         try await write { db in
-            // One cached statement: acknowledgements arrive by the hundred at once.
             let insert = try db.cachedStatement(sql: """
                 INSERT INTO node_ack (event_id, node_id, link_id, keys_dropped, statement, signature, received_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id, node_id) DO NOTHING
                 """)
-            try insert.execute(arguments: [ack.eventID, ack.nodeID, ack.linkID, ack.keysDropped, ack.statement, ack.signature,
-                                           ack.receivedAt.registryMilliseconds])
-            if db.changesCount == 0 {
-                throw RegistryError(.conflict, "node \(ack.nodeID) already acknowledged event \(ack.eventID)")
+            return try acks.map { ack in
+                try insert.execute(arguments: [ack.eventID, ack.nodeID, ack.linkID, ack.keysDropped, ack.statement, ack.signature,
+                                               ack.receivedAt.registryMilliseconds])
+                return db.changesCount > 0
             }
         }
     }
