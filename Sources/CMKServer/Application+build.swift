@@ -19,7 +19,8 @@ enum MetricsBootstrap {
 
 /// Builds the router: health, readiness and metrics without authentication; everything under
 /// `/api/v1` behind the authentication middleware.
-public func buildRouter(gateway: Gateway, bootstrapToken: [UInt8], openAPI: ByteBuffer?) -> Router<CMKRequestContext> {
+public func buildRouter(gateway: Gateway, bootstrapToken: [UInt8]?, openAPI: ByteBuffer?,
+                        sessions settings: SessionSettings = SessionSettings()) -> Router<CMKRequestContext> {
     let prometheus = MetricsBootstrap.registry
     let router = Router(context: CMKRequestContext.self)
     router.add(middleware: ErrorMiddleware())
@@ -44,7 +45,11 @@ public func buildRouter(gateway: Gateway, bootstrapToken: [UInt8], openAPI: Byte
             Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: openAPI))
         }
     }
-    let api = router.group("api/v1").add(middleware: AuthenticationMiddleware(token: bootstrapToken))
+    let sessions = SessionManager(registry: gateway.registry, platform: gateway.platform, audit: gateway.audit, settings: settings,
+                                  logger: gateway.logger)
+    let api = router.group("api/v1").add(middleware: AdminAuthenticationMiddleware(gateway: gateway, sessions: sessions,
+                                                                                 bootstrapToken: bootstrapToken))
+    SessionController(gateway: gateway, sessions: sessions).register(on: api)
     ManagementController(gateway: gateway, idempotency: IdempotencyCache()).register(on: api)
     AuditController(audit: gateway.audit).register(on: api)
     let nodes = NodeController(gateway: gateway)
@@ -143,7 +148,7 @@ public func buildApplication(_ configuration: ServerConfiguration, openAPIPath: 
         services.append(ProbeScheduler(gateway: gateway, interval: .seconds(configuration.probeIntervalSeconds)))
     }
     var application = Application(
-        router: buildRouter(gateway: gateway, bootstrapToken: token, openAPI: openAPI),
+        router: buildRouter(gateway: gateway, bootstrapToken: token, openAPI: openAPI, sessions: configuration.sessions),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "openkcm-cmk"),
         logger: logger)
     for service in services { application.addServices(service) }

@@ -14,6 +14,8 @@ public struct Identity: Sendable, Equatable {
 public struct CMKRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public var identity: Identity?
+    /// The administrator or automation token, on `/api/v1` routes.
+    public var principal: Principal?
     /// The calling node, on `/node/v1` routes.
     public var node: Node?
     /// The client's IP address, for the audit record.
@@ -22,14 +24,15 @@ public struct CMKRequestContext: RequestContext {
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.identity = nil
+        self.principal = nil
         self.node = nil
         self.clientAddress = source.channel.remoteAddress?.ipAddress
     }
 
     /// The caller as the audit log records it.
     public var audit: AuditContext {
-        AuditContext(actor: AuditActor(kind: node == nil ? .user : .node, id: identity?.subject ?? "anonymous",
-                                       authMethod: identity?.method ?? "none"),
+        AuditContext(actor: principal?.auditActor ?? AuditActor(kind: node == nil ? .user : .node, id: identity?.subject ?? "anonymous",
+                                                                authMethod: identity?.method ?? "none"),
                      requestID: id, clientAddress: clientAddress)
     }
 

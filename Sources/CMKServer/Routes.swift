@@ -29,7 +29,9 @@ struct ManagementController {
     @Sendable func listTenants(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let (limit, cursor) = try Self.pagination(request)
         let page = try await gateway.registry.tenants(limit: limit, after: cursor)
-        return try Self.json(PageResponse(items: page.items.map(TenantResponse.init), nextCursor: page.nextCursor), context: context).response
+        // A caller limited to some tenants sees only those.
+        let visible = page.items.filter { context.principal?.mayAccess(tenant: $0.id) ?? true }
+        return try Self.json(PageResponse(items: visible.map(TenantResponse.init), nextCursor: page.nextCursor), context: context).response
     }
 
     @Sendable func createTenant(_ request: Request, context: CMKRequestContext) async throws -> Response {

@@ -107,6 +107,8 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     public var audit: AuditSettings
     /// Seconds a node may hold an unsealed L2 before it must renew.
     public var leaseSeconds: Int
+    /// Administrators' sessions: expiry, bcrypt cost, lockout.
+    public var sessions: SessionSettings = SessionSettings()
 
     public init(host: String = "127.0.0.1", port: Int = 8080, database: String = "cmk.sqlite", keystores: [Keystore] = [],
                 platform: Platform, bootstrapTokenFile: String, probeIntervalSeconds: Int = 60,
@@ -124,7 +126,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case host, port, database, keystores, platform, bootstrapTokenFile, probeIntervalSeconds, logLevel, audit, leaseSeconds
+        case host, port, database, keystores, platform, bootstrapTokenFile, probeIntervalSeconds, logLevel, audit, leaseSeconds, sessions
     }
 
     public init(from decoder: any Decoder) throws {
@@ -139,10 +141,11 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         logLevel = try container.decodeIfPresent(String.self, forKey: .logLevel) ?? "info"
         audit = try container.decodeIfPresent(AuditSettings.self, forKey: .audit) ?? AuditSettings()
         leaseSeconds = try container.decodeIfPresent(Int.self, forKey: .leaseSeconds) ?? 30
+        sessions = try container.decodeIfPresent(SessionSettings.self, forKey: .sessions) ?? SessionSettings()
     }
 
     static let allowedKeys: Set<String> = ["host", "port", "database", "keystores", "platform", "bootstrapTokenFile",
-                                           "probeIntervalSeconds", "logLevel", "audit", "leaseSeconds"]
+                                           "probeIntervalSeconds", "logLevel", "audit", "leaseSeconds", "sessions"]
 
     /// Reads `path`, applies `CMK_*` overrides from `environment`, validates.
     public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ServerConfiguration {
@@ -214,6 +217,10 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
             guard seen.insert(keystore.id).inserted else { throw ConfigurationError("keystore id \(keystore.id) appears twice") }
         }
         guard (5...3600).contains(leaseSeconds) else { throw ConfigurationError("leaseSeconds must be between 5 and 3600") }
+        guard (1...1440).contains(sessions.idleMinutes), (1...168).contains(sessions.absoluteHours), (4...31).contains(sessions.bcryptCost),
+              (1...100).contains(sessions.lockoutThreshold), (1...1440).contains(sessions.lockoutMinutes) else {
+            throw ConfigurationError("sessions: idleMinutes 1-1440, absoluteHours 1-168, bcryptCost 4-31, lockoutThreshold 1-100, lockoutMinutes 1-1440")
+        }
         guard audit.checkpointEvery > 0, audit.checkpointIntervalSeconds > 0 else {
             throw ConfigurationError("audit.checkpointEvery and audit.checkpointIntervalSeconds must be positive")
         }

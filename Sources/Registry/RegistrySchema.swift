@@ -182,6 +182,57 @@ enum RegistrySchema {
                 BEGIN SELECT RAISE(ABORT, 'acknowledgements are final'); END;
                 """)
         }
+        // Administrators, their sessions and automation tokens (issue 6). Secrets are never
+        // stored: passwords as bcrypt hashes, TOTP secrets sealed by the platform token,
+        // session and automation tokens as SHA-256 hashes.
+        migrator.registerMigration("v4-accounts") { db in
+            try db.execute(sql: """
+                CREATE TABLE account (
+                    id TEXT NOT NULL PRIMARY KEY,
+                    username TEXT NOT NULL UNIQUE,
+                    role TEXT NOT NULL CHECK (role IN ('security_admin', 'auditor')),
+                    -- NULL: every tenant; else a JSON array of tenant ids.
+                    tenants TEXT CHECK (tenants IS NULL OR json_valid(tenants)),
+                    password_hash TEXT NOT NULL CHECK (password_hash LIKE '$2%'),
+                    totp_sealed BLOB NOT NULL,
+                    totp_ivk_version INTEGER NOT NULL,
+                    -- The last TOTP time step accepted: a code is never accepted twice.
+                    totp_last_step INTEGER NOT NULL DEFAULT 0,
+                    failed_logins INTEGER NOT NULL DEFAULT 0,
+                    locked_until INTEGER,
+                    created_at INTEGER NOT NULL,
+                    created_by TEXT NOT NULL
+                ) STRICT;
+
+                CREATE TABLE admin_session (
+                    token_hash BLOB NOT NULL PRIMARY KEY CHECK (length(token_hash) = 32),
+                    id TEXT NOT NULL UNIQUE,
+                    account_id TEXT NOT NULL REFERENCES account(id),
+                    csrf_hash BLOB NOT NULL CHECK (length(csrf_hash) = 32),
+                    auth_method TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    last_used_at INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL,
+                    step_up_at INTEGER,
+                    revoked_at INTEGER,
+                    client_address TEXT
+                ) STRICT;
+                CREATE INDEX admin_session_by_account ON admin_session(account_id);
+
+                CREATE TABLE automation_token (
+                    id TEXT NOT NULL PRIMARY KEY,
+                    token_hash BLOB NOT NULL UNIQUE CHECK (length(token_hash) = 32),
+                    name TEXT NOT NULL,
+                    role TEXT NOT NULL CHECK (role IN ('security_admin', 'auditor')),
+                    tenants TEXT CHECK (tenants IS NULL OR json_valid(tenants)),
+                    created_at INTEGER NOT NULL,
+                    created_by TEXT NOT NULL,
+                    expires_at INTEGER NOT NULL,
+                    revoked_at INTEGER,
+                    last_used_at INTEGER
+                ) STRICT;
+                """)
+        }
         return migrator
     }
 }

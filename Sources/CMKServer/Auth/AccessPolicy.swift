@@ -1,0 +1,103 @@
+import Registry
+
+/// Who may call what: one table, read by the authorization middleware, by the tests (which
+/// generate the whole route × role matrix from it) and by Docs/Authorization.md (checked
+/// against it by a test).
+public enum AccessPolicy {
+    /// Which tenants a rule concerns.
+    public enum Scope: String, Sendable {
+        /// The path names a tenant (`{tenant}`): a caller limited to other tenants gets 404.
+        case tenant
+        /// Not about one tenant; open to any caller with the role (lists are filtered).
+        case global
+        /// Concerns every tenant (users, tokens, nodes, the whole audit log): callers limited
+        /// to some tenants are refused (403).
+        case allTenants = "all-tenants"
+    }
+
+    /// When a fresh TOTP (within `stepUpWindow`) is required.
+    public enum StepUp: String, Sendable {
+        case none
+        case always
+        /// Only when the tenant already has a revoked link: a new link restores access.
+        case onRestore = "on-restore"
+    }
+
+    public struct Rule: Sendable, Equatable {
+        public var method: String
+        /// As the router reports it (`context.endpointPath`), with `{name}` parameters.
+        public var path: String
+        public var roles: Set<AdminRole>
+        public var scope: Scope
+        public var stepUp: StepUp
+    }
+
+    /// A fresh TOTP counts for five minutes.
+    public static let stepUpWindow: Double = 300
+
+    static func rule(_ method: String, _ path: String, _ roles: Set<AdminRole>, _ scope: Scope, _ stepUp: StepUp = .none) -> Rule {
+        Rule(method: method, path: "/api/v1/" + path, roles: roles, scope: scope, stepUp: stepUp)
+    }
+
+    static let both: Set<AdminRole> = [.securityAdmin, .auditor]
+    static let admin: Set<AdminRole> = [.securityAdmin]
+
+    /// Every authenticated administrative route. Anything under `/api/v1` that is not here
+    /// (and is not one of `publicRoutes`) is refused.
+    public static let rules: [Rule] = [
+        rule("GET", "tenants", both, .global),
+        rule("POST", "tenants", admin, .allTenants),
+        rule("GET", "tenants/{tenant}", both, .tenant),
+        rule("DELETE", "tenants/{tenant}", admin, .tenant),
+        rule("GET", "keystores", both, .global),
+        rule("GET", "keystores/{keystore}", both, .global),
+        rule("GET", "keystores/{keystore}/keys", both, .global),
+        rule("GET", "tenants/{tenant}/l1-links", both, .tenant),
+        rule("POST", "tenants/{tenant}/l1-links", admin, .tenant, .onRestore),
+        rule("GET", "tenants/{tenant}/l1-links/{link}", both, .tenant),
+        rule("POST", "tenants/{tenant}/l1-links/{link}/probe", admin, .tenant),
+        rule("POST", "tenants/{tenant}/l1-links/{link}/revoke", admin, .tenant, .always),
+        rule("GET", "tenants/{tenant}/l1-links/{link}/revocation", both, .tenant),
+        rule("POST", "nodes/enrolments", admin, .allTenants),
+        rule("GET", "nodes", both, .global),
+        rule("GET", "audit", both, .allTenants),
+        rule("GET", "audit/records/{seq}", both, .allTenants),
+        rule("GET", "audit/checkpoint", both, .allTenants),
+        rule("GET", "audit/consistency", both, .allTenants),
+        rule("GET", "audit/export", both, .allTenants),
+        rule("GET", "session", both, .global),
+        rule("DELETE", "session", both, .global),
+        rule("POST", "session/step-up", both, .global),
+        rule("GET", "users", admin, .allTenants),
+        rule("POST", "users", admin, .allTenants),
+        rule("DELETE", "users/{user}/sessions", admin, .allTenants),
+        rule("GET", "tokens", admin, .allTenants),
+        rule("POST", "tokens", admin, .allTenants),
+        rule("DELETE", "tokens/{token}", admin, .allTenants),
+    ]
+
+    /// Answer without any credential.
+    public static let publicRoutes: [(method: String, path: String)] = [
+        ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/openapi.yaml"), ("POST", "/api/v1/session"),
+        ("POST", "/node/v1/enrol"), ("POST", "/node/v1/acks"),
+    ]
+
+    /// Node routes: a node's signature only; no administrator credential works there.
+    public static let nodeRoutes: [(method: String, path: String)] = [
+        ("POST", "/node/v1/unseal"), ("GET", "/node/v1/events"), ("GET", "/node/v1/stream"), ("POST", "/node/v1/heartbeat"),
+    ]
+
+    private static let byRoute: [String: Rule] = Dictionary(uniqueKeysWithValues: rules.map { ("\($0.method) \($0.path)", $0) })
+
+    public static func rule(method: String, path: String) -> Rule? { byRoute["\(method) \(path)"] }
+
+    /// The table as Markdown (Docs/Authorization.md embeds it; a test compares).
+    public static var markdown: String {
+        var lines = ["| method | path | security admin | auditor | tenant scope | fresh TOTP |", "| --- | --- | --- | --- | --- | --- |"]
+        for rule in rules {
+            lines.append("| \(rule.method) | `\(rule.path)` | \(rule.roles.contains(.securityAdmin) ? "yes" : "—") | "
+                         + "\(rule.roles.contains(.auditor) ? "yes" : "—") | \(rule.scope.rawValue) | \(rule.stepUp.rawValue) |")
+        }
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,114 @@
+import Audit
+import Foundation
+import Hummingbird
+import Registry
+
+/// Authenticates every `/api/v1` call (a session cookie with its CSRF header for state
+/// changes, or an automation token) and authorizes it against `AccessPolicy`: the role, the
+/// tenant scope (another tenant's resources answer 404) and step-up. A node's signature is
+/// not an administrator credential, and an administrator's credential does not work on
+/// `/node/v1`.
+struct AdminAuthenticationMiddleware: RouterMiddleware {
+    typealias Context = CMKRequestContext
+    let gateway: Gateway
+    let sessions: SessionManager
+    let bootstrapToken: [UInt8]?
+
+    static func cookie(_ name: String, in request: Request) -> String? {
+        for header in request.headers[values: .cookie] {
+            for part in header.split(separator: ";") {
+                let pair = part.trimmingCharacters(in: .whitespaces)
+                if pair.hasPrefix(name + "=") { return String(pair.dropFirst(name.count + 1)) }
+            }
+        }
+        return nil
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let path = context.endpointPath ?? request.uri.path
+        let method = request.method.rawValue
+        if method == "POST", path == "/api/v1/session" { return try await next(request, context) }
+        let principal = try await authenticate(request, method: method)
+        try await authorize(principal, method: method, path: path, context: context)
+        var context = context
+        context.identity = Identity(subject: principal.name, method: principal.authMethod)
+        context.principal = principal
+        if case .token = principal.kind {
+            // Every use of an automation token is on the record.
+            _ = try await gateway.audit.append(AuditRecord(
+                actor: principal.auditActor, operation: "auth.token_use", outcome: .success, target: "\(method) \(path)",
+                requestID: context.id, clientAddress: context.clientAddress))
+        }
+        return try await next(request, context)
+    }
+
+    private func authenticate(_ request: Request, method: String) async throws -> Principal {
+        do {
+            if let header = request.headers[.authorization] {
+                guard header.count > 7, header.prefix(7).lowercased() == "bearer " else { throw Self.unauthenticated }
+                let presented = String(header.dropFirst(7))
+                if presented.hasPrefix("okat_") { return try await sessions.authenticateToken(presented) }
+                if let bootstrapToken, AuthenticationMiddleware.constantTimeEqual(Array(presented.utf8), bootstrapToken) {
+                    return Principal(kind: .bootstrap, name: "bootstrap-admin", role: .securityAdmin, tenants: nil, authMethod: "bootstrap-token")
+                }
+                throw Self.unauthenticated
+            }
+            if let cookie = Self.cookie(SessionManager.cookieName, in: request) {
+                return try await sessions.authenticateSession(token: cookie, csrf: request.headers[.init(SessionManager.csrfHeader)!],
+                                                              stateChanging: !["GET", "HEAD", "OPTIONS"].contains(method))
+            }
+            throw Self.unauthenticated
+        } catch let failure as SessionManager.Failure {
+            throw APIError(failure)
+        }
+    }
+
+    static let unauthenticated = APIError(.unauthorized, code: "unauthenticated", "log in (session cookie) or present an automation token")
+
+    private func authorize(_ principal: Principal, method: String, path: String, context: Context) async throws {
+        guard let rule = AccessPolicy.rule(method: method, path: path) else {
+            throw APIError(.forbidden, code: "forbidden", "\(method) \(path) is not open to administrators")
+        }
+        guard rule.roles.contains(principal.role) else {
+            throw APIError(.forbidden, code: "forbidden", "the \(principal.role.rawValue) role may not \(method) \(path)")
+        }
+        let tenant = context.parameters.get("tenant")
+        switch rule.scope {
+        case .tenant:
+            if let tenant, !principal.mayAccess(tenant: tenant) { throw APIError.notFound("no tenant \(tenant)") }
+        case .allTenants:
+            guard principal.tenants == nil else {
+                throw APIError(.forbidden, code: "forbidden", "this concerns every tenant; the caller is limited to some")
+            }
+        case .global:
+            break
+        }
+        var needsStepUp = rule.stepUp == .always
+        if rule.stepUp == .onRestore, let tenant {
+            needsStepUp = try await gateway.registry.links(tenantID: tenant, limit: 500, after: nil).items.contains { $0.state == .revoked }
+        }
+        if needsStepUp {
+            switch principal.kind {
+            case .bootstrap: break
+            case .token:
+                throw APIError(.forbidden, code: "step_up_required", "revoking and restoring need a person with a fresh one-time code, not a token")
+            case .session:
+                guard principal.hasFreshTOTP(now: sessions.now()) else {
+                    throw APIError(.forbidden, code: "step_up_required", "enter a one-time code (POST /api/v1/session/step-up) within 5 minutes before this")
+                }
+            }
+        }
+    }
+}
+
+extension APIError {
+    init(_ failure: SessionManager.Failure) {
+        switch failure.code {
+        case .invalidCredentials, .sessionExpired: self.init(.unauthorized, code: failure.code.rawValue, failure.message)
+        case .locked: self.init(.tooManyRequests, code: failure.code.rawValue, failure.message)
+        case .csrf, .stepUpRequired: self.init(.forbidden, code: failure.code.rawValue, failure.message)
+        case .invalidInput: self.init(.badRequest, code: failure.code.rawValue, failure.message)
+        case .conflict: self.init(.conflict, code: failure.code.rawValue, failure.message)
+        }
+    }
+}

@@ -1,0 +1,232 @@
+import Audit
+import Foundation
+import Hummingbird
+import Registry
+
+/// `/api/v1/session` (login, who am I, logout, step-up), `/api/v1/users` and `/api/v1/tokens`.
+struct SessionController {
+    let gateway: Gateway
+    let sessions: SessionManager
+
+    struct LoginRequest: Decodable, Sendable { var username: String; var password: String; var totp: String }
+    struct StepUpRequest: Decodable, Sendable { var totp: String }
+    struct CreateUserRequest: Decodable, Sendable { var username: String; var password: String; var role: AdminRole; var tenants: [String]? }
+    struct CreateTokenRequest: Decodable, Sendable { var name: String; var role: AdminRole; var tenants: [String]?; var ttlSeconds: Int? }
+
+    struct SessionResponse: Codable, Sendable {
+        var username: String
+        var role: AdminRole
+        var tenants: [String]?
+        var authMethod: String
+        var session: String?
+        var csrfToken: String?
+        var expiresAt: Date?
+        var stepUpFresh: Bool
+    }
+
+    struct UserResponse: Codable, Sendable {
+        var id: String
+        var username: String
+        var role: AdminRole
+        var tenants: [String]?
+        var createdAt: Date
+        var createdBy: String
+        var lockedUntil: Date?
+        /// Shown once, at creation.
+        var totpSecret: String?
+        var totpURI: String?
+    }
+
+    struct TokenResponse: Codable, Sendable {
+        var id: String
+        var name: String
+        var role: AdminRole
+        var tenants: [String]?
+        var createdAt: Date
+        var createdBy: String
+        var expiresAt: Date
+        var revokedAt: Date?
+        var lastUsedAt: Date?
+        /// Shown once, at creation.
+        var token: String?
+    }
+
+    func register(on group: RouterGroup<CMKRequestContext>) {
+        group.post("session", use: login)
+        group.get("session", use: whoAmI)
+        group.delete("session", use: logout)
+        group.post("session/step-up", use: stepUp)
+        group.post("users", use: createUser)
+        group.get("users", use: listUsers)
+        group.delete("users/:user/sessions", use: revokeUserSessions)
+        group.post("tokens", use: createToken)
+        group.get("tokens", use: listTokens)
+        group.delete("tokens/:token", use: revokeToken)
+    }
+
+    static func principal(_ context: CMKRequestContext) throws -> Principal {
+        guard let principal = context.principal else { throw AdminAuthenticationMiddleware.unauthenticated }
+        return principal
+    }
+
+    func body<T: Decodable>(_ type: T.Type, _ request: Request, _ context: CMKRequestContext) async throws -> T {
+        var request = request
+        return try ManagementController.decode(type, from: try await request.collectBody(upTo: context.maxUploadSize), context: context)
+    }
+
+    func sessionCookie(_ value: String, maxAge: Int) -> String {
+        "\(SessionManager.cookieName)=\(value); Path=/; Max-Age=\(maxAge); HttpOnly; Secure; SameSite=Strict"
+    }
+
+    @Sendable func login(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let input = try await body(LoginRequest.self, request, context)
+        let login: SessionManager.Login
+        do {
+            login = try await sessions.login(username: input.username, password: input.password, totp: input.totp,
+                                             clientAddress: context.clientAddress, requestID: context.id)
+        } catch let failure as SessionManager.Failure {
+            throw APIError(failure)
+        }
+        var reply = try ManagementController.json(SessionResponse(
+            username: login.account.username, role: login.account.role, tenants: login.account.tenants, authMethod: login.session.authMethod,
+            session: login.session.id, csrfToken: login.csrfToken, expiresAt: login.session.expiresAt, stepUpFresh: true),
+            status: .created, context: context)
+        reply.headers[.setCookie] = sessionCookie(login.sessionToken, maxAge: sessions.settings.absoluteHours * 3600)
+        reply.headers[.cacheControl] = "no-store"
+        return reply.response
+    }
+
+    @Sendable func whoAmI(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let principal = try Self.principal(context)
+        var session: String?
+        if case .session(let id, _) = principal.kind { session = id }
+        return try ManagementController.json(SessionResponse(
+            username: principal.name, role: principal.role, tenants: principal.tenants, authMethod: principal.authMethod, session: session,
+            csrfToken: nil, expiresAt: nil, stepUpFresh: principal.hasFreshTOTP(now: sessions.now())), context: context).response
+    }
+
+    @Sendable func logout(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let principal = try Self.principal(context)
+        guard case .session(let id, _) = principal.kind else {
+            throw APIError(.badRequest, code: "invalid_input", "only a session can log out; revoke a token with DELETE /api/v1/tokens/{id}")
+        }
+        try await sessions.logout(sessionID: id)
+        _ = try await gateway.audit.append(AuditRecord(actor: principal.auditActor, operation: "auth.logout", outcome: .success,
+                                                       requestID: context.id, clientAddress: context.clientAddress))
+        return Response(status: .noContent, headers: [.setCookie: sessionCookie("", maxAge: 0)])
+    }
+
+    @Sendable func stepUp(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let principal = try Self.principal(context)
+        guard case .session(let id, _) = principal.kind else {
+            throw APIError(.forbidden, code: "step_up_required", "only a person's session can step up")
+        }
+        let input = try await body(StepUpRequest.self, request, context)
+        do {
+            try await sessions.stepUp(sessionID: id, username: principal.name, totp: input.totp)
+        } catch let failure as SessionManager.Failure {
+            _ = try await gateway.audit.append(AuditRecord(actor: principal.auditActor, operation: "auth.step_up", outcome: .denied,
+                                                           errorCode: failure.code.rawValue, requestID: context.id, clientAddress: context.clientAddress))
+            throw APIError(failure)
+        }
+        _ = try await gateway.audit.append(AuditRecord(actor: principal.auditActor, operation: "auth.step_up", outcome: .success,
+                                                       requestID: context.id, clientAddress: context.clientAddress))
+        return Response(status: .noContent)
+    }
+
+    func userResponse(_ account: Account, secret: String? = nil, uri: String? = nil) -> UserResponse {
+        UserResponse(id: account.id, username: account.username, role: account.role, tenants: account.tenants, createdAt: account.createdAt,
+                     createdBy: account.createdBy, lockedUntil: account.lockedUntil, totpSecret: secret, totpURI: uri)
+    }
+
+    @Sendable func createUser(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let principal = try Self.principal(context)
+        let input = try await body(CreateUserRequest.self, request, context)
+        let created = try await recorded("user.create", target: input.username, context: context) {
+            do {
+                return try await sessions.createAccount(username: input.username, password: input.password, role: input.role,
+                                                        tenants: input.tenants, createdBy: principal.name)
+            } catch let failure as SessionManager.Failure {
+                throw APIError(failure)
+            }
+        }
+        var reply = try ManagementController.json(userResponse(created.account, secret: created.totpSecret, uri: created.totpURI),
+                                                  status: .created, context: context)
+        reply.headers[.cacheControl] = "no-store"
+        return reply.response
+    }
+
+    @Sendable func listUsers(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let users = try await gateway.registry.accounts().map { userResponse($0) }
+        return try ManagementController.json(PageResponse(items: users, nextCursor: nil), context: context).response
+    }
+
+    @Sendable func revokeUserSessions(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let id = try context.parameters.require("user")
+        var found = try await gateway.registry.account(id: id)
+        if found == nil { found = try await gateway.registry.account(username: id) }
+        guard let account = found else {
+            throw APIError.notFound("no user \(id)")
+        }
+        let count = try await recorded("user.sessions.revoke", target: account.username, context: context) {
+            try await gateway.registry.revokeSessions(accountID: account.id, at: Date())
+        }
+        return try ManagementController.json(["revoked": count], context: context).response
+    }
+
+    func tokenResponse(_ token: AutomationToken, secret: String? = nil) -> TokenResponse {
+        TokenResponse(id: token.id, name: token.name, role: token.role, tenants: token.tenants, createdAt: token.createdAt,
+                      createdBy: token.createdBy, expiresAt: token.expiresAt, revokedAt: token.revokedAt, lastUsedAt: token.lastUsedAt,
+                      token: secret)
+    }
+
+    @Sendable func createToken(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let principal = try Self.principal(context)
+        let input = try await body(CreateTokenRequest.self, request, context)
+        let created = try await recorded("token.create", target: input.name, context: context) {
+            do {
+                return try await sessions.createToken(name: input.name, role: input.role, tenants: input.tenants,
+                                                      ttl: TimeInterval(input.ttlSeconds ?? 86_400), createdBy: principal.name)
+            } catch let failure as SessionManager.Failure {
+                throw APIError(failure)
+            }
+        }
+        var reply = try ManagementController.json(tokenResponse(created.token, secret: created.secret), status: .created, context: context)
+        reply.headers[.cacheControl] = "no-store"
+        return reply.response
+    }
+
+    @Sendable func listTokens(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let tokens = try await gateway.registry.automationTokens().map { tokenResponse($0) }
+        return try ManagementController.json(PageResponse(items: tokens, nextCursor: nil), context: context).response
+    }
+
+    @Sendable func revokeToken(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let id = try context.parameters.require("token")
+        try await recorded("token.revoke", target: id, context: context) {
+            do {
+                try await gateway.registry.revokeAutomationToken(id: id, at: Date())
+            } catch let error as RegistryError where error.code == .notFound {
+                throw APIError.notFound("no automation token \(id)")
+            }
+        }
+        return Response(status: .noContent)
+    }
+
+    /// An administrative action with its audit record (success or failure).
+    func recorded<T>(_ operation: String, target: String, context: CMKRequestContext, _ action: () async throws -> T) async throws -> T {
+        try gateway.auditReady()
+        let audit = context.audit
+        do {
+            let result = try await action()
+            _ = try await gateway.audit.append(AuditRecord(actor: audit.actor, operation: operation, outcome: .success, target: target,
+                                                           requestID: audit.requestID, clientAddress: audit.clientAddress))
+            return result
+        } catch {
+            _ = try await gateway.audit.append(AuditRecord(actor: audit.actor, operation: operation, outcome: .failure,
+                                                           errorCode: Gateway.auditCode(error), target: target,
+                                                           requestID: audit.requestID, clientAddress: audit.clientAddress))
+            throw error
+        }
+    }
+}

@@ -1,0 +1,324 @@
+import Audit
+import Crypto
+import Foundation
+import HummingbirdBcrypt
+import KSI
+import Logging
+import NIOConcurrencyHelpers
+import NIOPosix
+import Registry
+
+/// Session settings (`sessions` in the configuration).
+public struct SessionSettings: Codable, Sendable, Equatable {
+    /// A session unused this long ends.
+    public var idleMinutes: Int = 15
+    /// A session ends this long after login, used or not.
+    public var absoluteHours: Int = 8
+    /// bcrypt cost (2^cost rounds); 12 by default.
+    public var bcryptCost: Int = 12
+    /// Failed logins before an account (or a client address) is locked, and for how long.
+    public var lockoutThreshold: Int = 5
+    public var lockoutMinutes: Int = 15
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey { case idleMinutes, absoluteHours, bcryptCost, lockoutThreshold, lockoutMinutes }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        idleMinutes = try c.decodeIfPresent(Int.self, forKey: .idleMinutes) ?? 15
+        absoluteHours = try c.decodeIfPresent(Int.self, forKey: .absoluteHours) ?? 8
+        bcryptCost = try c.decodeIfPresent(Int.self, forKey: .bcryptCost) ?? 12
+        lockoutThreshold = try c.decodeIfPresent(Int.self, forKey: .lockoutThreshold) ?? 5
+        lockoutMinutes = try c.decodeIfPresent(Int.self, forKey: .lockoutMinutes) ?? 15
+    }
+}
+
+/// Who is calling `/api/v1`, once authenticated.
+public struct Principal: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        case session(id: String, stepUpAt: Date?)
+        case token(id: String)
+        case bootstrap
+    }
+
+    public var kind: Kind
+    /// The username, token name, or `bootstrap-admin`.
+    public var name: String
+    public var role: AdminRole
+    /// Nil: every tenant.
+    public var tenants: [String]?
+    public var authMethod: String
+
+    public func mayAccess(tenant: String) -> Bool { tenants.map { $0.contains(tenant) } ?? true }
+
+    public var auditActor: AuditActor {
+        switch kind {
+        case .session(let id, _): AuditActor(kind: .user, id: name, session: id, authMethod: authMethod)
+        case .token(let id): AuditActor(kind: .token, id: name, session: id, authMethod: authMethod)
+        case .bootstrap: AuditActor(kind: .user, id: name, authMethod: authMethod)
+        }
+    }
+
+    /// Whether a TOTP was entered within the step-up window.
+    public func hasFreshTOTP(now: Date = Date()) -> Bool {
+        guard case .session(_, let stepUpAt?) = kind else { return false }
+        return now.timeIntervalSince(stepUpAt) <= AccessPolicy.stepUpWindow
+    }
+}
+
+/// Accounts, logins with password and TOTP, sessions, step-up, lockout and automation
+/// tokens. Secrets are never stored or logged: bcrypt hashes, TOTP secrets sealed by the
+/// platform token under the IVK, token and cookie values as SHA-256 hashes.
+public final class SessionManager: Sendable {
+    public struct Failure: Error, Sendable, Equatable {
+        public enum Code: String, Sendable {
+            case invalidCredentials = "invalid_credentials"
+            case locked
+            case sessionExpired = "session_expired"
+            case csrf = "csrf_failed"
+            case stepUpRequired = "step_up_required"
+            case invalidInput = "bad_request"
+            case conflict
+        }
+        public var code: Code
+        public var message: String
+    }
+
+    static let totp = TOTP()
+    public static let cookieName = "cmk_session"
+    public static let csrfHeader = "X-CSRF-Token"
+
+    let registry: Registry
+    let platform: PKCS11Token
+    /// Nil in the command line, which must not write the server's audit log.
+    let audit: AuditLog?
+    let settings: SessionSettings
+    let logger: Logger
+    let now: @Sendable () -> Date
+    /// Failed logins per client address, in memory: (count, first failure, locked until).
+    private let addressFailures = NIOLockedValueBox<[String: (count: Int, lockedUntil: Date?)]>([:])
+    /// A bcrypt hash to verify against when the user does not exist, so both cost the same.
+    private let decoyHash: String
+
+    public init(registry: Registry, platform: PKCS11Token, audit: AuditLog?, settings: SessionSettings, logger: Logger,
+         now: @escaping @Sendable () -> Date = { Date() }) {
+        self.registry = registry
+        self.platform = platform
+        self.audit = audit
+        self.settings = settings
+        self.logger = logger
+        self.now = now
+        decoyHash = Bcrypt.hash("decoy-\(UUID().uuidString)", cost: UInt8(clamping: settings.bcryptCost))
+    }
+
+    static func hash(_ text: String) -> Data { Data(SHA256.hash(data: Data(text.utf8))) }
+
+    static func randomToken(prefix: String) -> String {
+        prefix + Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+
+    private func bcrypt<T: Sendable>(_ body: @escaping @Sendable () -> T) async throws -> T {
+        // Deliberately slow: off Swift's cooperative threads.
+        try await NIOThreadPool.singleton.runIfActive(body)
+    }
+
+    private func totpKey() async throws -> (KeyReference, Int) {
+        guard let ivk = try await registry.ivkVersions().max(by: { $0.version < $1.version }) else {
+            throw Failure(code: .invalidInput, message: "the platform token has no IVK yet")
+        }
+        return (try KeyReference(parsing: ivk.keyReference), ivk.version)
+    }
+
+    static func totpAAD(_ username: String) -> [UInt8] { Array("openkcm/totp/v1|\(username)".utf8) }
+
+    // MARK: Accounts
+
+    public struct NewAccount: Sendable {
+        public var account: Account
+        /// Shown once: base32 and as an `otpauth://` URI.
+        public var totpSecret: String
+        public var totpURI: String
+    }
+
+    public func createAccount(username: String, password: String, role: AdminRole, tenants: [String]?, createdBy: String) async throws -> NewAccount {
+        guard (3...64).contains(username.count), username.allSatisfy({ $0.isLetter || $0.isNumber || "._-@".contains($0) }) else {
+            throw Failure(code: .invalidInput, message: "a username is 3-64 letters, digits, '.', '_', '-' or '@'")
+        }
+        guard password.count >= 12, password.utf8.count <= 72 else {
+            throw Failure(code: .invalidInput, message: "a password is at least 12 characters (and at most 72 bytes, bcrypt's limit)")
+        }
+        let cost = UInt8(clamping: settings.bcryptCost)
+        let passwordHash = try await bcrypt { Bcrypt.hash(password, cost: cost) }
+        var secret = (0..<20).map { _ in UInt8.random(in: 0...255) }
+        defer { secret.withUnsafeMutableBytes { _ = memset($0.baseAddress!, 0, $0.count) } }
+        let (key, version) = try await totpKey()
+        let sealed = try await platform.seal(secret, with: key, aad: Self.totpAAD(username))
+        let account: Account
+        do {
+            account = try await registry.createAccount(username: username, role: role, tenants: tenants, passwordHash: passwordHash,
+                                                       totpSealed: Data(sealed), totpIVKVersion: version, createdBy: createdBy)
+        } catch let error as RegistryError where error.code == .conflict {
+            throw Failure(code: .conflict, message: "user \(username) already exists")
+        }
+        return NewAccount(account: account, totpSecret: Base32.encode(secret),
+                          totpURI: TOTP.provisioningURI(secret: secret, issuer: "OpenKCM", account: username))
+    }
+
+    /// The TOTP step `code` matches for `account`, consumed so that it cannot be used again.
+    private func checkTOTP(_ code: String, account: Account) async throws -> Bool {
+        guard let ivk = try await registry.ivkVersions().first(where: { $0.version == account.totpIVKVersion }) else { return false }
+        var secret = try await platform.open(Array(account.totpSealed), with: try KeyReference(parsing: ivk.keyReference),
+                                             aad: Self.totpAAD(account.username))
+        defer { secret.withUnsafeMutableBytes { _ = memset($0.baseAddress!, 0, $0.count) } }
+        guard let step = Self.totp.match(code, secret: secret, at: now()) else { return false }
+        return try await registry.consumeTOTPStep(accountID: account.id, step: step)
+    }
+
+    // MARK: Login
+
+    public struct Login: Sendable {
+        public var sessionToken: String
+        public var csrfToken: String
+        public var session: AdminSession
+        public var account: Account
+    }
+
+    /// Password and TOTP, both required. Failures slow down, then lock the account and the
+    /// client address for `lockoutMinutes`; every attempt is audited.
+    public func login(username: String, password: String, totp code: String, clientAddress: String?, requestID: String?) async throws -> Login {
+        let address = clientAddress ?? "unknown"
+        let started = now()
+        func record(_ outcome: AuditRecord.Outcome, _ errorCode: String?, operation: String = "auth.login",
+                    session: String? = nil, details: [String: String] = [:]) async throws {
+            _ = try await audit?.append(AuditRecord(actor: AuditActor(kind: .user, id: username, session: session, authMethod: "password+totp"),
+                                                   operation: operation, outcome: outcome, errorCode: errorCode, requestID: requestID,
+                                                   clientAddress: clientAddress, details: details))
+        }
+        if let until = addressFailures.withLockedValue({ $0[address]?.lockedUntil }), until > started {
+            try await record(.denied, "locked", details: ["reason": "client address locked"])
+            throw Failure(code: .locked, message: "too many failed logins from this address; try again later")
+        }
+        let account = try await registry.account(username: username)
+        if let until = account?.lockedUntil, until > started {
+            try await record(.denied, "locked", details: ["reason": "account locked"])
+            throw Failure(code: .locked, message: "too many failed logins for this account; try again later")
+        }
+        let hash = account?.passwordHash ?? decoyHash
+        let passwordOK = try await bcrypt { Bcrypt.verify(password, hash: hash) }
+        var totpOK = false
+        if let account, passwordOK { totpOK = try await checkTOTP(code, account: account) }
+        guard let account, passwordOK, totpOK else {
+            try await fail(account: account, address: address, record: record)
+            throw Failure(code: .invalidCredentials, message: "the username, password or one-time code is wrong")
+        }
+        try await registry.resetFailedLogins(accountID: account.id)
+        _ = addressFailures.withLockedValue { $0.removeValue(forKey: address) }
+        let sessionToken = Self.randomToken(prefix: "okas_"), csrfToken = Self.randomToken(prefix: "")
+        let session = try await registry.createSession(
+            tokenHash: Self.hash(sessionToken), csrfHash: Self.hash(csrfToken), accountID: account.id, authMethod: "password+totp",
+            expiresAt: started.addingTimeInterval(Double(settings.absoluteHours) * 3600), clientAddress: clientAddress, at: started)
+        try await record(.success, nil, session: session.id)
+        return Login(sessionToken: sessionToken, csrfToken: csrfToken, session: session, account: account)
+    }
+
+    private func fail(account: Account?, address: String,
+                      record: (AuditRecord.Outcome, String?, String, String?, [String: String]) async throws -> Void) async throws {
+        let lockFor = Double(settings.lockoutMinutes) * 60, threshold = settings.lockoutThreshold
+        let at = now()
+        var failures = 0
+        var lockedUntil: Date?
+        if let account {
+            (failures, lockedUntil) = try await registry.recordFailedLogin(accountID: account.id, threshold: threshold,
+                                                                           lockUntil: at.addingTimeInterval(lockFor))
+        }
+        let addressLock = addressFailures.withLockedValue { table -> Date? in
+            var entry = table[address] ?? (0, nil)
+            entry.count += 1
+            if entry.count >= threshold { entry.lockedUntil = at.addingTimeInterval(lockFor) }
+            table[address] = entry
+            failures = max(failures, entry.count)
+            return entry.lockedUntil
+        }
+        try await record(.denied, "invalid_credentials", "auth.login", nil, ["failures": String(failures)])
+        if lockedUntil != nil || addressLock != nil {
+            try await record(.denied, "locked", "auth.lockout", nil,
+                             ["failures": String(failures), "scope": lockedUntil != nil ? "account" : "address",
+                              "minutes": String(settings.lockoutMinutes)])
+            logger.warning("login locked out after repeated failures", metadata: ["failures": "\(failures)"])
+        } else if failures >= 2 {
+            // Slow down before the lock: one more second per failure, up to five.
+            try? await Task.sleep(for: .seconds(min(5, failures - 1)))
+        }
+    }
+
+    // MARK: Sessions
+
+    /// The session of a cookie, if live; `csrf` must match for a state-changing request.
+    public func authenticateSession(token: String, csrf: String?, stateChanging: Bool) async throws -> Principal {
+        guard let session = try await registry.session(tokenHash: Self.hash(token)),
+              let account = try await registry.account(id: session.accountID) else {
+            throw Failure(code: .sessionExpired, message: "no such session; log in")
+        }
+        let at = now()
+        guard session.revokedAt == nil, session.expiresAt > at,
+              at.timeIntervalSince(session.lastUsedAt) <= Double(settings.idleMinutes) * 60 else {
+            throw Failure(code: .sessionExpired, message: "the session has ended; log in again")
+        }
+        if stateChanging {
+            guard let csrf, Self.constantTimeEqual(Self.hash(csrf), session.csrfHash) else {
+                throw Failure(code: .csrf, message: "a state-changing request with a session cookie needs the X-CSRF-Token header")
+            }
+        }
+        if at.timeIntervalSince(session.lastUsedAt) > 5 { try await registry.touchSession(id: session.id, at: at) }
+        return Principal(kind: .session(id: session.id, stepUpAt: session.stepUpAt), name: account.username, role: account.role,
+                         tenants: account.tenants, authMethod: session.authMethod)
+    }
+
+    public func logout(sessionID: String) async throws {
+        try await registry.revokeSession(id: sessionID, at: now())
+    }
+
+    /// A fresh TOTP for the session: revocations and restores need one within five minutes.
+    public func stepUp(sessionID: String, username: String, totp code: String) async throws {
+        guard let account = try await registry.account(username: username), try await checkTOTP(code, account: account) else {
+            throw Failure(code: .invalidCredentials, message: "the one-time code is wrong or was already used")
+        }
+        try await registry.stepUpSession(id: sessionID, at: now())
+    }
+
+    // MARK: Automation tokens
+
+    public struct NewToken: Sendable {
+        public var token: AutomationToken
+        /// Shown once.
+        public var secret: String
+    }
+
+    public func createToken(name: String, role: AdminRole, tenants: [String]?, ttl: TimeInterval, createdBy: String) async throws -> NewToken {
+        guard (1...64).contains(name.count) else { throw Failure(code: .invalidInput, message: "a token name is 1-64 characters") }
+        guard (60...(366 * 86_400)).contains(ttl) else { throw Failure(code: .invalidInput, message: "a token lives 60 s to 366 days") }
+        let secret = Self.randomToken(prefix: "okat_")
+        let token = try await registry.createAutomationToken(tokenHash: Self.hash(secret), name: name, role: role, tenants: tenants,
+                                                             expiresAt: now().addingTimeInterval(ttl), createdBy: createdBy)
+        return NewToken(token: token, secret: secret)
+    }
+
+    public func authenticateToken(_ secret: String) async throws -> Principal {
+        guard secret.hasPrefix("okat_"), let token = try await registry.automationToken(tokenHash: Self.hash(secret)),
+              token.revokedAt == nil, token.expiresAt > now() else {
+            throw Failure(code: .sessionExpired, message: "the token is unknown, revoked or expired")
+        }
+        let at = now()
+        if token.lastUsedAt.map({ at.timeIntervalSince($0) > 5 }) ?? true { try await registry.touchAutomationToken(id: token.id, at: at) }
+        return Principal(kind: .token(id: token.id), name: token.name, role: token.role, tenants: token.tenants, authMethod: "automation-token")
+    }
+
+    static func constantTimeEqual(_ a: Data, _ b: Data) -> Bool {
+        guard a.count == b.count else { return false }
+        var difference: UInt8 = 0
+        for (x, y) in zip(a, b) { difference |= x ^ y }
+        return difference == 0
+    }
+}
