@@ -38,7 +38,7 @@ struct ServerHarness {
         let audit = try await openAuditLog(configuration.audit, pkcs11: pkcs11, logger: Logger(label: "test"))
         let gateway = try await Gateway.start(configuration, audit: audit, pkcs11: pkcs11, logger: Logger(label: "test"))
         let openAPI = FileManager.default.contents(atPath: SoftHSMFixture.repositoryRoot + "/Docs/openapi.yaml").map { ByteBuffer(data: $0) }
-        let router = buildRouter(gateway: gateway, bootstrapToken: Array(Self.bearer.utf8), openAPI: openAPI)
+        let router = buildRouter(gateway: gateway, bootstrapToken: Array(Self.bearer.utf8), openAPI: openAPI, sessions: Self.sessionSettings)
         let app = Application(router: router)
         do {
             try await app.test(.router) { client in try await body(client, gateway) }
@@ -54,7 +54,7 @@ struct ServerHarness {
         let pkcs11 = PKCS11Keystore()
         let audit = try await openAuditLog(configuration.audit, pkcs11: pkcs11, logger: Logger(label: "test"))
         let gateway = try await Gateway.start(configuration, audit: audit, pkcs11: pkcs11, logger: Logger(label: "test"))
-        let router = buildRouter(gateway: gateway, bootstrapToken: Array(Self.bearer.utf8), openAPI: nil)
+        let router = buildRouter(gateway: gateway, bootstrapToken: Array(Self.bearer.utf8), openAPI: nil, sessions: Self.sessionSettings)
         let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
         do {
             try await app.test(.live) { client in try await body(client, gateway, client.port!) }
@@ -63,6 +63,13 @@ struct ServerHarness {
             throw error
         }
         await gateway.shutdown(finalizingModules: false)
+    }
+
+    /// The cheapest bcrypt cost, so that tests do not wait on it; lockout after 5 failures.
+    static var sessionSettings: SessionSettings {
+        var settings = SessionSettings()
+        settings.bcryptCost = 4
+        return settings
     }
 
     static var auth: HTTPFields { [.authorization: "Bearer \(bearer)", .contentType: "application/json"] }

@@ -30,13 +30,16 @@ public enum AccessPolicy {
         public var roles: Set<AdminRole>
         public var scope: Scope
         public var stepUp: StepUp
+        /// Only a person's session (logout, step-up), not an automation token.
+        public var sessionOnly: Bool = false
     }
 
     /// A fresh TOTP counts for five minutes.
     public static let stepUpWindow: Double = 300
 
-    static func rule(_ method: String, _ path: String, _ roles: Set<AdminRole>, _ scope: Scope, _ stepUp: StepUp = .none) -> Rule {
-        Rule(method: method, path: "/api/v1/" + path, roles: roles, scope: scope, stepUp: stepUp)
+    static func rule(_ method: String, _ path: String, _ roles: Set<AdminRole>, _ scope: Scope, _ stepUp: StepUp = .none,
+                     sessionOnly: Bool = false) -> Rule {
+        Rule(method: method, path: "/api/v1/" + path, roles: roles, scope: scope, stepUp: stepUp, sessionOnly: sessionOnly)
     }
 
     static let both: Set<AdminRole> = [.securityAdmin, .auditor]
@@ -66,8 +69,8 @@ public enum AccessPolicy {
         rule("GET", "audit/consistency", both, .allTenants),
         rule("GET", "audit/export", both, .allTenants),
         rule("GET", "session", both, .global),
-        rule("DELETE", "session", both, .global),
-        rule("POST", "session/step-up", both, .global),
+        rule("DELETE", "session", both, .global, sessionOnly: true),
+        rule("POST", "session/step-up", both, .global, sessionOnly: true),
         rule("GET", "users", admin, .allTenants),
         rule("POST", "users", admin, .allTenants),
         rule("DELETE", "users/{user}/sessions", admin, .allTenants),
@@ -93,10 +96,12 @@ public enum AccessPolicy {
 
     /// The table as Markdown (Docs/Authorization.md embeds it; a test compares).
     public static var markdown: String {
-        var lines = ["| method | path | security admin | auditor | tenant scope | fresh TOTP |", "| --- | --- | --- | --- | --- | --- |"]
+        var lines = ["| method | path | security admin | auditor | tenant scope | fresh TOTP | tokens |",
+                     "| --- | --- | --- | --- | --- | --- | --- |"]
         for rule in rules {
+            let tokens = rule.sessionOnly || rule.stepUp == .always ? "no" : rule.stepUp == .onRestore ? "not to restore" : "yes"
             lines.append("| \(rule.method) | `\(rule.path)` | \(rule.roles.contains(.securityAdmin) ? "yes" : "—") | "
-                         + "\(rule.roles.contains(.auditor) ? "yes" : "—") | \(rule.scope.rawValue) | \(rule.stepUp.rawValue) |")
+                         + "\(rule.roles.contains(.auditor) ? "yes" : "—") | \(rule.scope.rawValue) | \(rule.stepUp.rawValue) | \(tokens) |")
         }
         return lines.joined(separator: "\n")
     }

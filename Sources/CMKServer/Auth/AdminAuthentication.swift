@@ -29,17 +29,24 @@ struct AdminAuthenticationMiddleware: RouterMiddleware {
         let method = request.method.rawValue
         if method == "POST", path == "/api/v1/session" { return try await next(request, context) }
         let principal = try await authenticate(request, method: method)
-        try await authorize(principal, method: method, path: path, context: context)
+        do {
+            try await authorize(principal, method: method, path: path, context: context)
+        } catch {
+            if case .token = principal.kind { try await recordTokenUse(principal, method: method, path: path, context: context, error: error) }
+            throw error
+        }
+        // Every use of an automation token is on the record, refused or not.
+        if case .token = principal.kind { try await recordTokenUse(principal, method: method, path: path, context: context, error: nil) }
         var context = context
         context.identity = Identity(subject: principal.name, method: principal.authMethod)
         context.principal = principal
-        if case .token = principal.kind {
-            // Every use of an automation token is on the record.
-            _ = try await gateway.audit.append(AuditRecord(
-                actor: principal.auditActor, operation: "auth.token_use", outcome: .success, target: "\(method) \(path)",
-                requestID: context.id, clientAddress: context.clientAddress))
-        }
         return try await next(request, context)
+    }
+
+    private func recordTokenUse(_ principal: Principal, method: String, path: String, context: Context, error: (any Error)?) async throws {
+        _ = try await gateway.audit.append(AuditRecord(
+            actor: principal.auditActor, operation: "auth.token_use", outcome: error == nil ? .success : .denied,
+            errorCode: error.map(Gateway.auditCode), target: "\(method) \(path)", requestID: context.id, clientAddress: context.clientAddress))
     }
 
     private func authenticate(_ request: Request, method: String) async throws -> Principal {
@@ -68,6 +75,9 @@ struct AdminAuthenticationMiddleware: RouterMiddleware {
     private func authorize(_ principal: Principal, method: String, path: String, context: Context) async throws {
         guard let rule = AccessPolicy.rule(method: method, path: path) else {
             throw APIError(.forbidden, code: "forbidden", "\(method) \(path) is not open to administrators")
+        }
+        if rule.sessionOnly, case .token = principal.kind {
+            throw APIError(.forbidden, code: "forbidden", "\(method) \(path) is for a person's session, not a token")
         }
         guard rule.roles.contains(principal.role) else {
             throw APIError(.forbidden, code: "forbidden", "the \(principal.role.rawValue) role may not \(method) \(path)")
