@@ -65,15 +65,30 @@ public final class Gateway: Sendable {
             let profile = try HSMProfile.load(from: keystore.profile)
             keystores[keystore.id] = ConfiguredKeystore(id: keystore.id, profile: profile, token: try await pkcs11.token(profile: profile))
         }
-        let platformProfile = try HSMProfile.load(from: configuration.platform.profile)
-        let platform = try await pkcs11.token(profile: platformProfile)
+        let platform = try await openPlatform(configuration, registry: registry, pkcs11: pkcs11, logger: logger)
+        return Gateway(registry: registry, keystores: keystores, platform: platform, pkcs11: pkcs11, audit: audit,
+                       leaseDuration: .seconds(configuration.leaseSeconds), logger: logger)
+    }
+
+    /// The platform token, with an IVK version made on it if the registry has none yet.
+    static func openPlatform(_ configuration: ServerConfiguration, registry: Registry, pkcs11: PKCS11Keystore,
+                             logger: Logger) async throws -> PKCS11Token {
+        let platform = try await pkcs11.token(profile: try HSMProfile.load(from: configuration.platform.profile))
         if try await registry.currentIVK() == nil {
             let reference = try await platform.ensurePlatformKey(label: configuration.platform.ivkLabelPrefix + "1")
             let version = try await registry.addIVKVersion(keyReference: reference.description)
             logger.notice("created IVK version", metadata: ["ivk.version": "\(version.version)"])
         }
-        return Gateway(registry: registry, keystores: keystores, platform: platform, pkcs11: pkcs11, audit: audit,
-                       leaseDuration: .seconds(configuration.leaseSeconds), logger: logger)
+        return platform
+    }
+
+    /// For the command line (`cmk admin`): accounts and tokens on the registry and platform
+    /// token of `configuration`, without the audit log, which belongs to the server process.
+    public static func administration(_ configuration: ServerConfiguration, pkcs11: PKCS11Keystore,
+                                      logger: Logger) async throws -> SessionManager {
+        let registry = try Registry(path: configuration.database, blockingAllowed: { PKCS11Executor.isOnAnyExecutor })
+        let platform = try await openPlatform(configuration, registry: registry, pkcs11: pkcs11, logger: logger)
+        return SessionManager(registry: registry, platform: platform, audit: nil, settings: configuration.sessions, logger: logger)
     }
 
     /// Closes every session; finalises the modules unless other components of the process

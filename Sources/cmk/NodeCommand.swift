@@ -74,9 +74,4 @@ struct NodeCommand: AsyncParsableCommand {
         application.addServices(runtime)
         try await application.runService()
     }
-
-    private func fail(_ message: String, status: ExitStatus = .badInput) -> Never {
-        FileHandle.standardError.write(Data("error: \(message)\n".utf8))
-        Foundation.exit(status.rawValue)
-    }
 }

@@ -1,0 +1,128 @@
+import ArgumentParser
+import CMKServer
+import Foundation
+import KSI
+import Logging
+import Registry
+
+struct AdminCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "admin",
+        abstract: "Administrators and automation tokens, on the gateway's registry (for the first administrator and for scripts).",
+        discussion: """
+        These commands work on the registry and platform token named in the configuration file, \
+        like `cmk serve`. Later administrators are better created through the API by a logged-in \
+        security administrator, where the action is audited.
+        """,
+        subcommands: [Create.self, Token.self])
+
+    struct Options: ParsableArguments {
+        @Option(name: .long, help: "The gateway's configuration file.")
+        var config: String = ProcessInfo.processInfo.environment["CMK_CONFIG"] ?? "cmk.json"
+
+        @Option(name: .long, help: "security-admin or auditor.")
+        var role: String = "security-admin"
+
+        @Option(name: .long, help: "Comma-separated tenant ids this identity is limited to (default: every tenant).")
+        var tenants: String?
+
+        var adminRole: AdminRole? {
+            switch role {
+            case "security-admin", "security_admin": .securityAdmin
+            case "auditor": .auditor
+            default: nil
+            }
+        }
+
+        var tenantList: [String]? { tenants.map { $0.split(separator: ",").map(String.init) } }
+
+        func manager() async throws -> (SessionManager, PKCS11Keystore) {
+            let configuration: ServerConfiguration
+            do {
+                configuration = try ServerConfiguration.load(path: config)
+            } catch {
+                fail("\(error)")
+            }
+            var logger = Logger(label: "cmk-admin")
+            logger.logLevel = .warning
+            let pkcs11 = PKCS11Keystore()
+            return (try await Gateway.administration(configuration, pkcs11: pkcs11, logger: logger), pkcs11)
+        }
+    }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create an administrator; prints the TOTP secret once, as text and as an otpauth:// URI.",
+            discussion: "The password comes from --password-file, else CMK_ADMIN_PASSWORD, else a prompt (not echoed). At least 12 characters.")
+
+        @Option(name: .long, help: "The login name.")
+        var username: String
+
+        @Option(name: .customLong("password-file"), help: "A file holding the password.")
+        var passwordFile: String?
+
+        @OptionGroup var options: Options
+
+        func run() async throws {
+            guard let role = options.adminRole else { fail("--role is security-admin or auditor") }
+            let password = try readPassword()
+            let (manager, pkcs11) = try await options.manager()
+            do {
+                let created = try await manager.createAccount(username: username, password: password, role: role, tenants: options.tenantList,
+                                                              createdBy: "cli:\(ProcessInfo.processInfo.environment["USER"] ?? "unknown")")
+                print("""
+                    created \(role.rawValue) \(username) (\(options.tenantList?.joined(separator: ", ") ?? "every tenant"))
+                    TOTP secret (shown once; add it to an authenticator app): \(created.totpSecret)
+                    \(created.totpURI)
+                    """)
+            } catch let failure as SessionManager.Failure {
+                fail(failure.message, status: failure.code == .conflict ? .refused : .badInput)
+            }
+            await pkcs11.shutdown()
+        }
+
+        func readPassword() throws -> String {
+            if let passwordFile {
+                guard let text = try? String(contentsOfFile: passwordFile, encoding: .utf8) else { fail("cannot read \(passwordFile)") }
+                return text.trimmingCharacters(in: .newlines)
+            }
+            if let value = ProcessInfo.processInfo.environment["CMK_ADMIN_PASSWORD"] { return value }
+            guard let first = getpass("password for \(username): ").map({ String(cString: $0) }),
+                  let second = getpass("again: ").map({ String(cString: $0) }), first == second else {
+                fail("the passwords differ")
+            }
+            return first
+        }
+    }
+
+    struct Token: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Issue an automation token (for CI/CD); prints it once. Tokens cannot revoke or restore links.")
+
+        @Option(name: .long, help: "What the token is for.")
+        var name: String
+
+        @Option(name: .customLong("ttl-hours"), help: "Hours until it expires.")
+        var ttlHours: Int = 24
+
+        @OptionGroup var options: Options
+
+        func run() async throws {
+            guard let role = options.adminRole else { fail("--role is security-admin or auditor") }
+            let (manager, pkcs11) = try await options.manager()
+            do {
+                let created = try await manager.createToken(name: name, role: role, tenants: options.tenantList,
+                                                            ttl: TimeInterval(ttlHours) * 3600, createdBy: "cli")
+                print(created.secret)
+            } catch let failure as SessionManager.Failure {
+                fail(failure.message)
+            }
+            await pkcs11.shutdown()
+        }
+    }
+}
+
+func fail(_ message: String, status: ExitStatus = .badInput) -> Never {
+    FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+    Foundation.exit(status.rawValue)
+}
