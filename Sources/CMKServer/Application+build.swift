@@ -20,7 +20,8 @@ enum MetricsBootstrap {
 /// Builds the router: health, readiness and metrics without authentication; everything under
 /// `/api/v1` behind the authentication middleware.
 public func buildRouter(gateway: Gateway, bootstrapToken: [UInt8]?, openAPI: ByteBuffer?,
-                        sessions settings: SessionSettings = SessionSettings()) -> Router<CMKRequestContext> {
+                        sessions settings: SessionSettings = SessionSettings(),
+                        assertions: IdentityAssertionVerifier? = nil) -> Router<CMKRequestContext> {
     let prometheus = MetricsBootstrap.registry
     let router = Router(context: CMKRequestContext.self)
     router.add(middleware: ErrorMiddleware())
@@ -48,7 +49,7 @@ public func buildRouter(gateway: Gateway, bootstrapToken: [UInt8]?, openAPI: Byt
     let sessions = SessionManager(registry: gateway.registry, platform: gateway.platform, audit: gateway.audit, settings: settings,
                                   logger: gateway.logger)
     let api = router.group("api/v1").add(middleware: AdminAuthenticationMiddleware(gateway: gateway, sessions: sessions,
-                                                                                 bootstrapToken: bootstrapToken))
+                                                                                 bootstrapToken: bootstrapToken, assertions: assertions))
     SessionController(gateway: gateway, sessions: sessions).register(on: api)
     ManagementController(gateway: gateway, idempotency: IdempotencyCache()).register(on: api)
     AuditController(audit: gateway.audit).register(on: api)
@@ -141,6 +142,8 @@ public func buildApplication(_ configuration: ServerConfiguration, openAPIPath: 
     let pkcs11 = PKCS11Keystore()
     let audit = try await openAuditLog(configuration.audit, pkcs11: pkcs11, logger: logger)
     let gateway = try await Gateway.start(configuration, audit: audit, pkcs11: pkcs11, logger: logger)
+    var assertions: IdentityAssertionVerifier?
+    if let settings = configuration.sessions.identityAssertion { assertions = try await IdentityAssertionVerifier(settings) }
     let openAPI = (openAPIPath.flatMap { FileManager.default.contents(atPath: $0) }).map { ByteBuffer(data: $0) }
     var services: [any Service] = [GatewayService(gateway: gateway), HeartbeatService(broadcaster: gateway.broadcaster),
                                    AuditCheckpointService(audit: audit, interval: .seconds(configuration.audit.checkpointIntervalSeconds))]
@@ -148,7 +151,8 @@ public func buildApplication(_ configuration: ServerConfiguration, openAPIPath: 
         services.append(ProbeScheduler(gateway: gateway, interval: .seconds(configuration.probeIntervalSeconds)))
     }
     var application = Application(
-        router: buildRouter(gateway: gateway, bootstrapToken: token, openAPI: openAPI, sessions: configuration.sessions),
+        router: buildRouter(gateway: gateway, bootstrapToken: token, openAPI: openAPI, sessions: configuration.sessions,
+                            assertions: assertions),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "openkcm-cmk"),
         logger: logger)
     for service in services { application.addServices(service) }

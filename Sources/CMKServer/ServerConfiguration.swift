@@ -186,6 +186,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         configuration.audit.signingKey = resolve(configuration.audit.signingKey)
         configuration.audit.witnessDirectory = configuration.audit.witnessDirectory.map(resolve)
         configuration.audit.hsm = configuration.audit.hsm.map { .init(profile: resolve($0.profile), keyLabel: $0.keyLabel) }
+        if let jwks = configuration.sessions.identityAssertion?.jwksFile { configuration.sessions.identityAssertion?.jwksFile = resolve(jwks) }
         try configuration.validate()
         return configuration
     }

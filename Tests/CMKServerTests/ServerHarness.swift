@@ -14,7 +14,7 @@ struct ServerHarness {
     static let bearer = "test-bootstrap-token-0123456789abcdef0123456789"
     let fixture = SoftHSMFixture.shared
     let directory: String
-    let configuration: ServerConfiguration
+    var configuration: ServerConfiguration
 
     init() throws {
         directory = NSTemporaryDirectory() + "cmk-server-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
@@ -38,7 +38,12 @@ struct ServerHarness {
         let audit = try await openAuditLog(configuration.audit, pkcs11: pkcs11, logger: Logger(label: "test"))
         let gateway = try await Gateway.start(configuration, audit: audit, pkcs11: pkcs11, logger: Logger(label: "test"))
         let openAPI = FileManager.default.contents(atPath: SoftHSMFixture.repositoryRoot + "/Docs/openapi.yaml").map { ByteBuffer(data: $0) }
-        let router = buildRouter(gateway: gateway, bootstrapToken: Array(Self.bearer.utf8), openAPI: openAPI, sessions: Self.sessionSettings)
+        var assertions: IdentityAssertionVerifier?
+        if let settings = configuration.sessions.identityAssertion { assertions = try await IdentityAssertionVerifier(settings) }
+        var settings = Self.sessionSettings
+        settings.identityAssertion = configuration.sessions.identityAssertion
+        let router = buildRouter(gateway: gateway, bootstrapToken: Array(Self.bearer.utf8), openAPI: openAPI, sessions: settings,
+                                 assertions: assertions)
         let app = Application(router: router)
         do {
             try await app.test(.router) { client in try await body(client, gateway) }

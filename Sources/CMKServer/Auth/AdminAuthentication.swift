@@ -13,6 +13,7 @@ struct AdminAuthenticationMiddleware: RouterMiddleware {
     let gateway: Gateway
     let sessions: SessionManager
     let bootstrapToken: [UInt8]?
+    let assertions: IdentityAssertionVerifier?
 
     static func cookie(_ name: String, in request: Request) -> String? {
         for header in request.headers[values: .cookie] {
@@ -27,7 +28,12 @@ struct AdminAuthenticationMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = context.endpointPath ?? request.uri.path
         let method = request.method.rawValue
-        if method == "POST", path == "/api/v1/session" { return try await next(request, context) }
+        if method == "POST", path == "/api/v1/session" {
+            if assertions?.settings.disablePasswordLogin == true {
+                throw APIError(.forbidden, code: "forbidden", "password login is switched off: log in through the identity gateway")
+            }
+            return try await next(request, context)
+        }
         let principal = try await authenticate(request, method: method)
         do {
             try await authorize(principal, method: method, path: path, context: context)
@@ -55,6 +61,9 @@ struct AdminAuthenticationMiddleware: RouterMiddleware {
                 guard header.count > 7, header.prefix(7).lowercased() == "bearer " else { throw Self.unauthenticated }
                 let presented = String(header.dropFirst(7))
                 if presented.hasPrefix("okat_") { return try await sessions.authenticateToken(presented) }
+                if let assertions, IdentityAssertionVerifier.looksLikeJWT(presented) {
+                    return try await assertions.principal(presented, now: sessions.now())
+                }
                 if let bootstrapToken, AuthenticationMiddleware.constantTimeEqual(Array(presented.utf8), bootstrapToken) {
                     return Principal(kind: .bootstrap, name: "bootstrap-admin", role: .securityAdmin, tenants: nil, authMethod: "bootstrap-token")
                 }
@@ -102,7 +111,7 @@ struct AdminAuthenticationMiddleware: RouterMiddleware {
             case .bootstrap: break
             case .token:
                 throw APIError(.forbidden, code: "step_up_required", "revoking and restoring need a person with a fresh one-time code, not a token")
-            case .session:
+            case .session, .assertion:
                 guard principal.hasFreshTOTP(now: sessions.now()) else {
                     throw APIError(.forbidden, code: "step_up_required", "enter a one-time code (POST /api/v1/session/step-up) within 5 minutes before this")
                 }

@@ -19,10 +19,12 @@ public struct SessionSettings: Codable, Sendable, Equatable {
     /// Failed logins before an account (or a client address) is locked, and for how long.
     public var lockoutThreshold: Int = 5
     public var lockoutMinutes: Int = 15
+    /// Gateway mode: accept the identity assertion of a gateway in front (Docs/Authorization.md).
+    public var identityAssertion: IdentityAssertionSettings?
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey { case idleMinutes, absoluteHours, bcryptCost, lockoutThreshold, lockoutMinutes }
+    enum CodingKeys: String, CodingKey { case idleMinutes, absoluteHours, bcryptCost, lockoutThreshold, lockoutMinutes, identityAssertion }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -31,6 +33,7 @@ public struct SessionSettings: Codable, Sendable, Equatable {
         bcryptCost = try c.decodeIfPresent(Int.self, forKey: .bcryptCost) ?? 12
         lockoutThreshold = try c.decodeIfPresent(Int.self, forKey: .lockoutThreshold) ?? 5
         lockoutMinutes = try c.decodeIfPresent(Int.self, forKey: .lockoutMinutes) ?? 15
+        identityAssertion = try c.decodeIfPresent(IdentityAssertionSettings.self, forKey: .identityAssertion)
     }
 }
 
@@ -39,6 +42,9 @@ public struct Principal: Sendable, Equatable {
     public enum Kind: Sendable, Equatable {
         case session(id: String, stepUpAt: Date?)
         case token(id: String)
+        /// A JWT from the gateway in front (gateway mode); `authTime` is when the person last
+        /// proved their factors.
+        case assertion(id: String, authTime: Date?)
         case bootstrap
     }
 
@@ -56,14 +62,25 @@ public struct Principal: Sendable, Equatable {
         switch kind {
         case .session(let id, _): AuditActor(kind: .user, id: name, session: id, authMethod: authMethod)
         case .token(let id): AuditActor(kind: .token, id: name, session: id, authMethod: authMethod)
+        case .assertion(let id, _): AuditActor(kind: .user, id: name, session: id.isEmpty ? nil : id, authMethod: authMethod)
         case .bootstrap: AuditActor(kind: .user, id: name, authMethod: authMethod)
         }
     }
 
     /// Whether a TOTP was entered within the step-up window.
     public func hasFreshTOTP(now: Date = Date()) -> Bool {
-        guard case .session(_, let stepUpAt?) = kind else { return false }
-        return now.timeIntervalSince(stepUpAt) <= AccessPolicy.stepUpWindow
+        switch kind {
+        case .session(_, let stepUpAt?), .assertion(_, let stepUpAt?): now.timeIntervalSince(stepUpAt) <= AccessPolicy.stepUpWindow
+        default: false
+        }
+    }
+
+    /// A person (a session or a gateway assertion), not a token.
+    public var isPerson: Bool {
+        switch kind {
+        case .session, .assertion: true
+        case .token, .bootstrap: false
+        }
     }
 }
 
