@@ -19,7 +19,7 @@ enum MetricsBootstrap {
 
 /// Builds the router: health, readiness and metrics without authentication; everything under
 /// `/api/v1` behind the authentication middleware.
-public func buildRouter(gateway: Gateway, bootstrapToken: [UInt8]?, openAPI: ByteBuffer?,
+public func buildRouter(gateway: Gateway, openAPI: ByteBuffer?,
                         sessions settings: SessionSettings = SessionSettings(),
                         assertions: IdentityAssertionVerifier? = nil) -> Router<CMKRequestContext> {
     let prometheus = MetricsBootstrap.registry
@@ -49,7 +49,7 @@ public func buildRouter(gateway: Gateway, bootstrapToken: [UInt8]?, openAPI: Byt
     let sessions = SessionManager(registry: gateway.registry, platform: gateway.platform, audit: gateway.audit, settings: settings,
                                   logger: gateway.logger)
     let api = router.group("api/v1").add(middleware: AdminAuthenticationMiddleware(gateway: gateway, sessions: sessions,
-                                                                                 bootstrapToken: bootstrapToken, assertions: assertions))
+                                                                                 assertions: assertions))
     SessionController(gateway: gateway, sessions: sessions).register(on: api)
     ManagementController(gateway: gateway, idempotency: IdempotencyCache()).register(on: api)
     AuditController(audit: gateway.audit).register(on: api)
@@ -138,7 +138,6 @@ extension Task where Success == Never, Failure == Never {
 public func buildApplication(_ configuration: ServerConfiguration, openAPIPath: String? = nil) async throws -> some ApplicationProtocol {
     var logger = Logger(label: "cmk")
     logger.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
-    let token = try AuthenticationMiddleware.loadToken(from: configuration.bootstrapTokenFile)
     let pkcs11 = PKCS11Keystore()
     let audit = try await openAuditLog(configuration.audit, pkcs11: pkcs11, logger: logger)
     let gateway = try await Gateway.start(configuration, audit: audit, pkcs11: pkcs11, logger: logger)
@@ -151,7 +150,7 @@ public func buildApplication(_ configuration: ServerConfiguration, openAPIPath: 
         services.append(ProbeScheduler(gateway: gateway, interval: .seconds(configuration.probeIntervalSeconds)))
     }
     var application = Application(
-        router: buildRouter(gateway: gateway, bootstrapToken: token, openAPI: openAPI, sessions: configuration.sessions,
+        router: buildRouter(gateway: gateway, openAPI: openAPI, sessions: configuration.sessions,
                             assertions: assertions),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "openkcm-cmk"),
         logger: logger)

@@ -99,8 +99,6 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     public var database: String
     public var keystores: [Keystore]
     public var platform: Platform
-    /// A file holding the bootstrap administrator's bearer token (until the Session Manager).
-    public var bootstrapTokenFile: String
     /// Seconds between scheduled re-probes of linked keys; 0 turns the schedule off.
     public var probeIntervalSeconds: Int
     public var logLevel: String
@@ -111,7 +109,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     public var sessions: SessionSettings = SessionSettings()
 
     public init(host: String = "127.0.0.1", port: Int = 8080, database: String = "cmk.sqlite", keystores: [Keystore] = [],
-                platform: Platform, bootstrapTokenFile: String, probeIntervalSeconds: Int = 60,
+                platform: Platform, probeIntervalSeconds: Int = 60,
                 logLevel: String = "info", audit: AuditSettings = AuditSettings(), leaseSeconds: Int = 30) {
         self.audit = audit
         self.leaseSeconds = leaseSeconds
@@ -120,13 +118,12 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         self.database = database
         self.keystores = keystores
         self.platform = platform
-        self.bootstrapTokenFile = bootstrapTokenFile
         self.probeIntervalSeconds = probeIntervalSeconds
         self.logLevel = logLevel
     }
 
     enum CodingKeys: String, CodingKey {
-        case host, port, database, keystores, platform, bootstrapTokenFile, probeIntervalSeconds, logLevel, audit, leaseSeconds, sessions
+        case host, port, database, keystores, platform, probeIntervalSeconds, logLevel, audit, leaseSeconds, sessions
     }
 
     public init(from decoder: any Decoder) throws {
@@ -136,7 +133,6 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         database = try container.decodeIfPresent(String.self, forKey: .database) ?? "cmk.sqlite"
         keystores = try container.decodeIfPresent([Keystore].self, forKey: .keystores) ?? []
         platform = try container.decode(Platform.self, forKey: .platform)
-        bootstrapTokenFile = try container.decode(String.self, forKey: .bootstrapTokenFile)
         probeIntervalSeconds = try container.decodeIfPresent(Int.self, forKey: .probeIntervalSeconds) ?? 60
         logLevel = try container.decodeIfPresent(String.self, forKey: .logLevel) ?? "info"
         audit = try container.decodeIfPresent(AuditSettings.self, forKey: .audit) ?? AuditSettings()
@@ -144,7 +140,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         sessions = try container.decodeIfPresent(SessionSettings.self, forKey: .sessions) ?? SessionSettings()
     }
 
-    static let allowedKeys: Set<String> = ["host", "port", "database", "keystores", "platform", "bootstrapTokenFile",
+    static let allowedKeys: Set<String> = ["host", "port", "database", "keystores", "platform",
                                            "probeIntervalSeconds", "logLevel", "audit", "leaseSeconds", "sessions"]
 
     /// Reads `path`, applies `CMK_*` overrides from `environment`, validates.
@@ -154,6 +150,9 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         }
         guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw ConfigurationError("\(path) is not a JSON object")
+        }
+        if object["bootstrapTokenFile"] != nil {
+            throw ConfigurationError("\(path): bootstrapTokenFile is gone; administrators log in with password and TOTP (cmk admin create) and scripts use automation tokens (cmk admin token)")
         }
         let unknown = Set(object.keys).subtracting(allowedKeys)
         guard unknown.isEmpty else {
@@ -179,7 +178,6 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         let base = URL(fileURLWithPath: path).deletingLastPathComponent()
         func resolve(_ file: String) -> String { file.hasPrefix("/") ? file : base.appendingPathComponent(file).standardized.path }
         configuration.database = resolve(configuration.database)
-        configuration.bootstrapTokenFile = resolve(configuration.bootstrapTokenFile)
         configuration.platform.profile = resolve(configuration.platform.profile)
         configuration.keystores = configuration.keystores.map { Keystore(id: $0.id, profile: resolve($0.profile)) }
         configuration.audit.database = resolve(configuration.audit.database)
@@ -191,8 +189,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         return configuration
     }
 
-    /// `CMK_HOST`, `CMK_PORT`, `CMK_DATABASE`, `CMK_BOOTSTRAP_TOKEN_FILE`,
-    /// `CMK_PROBE_INTERVAL_SECONDS`, `CMK_LOG_LEVEL`.
+    /// `CMK_HOST`, `CMK_PORT`, `CMK_DATABASE`,     /// `CMK_PROBE_INTERVAL_SECONDS`, `CMK_LOG_LEVEL`.
     public mutating func applyEnvironment(_ environment: [String: String]) throws {
         func integer(_ name: String) throws -> Int? {
             guard let text = environment[name] else { return nil }
@@ -202,7 +199,6 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         if let value = environment["CMK_HOST"] { host = value }
         if let value = try integer("CMK_PORT") { port = value }
         if let value = environment["CMK_DATABASE"] { database = value }
-        if let value = environment["CMK_BOOTSTRAP_TOKEN_FILE"] { bootstrapTokenFile = value }
         if let value = try integer("CMK_PROBE_INTERVAL_SECONDS") { probeIntervalSeconds = value }
         if let value = environment["CMK_LOG_LEVEL"] { logLevel = value }
     }

@@ -38,7 +38,7 @@ import TestSupport
             let l1Records = records.filter { $0.operation.hasPrefix("l1.") && $0.keyReference == l1.description }
             #expect(l1Records.count == token.useCount(of: l1) - l1Before)
             #expect(l1Records.map(\.operation) == ["l1.probe", "l1.generate_l2", "l1.probe", "l1.probe"])
-            #expect(l1Records.allSatisfy { $0.outcome == .success && $0.actor.id == "bootstrap-admin" && $0.requestID != nil })
+            #expect(l1Records.allSatisfy { $0.outcome == .success && $0.actor.id == ServerHarness.adminName && $0.requestID != nil })
             let missingRecords = records.filter { $0.operation.hasPrefix("l1.") && $0.keyReference == missing.description }
             #expect(missingRecords.count == token.useCount(of: missing) - missingBefore)
             #expect(missingRecords.count == 1 && missingRecords[0].outcome == .failure && missingRecords[0].errorCode != nil)

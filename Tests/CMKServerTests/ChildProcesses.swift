@@ -1,5 +1,6 @@
 import Foundation
 import TestSupport
+@testable import CMKServer
 
 /// The path of a product built next to the test bundle.
 func builtProduct(_ name: String) throws -> String {
@@ -58,20 +59,28 @@ struct ChildServer {
     let directory: String
     let base: String
     let port: Int
-    let bearer = "child-test-token-0123456789abcdef0123456789"
     let child: ChildProcess
+    let fixture: SoftHSMFixture
+    /// The administrator's session, once `logIn()` ran.
+    final class Credentials: @unchecked Sendable {
+        var cookie = ""
+        var csrf = ""
+        var totpSecret = ""
+    }
+    let credentials = Credentials()
+    static let adminPassword = "child admin passphrase 0123"
 
     init(token: String, fixture: SoftHSMFixture, logLevel: String, leaseSeconds: Int = 30, environment: [String: String] = [:]) throws {
         let cmk = try builtProduct("cmk")
         directory = NSTemporaryDirectory() + "cmk-child-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try JSONEncoder().encode(fixture.profile(token)).write(to: URL(fileURLWithPath: "\(directory)/profile.json"))
-        try Data(bearer.utf8).write(to: URL(fileURLWithPath: "\(directory)/token"))
+        self.fixture = fixture
         port = Int.random(in: 20_000...45_000)
         base = "http://127.0.0.1:\(port)"
         let config = """
         {"port": \(port), "database": "cmk.sqlite", "keystores": [{"id": "hsm", "profile": "profile.json"}],
-         "platform": {"profile": "profile.json"}, "bootstrapTokenFile": "token", "probeIntervalSeconds": 0, "logLevel": "\(logLevel)",
+         "platform": {"profile": "profile.json"}, "probeIntervalSeconds": 0, "logLevel": "\(logLevel)",
          "leaseSeconds": \(leaseSeconds)}
         """
         try Data(config.utf8).write(to: URL(fileURLWithPath: "\(directory)/cmk.json"))
@@ -88,7 +97,48 @@ struct ChildServer {
         try? FileManager.default.removeItem(atPath: directory)
     }
     var logs: Data { FileManager.default.contents(atPath: child.logPath) ?? Data() }
-    var auth: [String] { ["-H", "Authorization: Bearer \(bearer)", "-H", "Content-Type: application/json"] }
+    /// curl arguments for an administrator's request: the session cookie and CSRF header.
+    var auth: [String] {
+        ["-H", "Cookie: cmk_session=\(credentials.cookie)", "-H", "X-CSRF-Token: \(credentials.csrf)", "-H", "Content-Type: application/json"]
+    }
+
+    func cmk(_ arguments: [String]) throws -> SoftHSMFixture.RunResult {
+        try SoftHSMFixture.run(try builtProduct("cmk"), arguments, environment: ["SOFTHSM2_CONF": fixture.configPath])
+    }
+
+    /// Makes the administrator with `cmk admin create` (once) and logs in with password and
+    /// the current TOTP code; the server must be up.
+    func logIn() throws {
+        if credentials.totpSecret.isEmpty {
+            try Data(Self.adminPassword.utf8).write(to: URL(fileURLWithPath: "\(directory)/admin-password"))
+            let created = try cmk(["admin", "create", "--username", "admin", "--password-file", "\(directory)/admin-password",
+                                   "--config", "\(directory)/cmk.json"])
+            guard created.status == 0, let line = created.output.split(separator: "\n").first(where: { $0.hasPrefix("TOTP secret") }) else {
+                throw SoftHSMFixture.FixtureError(message: "cmk admin create: \(created.error)")
+            }
+            credentials.totpSecret = String(line.split(separator: " ").last!)
+        }
+        let totp = TOTP(), secret = Base32.decode(credentials.totpSecret) ?? []
+        // A step not used before by this account (steps only move forward).
+        let code = totp.code(secret: secret, step: totp.step(at: Date()) + (credentials.cookie.isEmpty ? 0 : 1))
+        let login = try SoftHSMFixture.run("/usr/bin/env", [
+            "curl", "-s", "-D", "-", "--max-time", "20", "-H", "Content-Type: application/json",
+            "-d", #"{"username":"admin","password":"\#(Self.adminPassword)","totp":"\#(code)"}"#, "\(base)/api/v1/session"])
+        guard let cookieLine = login.output.split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("set-cookie: cmk_session=") }),
+              let body = login.output.components(separatedBy: "\r\n\r\n").last,
+              let json = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any], let csrf = json["csrfToken"] as? String else {
+            throw SoftHSMFixture.FixtureError(message: "login failed: \(login.output)")
+        }
+        credentials.cookie = String(cookieLine.dropFirst("set-cookie: cmk_session=".count).split(separator: ";")[0])
+        credentials.csrf = csrf
+    }
+
+    /// An automation token from `cmk admin token`.
+    func automationToken(role: String = "security-admin") throws -> String {
+        let issued = try cmk(["admin", "token", "--name", "tests", "--role", role, "--config", "\(directory)/cmk.json"])
+        guard issued.status == 0 else { throw SoftHSMFixture.FixtureError(message: "cmk admin token: \(issued.error)") }
+        return issued.output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
 }
 
 /// `cmk node` in a child process, with its data directory and application API port.

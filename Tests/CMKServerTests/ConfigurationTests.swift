@@ -12,7 +12,7 @@ import Testing
     }
 
     @Test func relativePathsResolveAgainstTheFileAndAuditDefaultsApply() throws {
-        let path = try write(#"{"platform":{"profile":"p.json"},"bootstrapTokenFile":"token","audit":{"hsm":{"profile":"hsm.json"}}}"#)
+        let path = try write(#"{"platform":{"profile":"p.json"},"audit":{"hsm":{"profile":"hsm.json"}}}"#)
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         let configuration = try ServerConfiguration.load(path: path, environment: [:])
         #expect(configuration.audit.database == directory + "/audit.sqlite")
@@ -23,18 +23,23 @@ import Testing
     }
 
     @Test func unknownKeysAreRefusedAtTheTopAndInsideAudit() throws {
-        let top = try write(#"{"platform":{"profile":"p.json"},"bootstrapTokenFile":"t","auditt":{}}"#)
+        let top = try write(#"{"platform":{"profile":"p.json"},"auditt":{}}"#)
         #expect(throws: ConfigurationError.self) { try ServerConfiguration.load(path: top, environment: [:]) }
-        let inner = try write(#"{"platform":{"profile":"p.json"},"bootstrapTokenFile":"t","audit":{"checkpointEvry":5}}"#)
+        let inner = try write(#"{"platform":{"profile":"p.json"},"audit":{"checkpointEvry":5}}"#)
         #expect { try ServerConfiguration.load(path: inner, environment: [:]) } throws: { error in
             "\(error)".contains("checkpointEvry")
         }
-        let zero = try write(#"{"platform":{"profile":"p.json"},"bootstrapTokenFile":"t","audit":{"checkpointEvery":0}}"#)
+        let zero = try write(#"{"platform":{"profile":"p.json"},"audit":{"checkpointEvery":0}}"#)
         #expect(throws: ConfigurationError.self) { try ServerConfiguration.load(path: zero, environment: [:]) }
+        // The bootstrap token is gone, with a message that says what replaced it.
+        let old = try write(#"{"platform":{"profile":"p.json"},"bootstrapTokenFile":"token"}"#)
+        #expect { try ServerConfiguration.load(path: old, environment: [:]) } throws: { error in
+            "\(error)".contains("cmk admin create")
+        }
     }
 
     @Test func environmentOverridesSingleValues() throws {
-        let path = try write(#"{"platform":{"profile":"p.json"},"bootstrapTokenFile":"t","port":9000}"#)
+        let path = try write(#"{"platform":{"profile":"p.json"},"port":9000}"#)
         let configuration = try ServerConfiguration.load(path: path, environment: ["CMK_PORT": "9443", "CMK_LOG_LEVEL": "debug"])
         #expect(configuration.port == 9443 && configuration.logLevel == "debug")
         #expect(throws: ConfigurationError.self) { try ServerConfiguration.load(path: path, environment: ["CMK_PORT": "many"]) }

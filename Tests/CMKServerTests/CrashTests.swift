@@ -45,6 +45,7 @@ import TestSupport
         let child = try ChildServer(token: "logs", fixture: fixture, logLevel: "trace")
         defer { if child.process.isRunning { kill(child.process.processIdentifier, SIGKILL) } }
         try await waitUntilUp(child.base)
+        try child.logIn()
         var responses = ""
         responses += try curl(child.auth + ["-d", #"{"id":"logs","name":"Logs"}"#, "\(child.base)/api/v1/tenants"]).output
         let created = try curl(child.auth + ["-d", #"{"provider":"pkcs11","keystore":"hsm","key":"pkcs11:object=l1"}"#, "\(child.base)/api/v1/tenants/logs/l1-links"])
@@ -76,49 +77,22 @@ import TestSupport
         let secrets: [(String, Data)] = [
             ("PIN", Data(SoftHSMFixture.userPIN.utf8)), ("L2", l2Bytes),
             ("L2 hex", Data(l2Bytes.map { String(format: "%02x", $0) }.joined().utf8)), ("L2 base64", Data(l2Bytes.base64EncodedString().utf8)),
-            ("bearer token", Data(child.bearer.utf8)),
+            ("session cookie", Data(child.credentials.cookie.utf8)), ("CSRF token", Data(child.credentials.csrf.utf8)),
+            ("admin password", Data(ChildServer.adminPassword.utf8)), ("TOTP secret", Data(child.credentials.totpSecret.utf8)),
         ]
         for (name, secret) in secrets {
             #expect(logs.range(of: secret) == nil, "\(name) in the logs")
             #expect(Data(responses.utf8).range(of: secret) == nil, "\(name) in a response")
-            if name != "bearer token" {
-                for file in files { #expect(file.range(of: secret) == nil, "\(name) in the registry") }
-            }
+            for file in files { #expect(file.range(of: secret) == nil, "\(name) in the registry or audit files") }
         }
     }
 
     @Test func revocationSurvivesAKilledProcess() async throws {
-        let cmk = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("cmk").path
-        try #require(FileManager.default.isExecutableFile(atPath: cmk), "build the cmk product first")
-        let directory = NSTemporaryDirectory() + "cmk-crash-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        try JSONEncoder().encode(fixture.profile("crash")).write(to: URL(fileURLWithPath: "\(directory)/crash.json"))
-        let bearer = "crash-test-token-0123456789abcdef0123456789"
-        try Data(bearer.utf8).write(to: URL(fileURLWithPath: "\(directory)/token"))
-        let port = Int.random(in: 20_000...45_000)
-        let config = """
-        {"port": \(port), "database": "cmk.sqlite", "keystores": [{"id": "hsm", "profile": "crash.json"}],
-         "platform": {"profile": "crash.json"}, "bootstrapTokenFile": "token", "probeIntervalSeconds": 0, "logLevel": "error"}
-        """
-        try Data(config.utf8).write(to: URL(fileURLWithPath: "\(directory)/cmk.json"))
-
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: cmk)
-        server.arguments = ["serve", "--config", "\(directory)/cmk.json"]
-        server.environment = ProcessInfo.processInfo.environment.merging(["SOFTHSM2_CONF": fixture.configPath]) { $1 }
-        server.standardOutput = FileHandle.nullDevice
-        server.standardError = FileHandle.nullDevice
-        try server.run()
-        defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
-
-        let base = "http://127.0.0.1:\(port)"
-        var up = false
-        for _ in 0..<100 where !up {
-            up = (try? curl(["-o", "/dev/null", "-w", "%{http_code}", "\(base)/healthz"]))?.output == "200"
-            if !up { try await Task.sleep(for: .milliseconds(100)) }
-        }
-        try #require(up, "cmk serve did not come up")
-        let auth = ["-H", "Authorization: Bearer \(bearer)", "-H", "Content-Type: application/json"]
+        let child = try ChildServer(token: "crash", fixture: fixture, logLevel: "error")
+        defer { if child.process.isRunning { kill(child.process.processIdentifier, SIGKILL) } }
+        try await waitUntilUp(child.base)
+        try child.logIn()
+        let (base, auth, directory, server) = (child.base, child.auth, child.directory, child.process)
         _ = try curl(auth + ["-d", #"{"id":"crash","name":"Crash"}"#, "\(base)/api/v1/tenants"])
         let created = try curl(auth + ["-d", #"{"provider":"pkcs11","keystore":"hsm","key":"pkcs11:object=l1"}"#, "\(base)/api/v1/tenants/crash/l1-links"])
         let link = try JSONSerialization.jsonObject(with: Data(created.output.utf8)) as? [String: Any]
@@ -163,7 +137,7 @@ import TestSupport
             threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
             for t in threads: t.start()
             for t in threads: t.join()
-            """, child.base, child.bearer]
+            """, child.base, try child.automationToken()]
         let output = Pipe()
         client.standardOutput = output
         try client.run()

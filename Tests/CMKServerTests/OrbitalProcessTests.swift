@@ -90,6 +90,7 @@ import TestSupport
         var nodes: [ChildNode] = []
         defer { for node in nodes { node.child.stop(SIGKILL) }; server.stopAndRemove() }
         try await waitUntilUp(server.base)
+        try server.logIn()
         let link = try linkedTenant(server, "acme")
         for (index, region) in ["eu-west-1", "eu-west-1", "us-east-1"].enumerated() {
             nodes.append(try await startNode(server, region: region, name: "node-\(index)"))
@@ -162,6 +163,7 @@ import TestSupport
         var nodes: [ChildNode] = []
         defer { for node in nodes { node.child.stop(SIGKILL) }; server.stopAndRemove() }
         try await waitUntilUp(server.base)
+        try server.logIn()
         let link = try linkedTenant(server, "globex")
         nodes.append(try await startNode(server, region: "eu-west-1", name: "staying"))
         nodes.append(try await startNode(server, region: "ap-south-1", name: "leaving"))
@@ -195,6 +197,7 @@ import TestSupport
         var nodes: [ChildNode] = []
         defer { for node in nodes { node.child.stop(SIGKILL) }; server.stopAndRemove() }
         try await waitUntilUp(server.base)
+        try server.logIn()
         _ = try linkedTenant(server, "initech")
         let node = try await startNode(server, region: "eu-west-1", name: "island")
         nodes.append(node)
@@ -225,6 +228,7 @@ import TestSupport
         var nodes: [ChildNode] = []
         defer { for node in nodes { node.child.stop(SIGKILL) }; server.stopAndRemove() }
         try await waitUntilUp(server.base)
+        try server.logIn()
         let link = try linkedTenant(server, "umbrella")
         nodes.append(try await startNode(server, region: "eu-west-1", name: "a"))
         nodes.append(try await startNode(server, region: "us-east-1", name: "b"))

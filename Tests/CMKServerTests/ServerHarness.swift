@@ -9,9 +9,12 @@ import TestSupport
 
 /// A gateway on the fixture's SoftHSM: keystore `hsm` on token `server` (which is also the
 /// platform token, so L2 is made inside it), keystore `other` on token `server-b`, a registry
-/// in a fresh directory, and a bootstrap token.
+/// in a fresh directory, and a security administrator logged in (`auth`: its session cookie
+/// and CSRF header, with a fresh second factor).
 struct ServerHarness {
-    static let bearer = "test-bootstrap-token-0123456789abcdef0123456789"
+    static let sessionToken = "okas_test-harness-session-0123456789abcdef"
+    static let csrfToken = "test-harness-csrf-0123456789abcdef"
+    static let adminName = "harness-admin"
     let fixture = SoftHSMFixture.shared
     let directory: String
     var configuration: ServerConfiguration
@@ -23,12 +26,11 @@ struct ServerHarness {
         for token in ["server", "server-b"] {
             try encoder.encode(fixture.profile(token)).write(to: URL(fileURLWithPath: "\(directory)/\(token).json"))
         }
-        try Data(Self.bearer.utf8).write(to: URL(fileURLWithPath: "\(directory)/bootstrap-token"))
         configuration = ServerConfiguration(
             database: "\(directory)/cmk.sqlite",
             keystores: [.init(id: "hsm", profile: "\(directory)/server.json"), .init(id: "other", profile: "\(directory)/server-b.json")],
             platform: .init(profile: "\(directory)/server.json"),
-            bootstrapTokenFile: "\(directory)/bootstrap-token", probeIntervalSeconds: 0,
+            probeIntervalSeconds: 0,
             audit: .init(database: "\(directory)/audit.sqlite", signingKey: "\(directory)/audit-signing.key", checkpointEvery: 50))
     }
 
@@ -42,7 +44,8 @@ struct ServerHarness {
         if let settings = configuration.sessions.identityAssertion { assertions = try await IdentityAssertionVerifier(settings) }
         var settings = Self.sessionSettings
         settings.identityAssertion = configuration.sessions.identityAssertion
-        let router = buildRouter(gateway: gateway, bootstrapToken: Array(Self.bearer.utf8), openAPI: openAPI, sessions: settings,
+        try await Self.provisionAdmin(gateway)
+        let router = buildRouter(gateway: gateway, openAPI: openAPI, sessions: settings,
                                  assertions: assertions)
         let app = Application(router: router)
         do {
@@ -59,7 +62,8 @@ struct ServerHarness {
         let pkcs11 = PKCS11Keystore()
         let audit = try await openAuditLog(configuration.audit, pkcs11: pkcs11, logger: Logger(label: "test"))
         let gateway = try await Gateway.start(configuration, audit: audit, pkcs11: pkcs11, logger: Logger(label: "test"))
-        let router = buildRouter(gateway: gateway, bootstrapToken: Array(Self.bearer.utf8), openAPI: nil, sessions: Self.sessionSettings)
+        try await Self.provisionAdmin(gateway)
+        let router = buildRouter(gateway: gateway, openAPI: nil, sessions: Self.sessionSettings)
         let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
         do {
             try await app.test(.live) { client in try await body(client, gateway, client.port!) }
@@ -77,7 +81,20 @@ struct ServerHarness {
         return settings
     }
 
-    static var auth: HTTPFields { [.authorization: "Bearer \(bearer)", .contentType: "application/json"] }
+    static var auth: HTTPFields {
+        [.cookie: "\(SessionManager.cookieName)=\(sessionToken)", .init(SessionManager.csrfHeader)!: csrfToken, .contentType: "application/json"]
+    }
+
+    /// The harness's administrator and a session as a login makes it (fresh second factor).
+    static func provisionAdmin(_ gateway: Gateway) async throws {
+        let manager = SessionManager(registry: gateway.registry, platform: gateway.platform, audit: nil, settings: sessionSettings,
+                                     logger: Logger(label: "test"))
+        let created = try await manager.createAccount(username: adminName, password: "harness password 0123", role: .securityAdmin,
+                                                      tenants: nil, createdBy: "test")
+        _ = try await gateway.registry.createSession(tokenHash: SessionManager.hash(sessionToken), csrfHash: SessionManager.hash(csrfToken),
+                                                     accountID: created.account.id, authMethod: "password+totp",
+                                                     expiresAt: Date().addingTimeInterval(8 * 3600), clientAddress: nil)
+    }
 
     static func body(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }
 }

@@ -12,7 +12,6 @@ struct AdminAuthenticationMiddleware: RouterMiddleware {
     typealias Context = CMKRequestContext
     let gateway: Gateway
     let sessions: SessionManager
-    let bootstrapToken: [UInt8]?
     let assertions: IdentityAssertionVerifier?
 
     static func cookie(_ name: String, in request: Request) -> String? {
@@ -64,9 +63,6 @@ struct AdminAuthenticationMiddleware: RouterMiddleware {
                 if let assertions, IdentityAssertionVerifier.looksLikeJWT(presented) {
                     return try await assertions.principal(presented, now: sessions.now())
                 }
-                if let bootstrapToken, AuthenticationMiddleware.constantTimeEqual(Array(presented.utf8), bootstrapToken) {
-                    return Principal(kind: .bootstrap, name: "bootstrap-admin", role: .securityAdmin, tenants: nil, authMethod: "bootstrap-token")
-                }
                 throw Self.unauthenticated
             }
             if let cookie = Self.cookie(SessionManager.cookieName, in: request) {
@@ -108,7 +104,6 @@ struct AdminAuthenticationMiddleware: RouterMiddleware {
         }
         if needsStepUp {
             switch principal.kind {
-            case .bootstrap: break
             case .token:
                 throw APIError(.forbidden, code: "step_up_required", "revoking and restoring need a person with a fresh one-time code, not a token")
             case .session, .assertion:

@@ -45,11 +45,10 @@ public struct Principal: Sendable, Equatable {
         /// A JWT from the gateway in front (gateway mode); `authTime` is when the person last
         /// proved their factors.
         case assertion(id: String, authTime: Date?)
-        case bootstrap
     }
 
     public var kind: Kind
-    /// The username, token name, or `bootstrap-admin`.
+    /// The username or the token's name.
     public var name: String
     public var role: AdminRole
     /// Nil: every tenant.
@@ -63,7 +62,6 @@ public struct Principal: Sendable, Equatable {
         case .session(let id, _): AuditActor(kind: .user, id: name, session: id, authMethod: authMethod)
         case .token(let id): AuditActor(kind: .token, id: name, session: id, authMethod: authMethod)
         case .assertion(let id, _): AuditActor(kind: .user, id: name, session: id.isEmpty ? nil : id, authMethod: authMethod)
-        case .bootstrap: AuditActor(kind: .user, id: name, authMethod: authMethod)
         }
     }
 
@@ -79,7 +77,7 @@ public struct Principal: Sendable, Equatable {
     public var isPerson: Bool {
         switch kind {
         case .session, .assertion: true
-        case .token, .bootstrap: false
+        case .token: false
         }
     }
 }
