@@ -16,7 +16,8 @@ import ServiceLifecycle
 
 struct Options {
     var gateway = "http://127.0.0.1:8080"
-    var bearer = ""
+    var password = ""
+    var totpSecret = ""
     var nodes = 10
     var revocations = 60
     var directory = NSTemporaryDirectory() + "killswitch-bench-\(getpid())"
@@ -29,20 +30,71 @@ struct Options {
             let value = arguments.next() ?? ""
             switch argument {
             case "--gateway": gateway = value
-            case "--bearer-file": bearer = (try? String(contentsOfFile: value, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+            case "--admin-password-file": password = Self.read(value)
+            case "--admin-totp-secret-file": totpSecret = Self.read(value)
             case "--nodes": nodes = Int(value) ?? nodes
             case "--revocations": revocations = Int(value) ?? revocations
             case "--data-dir": directory = value
             case "--clients": clients = value
             default:
-                FileHandle.standardError.write(Data("usage: killswitch-bench --gateway URL --bearer-file F --nodes N --revocations R --data-dir D [--clients runtime|light]\n".utf8))
+                FileHandle.standardError.write(Data("usage: killswitch-bench --gateway URL --admin-password-file F --admin-totp-secret-file F --nodes N --revocations R --data-dir D [--clients runtime|light]\n".utf8))
                 exit(64)
             }
         }
     }
 }
 
+extension Options {
+    static func read(_ path: String) -> String {
+        (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+    }
+}
+
 struct BenchError: Error, CustomStringConvertible { var description: String }
+
+/// The administrator's session (cookie, CSRF token) and the last TOTP step used.
+let session = NIOLockedValueBox((cookie: "", csrf: "", step: Int64(0)))
+
+/// RFC 6238 with the authenticator defaults (SHA-1, 6 digits, 30 s), for the admin's login.
+func totp(step: Int64) -> String {
+    var secret: [UInt8] = []
+    var buffer: UInt32 = 0, bits = 0
+    for character in options.totpSecret.utf8 {
+        guard let value = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567".utf8).firstIndex(of: character) else { continue }
+        buffer = (buffer << 5) | UInt32(value)
+        bits += 5
+        if bits >= 8 { secret.append(UInt8((buffer >> UInt32(bits - 8)) & 0xFF)); bits -= 8 }
+    }
+    let mac = Array(HMAC<Insecure.SHA1>.authenticationCode(for: withUnsafeBytes(of: UInt64(step).bigEndian) { Data($0) },
+                                                            using: SymmetricKey(data: secret)))
+    let offset = Int(mac[19] & 0x0F)
+    let value = (UInt32(mac[offset] & 0x7F) << 24 | UInt32(mac[offset + 1]) << 16 | UInt32(mac[offset + 2]) << 8 | UInt32(mac[offset + 3])) % 1_000_000
+    return String(format: "%06u", value)
+}
+
+/// A step not used before (codes work once; the next step is within the skew window).
+func nextStep() -> Int64 {
+    let now = Int64(Date().timeIntervalSince1970) / 30
+    return session.withLockedValue { state in
+        state.step = max(now, state.step + 1)
+        return state.step
+    }
+}
+
+func logIn() async throws {
+    var request = HTTPClientRequest(url: options.gateway + "/api/v1/session")
+    request.method = .POST
+    request.headers.add(name: "Content-Type", value: "application/json")
+    let body = try JSONSerialization.data(withJSONObject: ["username": "admin", "password": options.password, "totp": totp(step: nextStep())])
+    request.body = .bytes(ByteBuffer(data: body))
+    let response = try await http.execute(request, timeout: .seconds(30))
+    let data = Data(buffer: try await response.body.collect(upTo: 1 << 20))
+    guard response.status == .created, let cookie = response.headers["set-cookie"].first?.split(separator: ";").first,
+          let csrf = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["csrfToken"] as? String else {
+        throw BenchError(description: "login: HTTP \(response.status.code) \(String(decoding: data, as: UTF8.self))")
+    }
+    session.withLockedValue { $0.cookie = String(cookie); $0.csrf = csrf }
+}
 
 let options = Options()
 let http = HTTPClient(eventLoopGroupProvider: .singleton,
@@ -52,7 +104,9 @@ let http = HTTPClient(eventLoopGroupProvider: .singleton,
 func admin(_ method: HTTPMethod, _ path: String, _ body: String? = nil, expect: Int) async throws -> [String: Any] {
     var request = HTTPClientRequest(url: options.gateway + path)
     request.method = method
-    request.headers.add(name: "Authorization", value: "Bearer \(options.bearer)")
+    let (cookie, csrf, _) = session.withLockedValue { $0 }
+    request.headers.add(name: "Cookie", value: cookie)
+    request.headers.add(name: "X-CSRF-Token", value: csrf)
     request.headers.add(name: "Content-Type", value: "application/json")
     if let body { request.body = .bytes(ByteBuffer(string: body)) }
     let response = try await http.execute(request, timeout: .seconds(30))
@@ -72,6 +126,7 @@ func milliseconds(_ duration: Duration) -> Double {
 }
 
 func runBench() async throws {
+    try await logIn()
     var logger = Logger(label: "killswitch-bench")
     logger.logLevel = .error
     let run = UUID().uuidString.prefix(8).lowercased()
@@ -184,6 +239,9 @@ func runBench() async throws {
         _ = try await response.body.collect(upTo: 1024)
         rtts.append(milliseconds(ContinuousClock.now - start))
     }
+
+    // Revocations need a second factor entered within five minutes.
+    try await admin(.POST, "/api/v1/session/step-up", #"{"totp":"\#(totp(step: nextStep()))"}"#, expect: 204)
 
     // For profiling: a pause, announced, before the measured phase.
     if let pause = ProcessInfo.processInfo.environment["KS_BENCH_PAUSE"].flatMap(Double.init) {
