@@ -153,6 +153,45 @@ struct TestUser {
         }
     }
 
+    @Test func idleAndOldSessionsAndRevokedOrExpiredTokensAreRefused() async throws {
+        try await ServerHarness().test { client, gateway in
+            var ana = try await TestUser.make(gateway, "ana", role: .securityAdmin)
+            try await ana.logIn(client)
+            let session = try #require(try await gateway.registry.session(tokenHash: SessionManager.hash(ana.cookie)))
+            // Unused for longer than the idle limit (15 minutes).
+            try await gateway.registry.touchSession(id: session.id, at: Date().addingTimeInterval(-16 * 60))
+            let idle = try await client.execute(uri: "/api/v1/session", method: .get, headers: ana.headers)
+            #expect(idle.status == .unauthorized && idle.text.contains("session_expired"))
+            // Past its absolute end, however recently used.
+            var bob = try await TestUser.make(gateway, "bob", role: .auditor)
+            try await bob.logIn(client)
+            let account = try #require(try await gateway.registry.account(username: "bob"))
+            _ = try await gateway.registry.createSession(tokenHash: SessionManager.hash("okas_old"), csrfHash: SessionManager.hash("csrf"),
+                                                         accountID: account.id, authMethod: "password+totp",
+                                                         expiresAt: Date().addingTimeInterval(-1), clientAddress: nil)
+            #expect(try await client.execute(uri: "/api/v1/session", method: .get,
+                                             headers: [.cookie: "\(SessionManager.cookieName)=okas_old"]).status == .unauthorized)
+            // A token works until revoked; an expired one never.
+            let issued = try await client.execute(uri: "/api/v1/tokens", method: .post, headers: bob.headers,
+                                                  body: json(#"{"name":"x","role":"auditor"}"#))
+            #expect(issued.status == .forbidden, "an auditor cannot issue tokens")
+            try await ana.logIn(client, offset: 1)
+            let created = try await client.execute(uri: "/api/v1/tokens", method: .post, headers: ana.headers,
+                                                   body: json(#"{"name":"ci","role":"auditor","ttlSeconds":600}"#))
+            let token = try #require(try created.json()["token"] as? String), id = try #require(try created.json()["id"] as? String)
+            let bearer: HTTPFields = [.authorization: "Bearer \(token)"]
+            #expect(try await client.execute(uri: "/api/v1/tenants", method: .get, headers: bearer).status == .ok)
+            #expect(try await client.execute(uri: "/api/v1/tokens/\(id)", method: .delete, headers: ana.headers).status == .noContent)
+            #expect(try await client.execute(uri: "/api/v1/tenants", method: .get, headers: bearer).status == .unauthorized)
+            _ = try await gateway.registry.createAutomationToken(tokenHash: SessionManager.hash("okat_expired"), name: "old", role: .auditor,
+                                                                 tenants: nil, expiresAt: Date().addingTimeInterval(-1), createdBy: "test")
+            #expect(try await client.execute(uri: "/api/v1/tenants", method: .get, headers: [.authorization: "Bearer okat_expired"]).status == .unauthorized)
+            // Listings never show a token or a secret.
+            let listed = try await client.execute(uri: "/api/v1/tokens", method: .get, headers: ana.headers).text
+            #expect(!listed.contains(token) && listed.contains("\"revokedAt\""))
+        }
+    }
+
     @Test func repeatedFailuresLockTheAccountAndAreAudited() async throws {
         try await ServerHarness().test { client, gateway in
             let ana = try await TestUser.make(gateway, "ana", role: .securityAdmin)
