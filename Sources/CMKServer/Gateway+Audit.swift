@@ -89,3 +89,34 @@ extension Gateway {
         }
     }
 }
+
+extension Gateway {
+    /// A revocation is committed to the registry before its `link.revoke` audit record is
+    /// appended; a crash in between would leave a revocation the audit log does not show. At
+    /// start every revocation event without a successful `link.revoke` record for its link
+    /// gets one, by the system, marked `recovered`, so the log names every kill-switch.
+    func recoverRevocationRecords() async throws {
+        var recorded = Set<String>()
+        var after: UInt64?
+        repeat {
+            let page = try audit.store.records(AuditQuery(operation: "link.revoke", outcome: .success, after: after, limit: AuditQuery.maxLimit))
+            recorded.formUnion(page.records.compactMap(\.target))
+            after = page.next
+        } while after != nil
+        var cursor: Int64 = 0
+        while true {
+            let events = try await registry.events(after: cursor, limit: 500)
+            for event in events where event.type == OutboxEvent.l1Revoked {
+                guard let link = event.linkID, !recorded.contains(link) else { continue }
+                _ = try await audit.append(AuditRecord(
+                    actor: AuditActor(kind: .system, id: "recovery", authMethod: "internal"), operation: "link.revoke", outcome: .success,
+                    tenant: event.tenantID, target: link, details: ["event": event.id, "recovered": "true",
+                                                                    "revokedAt": RFC3339.format(event.createdAt)]))
+                recorded.insert(link)
+                logger.warning("recorded a revocation whose audit record was lost in a crash", metadata: ["link": "\(link)", "event": "\(event.id)"])
+            }
+            guard let last = events.last, events.count == 500 else { break }
+            cursor = last.sequence
+        }
+    }
+}

@@ -66,8 +66,10 @@ public final class Gateway: Sendable {
             keystores[keystore.id] = ConfiguredKeystore(id: keystore.id, profile: profile, token: try await pkcs11.token(profile: profile))
         }
         let platform = try await openPlatform(configuration, registry: registry, pkcs11: pkcs11, logger: logger)
-        return Gateway(registry: registry, keystores: keystores, platform: platform, pkcs11: pkcs11, audit: audit,
-                       leaseDuration: .seconds(configuration.leaseSeconds), logger: logger)
+        let gateway = Gateway(registry: registry, keystores: keystores, platform: platform, pkcs11: pkcs11, audit: audit,
+                              leaseDuration: .seconds(configuration.leaseSeconds), logger: logger)
+        try await gateway.recoverRevocationRecords()
+        return gateway
     }
 
     /// The platform token, with an IVK version made on it if the registry has none yet.

@@ -253,5 +253,9 @@ import TestSupport
         }
         let entries = try #require(try revocation(server, "umbrella", link)["nodes"] as? [[String: Any]])
         #expect(entries.count == 2 && entries.allSatisfy { $0["keysDropped"] as? Int == 1 })
+        // The crash came before the revocation's audit record; the restart wrote it, marked recovered.
+        let records = try #require(try admin(server, "GET", "/api/v1/audit?operation=link.revoke&tenant=umbrella").json["items"] as? [[String: Any]])
+        #expect(records.count == 1)
+        #expect((records.first?["details"] as? [String: Any])?["recovered"] as? String == "true", "\(records)")
     }
 }
