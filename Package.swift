@@ -113,7 +113,9 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+            ],
+            // The portal: plain HTML, CSS and JavaScript, no build toolchain.
+            resources: [.copy("Portal")]
         ),
         .executableTarget(
             name: "cmk",

@@ -19,10 +19,15 @@ ensure_system_packages() {
   fi
 }
 
-# The pip packages the tests need (Python's cryptography: the RFC 5649 interop test).
+# The pip packages the tests need: cryptography (the RFC 5649 interop test) and selenium
+# (the portal in headless Chromium; never downloads a browser: SE_OFFLINE and Debian's).
 ensure_python_packages() {
   if ! python3 -c 'import cryptography.hazmat.primitives.keywrap' 2>/dev/null; then
     echo "==> installing python cryptography"
     python3 -m pip install -q cryptography || python3 -m pip install -q --break-system-packages cryptography
+  fi
+  if ! python3 -c 'import selenium' 2>/dev/null; then
+    echo "==> installing python selenium"
+    python3 -m pip install -q selenium || python3 -m pip install -q --break-system-packages selenium
   fi
 }

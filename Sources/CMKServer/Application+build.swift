@@ -51,6 +51,9 @@ public func buildRouter(gateway: Gateway, openAPI: ByteBuffer?,
     let api = router.group("api/v1").add(middleware: AdminAuthenticationMiddleware(gateway: gateway, sessions: sessions,
                                                                                  assertions: assertions))
     SessionController(gateway: gateway, sessions: sessions).register(on: api)
+    let portal = PortalController(gateway: gateway)
+    portal.registerFiles(on: router)
+    portal.registerFeed(on: api)
     ManagementController(gateway: gateway, idempotency: IdempotencyCache()).register(on: api)
     AuditController(audit: gateway.audit).register(on: api)
     let nodes = NodeController(gateway: gateway)
@@ -80,9 +83,22 @@ struct ProbeScheduler: Service {
 /// Heartbeats on the nodes' event streams.
 struct HeartbeatService: Service {
     let broadcaster: EventBroadcaster
+    var dashboard: DashboardFeed?
 
     func run() async throws {
-        await cancelWhenGracefulShutdown { await broadcaster.runHeartbeats() }
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await broadcaster.runHeartbeats() }
+                if let dashboard {
+                    group.addTask {
+                        while !Task.isCancelled {
+                            do { try await Task.sleep(for: broadcaster.heartbeat) } catch { return }
+                            dashboard.broadcast(.heartbeat)
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -144,7 +160,7 @@ public func buildApplication(_ configuration: ServerConfiguration, openAPIPath: 
     var assertions: IdentityAssertionVerifier?
     if let settings = configuration.sessions.identityAssertion { assertions = try await IdentityAssertionVerifier(settings) }
     let openAPI = (openAPIPath.flatMap { FileManager.default.contents(atPath: $0) }).map { ByteBuffer(data: $0) }
-    var services: [any Service] = [GatewayService(gateway: gateway), HeartbeatService(broadcaster: gateway.broadcaster),
+    var services: [any Service] = [GatewayService(gateway: gateway), HeartbeatService(broadcaster: gateway.broadcaster, dashboard: gateway.dashboard),
                                    AuditCheckpointService(audit: audit, interval: .seconds(configuration.audit.checkpointIntervalSeconds))]
     if configuration.probeIntervalSeconds > 0 {
         services.append(ProbeScheduler(gateway: gateway, interval: .seconds(configuration.probeIntervalSeconds)))

@@ -42,6 +42,8 @@ public final class Gateway: Sendable {
     /// node's lease ends within `leaseDuration` anyway).
     let leases = NIOLockedValueBox<[LeaseKey: Date]>([:])
     let ackRecorder: AckRecorder
+    /// Open portal dashboards, woken on changes.
+    let dashboard = DashboardFeed()
 
     init(registry: Registry, keystores: [String: ConfiguredKeystore], platform: PKCS11Token, pkcs11: PKCS11Keystore,
          audit: AuditLog, leaseDuration: Duration = .seconds(30), logger: Logger) {

@@ -183,6 +183,8 @@ struct NodeController {
         let registry = gateway.registry
         let node = try Self.node(context)
         let (stream, end) = gateway.broadcaster.subscribe(node: node.id)
+        let dashboard = gateway.dashboard
+        dashboard.changed()
         let first = start
         let body = ResponseBody { writer in
             var cursor = first
@@ -235,6 +237,7 @@ struct NodeController {
             throw APIError.badRequest("keysHeld is 0-1000000; leaseDrops lists tenant ids")
         }
         try await gateway.heartbeat(from: node, keysHeld: input.keysHeld, leaseDrops: drops, by: context.audit)
+        gateway.dashboard.changed()
         return Response(status: .noContent)
     }
 
@@ -251,6 +254,7 @@ struct NodeController {
         context.identity = Identity(subject: node.id, method: "ack-signature")
         context.node = node
         let ack = try await gateway.acknowledge(statement: input.statement, signature: signature, from: node, by: context.audit)
+        gateway.dashboard.changed()
         // Canonical JSON of two ids: no encoder needed on the path every node takes at once.
         let body = try JSONValue.object(["event": .string(ack.eventID), "node": .string(ack.nodeID)]).canonicalBytes()
         return Response(status: .created, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))

@@ -68,6 +68,7 @@ public enum AccessPolicy {
         rule("GET", "audit/checkpoint", both, .allTenants),
         rule("GET", "audit/consistency", both, .allTenants),
         rule("GET", "audit/export", both, .allTenants),
+        rule("GET", "events/stream", both, .global),
         rule("GET", "session", both, .global),
         rule("DELETE", "session", both, .global, sessionOnly: true),
         rule("POST", "session/step-up", both, .global, sessionOnly: true),
@@ -82,6 +83,7 @@ public enum AccessPolicy {
     /// Answer without any credential.
     public static let publicRoutes: [(method: String, path: String)] = [
         ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/openapi.yaml"), ("POST", "/api/v1/session"),
+        ("GET", "/"), ("GET", "/portal/portal.js"), ("GET", "/portal/portal.css"),
         ("POST", "/node/v1/enrol"), ("POST", "/node/v1/acks"),
     ]
 

@@ -45,7 +45,9 @@ struct AdminAuthenticationMiddleware: RouterMiddleware {
         var context = context
         context.identity = Identity(subject: principal.name, method: principal.authMethod)
         context.principal = principal
-        return try await next(request, context)
+        let response = try await next(request, context)
+        if method != "GET", response.status.code < 400 { gateway.dashboard.changed() }
+        return response
     }
 
     private func recordTokenUse(_ principal: Principal, method: String, path: String, context: Context, error: (any Error)?) async throws {
