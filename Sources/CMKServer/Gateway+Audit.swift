@@ -120,3 +120,33 @@ extension Gateway {
         }
     }
 }
+
+extension Gateway {
+    /// Runs an administrative action and appends its audit record, successful or not, before
+    /// the response is sent. Refused up front once the audit store has failed (fail closed).
+    /// `target` names the object when it is known in advance (also on failure); `resultTarget`
+    /// reads it from the result.
+    @discardableResult
+    func recorded<T>(_ operation: String, tenant: String? = nil, keystore: String? = nil, key: String? = nil, target: String? = nil,
+                     resultTarget: ((T) -> String?)? = nil, context audit: AuditContext,
+                     _ action: () async throws -> T) async throws -> T {
+        try auditReady()
+        let start = ContinuousClock.now
+        func record(_ outcome: AuditRecord.Outcome, errorCode: String?, target: String?) async throws {
+            _ = try await self.audit.append(AuditRecord(
+                actor: audit.actor, operation: operation, outcome: outcome, tenant: tenant, keystore: keystore,
+                keyReference: key.map { String($0.prefix(2048)) }, errorCode: errorCode, target: target,
+                requestID: audit.requestID, clientAddress: audit.clientAddress,
+                latencyMicros: (ContinuousClock.now - start).microseconds))
+        }
+        let result: T
+        do {
+            result = try await action()
+        } catch {
+            try await record(.failure, errorCode: Self.auditCode(error), target: target)
+            throw error
+        }
+        try await record(.success, errorCode: nil, target: resultTarget?(result) ?? target)
+        return result
+    }
+}

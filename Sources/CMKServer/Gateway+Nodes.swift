@@ -34,10 +34,9 @@ extension Gateway {
     /// hash is stored; the token is returned once.
     public func issueEnrolment(region: String, ttl: Duration, by context: AuditContext) async throws -> (token: String, enrolment: NodeEnrolment) {
         try auditReady()
-        let token = "okne_" + Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        let token = SecretToken.make(prefix: "okne_")
         let expiresAt = Date().addingTimeInterval(Double(ttl.components.seconds))
-        let enrolment = try await registry.createEnrolment(tokenHash: Data(SHA256.hash(data: Data(token.utf8))), region: region,
+        let enrolment = try await registry.createEnrolment(tokenHash: SecretToken.hash(token), region: region,
                                                            expiresAt: expiresAt)
         _ = try await audit.append(AuditRecord(actor: context.actor, operation: "node.enrolment.create", outcome: .success,
                                                target: enrolment.id, requestID: context.requestID, clientAddress: context.clientAddress,
@@ -57,7 +56,7 @@ extension Gateway {
         }
         let node: Node
         do {
-            node = try await registry.enrolNode(tokenHash: Data(SHA256.hash(data: Data(token.utf8))), signingKey: signingKey,
+            node = try await registry.enrolNode(tokenHash: SecretToken.hash(token), signingKey: signingKey,
                                                 hpkeKey: hpkeKey, at: Date())
         } catch let error as RegistryError where error.code == .notFound {
             throw refused

@@ -129,31 +129,11 @@ struct ManagementController {
 
     // MARK: Helpers
 
-    /// Runs an administrative action and appends its audit record, successful or not, before
-    /// the response is sent. Refused up front once the audit store has failed (fail closed).
     @discardableResult
     func recorded<T>(_ operation: String, tenant: String?, keystore: String? = nil, key: String? = nil,
                      target: ((T) -> String?)? = nil, context: CMKRequestContext,
                      _ action: () async throws -> T) async throws -> T {
-        try gateway.auditReady()
-        let start = ContinuousClock.now
-        func record(_ outcome: AuditRecord.Outcome, errorCode: String?, target: String?) async throws {
-            let audit = context.audit
-            _ = try await gateway.audit.append(AuditRecord(
-                actor: audit.actor, operation: operation, outcome: outcome, tenant: tenant, keystore: keystore,
-                keyReference: key.map { String($0.prefix(2048)) }, errorCode: errorCode, target: target,
-                requestID: audit.requestID, clientAddress: audit.clientAddress,
-                latencyMicros: (ContinuousClock.now - start).microseconds))
-        }
-        let result: T
-        do {
-            result = try await action()
-        } catch {
-            try await record(.failure, errorCode: Gateway.auditCode(error), target: nil)
-            throw error
-        }
-        try await record(.success, errorCode: nil, target: target?(result))
-        return result
+        try await gateway.recorded(operation, tenant: tenant, keystore: keystore, key: key, resultTarget: target, context: context.audit, action)
     }
 
     static func pagination(_ request: Request) throws -> (Int, String?) {

@@ -142,7 +142,7 @@ struct SessionController {
     @Sendable func createUser(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let principal = try Self.principal(context)
         let input = try await body(CreateUserRequest.self, request, context)
-        let created = try await recorded("user.create", target: input.username, context: context) {
+        let created = try await gateway.recorded("user.create", target: input.username, context: context.audit) {
             do {
                 return try await sessions.createAccount(username: input.username, password: input.password, role: input.role,
                                                         tenants: input.tenants, createdBy: principal.name)
@@ -168,7 +168,7 @@ struct SessionController {
         guard let account = found else {
             throw APIError.notFound("no user \(id)")
         }
-        let count = try await recorded("user.sessions.revoke", target: account.username, context: context) {
+        let count = try await gateway.recorded("user.sessions.revoke", target: account.username, context: context.audit) {
             try await gateway.registry.revokeSessions(accountID: account.id, at: Date())
         }
         return try ManagementController.json(["revoked": count], context: context).response
@@ -183,7 +183,7 @@ struct SessionController {
     @Sendable func createToken(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let principal = try Self.principal(context)
         let input = try await body(CreateTokenRequest.self, request, context)
-        let created = try await recorded("token.create", target: input.name, context: context) {
+        let created = try await gateway.recorded("token.create", target: input.name, context: context.audit) {
             do {
                 return try await sessions.createToken(name: input.name, role: input.role, tenants: input.tenants,
                                                       ttl: TimeInterval(input.ttlSeconds ?? 86_400), createdBy: principal.name)
@@ -203,7 +203,7 @@ struct SessionController {
 
     @Sendable func revokeToken(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let id = try context.parameters.require("token")
-        try await recorded("token.revoke", target: id, context: context) {
+        try await gateway.recorded("token.revoke", target: id, context: context.audit) {
             do {
                 try await gateway.registry.revokeAutomationToken(id: id, at: Date())
             } catch let error as RegistryError where error.code == .notFound {
@@ -211,22 +211,5 @@ struct SessionController {
             }
         }
         return Response(status: .noContent)
-    }
-
-    /// An administrative action with its audit record (success or failure).
-    func recorded<T>(_ operation: String, target: String, context: CMKRequestContext, _ action: () async throws -> T) async throws -> T {
-        try gateway.auditReady()
-        let audit = context.audit
-        do {
-            let result = try await action()
-            _ = try await gateway.audit.append(AuditRecord(actor: audit.actor, operation: operation, outcome: .success, target: target,
-                                                           requestID: audit.requestID, clientAddress: audit.clientAddress))
-            return result
-        } catch {
-            _ = try await gateway.audit.append(AuditRecord(actor: audit.actor, operation: operation, outcome: .failure,
-                                                           errorCode: Gateway.auditCode(error), target: target,
-                                                           requestID: audit.requestID, clientAddress: audit.clientAddress))
-            throw error
-        }
     }
 }

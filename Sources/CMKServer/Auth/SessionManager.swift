@@ -127,12 +127,7 @@ public final class SessionManager: Sendable {
         decoyHash = Bcrypt.hash("decoy-\(UUID().uuidString)", cost: UInt8(clamping: settings.bcryptCost))
     }
 
-    static func hash(_ text: String) -> Data { Data(SHA256.hash(data: Data(text.utf8))) }
-
-    static func randomToken(prefix: String) -> String {
-        prefix + Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
-    }
+    static func hash(_ text: String) -> Data { SecretToken.hash(text) }
 
     private func bcrypt<T: Sendable>(_ body: @escaping @Sendable () -> T) async throws -> T {
         // Deliberately slow: off Swift's cooperative threads.
@@ -230,7 +225,7 @@ public final class SessionManager: Sendable {
         }
         try await registry.resetFailedLogins(accountID: account.id)
         _ = addressFailures.withLockedValue { $0.removeValue(forKey: address) }
-        let sessionToken = Self.randomToken(prefix: "okas_"), csrfToken = Self.randomToken(prefix: "")
+        let sessionToken = SecretToken.make(prefix: "okas_"), csrfToken = SecretToken.make(prefix: "")
         let session = try await registry.createSession(
             tokenHash: Self.hash(sessionToken), csrfHash: Self.hash(csrfToken), accountID: account.id, authMethod: "password+totp",
             expiresAt: started.addingTimeInterval(Double(settings.absoluteHours) * 3600), clientAddress: clientAddress, at: started)
@@ -314,7 +309,7 @@ public final class SessionManager: Sendable {
     public func createToken(name: String, role: AdminRole, tenants: [String]?, ttl: TimeInterval, createdBy: String) async throws -> NewToken {
         guard (1...64).contains(name.count) else { throw Failure(code: .invalidInput, message: "a token name is 1-64 characters") }
         guard (60...(366 * 86_400)).contains(ttl) else { throw Failure(code: .invalidInput, message: "a token lives 60 s to 366 days") }
-        let secret = Self.randomToken(prefix: "okat_")
+        let secret = SecretToken.make(prefix: "okat_")
         let token = try await registry.createAutomationToken(tokenHash: Self.hash(secret), name: name, role: role, tenants: tenants,
                                                              expiresAt: now().addingTimeInterval(ttl), createdBy: createdBy)
         return NewToken(token: token, secret: secret)
