@@ -121,10 +121,7 @@ public final class Gateway: Sendable {
     /// The BYOK/HYOK handshake: probe the L1 key; on success record the link and make the
     /// tenant's L2, held only wrapped. On failure, record the attempt and nothing else.
     public func handshake(tenantID: String, _ request: HandshakeRequest, by context: AuditContext) async throws -> (L1Link, L2Key) {
-        guard request.provider == Provider.pkcs11.rawValue else {
-            throw APIError(.unprocessableContent, code: "unsupported_provider", "provider \"\(request.provider)\" is not available; supported: pkcs11")
-        }
-        let keystore = try keystore(request.keystore)
+        let keystore = try handshakeKeystore(request)
         // The whole handshake runs on the keystore's PKCS#11 threads: the token and the registry
         // are called there without a thread hand-off per step (see PKCS11Executor).
         return try await withTaskExecutorPreference(keystore.token.executor) {
@@ -132,15 +129,40 @@ public final class Gateway: Sendable {
         }
     }
 
-    private func handshake(tenantID: String, _ request: HandshakeRequest, keystore: ConfiguredKeystore,
-                           by context: AuditContext) async throws -> (L1Link, L2Key) {
+    /// The handshake's probe alone, for the portal's wizard: the same checks in the same order
+    /// and the same report, an audited L1 request, but nothing is linked or recorded as an
+    /// attempt. A failed probe is a result (the report says why), not an error.
+    public func validate(tenantID: String, _ request: HandshakeRequest, by context: AuditContext) async throws -> ProbeReport {
+        let keystore = try handshakeKeystore(request)
+        return try await withTaskExecutorPreference(keystore.token.executor) {
+            let (l1, reference) = try await handshakeTarget(tenantID: tenantID, request, keystore: keystore)
+            return try await l1Request("probe", l1, by: context) { await keystore.token.probe(reference) }
+        }
+    }
+
+    private func handshakeKeystore(_ request: HandshakeRequest) throws -> ConfiguredKeystore {
+        guard request.provider == Provider.pkcs11.rawValue else {
+            throw APIError(.unprocessableContent, code: "unsupported_provider", "provider \"\(request.provider)\" is not available; supported: pkcs11")
+        }
+        return try keystore(request.keystore)
+    }
+
+    /// What the handshake checks before it touches the token: the tenant exists, the key
+    /// reference is acceptable, and the tenant has no active link.
+    private func handshakeTarget(tenantID: String, _ request: HandshakeRequest,
+                                 keystore: ConfiguredKeystore) async throws -> (L1Target, KeyReference) {
         _ = try await registry.tenant(tenantID)
         let reference = try Self.keyReference(request.key, keystore: keystore)
         // Refuse before touching the HSM: the registry enforces it again in its transaction.
         if try await registry.links(tenantID: tenantID, limit: 500, after: nil).items.contains(where: { $0.state != .revoked }) {
             throw APIError(.conflict, code: "conflict", "tenant \(tenantID) already has an active L1 link; revoke it first")
         }
-        let l1 = L1Target(tenant: tenantID, keystore: keystore.id, key: reference)
+        return (L1Target(tenant: tenantID, keystore: keystore.id, key: reference), reference)
+    }
+
+    private func handshake(tenantID: String, _ request: HandshakeRequest, keystore: ConfiguredKeystore,
+                           by context: AuditContext) async throws -> (L1Link, L2Key) {
+        let (l1, reference) = try await handshakeTarget(tenantID: tenantID, request, keystore: keystore)
         let report = try await l1Request("probe", l1, by: context) { await keystore.token.probe(reference) }
         let reportJSON = Self.json(report)
         try await registry.recordAttempt(HandshakeAttempt(

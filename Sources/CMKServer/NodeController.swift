@@ -124,11 +124,6 @@ struct NodeController {
         return node
     }
 
-    static func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: CMKRequestContext) async throws -> T {
-        var request = request
-        return try ManagementController.decode(type, from: try await request.collectBody(upTo: context.maxUploadSize), context: context)
-    }
-
     /// The `after` query parameter: an event sequence number, 0 when absent.
     static func after(_ request: Request) throws -> Int64 {
         try request.uri.queryParameters["after"].map { text -> Int64 in
@@ -231,7 +226,7 @@ struct NodeController {
 
     @Sendable func heartbeat(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let node = try Self.node(context)
-        let input = try await Self.decode(HeartbeatRequest.self, request, context)
+        let input = try await ManagementController.decode(HeartbeatRequest.self, request, context)
         let drops = input.leaseDrops ?? []
         guard input.keysHeld >= 0, input.keysHeld <= 1_000_000, drops.count <= 10_000, drops.allSatisfy({ $0.utf8.count <= 63 }) else {
             throw APIError.badRequest("keysHeld is 0-1000000; leaseDrops lists tenant ids")
@@ -242,7 +237,7 @@ struct NodeController {
     }
 
     @Sendable func acknowledge(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        let input = try await Self.decode(AckRequest.self, request, context)
+        let input = try await ManagementController.decode(AckRequest.self, request, context)
         guard let signature = Data(base64Encoded: input.signature) else { throw APIError.badRequest("signature is base64") }
         guard let named = NodeProtocol.parseAck(input.statement)?.node else {
             throw APIError(.unprocessableContent, code: "invalid_ack", "the statement is not a canonical \(NodeProtocol.ackType) object")
@@ -278,7 +273,7 @@ struct NodeController {
     }
 
     @Sendable func issueEnrolment(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        let input = try await Self.decode(EnrolmentRequest.self, request, context)
+        let input = try await ManagementController.decode(EnrolmentRequest.self, request, context)
         let ttl = input.ttlSeconds ?? 3600
         guard (60...86_400).contains(ttl) else { throw APIError.badRequest("ttlSeconds must be between 60 and 86400") }
         let (token, enrolment) = try await gateway.issueEnrolment(region: input.region, ttl: .seconds(ttl), by: context.audit)
@@ -300,7 +295,7 @@ struct NodeController {
     }
 
     @Sendable func enrol(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        let input = try await Self.decode(EnrolRequest.self, request, context)
+        let input = try await ManagementController.decode(EnrolRequest.self, request, context)
         guard let signingKey = Data(base64Encoded: input.signingKey), let hpkeKey = Data(base64Encoded: input.hpkeKey),
               let proof = Data(base64Encoded: input.proof), input.token.utf8.count <= 256 else {
             throw APIError.badRequest("signingKey, hpkeKey and proof are base64; the token is at most 256 characters")
@@ -315,7 +310,7 @@ struct NodeController {
 
     @Sendable func unseal(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let node = try Self.node(context)
-        let input = try await Self.decode(UnsealRequest.self, request, context)
+        let input = try await ManagementController.decode(UnsealRequest.self, request, context)
         let sealed = try await gateway.unseal(tenantID: input.tenant, for: node, by: context.audit)
         return try ManagementController.json(UnsealResponse(
             tenant: sealed.tenant, l2Ref: sealed.l2Ref, link: sealed.link, suite: NodeProtocol.hpkeSuiteName,

@@ -19,6 +19,7 @@ struct ManagementController {
         group.get("keystores/:keystore/keys", use: listKeys)
         group.get("tenants/:tenant/l1-links", use: listLinks)
         group.post("tenants/:tenant/l1-links", use: handshake)
+        group.post("tenants/:tenant/l1-probes", use: validate)
         group.get("tenants/:tenant/l1-links/:link", use: getLink)
         group.post("tenants/:tenant/l1-links/:link/probe", use: reprobe)
         group.post("tenants/:tenant/l1-links/:link/revoke", use: revoke)
@@ -104,6 +105,14 @@ struct ManagementController {
         }
     }
 
+    /// The wizard's validation step: the handshake's probe without the link (`Gateway.validate`).
+    @Sendable func validate(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let tenant = try context.parameters.require("tenant")
+        let input = try await Self.decode(Gateway.HandshakeRequest.self, request, context)
+        let report = try await gateway.validate(tenantID: tenant, input, by: context.audit)
+        return try Self.json(report, context: context).response
+    }
+
     @Sendable func getLink(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let link = try await gateway.registry.link(tenantID: try context.parameters.require("tenant"), id: try context.parameters.require("link"))
         return try Self.json(LinkResponse(link, l2: try await gateway.registry.l2Key(linkID: link.id)), etag: link.version, context: context).response
@@ -156,6 +165,12 @@ struct ManagementController {
             throw APIError(.badRequest, code: "invalid_input", "If-Match must be an ETag as returned by the API, such as \"3\"")
         }
         return version
+    }
+
+    /// The whole body (up to the upload limit, else 413), decoded.
+    static func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: CMKRequestContext) async throws -> T {
+        var request = request
+        return try decode(type, from: try await request.collectBody(upTo: context.maxUploadSize), context: context)
     }
 
     static func decode<T: Decodable>(_ type: T.Type, from body: ByteBuffer, context: CMKRequestContext) throws -> T {

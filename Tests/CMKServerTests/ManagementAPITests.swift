@@ -1,3 +1,4 @@
+import Audit
 import Foundation
 import Hummingbird
 import HummingbirdTesting
@@ -168,6 +169,47 @@ import TestSupport
             #expect(links.items.isEmpty, "failed handshakes record no link")
             let attempts = try await gateway.registry.attempts(tenantID: "beta", limit: 10)
             #expect(attempts.contains { !$0.passed && $0.failureCode == "not_found" })
+        }
+    }
+
+    /// The wizard's validation step: the handshake's probe, reported whether it passes or not,
+    /// with the same refusals; it links nothing and records no attempt, but the L1 use is audited.
+    @Test func validationProbesWithoutLinking() async throws {
+        try await harness.test { client, gateway in
+            try await Self.createTenant(client, "gamma")
+            func validate(_ key: String, keystore: String = "hsm", provider: String = "pkcs11") async throws -> TestResponse {
+                try await client.execute(uri: "/api/v1/tenants/gamma/l1-probes", method: .post, headers: Self.auth,
+                                         body: ServerHarness.body(#"{"provider":"\#(provider)","keystore":"\#(keystore)","key":"\#(key)"}"#))
+            }
+            let good = try await validate("pkcs11:object=l1")
+            #expect(good.status == .ok, "\(good.text)")
+            let report = try good.json()
+            #expect(report["passed"] as? Bool == true)
+            let names = (report["checks"] as? [[String: Any]])?.compactMap { $0["name"] as? String } ?? []
+            #expect(names == ["token", "login", "key_found", "key_type", "key_usage", "mechanism", "test_key", "wrap", "unwrap", "compare", "cleanup"], "\(names)")
+
+            let missing = try await validate("pkcs11:object=no-such-key")
+            #expect(missing.status == .ok, "a failed probe is a result")
+            let failed = try missing.json()
+            #expect(failed["passed"] as? Bool == false)
+            #expect((failed["failure"] as? [String: Any])?["code"] as? String == "not_found")
+            #expect((failed["checks"] as? [[String: Any]])?.last?["passed"] as? Bool == false)
+
+            #expect(try await validate("pkcs11:object=l1?module-path=/tmp/evil.so").status == .badRequest)
+            #expect(try await validate("pkcs11:object=l1", keystore: "nope").status == .notFound)
+            #expect(try await validate("pkcs11:object=l1", provider: "aws-kms").errorCode == "unsupported_provider")
+            #expect(try await client.execute(uri: "/api/v1/tenants/nobody/l1-probes", method: .post, headers: Self.auth,
+                                             body: ServerHarness.body(#"{"provider":"pkcs11","keystore":"hsm","key":"pkcs11:object=l1"}"#)).status == .notFound)
+
+            #expect(try await gateway.registry.links(tenantID: "gamma", limit: 10, after: nil).items.isEmpty)
+            #expect(try await gateway.registry.attempts(tenantID: "gamma", limit: 10).isEmpty)
+            let probes = try gateway.audit.store.records(AuditQuery(tenant: "gamma", operation: "l1.probe", limit: 10)).records
+            #expect(probes.map(\.outcome) == [.success, .failure])
+            #expect(probes.allSatisfy { $0.actor.id == "harness-admin" })
+
+            // With an active link, validation refuses as the handshake would.
+            #expect(try await Self.handshake(client, tenant: "gamma").status == .created)
+            #expect(try await validate("pkcs11:object=l1").status == .conflict)
         }
     }
 

@@ -57,6 +57,7 @@ public enum AccessPolicy {
         rule("GET", "keystores/{keystore}/keys", both, .global),
         rule("GET", "tenants/{tenant}/l1-links", both, .tenant),
         rule("POST", "tenants/{tenant}/l1-links", admin, .tenant, .onRestore),
+        rule("POST", "tenants/{tenant}/l1-probes", admin, .tenant),
         rule("GET", "tenants/{tenant}/l1-links/{link}", both, .tenant),
         rule("POST", "tenants/{tenant}/l1-links/{link}/probe", admin, .tenant),
         rule("POST", "tenants/{tenant}/l1-links/{link}/revoke", admin, .tenant, .always),

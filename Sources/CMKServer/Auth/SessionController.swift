@@ -70,8 +70,7 @@ struct SessionController {
     }
 
     func body<T: Decodable>(_ type: T.Type, _ request: Request, _ context: CMKRequestContext) async throws -> T {
-        var request = request
-        return try ManagementController.decode(type, from: try await request.collectBody(upTo: context.maxUploadSize), context: context)
+        try await ManagementController.decode(type, request, context)
     }
 
     func sessionCookie(_ value: String, maxAge: Int) -> String {
