@@ -13,6 +13,7 @@ struct PortalController {
     static let files: [String: (file: String, type: String)] = [
         "/": ("index.html", "text/html; charset=utf-8"),
         "/portal/portal.js": ("portal.js", "text/javascript; charset=utf-8"),
+        "/portal/verify.js": ("verify.js", "text/javascript; charset=utf-8"),
         "/portal/portal.css": ("portal.css", "text/css; charset=utf-8"),
     ]
 

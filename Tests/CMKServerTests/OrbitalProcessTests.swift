@@ -5,66 +5,8 @@ import TestSupport
 
 /// Orbital end to end with real processes: a `cmk serve` gateway on a SoftHSM token and
 /// several `cmk node` processes on loopback, talking only through their HTTP APIs.
-@Suite(.serialized) struct OrbitalProcessTests {
+@Suite(.serialized) struct OrbitalProcessTests: ChildProcessTests {
     let fixture = SoftHSMFixture.shared
-
-    struct HTTPResult {
-        var status: Int
-        var body: String
-        var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]) ?? [:] }
-    }
-
-    /// One HTTP call through curl: status and body.
-    func http(_ arguments: [String]) throws -> HTTPResult {
-        let result = try SoftHSMFixture.run("/usr/bin/env", ["curl", "-s", "--max-time", "20", "-w", "\n%{http_code}"] + arguments)
-        let text = result.output
-        let split = text.lastIndex(of: "\n").map { (String(text[..<$0]), String(text[text.index(after: $0)...])) } ?? ("", text)
-        return HTTPResult(status: Int(split.1.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0, body: split.0)
-    }
-
-    func admin(_ server: ChildServer, _ method: String, _ path: String, _ body: String? = nil) throws -> HTTPResult {
-        try http(server.auth + ["-X", method] + (body.map { ["-d", $0] } ?? []) + ["\(server.base)\(path)"])
-    }
-
-    /// Waits until `condition` holds, up to `seconds`.
-    func eventually(_ seconds: Double = 15, _ what: String, _ condition: () throws -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if (try? condition()) == true { return }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        throw SoftHSMFixture.FixtureError(message: "timed out waiting for \(what)")
-    }
-
-    func waitUntilUp(_ base: String) async throws {
-        try await eventually(20, "\(base) to answer") { try http(["\(base)/healthz"]).status == 200 }
-    }
-
-    /// A tenant with a linked L1 key; returns the link id.
-    func linkedTenant(_ server: ChildServer, _ tenant: String) throws -> String {
-        #expect(try admin(server, "POST", "/api/v1/tenants", #"{"id":"\#(tenant)","name":"\#(tenant)"}"#).status == 201)
-        let created = try admin(server, "POST", "/api/v1/tenants/\(tenant)/l1-links", #"{"provider":"pkcs11","keystore":"hsm","key":"pkcs11:object=l1"}"#)
-        guard created.status == 201, let id = created.json["id"] as? String else {
-            throw SoftHSMFixture.FixtureError(message: "handshake failed: \(created.body)")
-        }
-        return id
-    }
-
-    func enrolmentToken(_ server: ChildServer, region: String) throws -> String {
-        let issued = try admin(server, "POST", "/api/v1/nodes/enrolments", #"{"region":"\#(region)"}"#)
-        guard let token = issued.json["token"] as? String else { throw SoftHSMFixture.FixtureError(message: "no token: \(issued.body)") }
-        return token
-    }
-
-    func startNode(_ server: ChildServer, region: String, name: String) async throws -> ChildNode {
-        let node = try ChildNode(gateway: server.base, region: region, enrolmentToken: try enrolmentToken(server, region: region),
-                                 in: server.directory, name: name)
-        try await waitUntilUp(node.base)
-        try await eventually(10, "\(name) to open its event stream") { try status(node)["connected"] as? Bool == true }
-        return node
-    }
-
-    func status(_ node: ChildNode) throws -> [String: Any] { try http(["\(node.base)/v1/status"]).json }
 
     func encrypt(_ node: ChildNode, _ tenant: String, _ text: String) throws -> HTTPResult {
         try http(["-d", #"{"plaintext":"\#(Data(text.utf8).base64EncodedString())"}"#, "\(node.base)/v1/tenants/\(tenant)/encrypt"])

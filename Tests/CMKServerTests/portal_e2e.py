@@ -1,12 +1,31 @@
-"""The portal end to end in headless Chromium: run by PortalTests with the gateway's base URL,
-the administrator's username, password and TOTP secret, and an automation token."""
-import base64, hmac, json, struct, sys, time, urllib.request
+"""The portal end to end in headless Chromium (Debian's chromium and chromedriver, Selenium).
+
+Run by PortalTests (and by Scripts/screenshots, which adds --screenshots DIR) against a real
+`cmk serve` on a SoftHSM token with one `cmk node` enrolled:
+
+    portal_e2e.py --base URL --node URL [--screenshots DIR]
+
+Secrets come from the environment, never from arguments: PORTAL_USERNAME, PORTAL_PASSWORD,
+PORTAL_TOTP_SECRET (base32) and PORTAL_TOKEN (an automation token, to make changes "elsewhere").
+The administrator must not have logged in during the current 30-second step or later.
+"""
+import argparse, base64, hmac, json, os, re, struct, time, urllib.error, urllib.request
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
-base, username, password, secret, token = sys.argv[1:6]
+parser = argparse.ArgumentParser()
+parser.add_argument("--base", required=True)
+parser.add_argument("--node", required=True)
+parser.add_argument("--screenshots")
+args = parser.parse_args()
+username, password = os.environ["PORTAL_USERNAME"], os.environ["PORTAL_PASSWORD"]
+secret, token = os.environ["PORTAL_TOTP_SECRET"], os.environ["PORTAL_TOKEN"]
+TENANT = "acme"
+
 
 def code(offset=0):
     key = base64.b32decode(secret + "=" * (-len(secret) % 8))
@@ -14,38 +33,262 @@ def code(offset=0):
     o = digest[-1] & 15
     return "%06d" % ((struct.unpack(">I", digest[o:o + 4])[0] & 0x7FFFFFFF) % 1000000)
 
+
+def http(method, url, body=None, bearer=None):
+    headers = {"Content-Type": "application/json"}
+    if bearer:
+        headers["Authorization"] = "Bearer " + bearer
+    request = urllib.request.Request(url, json.dumps(body).encode() if body is not None else None, headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def node_encrypt():
+    return http("POST", args.node + "/v1/tenants/%s/encrypt" % TENANT, {"plaintext": base64.b64encode(b"customer data").decode()})
+
+
 options = webdriver.ChromeOptions()
 options.binary_location = "/usr/bin/chromium"
-for argument in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800"]:
+for argument in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900",
+                 "--force-device-scale-factor=1", "--lang=en-GB"]:
     options.add_argument(argument)
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-wait = WebDriverWait(driver, 15)
+# Live updates replace table rows under the test's feet: a stale element means "look again".
+wait = WebDriverWait(driver, 20, ignored_exceptions=(StaleElementReferenceException,))
+by_id = lambda name: driver.find_element(By.ID, name)
+css = lambda selector: driver.find_element(By.CSS_SELECTOR, selector)
+
+
+def shot(name, element=None):
+    """A PNG of the page (or of one element, such as the modal dialog) for Docs/screenshots."""
+    if not args.screenshots:
+        return
+    os.makedirs(args.screenshots, exist_ok=True)
+    driver.execute_script("document.activeElement && document.activeElement.blur && document.activeElement.blur()")
+    height = driver.execute_script("return Math.max(document.body.scrollHeight, 900)")
+    driver.set_window_size(driver.get_window_size()["width"], min(height + 40, 2400))
+    path = os.path.join(args.screenshots, name + ".png")
+    if element:
+        element.screenshot(path)
+    else:
+        driver.save_screenshot(path)
+    print("screenshot:", path)
+
+
+def click(selector):
+    """Clicks what `selector` finds, again if a live update replaced it in the meantime."""
+    def attempt(d):
+        try:
+            d.find_element(By.CSS_SELECTOR, selector).click()
+            return True
+        except StaleElementReferenceException:
+            return False
+    wait.until(attempt)
+
+
+def erase(name):
+    """Empties a field the way a person does, so that the page's input handlers run."""
+    element = by_id(name)
+    element.send_keys(Keys.CONTROL, "a")
+    element.send_keys(Keys.BACKSPACE)
+    return element
+
+
+def type_into(name, value):
+    erase(name).send_keys(value)
+
+
+def unlabelled_controls():
+    """Visible form controls without a label: each must have one (screen readers, voice control)."""
+    return driver.execute_script("""
+        return [...document.querySelectorAll('input, select, button')].filter(e => e.offsetParent !== null)
+          .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !(e.tagName === 'BUTTON' && e.textContent.trim()))
+          .map(e => e.id || e.outerHTML.slice(0, 60));""")
+
+
 try:
-    driver.get(base + "/")
-    wait.until(lambda d: d.find_element(By.ID, "login").is_displayed())
+    # 1. Log in: a wrong code is refused with a clear error; password and the right code open the portal.
+    driver.get(args.base + "/")
+    wait.until(lambda d: by_id("login").is_displayed())
+    near = {code(-1), code(0), code(1)}
+    wrong = next(c for c in ("%06d" % n for n in range(0, 1000000, 137)) if c not in near)
 
     def log_in(totp):
-        for field, value in (("username", username), ("password", password), ("totp", totp)):
-            element = driver.find_element(By.ID, field)
-            element.clear()
-            element.send_keys(value)
-        driver.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
+        type_into("username", username)
+        type_into("password", password)
+        type_into("totp", totp)
+        css("#login-form button[type=submit]").click()
 
-    log_in("000000")
-    wait.until(lambda d: d.find_element(By.ID, "login-error").is_displayed())
-    print("wrong code:", driver.find_element(By.ID, "login-error").text)
-    # The harness's own login used the current step; the next one is within the skew window.
-    log_in(code(1))
-    wait.until(lambda d: d.find_element(By.ID, "dashboard").is_displayed())
-    wait.until(lambda d: d.find_element(By.ID, "nodes-empty").is_displayed())
-    wait.until(lambda d: "live" == d.find_element(By.ID, "live").text)
-    print("dashboard:", driver.find_element(By.ID, "who-name").text)
+    log_in(wrong)
+    wait.until(lambda d: by_id("login-error").is_displayed())
+    print("wrong code:", by_id("login-error").text)
+    assert by_id("login").is_displayed() and not by_id("dashboard").is_displayed()
+    type_into("username", username)
+    shot("01-login-wrong-code")
+    # The previous step is within the skew window; it leaves the current step for the kill-switch.
+    log_in(code(-1))
+    wait.until(lambda d: by_id("dashboard").is_displayed())
+    wait.until(lambda d: by_id("links-empty").is_displayed())
+    wait.until(lambda d: by_id("live").text == "live")
+    assert unlabelled_controls() == [], unlabelled_controls()
+    print("dashboard:", by_id("who-name").text)
+    shot("02-dashboard-empty")
+
+    # 2. The onboarding wizard: new tenant, the token's keys, a failing probe, then a passing one.
+    css("nav a[data-view=onboard]").click()
+    wait.until(lambda d: by_id("wiz-provider").is_displayed())
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "input[name=wiz-keystore]")) > 0)
+    Select(by_id("wiz-tenant")).select_by_value("")
+    type_into("wiz-tenant-id", TENANT)
+    type_into("wiz-tenant-name", "ACME Corp.")
+    assert css("input[name=wiz-keystore][value=hsm]").is_selected()
+    assert unlabelled_controls() == [], unlabelled_controls()
+    shot("03-wizard-provider")
+    css("#wiz-provider button[type=submit]").click()
+    wait.until(lambda d: by_id("wiz-key").is_displayed() and by_id("wiz-keys").is_displayed())
+    rows = driver.find_elements(By.CSS_SELECTOR, "#wiz-keys tbody tr")
+    l1_row = next(r for r in rows if r.find_elements(By.TAG_NAME, "td")[1].text == "l1")
+    shot("04-wizard-keys")
+
+    type_into("wiz-uri", "pkcs11:object=no-such-key")
+    css("#wiz-key button[type=submit]").click()
+    wait.until(lambda d: "error" in by_id("wiz-probe-summary").get_attribute("class"))
+    failed = css("#wiz-checks li[data-check=key_found]")
+    assert "fail" in failed.get_attribute("class"), failed.get_attribute("class")
+    assert not by_id("wiz-confirm").is_enabled(), "a failed probe cannot be confirmed"
+    print("failing probe:", by_id("wiz-probe-summary").text)
+    shot("05-wizard-probe-failed")
+
+    css("#wiz-validate button[data-back=key]").click()
+    wait.until(lambda d: by_id("wiz-key").is_displayed())
+    erase("wiz-uri")
+    l1_row.find_element(By.CSS_SELECTOR, "input[type=radio]").click()
+    css("#wiz-key button[type=submit]").click()
+    wait.until(lambda d: "ok" in by_id("wiz-probe-summary").get_attribute("class"))
+    checks = driver.find_elements(By.CSS_SELECTOR, "#wiz-checks li")
+    assert checks and all("pass" in c.get_attribute("class") for c in checks)
+    print("probe checks:", [c.get_attribute("data-check") for c in checks])
+    shot("06-wizard-probe-passed")
+    by_id("wiz-confirm").click()
+    wait.until(lambda d: by_id("wiz-done").is_displayed())
+    l2ref = css("#wiz-result .l2ref").text
+    assert re.fullmatch(r"[0-9a-f-]{36}", l2ref), l2ref
+    print("linked, L2Ref", l2ref)
+    shot("07-wizard-linked")
+
+    # 3. The dashboard shows the link; changes made elsewhere arrive without a reload.
+    css("#wiz-done a[href='#status']").click()
+    wait.until(lambda d: TENANT in by_id("links").text and "LINKED" in by_id("links").text)
     driver.execute_script("window.__notReloaded = true")
-    request = urllib.request.Request(base + "/api/v1/tenants", json.dumps({"id": "browser-live", "name": "Live"}).encode(),
-                                     {"Authorization": "Bearer " + token, "Content-Type": "application/json"})
-    urllib.request.urlopen(request).read()
-    wait.until(lambda d: "browser-live" in d.find_element(By.ID, "links").text)
+    status, body = node_encrypt()
+    assert status == 200, (status, body)
+    # The node's next heartbeat reports the key it now holds.
+    wait.until(lambda d: css("#nodes tbody tr td:nth-child(5)").text == "1")
+    status, _ = http("POST", args.base + "/api/v1/tenants", {"id": "browser-live", "name": "Live"}, bearer=token)
+    assert status == 201
+    wait.until(lambda d: "browser-live" in by_id("links").text)
     assert driver.execute_script("return window.__notReloaded === true"), "the page reloaded"
-    print("tenant appeared live")
+    print("live changes arrived without a reload")
+    shot("08-dashboard")
+
+    # 4. The kill-switch: the name must be typed and a fresh code given; a wrong code revokes nothing.
+    # Keyboard focus survives the live re-rendering (a heartbeat every second here).
+    driver.execute_script("document.querySelector('#links tbody tr[data-tenant=%s] button.danger').focus()" % TENANT)
+    time.sleep(1.5)
+    assert driver.execute_script("return document.activeElement.dataset.focusKey || ''").startswith("revoke:"), "focus lost on a live update"
+    click("#links tbody tr[data-tenant=%s] button.danger" % TENANT)
+    wait.until(lambda d: by_id("killswitch").is_displayed())
+    assert driver.execute_script("return document.activeElement.id") == "ks-name", "focus starts on the name"
+    expected = by_id("ks-expected").text
+    type_into("ks-name", TENANT + "/wrong")
+    type_into("ks-totp", code(0))
+    assert not by_id("ks-submit").is_enabled(), "a wrong name keeps the button disabled"
+    type_into("ks-name", expected)
+    erase("ks-totp")
+    assert not by_id("ks-submit").is_enabled()
+    shot("09-killswitch-confirm", by_id("killswitch"))
+    type_into("ks-totp", wrong)
+    by_id("ks-submit").click()
+    wait.until(lambda d: by_id("ks-error").is_displayed())
+    print("wrong code at the kill-switch:", by_id("ks-error").text)
+    status, link = http("GET", args.base + "/api/v1/tenants/%s/l1-links?limit=5" % TENANT, bearer=token)
+    assert link["items"][0]["state"] == "LINKED", "a refused code revokes nothing"
+    type_into("ks-totp", code(0))
+    by_id("ks-submit").click()
+    wait.until(lambda d: by_id("ks-progress").is_displayed())
+    wait.until(lambda d: by_id("ks-state").get_attribute("data-state") == "LOCKED")
+    rows_text = lambda selector: driver.execute_script("return [...document.querySelectorAll(arguments[0])].map(r => r.innerText)", selector)
+    wait.until(lambda d: any("verified" in r for r in rows_text("#ks-nodes tbody tr")))
+    proofs = rows_text("#ks-nodes tbody tr")
+    assert len(proofs) == 1 and "DOES NOT" not in proofs[0], proofs
+    assert "exposure" in by_id("ks-exposure").text.lower()
+    print("locked:", by_id("ks-state").text)
+    print("proof:", proofs[0].replace("\n", " | ").replace("\t", " | "))
+    shot("10-killswitch-locked", by_id("killswitch"))
+    status, body = node_encrypt()
+    assert status == 409 and body["error"]["code"] == "key_revoked", (status, body)
+    by_id("ks-close").click()
+    wait.until(lambda d: "LOCKED" in css("#links tbody tr[data-tenant=%s]" % TENANT).text)
+
+    # 5. The audit viewer: find the revocation, check its inclusion proof, verify the whole log.
+    css("nav a[data-view=audit]").click()
+    wait.until(lambda d: "openkcm" in by_id("audit-checkpoint").text)
+    type_into("af-operation", "link.revoke")
+    css("#audit-filter button[type=submit]").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#audit-records tbody tr")) == 1
+               and "link.revoke" in by_id("audit-records").text)
+    row = css("#audit-records tbody tr")
+    assert "admin" in row.text and "password+totp" in row.text, row.text
+    row.find_element(By.TAG_NAME, "button").click()
+    wait.until(lambda d: "verdict" in by_id("audit-detail-proof").get_attribute("class"))
+    assert "ok" in by_id("audit-detail-proof").get_attribute("class"), by_id("audit-detail-proof").text
+    print("record:", by_id("audit-detail-proof").text)
+    assert unlabelled_controls() == [], unlabelled_controls()
+    shot("11-audit-record")
+    by_id("audit-verify").click()
+    wait.until(lambda d: "verdict" in by_id("audit-verify-result").get_attribute("class"))
+    verdict = by_id("audit-verify-result").text
+    assert "The log verifies" in verdict, verdict
+    print("verify:", verdict)
+    shot("12-audit-verified")
+    # The verifier is not a rubber stamp: a changed and a removed record are reported.
+    tampering = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch('/api/v1/audit/export').then(r => r.text()).then(async text => {
+          const lines = text.split('\\n');
+          const at = lines.findIndex(l => l.includes('"operation":"link.revoke"'));
+          const changed = lines.slice(); changed[at] = changed[at].replace('"outcome":"success"', '"outcome":"failure"');
+          const removed = lines.slice(); removed.splice(at, 1);
+          done({changed: await AuditVerify.verifyExport(changed.join('\\n')), removed: await AuditVerify.verifyExport(removed.join('\\n')),
+                intact: await AuditVerify.verifyExport(text)});
+        }).catch(e => done({error: String(e)}));""")
+    assert tampering["intact"]["ok"], tampering
+    assert not tampering["changed"]["ok"] and "changed" in tampering["changed"]["message"], tampering
+    assert not tampering["removed"]["ok"] and "missing" in tampering["removed"]["message"], tampering
+    print("tampering detected:", tampering["changed"]["message"], "/", tampering["removed"]["message"])
+    export = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch(document.getElementById('audit-export').href).then(r => done(r.status + ' ' + r.headers.get('content-type')));""")
+    assert export.startswith("200"), export
+
+    # 6. A tablet in portrait: nothing overflows sideways; tables stack with labelled values.
+    driver.set_window_size(820, 1180)
+    css("nav a[data-view=dashboard]").click()
+    wait.until(lambda d: by_id("dashboard").is_displayed() and TENANT in by_id("links").text)
+    overflow = driver.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0, "the page scrolls sideways by %dpx on a tablet" % overflow
+    assert css("#links tbody td[data-label]").get_attribute("data-label") == "Tenant"
+    print("tablet layout: no horizontal overflow")
+    shot("13-dashboard-tablet")
+    print("portal end to end: passed")
+except Exception:
+    # What the page showed when it failed: the visible errors and the hash, for the test log.
+    print("failed at", driver.current_url)
+    print(driver.execute_script("""return [...document.querySelectorAll('.error, [role=alert], [role=status], .verdict')]
+        .filter(e => e.offsetParent !== null && e.textContent.trim()).map(e => e.id + ': ' + e.textContent.trim()).join('\\n')"""))
+    raise
 finally:
     driver.quit()
