@@ -554,6 +554,7 @@ const auditView = {
       show("audit-detail", true);
       $("audit-detail").focus();
       try {
+        if (!this.checkpoint) await this.loadCheckpoint();
         const result = await AuditVerify.verifyRecordProof(detail, this.checkpoint ? this.checkpoint.verifierKey : "");
         proof.textContent = "✓ Included: checked in this browser against the signed checkpoint of " + result.treeSize + " records (" + result.time + ").";
         proof.className = "verdict ok";

@@ -91,8 +91,10 @@ const AuditVerify = (() => {
 
   /** `name+hash+base64(0x01 ‖ Ed25519 key)` → a WebCrypto key and its C2SP key hash. */
   async function importVerifierKey(verifierKey) {
-    const parts = verifierKey.split("+");
-    if (parts.length !== 3) throw new Error("a malformed verifier key");
+    // name+hash+key: the name has no "+", the hash is 8 hex digits, the base64 key may hold "+".
+    const match = /^([^+\s]+)\+([0-9a-f]{8})\+([A-Za-z0-9+/]+=*)$/.exec(verifierKey || "");
+    if (!match) throw new Error("a malformed verifier key");
+    const parts = match.slice(1);
     const bytes = fromBase64(parts[2]);
     if (bytes.length !== 33 || bytes[0] !== 1) throw new Error("the verifier key is not an Ed25519 key");
     const keyHash = (await sha256(concat(utf8.encode(parts[0]), Uint8Array.of(0x0a), bytes))).slice(0, 4);
