@@ -269,6 +269,51 @@ try:
     assert not tampering["changed"]["ok"] and "changed" in tampering["changed"]["message"], tampering
     assert not tampering["removed"]["ok"] and "missing" in tampering["removed"]["message"], tampering
     print("tampering detected:", tampering["changed"]["message"], "/", tampering["removed"]["message"])
+    # The browser's verifier against the golden vectors the server's verifier is held to.
+    vectors_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "AuditTests", "Vectors")
+    vectors = {name: json.load(open(os.path.join(vectors_dir, name + ".json"))) for name in ("merkle", "canonical", "records", "checkpoints")}
+    problems = driver.execute_async_script("""
+        const [v, done] = [arguments[0], arguments[arguments.length - 1]];
+        const P = AuditVerify.primitives, problems = [], enc = new TextEncoder();
+        (async () => {
+          const leaves = [];
+          const frontier = new P.Frontier(0, []);
+          for (let n = 0; n <= v.merkle.leaves.length; n++) {
+            if (P.hex(await frontier.root()) !== v.merkle.roots[n]) problems.push('root of ' + n);
+            if (n === v.merkle.leaves.length) break;
+            const leaf = await P.leafHash(P.fromHex(v.merkle.leaves[n]));
+            if (P.hex(leaf) !== v.merkle.leafHashes[n]) problems.push('leaf hash ' + n);
+            leaves.push(leaf); await frontier.append(leaf);
+          }
+          for (const c of v.merkle.inclusion) {
+            const proof = c.proof.map(P.fromHex), root = P.fromHex(v.merkle.roots[c.size]);
+            if (!await P.verifyInclusion(c.index, c.size, leaves[c.index], proof, root)) problems.push('inclusion ' + c.index + '/' + c.size);
+            const wrong = P.fromHex(v.merkle.roots[c.size]); wrong[0] ^= 1;
+            if (await P.verifyInclusion(c.index, c.size, leaves[c.index], proof, wrong)) problems.push('accepted a wrong root ' + c.index + '/' + c.size);
+          }
+          for (const c of v.canonical.valid) if (AuditVerify.jcs(JSON.parse(c.input)) !== c.canonical) problems.push('canonical ' + c.input);
+          for (const c of v.canonical.invalid) {
+            let accepted; try { accepted = AuditVerify.jcs(JSON.parse(c.input)) === c.input; } catch (_) { accepted = false; }
+            if (accepted) problems.push('accepted non-canonical ' + c.input);
+          }
+          let chain = new Uint8Array(32);
+          for (const r of v.records.records) {
+            if (AuditVerify.jcs(r.record) !== r.canonical) problems.push('record ' + r.record.seq);
+            const leaf = await P.leafHash(enc.encode(r.canonical));
+            if (P.hex(leaf) !== r.leafHash) problems.push('record leaf ' + r.record.seq);
+            chain = await P.chainHash(chain, leaf);
+          }
+          if (P.hex(chain) !== v.records.chain) problems.push('chain');
+          const key = await P.importVerifierKey(v.checkpoints.verifierKey);
+          for (const c of v.checkpoints.checkpoints) {
+            const note = await P.checkNote(c.note, key);
+            if (note.size !== c.size || P.hex(note.root) !== c.root) problems.push('checkpoint ' + c.size);
+            try { await P.checkNote(c.note.replace('time 2026', 'time 2027'), key); problems.push('accepted an altered checkpoint ' + c.size); } catch (_) {}
+          }
+          return problems;
+        })().then(done, e => done(['error: ' + e]));""", vectors)
+    assert problems == [], problems
+    print("golden vectors: the browser's verifier agrees (%d inclusion proofs)" % len(vectors["merkle"]["inclusion"]))
     export = driver.execute_async_script("""
         const done = arguments[arguments.length - 1];
         fetch(document.getElementById('audit-export').href).then(r => done(r.status + ' ' + r.headers.get('content-type')));""")
