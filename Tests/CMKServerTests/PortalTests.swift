@@ -18,6 +18,8 @@ import TestSupport
             let script = try await client.execute(uri: "/portal/portal.js", method: .get)
             #expect(script.status == .ok && script.headers[.contentType]?.hasPrefix("text/javascript") == true)
             #expect(!script.text.contains("innerHTML"), "data is written with textContent only")
+            let verifier = try await client.execute(uri: "/portal/verify.js", method: .get)
+            #expect(verifier.status == .ok && verifier.text.contains("verifyExport") && !verifier.text.contains("innerHTML"))
             #expect(try await client.execute(uri: "/portal/portal.css", method: .get).status == .ok)
         }
     }

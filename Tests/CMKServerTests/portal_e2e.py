@@ -168,6 +168,8 @@ try:
     l1_row.find_element(By.CSS_SELECTOR, "input[type=radio]").click()
     css("#wiz-key button[type=submit]").click()
     wait.until(lambda d: "ok" in by_id("wiz-probe-summary").get_attribute("class"))
+    # One step at a time: the earlier steps are out of sight (and out of the focus order).
+    assert not by_id("wiz-provider").is_displayed() and not by_id("wiz-key").is_displayed()
     checks = driver.find_elements(By.CSS_SELECTOR, "#wiz-checks li")
     assert checks and all("pass" in c.get_attribute("class") for c in checks)
     print("probe checks:", [c.get_attribute("data-check") for c in checks])
@@ -187,9 +189,9 @@ try:
     assert status == 200, (status, body)
     # The node's next heartbeat reports the key it now holds.
     wait.until(lambda d: css("#nodes tbody tr td:nth-child(5)").text == "1")
-    status, _ = http("POST", args.base + "/api/v1/tenants", {"id": "browser-live", "name": "Live"}, bearer=token)
+    status, _ = http("POST", args.base + "/api/v1/tenants", {"id": "globex", "name": "Globex"}, bearer=token)
     assert status == 201
-    wait.until(lambda d: "browser-live" in by_id("links").text)
+    wait.until(lambda d: "globex" in by_id("links").text)
     assert driver.execute_script("return window.__notReloaded === true"), "the page reloaded"
     print("live changes arrived without a reload")
     shot("08-dashboard")
@@ -220,6 +222,7 @@ try:
     by_id("ks-submit").click()
     wait.until(lambda d: by_id("ks-progress").is_displayed())
     wait.until(lambda d: by_id("ks-state").get_attribute("data-state") == "LOCKED")
+    assert not by_id("ks-form").is_displayed(), "the confirmation is gone once the revocation is under way"
     rows_text = lambda selector: driver.execute_script("return [...document.querySelectorAll(arguments[0])].map(r => r.innerText)", selector)
     wait.until(lambda d: any("verified" in r for r in rows_text("#ks-nodes tbody tr")))
     proofs = rows_text("#ks-nodes tbody tr")

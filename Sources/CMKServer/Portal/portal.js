@@ -87,7 +87,7 @@ function route() {
 
 // MARK: Dashboard
 
-let dashboardLinks = [];
+let dashboardNodes = [];
 
 async function refresh() {
   try {
@@ -98,7 +98,7 @@ async function refresh() {
       if (page.items.length === 0) links.push({ tenant: tenant.id });
       for (const link of page.items) links.push(link);
     }
-    dashboardLinks = links.filter((l) => l.id);
+    dashboardNodes = nodes.items;
     fill("links", "links-empty", links, renderLink);
     fill("nodes", "nodes-empty", nodes.items, renderNode);
     const offline = nodes.items.filter((n) => !n.connected).length;
@@ -370,6 +370,10 @@ const killSwitch = {
     this.link = link;
     $("ks-title").textContent = "Revoke " + linkName(link);
     $("ks-expected").textContent = linkName(link);
+    const connected = dashboardNodes.filter((n) => n.connected).length;
+    const facts = [["Tenant", link.tenant], ["L1 key", link.keyReference + " on " + link.keystore], ["L2Ref", link.l2 && link.l2.ref],
+      ["Regional nodes", dashboardNodes.length + " enrolled, " + connected + " connected" + (connected < dashboardNodes.length ? " (offline ones drop the keys when their lease ends)" : "")]];
+    $("ks-facts").replaceChildren(...facts.flatMap(([term, value]) => [el("dt", term), el("dd", value, "mono")]));
     $("ks-name").value = ""; $("ks-totp").value = "";
     showError("ks-error", "");
     show("ks-form", true); show("ks-progress", false);
@@ -430,8 +434,10 @@ const killSwitch = {
     const acked = progress.nodes.filter((n) => n.acknowledged).length;
     const total = progress.nodes.length;
     $("ks-bar").max = Math.max(total, 1); $("ks-bar").value = total ? acked : 1;
+    const lastAck = Math.max(...progress.nodes.filter((n) => n.receivedAt).map((n) => Date.parse(n.receivedAt)));
+    const took = total && Number.isFinite(lastAck) ? " within " + Math.max(0, lastAck - Date.parse(progress.revokedAt)) + " ms" : "";
     $("ks-state").replaceChildren(badge(progress.state), document.createTextNode(progress.state === "LOCKED"
-      ? " Every node enrolled at the revocation (" + total + ") dropped the keys and signed a proof. The tenant's L2 key stays locked until a new link is made with the L1 key."
+      ? " Every node enrolled at the revocation (" + total + ") dropped the keys and signed a proof" + took + ". The tenant's L2 key stays locked until a new link is made with the L1 key."
       : " " + acked + " of " + total + " nodes acknowledged; waiting for " + progress.missing.map((n) => n.slice(0, 8)).join(", ") + "."));
     $("ks-state").dataset.state = progress.state;
     $("ks-exposure").textContent = progress.exposureBound
@@ -449,6 +455,9 @@ const killSwitch = {
       }
       rows.push({ node, verified });
     }
+    const signed = progress.nodes.filter((n) => n.acknowledged).map((n) => ({ node: n.node, statement: n.statement, signature: n.signature, signingKey: n.signingKey }));
+    $("ks-proofs-json").textContent = JSON.stringify({ link: progress.link, event: progress.event, revokedAt: progress.revokedAt, acknowledgements: signed }, null, 2);
+    show("ks-proofs", signed.length > 0);
     fill("ks-nodes", "ks-nodes-empty", rows, (row, { node, verified }) => {
       row.dataset.node = node.node;
       cell(row, node.node.slice(0, 8), "mono");
@@ -529,7 +538,7 @@ const auditView = {
       cell(row, "").replaceChildren(open);
       cell(row, when(record.time));
       cell(row, record.actor.type + " " + record.actor.id + " (" + record.actor.auth + ")");
-      cell(row, record.operation, "mono");
+      cell(row, record.operation, "mono nowrap");
       cell(row, record.outcome, record.outcome === "success" ? "ok" : "bad");
       cell(row, record.tenant);
       cell(row, record.target, "mono");
