@@ -91,6 +91,8 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         do {
             var response = try await next(request, context)
             response.headers[.init("X-Request-Id")!] = context.id
+            // Every answer is live state, much of it about keys: never kept by a browser or proxy.
+            if response.headers[.cacheControl] == nil { response.headers[.cacheControl] = "no-store" }
             return response
         } catch {
             let apiError: APIError
@@ -103,7 +105,7 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             let body = ErrorBody(error: .init(code: apiError.code, message: apiError.message, requestId: context.id, probe: apiError.details))
             let encoder = JSONEncoder.api
             let data = (try? encoder.encode(body)) ?? Data("{\"error\":{\"code\":\"internal\"}}".utf8)
-            var headers: HTTPFields = [.contentType: "application/json", .init("X-Request-Id")!: context.id]
+            var headers: HTTPFields = [.contentType: "application/json", .init("X-Request-Id")!: context.id, .cacheControl: "no-store"]
             if apiError.status == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
             return Response(status: apiError.status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
         }

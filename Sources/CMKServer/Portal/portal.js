@@ -397,6 +397,7 @@ const killSwitch = {
     const path = "/tenants/" + encodeURIComponent(link.tenant) + "/l1-links/" + link.id;
     try {
       await call("POST", "/session/step-up", { totp: $("ks-totp").value.trim() });
+      $("ks-totp").value = "";
     } catch (error) {
       $("ks-totp").value = ""; $("ks-totp").focus();
       return showError("ks-error", error.code === "locked" ? "Too many wrong codes: the account is locked for a while. Nothing was revoked."
