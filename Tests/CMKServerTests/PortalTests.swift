@@ -91,7 +91,7 @@ import TestSupport
         #expect(result.status == 0, "\(result.output)\n\(result.error)")
         for step in ["wrong code:", "failing probe:", "linked, L2Ref", "live changes arrived", "wrong code at the kill-switch:",
                      "locked: LOCKED", "proof:", "record: ✓ Included", "verify: ✓ The log verifies", "tampering detected:", "golden vectors:",
-                     "tablet layout:", "portal end to end: passed"] {
+                     "tablet layout:", "contrast:", "auditor:", "portal end to end: passed"] {
             #expect(result.output.contains(step), "missing step \(step): \(result.output)")
         }
         // What the browser did is on the record, by the person who did it.

@@ -109,6 +109,26 @@ def unlabelled_controls():
           .map(e => e.id || e.outerHTML.slice(0, 60));""")
 
 
+def low_contrast():
+    """Visible text below WCAG AA contrast against its effective background (4.5:1, 3:1 for large text)."""
+    return driver.execute_script("""
+        const parse = (s) => { const p = s.match(/rgba?\\(([^)]+)\\)/)[1].split(',').map(parseFloat); return { rgb: p.slice(0, 3), a: p.length > 3 ? p[3] : 1 }; };
+        const lum = (rgb) => { const [r, g, b] = rgb.map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); }); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+        const background = (e) => { for (; e; e = e.parentElement) { const c = parse(getComputedStyle(e).backgroundColor); if (c.a > 0.5) return c.rgb; } return [255, 255, 255]; };
+        const bad = [];
+        for (const e of document.querySelectorAll('body *')) {
+          if (!e.getClientRects().length || !e.checkVisibility()) continue;
+          if (![...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim())) continue;
+          if (e.closest('button:disabled')) continue;   // WCAG exempts inactive controls
+          const style = getComputedStyle(e), size = parseFloat(style.fontSize);
+          const [a, b] = [lum(parse(style.color).rgb), lum(background(e))];
+          const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+          const large = size >= 24 || (size >= 18.66 && parseInt(style.fontWeight) >= 700);
+          if (ratio < (large ? 3 : 4.5)) bad.push((e.id || e.tagName) + ' "' + e.textContent.trim().slice(0, 30) + '" ' + ratio.toFixed(2));
+        }
+        return bad;""")
+
+
 try:
     # 1. Log in: a wrong code is refused with a clear error; password and the right code open the portal.
     driver.get(args.base + "/")
@@ -160,6 +180,7 @@ try:
     assert "fail" in failed.get_attribute("class"), failed.get_attribute("class")
     assert not by_id("wiz-confirm").is_enabled(), "a failed probe cannot be confirmed"
     print("failing probe:", by_id("wiz-probe-summary").text)
+    assert low_contrast() == [], low_contrast()
     shot("05-wizard-probe-failed")
 
     css("#wiz-validate button[data-back=key]").click()
@@ -194,6 +215,7 @@ try:
     wait.until(lambda d: "globex" in by_id("links").text)
     assert driver.execute_script("return window.__notReloaded === true"), "the page reloaded"
     print("live changes arrived without a reload")
+    assert low_contrast() == [], low_contrast()
     shot("08-dashboard")
 
     # 4. The kill-switch: the name must be typed and a fresh code given; a wrong code revokes nothing.
@@ -211,6 +233,7 @@ try:
     type_into("ks-name", expected)
     erase("ks-totp")
     assert not by_id("ks-submit").is_enabled()
+    assert low_contrast() == [], low_contrast()
     shot("09-killswitch-confirm", by_id("killswitch"))
     type_into("ks-totp", wrong)
     by_id("ks-submit").click()
@@ -256,6 +279,7 @@ try:
     verdict = by_id("audit-verify-result").text
     assert "The log verifies" in verdict, verdict
     print("verify:", verdict)
+    assert low_contrast() == [], low_contrast()
     shot("12-audit-verified")
     # The verifier is not a rubber stamp: a changed and a removed record are reported.
     tampering = driver.execute_async_script("""
@@ -331,6 +355,26 @@ try:
     assert css("#links tbody td[data-label]").get_attribute("data-label") == "Tenant"
     print("tablet layout: no horizontal overflow")
     shot("13-dashboard-tablet")
+    print("contrast: WCAG AA on every screen checked")
+
+    # 7. An auditor reads everything and changes nothing: no wizard, no kill-switch, but proofs and the log.
+    driver.set_window_size(1280, 900)
+    status, auditor = http("POST", args.base + "/api/v1/users", {"username": "auditor-ana", "password": "an auditor's passphrase", "role": "auditor"}, bearer=token)
+    assert status == 201, (status, auditor)
+    css("#logout").click()
+    wait.until(lambda d: by_id("login").is_displayed())
+    secret, username, password = auditor["totpSecret"], "auditor-ana", "an auditor's passphrase"
+    log_in(code(0))
+    wait.until(lambda d: by_id("dashboard").is_displayed() and TENANT in by_id("links").text)
+    assert not css("nav a[data-view=onboard]").is_displayed(), "auditors have no wizard"
+    assert driver.find_elements(By.CSS_SELECTOR, "#links button.danger") == [], "auditors have no kill-switch"
+    click("#links tbody tr[data-tenant=%s] button" % TENANT)
+    wait.until(lambda d: by_id("ks-state").get_attribute("data-state") == "LOCKED")
+    by_id("ks-close").click()
+    driver.get(args.base + "/#onboard")
+    wait.until(lambda d: by_id("dashboard").is_displayed())
+    assert not by_id("onboard").is_displayed()
+    print("auditor: reads the status, the proofs and the log; no wizard, no kill-switch")
     print("portal end to end: passed")
 except Exception:
     # What the page showed when it failed: the visible errors and the hash, for the test log.

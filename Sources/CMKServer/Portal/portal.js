@@ -73,7 +73,8 @@ const views = { "#status": "dashboard", "#onboard": "onboard", "#audit": "audit"
 
 function route() {
   if (!me) return;
-  const view = views[location.hash] || "dashboard";
+  let view = views[location.hash] || "dashboard";
+  if (view === "onboard" && me.role !== "security_admin") view = "dashboard";   // auditors read, they do not link
   for (const id of Object.values(views)) show(id, id === view);
   for (const a of document.querySelectorAll("nav a")) {
     if (a.dataset.view === view) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
@@ -120,6 +121,7 @@ function renderLink(row, link) {
     cell(row, "no link yet");
     cell(row); cell(row); cell(row); cell(row);
     const actions = cell(row, "");
+    if (!me || me.role !== "security_admin") return;
     const a = el("a", "Link a key", "button small"); a.href = "#onboard"; a.dataset.focusKey = "onboard:" + link.tenant;
     a.addEventListener("click", () => { wizard.preselect = link.tenant; });
     actions.replaceChildren(a);
@@ -138,7 +140,8 @@ function renderLink(row, link) {
   cell(row, probe && probe.report ? probe.report.latencyMilliseconds.toFixed(1) + " ms" : undefined);
   const actions = cell(row, "");
   const buttons = [];
-  if (link.state !== "REVOKED") {
+  const admin = me && me.role === "security_admin";
+  if (link.state !== "REVOKED" && admin) {
     const reprobe = el("button", "Re-probe", "secondary small"); reprobe.type = "button"; reprobe.dataset.focusKey = "reprobe:" + link.id;
     reprobe.setAttribute("aria-label", "Re-probe " + linkName(link));
     reprobe.addEventListener("click", async () => {
@@ -151,7 +154,7 @@ function renderLink(row, link) {
     revoke.setAttribute("aria-label", "Revoke " + linkName(link) + " (kill-switch)");
     revoke.addEventListener("click", () => killSwitch.confirm(link));
     buttons.push(reprobe, revoke);
-  } else {
+  } else if (link.state === "REVOKED") {
     const proof = el("button", "Proof", "secondary small"); proof.type = "button"; proof.dataset.focusKey = "proof:" + link.id;
     proof.setAttribute("aria-label", "Revocation proof of " + linkName(link));
     proof.addEventListener("click", () => killSwitch.progress(link));
