@@ -29,7 +29,7 @@ public final class Gateway: Sendable {
     /// Each node's latest heartbeat (in memory: it describes the present).
     let heartbeats = NIOLockedValueBox<[String: NodeHeartbeat]>([:])
     /// Wakes the nodes' event streams on commit (Orbital's push side).
-    let broadcaster = EventBroadcaster()
+    let broadcaster: EventBroadcaster
     /// Revocation events this process committed, by id: acknowledgements arrive right after,
     /// all at once, and need not each read the outbox.
     let recentEvents = NIOLockedValueBox<[String: OutboxEvent]>([:])
@@ -46,8 +46,9 @@ public final class Gateway: Sendable {
     let dashboard = DashboardFeed()
 
     init(registry: Registry, keystores: [String: ConfiguredKeystore], platform: PKCS11Token, pkcs11: PKCS11Keystore,
-         audit: AuditLog, leaseDuration: Duration = .seconds(30), logger: Logger) {
+         audit: AuditLog, leaseDuration: Duration = .seconds(30), streamHeartbeat: Duration = .seconds(15), logger: Logger) {
         self.audit = audit
+        self.broadcaster = EventBroadcaster(heartbeat: streamHeartbeat)
         self.leaseDuration = leaseDuration
         self.registry = registry
         self.ackRecorder = AckRecorder(registry: registry)
@@ -69,7 +70,8 @@ public final class Gateway: Sendable {
         }
         let platform = try await openPlatform(configuration, registry: registry, pkcs11: pkcs11, logger: logger)
         let gateway = Gateway(registry: registry, keystores: keystores, platform: platform, pkcs11: pkcs11, audit: audit,
-                              leaseDuration: .seconds(configuration.leaseSeconds), logger: logger)
+                              leaseDuration: .seconds(configuration.leaseSeconds),
+                              streamHeartbeat: .seconds(configuration.streamHeartbeatSeconds), logger: logger)
         try await gateway.recoverRevocationRecords()
         return gateway
     }

@@ -182,6 +182,9 @@ struct NodeController {
         dashboard.changed()
         let first = start
         let body = ResponseBody { writer in
+            // However the stream ends (a write to a closed connection fails at the next event or
+            // heartbeat), the node is no longer connected: dashboards hear of it at once.
+            defer { end(); dashboard.changed() }
             var cursor = first
             var signals = stream.makeAsyncIterator()
             var pending = true

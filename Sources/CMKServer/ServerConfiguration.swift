@@ -105,6 +105,10 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     public var audit: AuditSettings
     /// Seconds a node may hold an unsealed L2 before it must renew.
     public var leaseSeconds: Int
+    /// Seconds between heartbeats on each node's event stream. A node ends a stream silent for
+    /// 45 s, and the gateway sees a vanished node at the second write after it went, so this
+    /// also bounds how long a dead node still shows as connected (1–30).
+    public var streamHeartbeatSeconds: Int = 15
     /// Administrators' sessions: expiry, bcrypt cost, lockout.
     public var sessions: SessionSettings = SessionSettings()
 
@@ -123,7 +127,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case host, port, database, keystores, platform, probeIntervalSeconds, logLevel, audit, leaseSeconds, sessions
+        case host, port, database, keystores, platform, probeIntervalSeconds, logLevel, audit, leaseSeconds, sessions, streamHeartbeatSeconds
     }
 
     public init(from decoder: any Decoder) throws {
@@ -138,10 +142,12 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         audit = try container.decodeIfPresent(AuditSettings.self, forKey: .audit) ?? AuditSettings()
         leaseSeconds = try container.decodeIfPresent(Int.self, forKey: .leaseSeconds) ?? 30
         sessions = try container.decodeIfPresent(SessionSettings.self, forKey: .sessions) ?? SessionSettings()
+        streamHeartbeatSeconds = try container.decodeIfPresent(Int.self, forKey: .streamHeartbeatSeconds) ?? 15
     }
 
     static let allowedKeys: Set<String> = ["host", "port", "database", "keystores", "platform",
-                                           "probeIntervalSeconds", "logLevel", "audit", "leaseSeconds", "sessions"]
+                                           "probeIntervalSeconds", "logLevel", "audit", "leaseSeconds", "sessions",
+                                           "streamHeartbeatSeconds"]
 
     /// Reads `path`, applies `CMK_*` overrides from `environment`, validates.
     public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ServerConfiguration {
@@ -201,6 +207,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         if let value = environment["CMK_DATABASE"] { database = value }
         if let value = try integer("CMK_PROBE_INTERVAL_SECONDS") { probeIntervalSeconds = value }
         if let value = environment["CMK_LOG_LEVEL"] { logLevel = value }
+        if let value = try integer("CMK_STREAM_HEARTBEAT_SECONDS") { streamHeartbeatSeconds = value }
     }
 
     public func validate() throws {
@@ -214,6 +221,9 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
             guard seen.insert(keystore.id).inserted else { throw ConfigurationError("keystore id \(keystore.id) appears twice") }
         }
         guard (5...3600).contains(leaseSeconds) else { throw ConfigurationError("leaseSeconds must be between 5 and 3600") }
+        guard (1...30).contains(streamHeartbeatSeconds) else {
+            throw ConfigurationError("streamHeartbeatSeconds must be between 1 and 30 (nodes end a stream silent for 45 s)")
+        }
         guard (1...1440).contains(sessions.idleMinutes), (1...168).contains(sessions.absoluteHours), (4...31).contains(sessions.bcryptCost),
               (1...100).contains(sessions.lockoutThreshold), (1...1440).contains(sessions.lockoutMinutes) else {
             throw ConfigurationError("sessions: idleMinutes 1-1440, absoluteHours 1-168, bcryptCost 4-31, lockoutThreshold 1-100, lockoutMinutes 1-1440")

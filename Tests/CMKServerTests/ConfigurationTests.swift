@@ -44,4 +44,16 @@ import Testing
         #expect(configuration.port == 9443 && configuration.logLevel == "debug")
         #expect(throws: ConfigurationError.self) { try ServerConfiguration.load(path: path, environment: ["CMK_PORT": "many"]) }
     }
+
+    /// The node streams' heartbeat must stay well under the nodes' 45 s silence limit.
+    @Test func streamHeartbeatIsBoundedAndOverridable() throws {
+        let path = try write(#"{"platform":{"profile":"p.json"},"streamHeartbeatSeconds":5}"#)
+        #expect(try ServerConfiguration.load(path: path, environment: [:]).streamHeartbeatSeconds == 5)
+        #expect(try ServerConfiguration.load(path: path, environment: ["CMK_STREAM_HEARTBEAT_SECONDS": "1"]).streamHeartbeatSeconds == 1)
+        let plain = try write(#"{"platform":{"profile":"p.json"}}"#)
+        #expect(try ServerConfiguration.load(path: plain, environment: [:]).streamHeartbeatSeconds == 15)
+        for bad in ["0", "31"] {
+            #expect(throws: ConfigurationError.self) { try ServerConfiguration.load(path: path, environment: ["CMK_STREAM_HEARTBEAT_SECONDS": bad]) }
+        }
+    }
 }

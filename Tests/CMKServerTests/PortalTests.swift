@@ -69,7 +69,9 @@ import TestSupport
               FileManager.default.isExecutableFile(atPath: "/usr/bin/chromedriver") else {
             throw SoftHSMFixture.FixtureError(message: "install chromium and chromium-driver (Scripts/test does)")
         }
-        let server = try ChildServer(token: "orbital", fixture: SoftHSMFixture.shared, logLevel: "info")
+        // Stream heartbeats every second: a stopped node shows as offline within two seconds.
+        let server = try ChildServer(token: "orbital", fixture: SoftHSMFixture.shared, logLevel: "info",
+                                     environment: ["CMK_STREAM_HEARTBEAT_SECONDS": "1"])
         var nodes: [ChildNode] = []
         defer { for node in nodes { node.child.stop(SIGKILL) }; server.stopAndRemove() }
         try await waitUntilUp(server.base)
@@ -84,14 +86,15 @@ import TestSupport
         try await eventually(10, "the node to open its event stream") { try status(node)["connected"] as? Bool == true }
 
         let script = SoftHSMFixture.repositoryRoot + "/Tests/CMKServerTests/portal_e2e.py"
-        let result = try SoftHSMFixture.run("/usr/bin/env", ["python3", script, "--base", server.base, "--node", node.base],
+        let result = try SoftHSMFixture.run("/usr/bin/env", ["python3", script, "--base", server.base, "--node", node.base,
+                                                              "--node-pid", String(node.child.process.processIdentifier)],
                                             environment: ["SE_OFFLINE": "true", "PORTAL_USERNAME": "admin",
                                                           "PORTAL_PASSWORD": ChildServer.adminPassword,
                                                           "PORTAL_TOTP_SECRET": server.credentials.totpSecret, "PORTAL_TOKEN": token])
         #expect(result.status == 0, "\(result.output)\n\(result.error)")
         for step in ["wrong code:", "failing probe:", "linked, L2Ref", "live changes arrived", "wrong code at the kill-switch:",
                      "locked: LOCKED", "proof:", "record: ✓ Included", "verify: ✓ The log verifies", "tampering detected:", "golden vectors:",
-                     "tablet layout:", "contrast:", "auditor:", "portal end to end: passed"] {
+                     "tablet layout:", "contrast:", "auditor:", "node offline:", "portal end to end: passed"] {
             #expect(result.output.contains(step), "missing step \(step): \(result.output)")
         }
         // What the browser did is on the record, by the person who did it.

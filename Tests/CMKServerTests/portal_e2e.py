@@ -9,7 +9,7 @@ Secrets come from the environment, never from arguments: PORTAL_USERNAME, PORTAL
 PORTAL_TOTP_SECRET (base32) and PORTAL_TOKEN (an automation token, to make changes "elsewhere").
 The administrator must not have logged in during the current 30-second step or later.
 """
-import argparse, base64, hmac, json, os, re, struct, time, urllib.error, urllib.request
+import argparse, base64, hmac, json, os, re, signal, struct, time, urllib.error, urllib.request
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.common.exceptions import StaleElementReferenceException
@@ -21,6 +21,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--base", required=True)
 parser.add_argument("--node", required=True)
 parser.add_argument("--screenshots")
+parser.add_argument("--node-pid", type=int, help="the node's process id: stopped at the end to show a node going offline")
 args = parser.parse_args()
 username, password = os.environ["PORTAL_USERNAME"], os.environ["PORTAL_PASSWORD"]
 secret, token = os.environ["PORTAL_TOTP_SECRET"], os.environ["PORTAL_TOKEN"]
@@ -375,6 +376,15 @@ try:
     wait.until(lambda d: by_id("dashboard").is_displayed())
     assert not by_id("onboard").is_displayed()
     print("auditor: reads the status, the proofs and the log; no wizard, no kill-switch")
+
+    # 8. A node that goes away shows as offline, with what that means and what to do.
+    if args.node_pid:
+        os.kill(args.node_pid, signal.SIGKILL)
+        # The gateway notices at its next write to the node's stream (a heartbeat, every 15 s).
+        WebDriverWait(driver, 40, ignored_exceptions=(StaleElementReferenceException,)).until(
+            lambda d: by_id("nodes-offline").is_displayed() and "offline" in css("#nodes tbody tr").text)
+        print("node offline:", by_id("nodes-offline").text)
+        shot("14-dashboard-node-offline")
     print("portal end to end: passed")
 except Exception:
     # What the page showed when it failed: the visible errors and the hash, for the test log.
