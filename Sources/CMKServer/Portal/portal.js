@@ -184,12 +184,20 @@ function renderKeystore(row, keystore) {
   if (status.reason) health.appendChild(el("span", status.reason, "reason"));
 }
 
+/**
+ * Coalesces change signals: at most one re-read per second however many nodes report, and
+ * never more than a second late.
+ */
+let lastRefresh = 0;
 function scheduleRefresh() {
-  clearTimeout(refreshTimer);
+  if (refreshTimer) return;
+  const wait = Math.max(150, 1000 - (Date.now() - lastRefresh));
   refreshTimer = setTimeout(() => {
+    refreshTimer = null;
+    lastRefresh = Date.now();
     if (!$("dashboard").hidden) refresh();
     else if (killSwitch.link) killSwitch.refresh();
-  }, 150);
+  }, wait);
 }
 
 function connectFeed() {
@@ -257,6 +265,11 @@ const wizard = {
         tenant = $("wiz-tenant-id").value.trim();
         if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(tenant)) return showError("wiz-error", "A tenant id is 1–63 characters of a–z, 0–9 and '-', not starting or ending with '-'.");
         await call("POST", "/tenants", { id: tenant, name: $("wiz-tenant-name").value.trim() || tenant }, { "Idempotency-Key": crypto.randomUUID() });
+        // Made: going back to this step shows it as an existing tenant, not a new one to create again.
+        const option = el("option", tenant); option.value = tenant;
+        $("wiz-tenant").insertBefore(option, $("wiz-tenant").lastChild);
+        $("wiz-tenant").value = tenant;
+        show("wiz-new-tenant", false);
       }
       const links = await call("GET", "/tenants/" + encodeURIComponent(tenant) + "/l1-links?limit=500");
       const active = links.items.find((l) => l.state !== "REVOKED");
