@@ -53,6 +53,28 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
+        // What the cloud KMS drivers share: the HTTP transport (bounded time, retries with
+        // backoff and jitter on throttling), credential sources, the probe report builder.
+        .target(
+            name: "CloudKMS",
+            dependencies: [
+                "KSI",
+                "PKCS11",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+        // AWS KMS as a token: JSON 1.1 protocol, SigV4.
+        .target(
+            name: "AWSKMS",
+            dependencies: [
+                "CloudKMS", "KSI", "PKCS11",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         // The system of record: tenants, keystores, L1 links, L2 keys, IVK versions, outbox.
         .target(
             name: "Registry",
@@ -157,6 +179,11 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["PKCS11", "KSI", "Audit"], path: "Tests/TestSupport"),
         .testTarget(name: "PKCS11Tests", dependencies: ["PKCS11", "KSI", "TestSupport"]),
         .testTarget(name: "KSITests", dependencies: ["KSI", "PKCS11", "TestSupport"]),
+        .testTarget(
+            name: "CloudKMSTests",
+            dependencies: ["CloudKMS", "AWSKMS", "KSI", "PKCS11", "TestSupport", .product(name: "NIOHTTP1", package: "swift-nio")],
+            resources: [.copy("Fixtures")]
+        ),
         .testTarget(
             name: "AuditTests",
             dependencies: ["Audit", "TestSupport", "PKCS11", "KSI", .product(name: "Crypto", package: "swift-crypto")],

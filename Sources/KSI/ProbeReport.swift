@@ -20,6 +20,12 @@ public struct ProbeReport: Sendable, Codable, Hashable {
         public var code: KeystoreError.Code
         public var reason: String
         public var detail: String?
+
+        public init(code: KeystoreError.Code, reason: String, detail: String?) {
+            self.code = code
+            self.reason = reason
+            self.detail = detail
+        }
     }
 
     public var key: String

@@ -3,34 +3,65 @@ import PKCS11
 /// Which kind of keystore a token is.
 public enum Provider: String, Sendable, Codable, CaseIterable {
     case pkcs11
+    case awsKMS = "aws-kms"
+    case gcpKMS = "gcp-kms"
+    case azureKeyVault = "azure-keyvault"
+
+    /// How people name it.
+    public var displayName: String {
+        switch self {
+        case .pkcs11: return "PKCS#11 token"
+        case .awsKMS: return "AWS KMS"
+        case .gcpKMS: return "GCP Cloud KMS"
+        case .azureKeyVault: return "Azure Key Vault"
+        }
+    }
 }
 
-/// How a key is named, whatever the keystore. A PKCS#11 key by its RFC 7512 URI; cloud keys
-/// (ARN, key URI, CryptoKey name) join later.
+/// How a key is named, whatever the keystore: a PKCS#11 key by its RFC 7512 URI, an AWS KMS
+/// key by its ARN, alias or id, a GCP CryptoKey by its resource name, an Azure Key Vault key
+/// by its URI. The text form (`description`) is what the registry stores and parses back.
 public enum KeyReference: Sendable, Hashable, CustomStringConvertible {
     case pkcs11(PKCS11URI)
+    case awsKMS(AWSKeyReference)
+    case gcpKMS(GCPKeyName)
+    case azureKeyVault(AzureKeyURI)
 
     public init(parsing text: String) throws {
-        if text.lowercased().hasPrefix("pkcs11:") {
+        let lowered = text.lowercased()
+        if lowered.hasPrefix("pkcs11:") {
             do {
                 self = .pkcs11(try PKCS11URI(parsing: text))
             } catch let error as PKCS11URI.ParseError {
                 throw KeystoreError(.invalidInput, "malformed PKCS#11 URI: \(error.message)")
             }
+        } else if AWSKeyReference.looksLikeOne(text) {
+            self = .awsKMS(try AWSKeyReference(parsing: text))
+        } else if text.hasPrefix("projects/") {
+            self = .gcpKMS(try GCPKeyName(parsing: text))
+        } else if lowered.hasPrefix("https://") || lowered.hasPrefix("http://") {
+            self = .azureKeyVault(try AzureKeyURI(parsing: text))
         } else {
-            throw KeystoreError(.invalidInput, "unrecognised key reference: expected a PKCS#11 URI (pkcs11:token=...;object=...)")
+            throw KeystoreError(.invalidInput, "unrecognised key reference: expected a PKCS#11 URI (pkcs11:token=...;object=...), an AWS KMS key ARN, "
+                                + "alias or key id, a GCP CryptoKey name (projects/.../cryptoKeys/...) or an Azure Key Vault key URI (https://<vault>/keys/<name>)")
         }
     }
 
     public var provider: Provider {
         switch self {
         case .pkcs11: return .pkcs11
+        case .awsKMS: return .awsKMS
+        case .gcpKMS: return .gcpKMS
+        case .azureKeyVault: return .azureKeyVault
         }
     }
 
     public var description: String {
         switch self {
         case .pkcs11(let uri): return uri.description
+        case .awsKMS(let key): return key.description
+        case .gcpKMS(let key): return key.description
+        case .azureKeyVault(let key): return key.description
         }
     }
 }
@@ -65,6 +96,19 @@ public struct TokenStatus: Sendable, Codable, Hashable {
     public var model: String?
     /// Wrap mechanisms usable on this token, in the profile's order of preference.
     public var wrapMechanisms: [String]
+
+    public init(name: String, provider: Provider, state: State, reason: String? = nil, label: String? = nil, serial: String? = nil,
+                manufacturer: String? = nil, model: String? = nil, wrapMechanisms: [String]) {
+        self.name = name
+        self.provider = provider
+        self.state = state
+        self.reason = reason
+        self.label = label
+        self.serial = serial
+        self.manufacturer = manufacturer
+        self.model = model
+        self.wrapMechanisms = wrapMechanisms
+    }
 }
 
 /// A key as a listing shows it: names and attributes, never material.
@@ -106,6 +150,33 @@ public protocol Token: Sendable {
 /// reaches the gateway (PKCS#11: a session key wrapped then destroyed).
 public protocol WrappedKeyGenerating: Token {
     func generateWrappedKey(with kek: KeyReference) async throws -> WrappedKey
+}
+
+/// What a wrapped L2 is bound to: the tenant and the L2Ref. Keystores that can authenticate
+/// additional data bind every wrap to it (AWS KMS encryption context, GCP Cloud KMS AAD), so a
+/// binding moved to another tenant or L2 does not unwrap. (PKCS#11 key wrap and Azure's
+/// RSA-OAEP/A256KW have no such data; there the registry's sealed record does the binding.)
+public struct BindingContext: Sendable, Hashable {
+    public var tenant: String
+    public var l2Ref: String
+
+    public init(tenant: String, l2Ref: String) {
+        self.tenant = tenant
+        self.l2Ref = l2Ref
+    }
+
+    /// As AWS KMS encryption context pairs.
+    public var pairs: [String: String] { ["openkcm:tenant": tenant, "openkcm:l2ref": l2Ref] }
+    /// As additional authenticated data.
+    public var additionalData: [UInt8] { Array("openkcm/l2-binding/v1|\(tenant)|\(l2Ref)".utf8) }
+}
+
+/// A keystore that binds wraps to a context and makes new keys only wrapped: the cloud KMS
+/// drivers. The L2 is generated inside the KMS (its plaintext is not returned), and unwrapped
+/// only with the context it was made with.
+public protocol ContextBindingKeystore: Token {
+    func generateWrappedKey(with kek: KeyReference, context: BindingContext) async throws -> WrappedKey
+    func unwrap(_ wrapped: WrappedKey, with kek: KeyReference, context: BindingContext) async throws -> SecretBytes
 }
 
 /// A keystore whose keys can be listed.
