@@ -75,6 +75,26 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
+        // GCP Cloud KMS as a token: REST v1 with CRC32C both ways, service-account JWT grant.
+        .target(
+            name: "GCPKMS",
+            dependencies: [
+                "CloudKMS", "KSI", "PKCS11",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+        // Azure Key Vault / Managed HSM as a token: wrapkey/unwrapkey, client-credentials tokens.
+        .target(
+            name: "AzureKeyVault",
+            dependencies: [
+                "CloudKMS", "KSI", "PKCS11",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         // The system of record: tenants, keystores, L1 links, L2 keys, IVK versions, outbox.
         .target(
             name: "Registry",
@@ -120,6 +140,9 @@ let package = Package(
             name: "CMKServer",
             dependencies: [
                 "KSI",
+                "AWSKMS",
+                "GCPKMS",
+                "AzureKeyVault",
                 "PKCS11",
                 "Registry",
                 "Audit",
@@ -181,7 +204,8 @@ let package = Package(
         .testTarget(name: "KSITests", dependencies: ["KSI", "PKCS11", "TestSupport"]),
         .testTarget(
             name: "CloudKMSTests",
-            dependencies: ["CloudKMS", "AWSKMS", "KSI", "PKCS11", "TestSupport", .product(name: "NIOHTTP1", package: "swift-nio")],
+            dependencies: ["CloudKMS", "AWSKMS", "GCPKMS", "AzureKeyVault", "KSI", "PKCS11", "TestSupport",
+                           .product(name: "NIOHTTP1", package: "swift-nio")],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(

@@ -193,22 +193,21 @@ public final class AWSKMSToken: ContextBindingKeystore, Sendable {
         probe.pass("key_type", "SYMMETRIC_DEFAULT")
         probe.mechanism = Self.mechanism
 
-        let test = SecretBytes(count: 32)
-        test.withUnsafeMutableBytes { buffer in
-            var generator = SystemRandomNumberGenerator()
-            for index in buffer.indices { buffer[index] = generator.next() }
-        }
+        let test = SecretBytes.random(count: 32)
         probe.pass("test_key", "random 32-byte test key made in memory (never stored)")
         let context = ["openkcm:probe": UUID().uuidString.lowercased()]
+        var step = "wrap"
         do {
             let wrapped = try await wrap(test, with: key, context: context)
             probe.pass("wrap", "Encrypt with an encryption context (\(wrapped.blob.count)-byte blob)")
+            step = "unwrap"
             let unwrapped = try await unwrap(wrapped, with: key, context: context)
             probe.pass("unwrap", "Decrypt with the same context")
             guard unwrapped.isEqual(to: test) else {
                 return probe.failed("compare", KeystoreError(.internal, "the decrypted test key differs from the original"))
             }
             probe.pass("compare", "the decrypted test key equals the original")
+            step = "context"
             do {
                 _ = try await unwrap(wrapped, with: key, context: ["openkcm:probe": "another"])
                 return probe.failed("context", KeystoreError(.unsupported, "Decrypt accepted another encryption context: the binding to tenant and L2Ref would not hold"))
@@ -216,7 +215,7 @@ public final class AWSKMSToken: ContextBindingKeystore, Sendable {
                 probe.pass("context", "Decrypt with another encryption context is refused")
             }
         } catch let error as KeystoreError {
-            return probe.failed(probe.checks.last?.name == "test_key" ? "wrap" : "unwrap", error)
+            return probe.failed(step, error)
         } catch { return probe.failed("operation", KeystoreError(.internal, "\(type(of: error))")) }
         probe.pass("cleanup", "nothing was created in KMS; the test key was wiped")
         return probe.passed()

@@ -10,11 +10,35 @@ import Registry
 /// The gateway's operations, between the HTTP routes and the lower layers: the handshake, the
 /// re-probe, the kill-switch, keystore listings. Routes stay thin; this type holds the rules.
 public final class Gateway: Sendable {
-    /// A configured keystore: its id, the profile it was made from, its token.
+    /// A configured keystore: its id, what reaches it (an HSM profile, or a cloud KMS's
+    /// settings), its token.
     public struct ConfiguredKeystore: Sendable {
         public let id: String
-        public let profile: HSMProfile
-        public let token: PKCS11Token
+        public let provider: Provider
+        /// The HSM profile's name, or where the cloud keystore is (region, project, vault).
+        public let profileName: String
+        public let token: any Token
+        /// For PKCS#11 keystores: the profile, which fills in a key URI's token.
+        public let profile: HSMProfile?
+
+        public init(id: String, profile: HSMProfile, token: PKCS11Token) {
+            (self.id, provider, profileName, self.token, self.profile) = (id, .pkcs11, profile.name, token, profile)
+        }
+
+        public init(id: String, description: String, token: any Token) {
+            (self.id, provider, profileName, self.token, profile) = (id, token.provider, description, token, nil)
+        }
+
+        /// The PKCS#11 token behind a PKCS#11 keystore.
+        public var pkcs11: PKCS11Token? { token as? PKCS11Token }
+
+        /// Runs `body` on the keystore's PKCS#11 threads when it has them (the token and the
+        /// registry are then called without a thread hand-off per step, see PKCS11Executor);
+        /// a cloud keystore's calls are asynchronous I/O and need no such threads.
+        func run<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+            if let pkcs11 { return try await withTaskExecutorPreference(pkcs11.executor) { try await body() } }
+            return try await body()
+        }
     }
 
     public let registry: Registry
@@ -65,8 +89,7 @@ public final class Gateway: Sendable {
         let registry = try Registry(path: configuration.database, blockingAllowed: { PKCS11Executor.isOnAnyExecutor })
         var keystores: [String: ConfiguredKeystore] = [:]
         for keystore in configuration.keystores {
-            let profile = try HSMProfile.load(from: keystore.profile)
-            keystores[keystore.id] = ConfiguredKeystore(id: keystore.id, profile: profile, token: try await pkcs11.token(profile: profile))
+            keystores[keystore.id] = try await keystore.open(pkcs11: pkcs11)
         }
         let platform = try await openPlatform(configuration, registry: registry, pkcs11: pkcs11, logger: logger)
         let gateway = Gateway(registry: registry, keystores: keystores, platform: platform, pkcs11: pkcs11, audit: audit,
@@ -124,11 +147,7 @@ public final class Gateway: Sendable {
     /// tenant's L2, held only wrapped. On failure, record the attempt and nothing else.
     public func handshake(tenantID: String, _ request: HandshakeRequest, by context: AuditContext) async throws -> (L1Link, L2Key) {
         let keystore = try handshakeKeystore(request)
-        // The whole handshake runs on the keystore's PKCS#11 threads: the token and the registry
-        // are called there without a thread hand-off per step (see PKCS11Executor).
-        return try await withTaskExecutorPreference(keystore.token.executor) {
-            try await handshake(tenantID: tenantID, request, keystore: keystore, by: context)
-        }
+        return try await keystore.run { try await handshake(tenantID: tenantID, request, keystore: keystore, by: context) }
     }
 
     /// The handshake's probe alone, for the portal's wizard: the same checks in the same order
@@ -136,17 +155,23 @@ public final class Gateway: Sendable {
     /// attempt. A failed probe is a result (the report says why), not an error.
     public func validate(tenantID: String, _ request: HandshakeRequest, by context: AuditContext) async throws -> ProbeReport {
         let keystore = try handshakeKeystore(request)
-        return try await withTaskExecutorPreference(keystore.token.executor) {
+        return try await keystore.run {
             let (l1, reference) = try await handshakeTarget(tenantID: tenantID, request, keystore: keystore)
             return try await l1Request("probe", l1, by: context) { await keystore.token.probe(reference) }
         }
     }
 
     private func handshakeKeystore(_ request: HandshakeRequest) throws -> ConfiguredKeystore {
-        guard request.provider == Provider.pkcs11.rawValue else {
-            throw APIError(.unprocessableContent, code: "unsupported_provider", "provider \"\(request.provider)\" is not available; supported: pkcs11")
+        guard let provider = Provider(rawValue: request.provider) else {
+            throw APIError(.unprocessableContent, code: "unsupported_provider",
+                           "provider \"\(request.provider)\" is not known; supported: \(Provider.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        return try keystore(request.keystore)
+        let keystore = try keystore(request.keystore)
+        guard keystore.provider == provider else {
+            throw APIError(.unprocessableContent, code: "unsupported_provider",
+                           "keystore \(keystore.id) is \(keystore.provider.displayName) (\(keystore.provider.rawValue)), not \(provider.rawValue)")
+        }
+        return keystore
     }
 
     /// What the handshake checks before it touches the token: the tenant exists, the key
@@ -175,51 +200,86 @@ public final class Gateway: Sendable {
             throw APIError(.unprocessableContent, code: "probe_failed", "the handshake probe failed: \(report.failure?.reason ?? "unknown reason")",
                            details: report)
         }
-        let l2 = try await makeL2(l1, on: keystore.token, by: context)
+        let l2 = try await makeL2(l1, on: keystore, by: context)
         return try await registry.createLink(tenantID: tenantID, provider: request.provider, keystoreID: keystore.id,
                                              keyReference: reference.description, probeReport: reportJSON, probedAt: Date(), l2: l2)
     }
 
-    /// Accepts a PKCS#11 URI naming a key on the keystore's token. The module and the PIN come
-    /// from the keystore's profile only: a URI that names a module or a PIN source is refused,
-    /// so an API caller cannot make the server load a library or read a file of their choice.
+    /// Accepts a reference to a key on the keystore, of the keystore's kind. A PKCS#11 URI may
+    /// not name a module or a PIN (the keystore's profile provides them), so an API caller
+    /// cannot make the server load a library or read a file of their choice; an Azure key URI
+    /// must name the configured vault, so a caller cannot send the server's credentials
+    /// elsewhere. Cloud endpoints always come from the configuration.
     static func keyReference(_ text: String, keystore: ConfiguredKeystore) throws -> KeyReference {
         guard text.count <= 2048 else { throw APIError.badRequest("the key reference is longer than 2048 characters") }
         let reference = try KeyReference(parsing: text)
-        guard case .pkcs11(var uri) = reference else { throw APIError.badRequest("expected a PKCS#11 URI") }
-        if uri.modulePath != nil || uri.moduleName != nil || uri.pinSource != nil || uri.pinValue != nil {
-            throw APIError.badRequest("the key reference may not name a module or a PIN: the keystore's profile provides them")
+        guard reference.provider == keystore.provider else {
+            throw APIError.badRequest("keystore \(keystore.id) is \(keystore.provider.displayName): expected \(Self.referenceForm(keystore.provider)), not \(reference.provider.displayName)'s")
         }
-        if uri.token == nil && uri.serial == nil { uri.token = keystore.profile.token.label }
-        if uri.serial == nil, uri.token == nil { uri.serial = keystore.profile.token.serial }
-        if uri.type == nil { uri.type = "secret-key" }
-        return .pkcs11(uri)
+        switch reference {
+        case .pkcs11(var uri):
+            if uri.modulePath != nil || uri.moduleName != nil || uri.pinSource != nil || uri.pinValue != nil {
+                throw APIError.badRequest("the key reference may not name a module or a PIN: the keystore's profile provides them")
+            }
+            if uri.token == nil && uri.serial == nil { uri.token = keystore.profile?.token.label }
+            if uri.serial == nil, uri.token == nil { uri.serial = keystore.profile?.token.serial }
+            if uri.type == nil { uri.type = "secret-key" }
+            return .pkcs11(uri)
+        case .azureKeyVault(let key):
+            if let vault = (keystore.token as? any VaultBound)?.vault, vault != key.vault {
+                throw APIError.badRequest("the key URI names \(key.vault), but keystore \(keystore.id) is the vault \(vault)")
+            }
+            return reference
+        case .awsKMS, .gcpKMS:
+            return reference
+        }
+    }
+
+    static func referenceForm(_ provider: Provider) -> String {
+        switch provider {
+        case .pkcs11: return "a PKCS#11 URI (pkcs11:object=…)"
+        case .awsKMS: return "a key ARN, alias ARN, alias/<name> or key id"
+        case .gcpKMS: return "a CryptoKey name (projects/…/cryptoKeys/…)"
+        case .azureKeyVault: return "a key URI (https://<vault>/keys/<name>[/<version>])"
+        }
     }
 
     /// The L2: made inside the token when the L1 key and the current IVK share it (the
     /// plaintext never leaves the token); otherwise generated on the L1 token, wrapped there,
     /// and carried to the platform token in wiped memory to be wrapped by the IVK. The sovereign
     /// binding is then sealed under the IVK (AES-GCM, bound to tenant and L2Ref).
-    func makeL2(_ target: L1Target, on token: PKCS11Token, by context: AuditContext) async throws -> NewL2 {
+    /// A cloud KMS makes the L2 itself and returns it only wrapped, bound to tenant and L2Ref
+    /// (GenerateDataKeyWithoutPlaintext, or the provider's equivalent); the gateway then
+    /// unwraps it once, with the same binding, to make the IVK-wrapped active binding.
+    func makeL2(_ target: L1Target, on keystore: ConfiguredKeystore, by context: AuditContext) async throws -> NewL2 {
         let (tenantID, l1) = (target.tenant, target.key)
         guard let ivk = try await registry.currentIVK() else {
             throw APIError(.serviceUnavailable, code: "not_ready", "no IVK version exists yet")
         }
         let ivkReference = try KeyReference(parsing: ivk.keyReference)
+        let l2Ref = UUID().uuidString.lowercased()
         let sovereign: WrappedKey
         let active: WrappedKey
-        if token.configuration.modulePath == platform.configuration.modulePath && platform.holds(l1) {
+        if let cloud = keystore.token as? any ContextBindingKeystore {
+            let binding = BindingContext(tenant: tenantID, l2Ref: l2Ref)
+            sovereign = try await l1Request("generate_l2", target, by: context) { try await cloud.generateWrappedKey(with: l1, context: binding) }
+            let material = try await l1Request("unwrap", target, mechanism: sovereign.mechanism, by: context) {
+                try await cloud.unwrap(sovereign, with: l1, context: binding)
+            }
+            active = try await measured("wrap") { try await platform.wrap(material, with: ivkReference) }
+        } else if let token = keystore.pkcs11, token.configuration.modulePath == platform.configuration.modulePath, platform.holds(l1) {
             (sovereign, active) = try await l1Request("generate_l2", target, by: context) {
                 try await platform.generateL2(wrappedBy: l1, and: ivkReference)
             }
-        } else {
+        } else if let token = keystore.token as? any WrappedKeyGenerating {
             sovereign = try await l1Request("generate_l2", target, by: context) { try await token.generateWrappedKey(with: l1) }
             let material = try await l1Request("unwrap", target, mechanism: sovereign.mechanism, by: context) {
                 try await token.unwrap(sovereign, with: l1)
             }
             active = try await measured("wrap") { try await platform.wrap(material, with: ivkReference) }
+        } else {
+            throw APIError(.unprocessableContent, code: "keystore_unsupported", "keystore \(keystore.id) cannot make a wrapped key")
         }
-        let l2Ref = UUID().uuidString.lowercased()
         let sealed = try await measured("seal") {
             try await platform.seal(sovereign.blob, with: ivkReference, aad: Self.sovereignAAD(tenantID: tenantID, l2Ref: l2Ref))
         }
@@ -252,7 +312,7 @@ public final class Gateway: Sendable {
             throw APIError(.conflict, code: "link_revoked", "link \(linkID) is revoked and cannot be used; a new handshake restores access")
         }
         let keystore = try keystore(link.keystoreID)
-        return try await withTaskExecutorPreference(keystore.token.executor) {
+        return try await keystore.run {
             let probed = try await probe(link, by: context)
             return (probed, try await registry.l2Key(linkID: probed.id))
         }

@@ -63,7 +63,7 @@ struct ManagementController {
     @Sendable func listKeystores(_ request: Request, context: CMKRequestContext) async throws -> Response {
         var items: [KeystoreResponse] = []
         for keystore in gateway.keystores.values.sorted(by: { $0.id < $1.id }) {
-            items.append(KeystoreResponse(id: keystore.id, provider: Provider.pkcs11.rawValue, profile: keystore.profile.name,
+            items.append(KeystoreResponse(id: keystore.id, provider: keystore.provider.rawValue, profile: keystore.profileName,
                                           status: await keystore.token.status()))
         }
         return try Self.json(PageResponse(items: items, nextCursor: nil), context: context).response
@@ -71,13 +71,17 @@ struct ManagementController {
 
     @Sendable func getKeystore(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let keystore = try gateway.keystore(try context.parameters.require("keystore"))
-        return try Self.json(KeystoreResponse(id: keystore.id, provider: Provider.pkcs11.rawValue, profile: keystore.profile.name,
+        return try Self.json(KeystoreResponse(id: keystore.id, provider: keystore.provider.rawValue, profile: keystore.profileName,
                                               status: await keystore.token.status()), context: context).response
     }
 
     @Sendable func listKeys(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let keystore = try gateway.keystore(try context.parameters.require("keystore"))
-        let keys = try await keystore.token.keys()
+        guard let listing = keystore.token as? any KeyListing else {
+            throw APIError(.unprocessableContent, code: "keystore_unsupported",
+                           "keystore \(keystore.id) (\(keystore.provider.displayName)) does not list its keys here: name the key directly (\(Gateway.referenceForm(keystore.provider)))")
+        }
+        let keys = try await listing.keys()
         return try Self.json(PageResponse(items: keys, nextCursor: nil), context: context).response
     }
 

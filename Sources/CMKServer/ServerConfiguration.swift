@@ -1,17 +1,91 @@
+import AWSKMS
+import AzureKeyVault
 import Foundation
+import GCPKMS
 import KSI
 
 /// `cmk serve`'s configuration: a JSON file (`--config`), then environment variables that
 /// override single values (`CMK_*`, for containers). Documented in `Docs/Configuration.md`.
 public struct ServerConfiguration: Codable, Sendable, Equatable {
-    /// A keystore the gateway may link L1 keys from: an id and the HSM profile that reaches it.
+    /// A keystore the gateway may link L1 keys from: a PKCS#11 token through an HSM profile
+    /// (`profile`), or a cloud KMS (`provider` and its section: `aws`, `gcp`, `azure`).
     public struct Keystore: Codable, Sendable, Equatable {
         public var id: String
-        public var profile: String
+        public var provider: Provider
+        public var profile: String?
+        public var aws: AWSKMSToken.Configuration?
+        public var gcp: GCPKMSToken.Configuration?
+        public var azure: AzureKeyVaultToken.Configuration?
 
         public init(id: String, profile: String) {
             self.id = id
+            self.provider = .pkcs11
             self.profile = profile
+        }
+
+        public init(id: String, aws: AWSKMSToken.Configuration) {
+            (self.id, provider, self.aws) = (id, .awsKMS, aws)
+        }
+
+        public init(id: String, gcp: GCPKMSToken.Configuration) {
+            (self.id, provider, self.gcp) = (id, .gcpKMS, gcp)
+        }
+
+        public init(id: String, azure: AzureKeyVaultToken.Configuration) {
+            (self.id, provider, self.azure) = (id, .azureKeyVault, azure)
+        }
+
+        enum CodingKeys: String, CodingKey { case id, provider, profile, aws, gcp, azure }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            id = try c.decode(String.self, forKey: .id)
+            let name = try c.decodeIfPresent(String.self, forKey: .provider) ?? Provider.pkcs11.rawValue
+            guard let provider = Provider(rawValue: name) else {
+                throw ConfigurationError("keystore \(id): provider \"\(name)\" is not one of \(Provider.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            self.provider = provider
+            profile = try c.decodeIfPresent(String.self, forKey: .profile)
+            aws = try c.decodeIfPresent(AWSKMSToken.Configuration.self, forKey: .aws)
+            gcp = try c.decodeIfPresent(GCPKMSToken.Configuration.self, forKey: .gcp)
+            azure = try c.decodeIfPresent(AzureKeyVaultToken.Configuration.self, forKey: .azure)
+            let sections: [(Provider, Bool)] = [(.pkcs11, profile != nil), (.awsKMS, aws != nil), (.gcpKMS, gcp != nil), (.azureKeyVault, azure != nil)]
+            let section = ["pkcs11": "profile", "aws-kms": "aws", "gcp-kms": "gcp", "azure-keyvault": "azure"]
+            for (kind, present) in sections where present != (kind == provider) {
+                throw ConfigurationError(present ? "keystore \(id) is \(provider.rawValue): remove \"\(section[kind.rawValue]!)\""
+                                                 : "keystore \(id) is \(provider.rawValue): it needs \"\(section[kind.rawValue]!)\"")
+            }
+        }
+
+        /// Opens the keystore's token: loads the PKCS#11 module, or checks the cloud settings
+        /// and that the credentials can be read.
+        func open(pkcs11: PKCS11Keystore) async throws -> Gateway.ConfiguredKeystore {
+            switch provider {
+            case .pkcs11:
+                let profile = try HSMProfile.load(from: self.profile!)
+                return .init(id: id, profile: profile, token: try await pkcs11.token(profile: profile))
+            case .awsKMS:
+                let aws = self.aws!
+                return .init(id: id, description: "AWS KMS \(aws.region)", token: try AWSKMSToken(name: id, configuration: aws))
+            case .gcpKMS:
+                let gcp = self.gcp!
+                return .init(id: id, description: "Cloud KMS project \(gcp.project)", token: try GCPKMSToken(name: id, configuration: gcp))
+            case .azureKeyVault:
+                let azure = self.azure!
+                return .init(id: id, description: "Key Vault \(azure.vault)", token: try AzureKeyVaultToken(name: id, configuration: azure))
+            }
+        }
+
+        /// Relative file names resolve against the configuration file's directory.
+        func resolved(_ resolve: (String) -> String) -> Keystore {
+            var copy = self
+            copy.profile = profile.map(resolve)
+            copy.aws?.accessKeyIDFile = aws?.accessKeyIDFile.map(resolve)
+            copy.aws?.secretAccessKeyFile = aws?.secretAccessKeyFile.map(resolve)
+            copy.aws?.sessionTokenFile = aws?.sessionTokenFile.map(resolve)
+            copy.gcp?.serviceAccountKeyFile = gcp?.serviceAccountKeyFile.map(resolve)
+            copy.azure?.clientSecretFile = azure?.clientSecretFile.map(resolve)
+            return copy
         }
     }
 
@@ -185,7 +259,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         func resolve(_ file: String) -> String { file.hasPrefix("/") ? file : base.appendingPathComponent(file).standardized.path }
         configuration.database = resolve(configuration.database)
         configuration.platform.profile = resolve(configuration.platform.profile)
-        configuration.keystores = configuration.keystores.map { Keystore(id: $0.id, profile: resolve($0.profile)) }
+        configuration.keystores = configuration.keystores.map { $0.resolved(resolve) }
         configuration.audit.database = resolve(configuration.audit.database)
         configuration.audit.signingKey = resolve(configuration.audit.signingKey)
         configuration.audit.witnessDirectory = configuration.audit.witnessDirectory.map(resolve)

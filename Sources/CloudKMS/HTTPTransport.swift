@@ -228,6 +228,16 @@ public struct ProbeBuilder: Sendable {
 }
 
 extension SecretBytes {
+    /// Random bytes in wiped memory (test keys, L2 keys where a KMS cannot make them).
+    public static func random(count: Int) -> SecretBytes {
+        let secret = SecretBytes(count: count)
+        secret.withUnsafeMutableBytes { buffer in
+            var generator = SystemRandomNumberGenerator()
+            for index in buffer.indices { buffer[index] = generator.next() }
+        }
+        return secret
+    }
+
     /// Key material a KMS returned in base64: decoded into wiped memory; the intermediate
     /// buffer is zeroed.
     public static func decodingBase64(_ text: String, what: String) throws -> SecretBytes {

@@ -179,6 +179,11 @@ public protocol ContextBindingKeystore: Token {
     func unwrap(_ wrapped: WrappedKey, with kek: KeyReference, context: BindingContext) async throws -> SecretBytes
 }
 
+/// A keystore tied to one vault (Azure Key Vault): key URIs must name it.
+public protocol VaultBound {
+    var vault: String { get }
+}
+
 /// A keystore whose keys can be listed.
 public protocol KeyListing: Token {
     func keys() async throws -> [KeyDescription]

@@ -17,7 +17,7 @@ import TestSupport
             func call(_ uri: String, _ method: HTTPRequest.Method, _ body: String? = nil) async throws -> TestResponse {
                 try await client.execute(uri: uri, method: method, headers: ServerHarness.auth, body: body.map(ServerHarness.body))
             }
-            let token = try #require(gateway.keystores["hsm"]).token
+            let token = try #require(gateway.keystores["hsm"]?.pkcs11)
             let keystore = try #require(gateway.keystores["hsm"])
             let l1 = try Gateway.keyReference("pkcs11:object=l1", keystore: keystore)
             let missing = try Gateway.keyReference("pkcs11:object=nope", keystore: keystore)

@@ -223,7 +223,7 @@ import TestSupport
             // The sovereign binding opens under the IVK and unwraps with L1 on the other token.
             let sovereign = try await gateway.sovereignBinding(of: l2)
             let other = try #require(gateway.keystores["other"])
-            try await other.token.verifyUnwrap(sovereign, with: try KeyReference(parsing: "pkcs11:token=server-b;object=l1"))
+            try await other.pkcs11!.verifyUnwrap(sovereign, with: try KeyReference(parsing: "pkcs11:token=server-b;object=l1"))
         }
     }
 
