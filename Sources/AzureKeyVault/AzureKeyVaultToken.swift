@@ -23,11 +23,15 @@ public final class AzureKeyVaultToken: ContextBindingKeystore, VaultBound, Senda
         /// `https://login.microsoftonline.com` unless set.
         public var authority: String?
         public var apiVersion: String?
+        /// A Managed HSM (A256KW with oct-HSM keys) rather than a vault (RSA-OAEP-256); by
+        /// default, whether the host is `*.managedhsm.azure.net`.
+        public var managedHSM: Bool?
         public var timeoutMilliseconds: Int?
         public var maxAttempts: Int?
 
         public init(vault: String, tenantID: String, clientID: String, clientSecretFile: String? = nil, authority: String? = nil,
-                    apiVersion: String? = nil, timeoutMilliseconds: Int? = nil, maxAttempts: Int? = nil) {
+                    apiVersion: String? = nil, managedHSM: Bool? = nil, timeoutMilliseconds: Int? = nil, maxAttempts: Int? = nil) {
+            self.managedHSM = managedHSM
             self.vault = vault
             self.tenantID = tenantID
             self.clientID = clientID
@@ -73,7 +77,7 @@ public final class AzureKeyVaultToken: ContextBindingKeystore, VaultBound, Senda
         try (configuration.clientSecretFile.map(SecretSource.file) ?? .environment("AZURE_CLIENT_SECRET")).read()
     }
 
-    var isManagedHSM: Bool { vault.contains(".managedhsm.") }
+    var isManagedHSM: Bool { configuration.managedHSM ?? vault.contains(".managedhsm.") }
 
     // MARK: OAuth2 (client credentials)
 
@@ -128,12 +132,24 @@ public final class AzureKeyVaultToken: ContextBindingKeystore, VaultBound, Senda
         let uri = try keyURI(kek)
         let algorithm = isManagedHSM ? "A256KW" : "RSA-OAEP-256"
         let value = key.withUnsafeBytes { Data($0).base64URLEncoded }
-        let answer = try await call("wrapkey", path(uri, version: nil) + "/wrapkey", ["alg": algorithm, "value": value])
+        // Wraps name the version: the key's current one when the URI has none.
+        let version: String
+        if let given = uri.version { version = given } else { version = try await currentVersion(uri) }
+        let answer = try await call("wrapkey", path(uri, version: version) + "/wrapkey", ["alg": algorithm, "value": value])
         guard let blob = (answer["value"] as? String).flatMap({ Data(base64URLEncoded: $0) }), let kid = answer["kid"] as? String,
               let version = kid.split(separator: "/").last.map(String.init), version.range(of: #"^[0-9a-f]{32}$"#, options: .regularExpression) != nil else {
             throw KeystoreError(.internal, "Key Vault answered wrapkey without a value or a versioned kid")
         }
         return WrappedKey(mechanism: "\(algorithm)/\(version)", blob: Array(blob))
+    }
+
+    func currentVersion(_ uri: AzureKeyURI) async throws -> String {
+        let bundle = try await call("get", path(uri, version: nil), nil)
+        guard let kid = (bundle["key"] as? [String: Any])?["kid"] as? String, let version = kid.split(separator: "/").last.map(String.init),
+              version.range(of: #"^[0-9a-f]{32}$"#, options: .regularExpression) != nil else {
+            throw KeystoreError(.internal, "Key Vault answered without a versioned kid for \(uri.name)")
+        }
+        return version
     }
 
     public func unwrap(_ wrapped: WrappedKey, with kek: KeyReference) async throws -> SecretBytes {

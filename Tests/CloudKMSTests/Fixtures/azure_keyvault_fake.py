@@ -1,0 +1,159 @@
+"""A small fake of Azure Key Vault's REST API (and of Entra ID's token endpoint), for the
+Azure driver's tests; no Key Vault emulator exists.
+
+What it checks, as Key Vault does:
+- OAuth2 client credentials at POST /{tenant}/oauth2/v2.0/token (client id, secret, scope
+  https://vault.azure.net/.default); 401 invalid_client otherwise;
+- a bearer token from it on every /keys request (401 otherwise), and `api-version` present (400);
+- GET /keys/{name}[/{version}] (a key bundle: kid, kty, key_ops, attributes.enabled);
+- POST /keys/{name}/{version}/wrapkey and /unwrapkey: the algorithm must suit the key
+  (RSA-OAEP-256 for RSA keys, A256KW for oct-HSM keys), the key must be enabled (403) and
+  permit wrapKey/unwrapKey (403); the cryptography is real (RSA-OAEP-256 with SHA-256,
+  RFC 3394 AES key wrap); a blob that does not unwrap is 400 BadParameter;
+- unknown keys or versions: 404 KeyNotFound; errors in Key Vault's JSON shape.
+On demand (POST /_control): throttle the next N requests (429, Retry-After: 0).
+What it does not model: RBAC roles and access policies beyond the one application, soft-delete
+and recovery, rotation policies, key release, HSM attestation, request ids, TLS.
+
+Usage: azure_keyvault_fake.py PORT OUT_JSON — writes the client secret next to OUT_JSON and
+the names the tests use into OUT_JSON."""
+import base64, json, os, secrets, sys, urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
+
+port, out = int(sys.argv[1]), sys.argv[2]
+base = f"http://127.0.0.1:{port}"
+tenant, client_id, client_secret = "8f1c2d9e-0a3b-4c5d-8e7f-001122334455", "3b7e9f1a-2c4d-4e6f-8a0b-c1d2e3f40516", secrets.token_urlsafe(24)
+secret_file = os.path.join(os.path.dirname(out), "azure-client-secret")
+with open(secret_file, "w") as f:
+    f.write(client_secret + "\n")
+os.chmod(secret_file, 0o600)
+tokens = set()
+control = {"throttle": 0}
+
+
+def b64u(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64u(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def version():
+    return secrets.token_hex(16)
+
+
+def rsa_key(ops, enabled=True):
+    return {"kty": "RSA", "ops": ops, "enabled": enabled, "versions": {version(): rsa.generate_private_key(public_exponent=65537, key_size=2048)}}
+
+
+keys = {
+    "customer-l1": rsa_key(["wrapKey", "unwrapKey", "encrypt", "decrypt"]),
+    "disabled-l1": rsa_key(["wrapKey", "unwrapKey"], enabled=False),
+    "sign-only": rsa_key(["sign", "verify"]),
+    "hsm-l1": {"kty": "oct-HSM", "ops": ["wrapKey", "unwrapKey"], "enabled": True, "versions": {version(): os.urandom(32)}},
+}
+# A second version of the customer's key: blobs wrapped under the first must still unwrap.
+keys["customer-l1"]["first"] = next(iter(keys["customer-l1"]["versions"]))
+
+
+class Vault(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def answer(self, status, body, headers=()):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def error(self, status, code, message, inner=None, headers=()):
+        body = {"error": {"code": code, "message": message}}
+        if inner:
+            body["error"]["innererror"] = {"code": inner}
+        self.answer(status, body, headers)
+
+    def body(self):
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def do_POST(self):
+        url = urllib.parse.urlparse(self.path)
+        if url.path == f"/{tenant}/oauth2/v2.0/token":
+            form = dict(urllib.parse.parse_qsl(self.body().decode()))
+            if form.get("grant_type") != "client_credentials" or form.get("client_id") != client_id:
+                return self.answer(400, {"error": "unauthorized_client", "error_description": "AADSTS700016: Application not found."})
+            if form.get("client_secret") != client_secret:
+                return self.answer(401, {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."})
+            if form.get("scope") not in ("https://vault.azure.net/.default", "https://managedhsm.azure.net/.default"):
+                return self.answer(400, {"error": "invalid_scope"})
+            token = secrets.token_urlsafe(32)
+            tokens.add(token)
+            return self.answer(200, {"token_type": "Bearer", "expires_in": 3599, "access_token": token})
+        if url.path == "/_control":
+            control.update(json.loads(self.body()))
+            return self.answer(200, control)
+        self.keys_request("POST", url)
+
+    def do_GET(self):
+        self.keys_request("GET", urllib.parse.urlparse(self.path))
+
+    def keys_request(self, method, url):
+        if self.headers.get("Authorization", "").removeprefix("Bearer ") not in tokens:
+            return self.error(401, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token.",
+                              headers=[("WWW-Authenticate", f'Bearer authorization="https://login.microsoftonline.com/{tenant}", resource="https://vault.azure.net"')])
+        if "api-version" not in urllib.parse.parse_qs(url.query):
+            return self.error(400, "BadParameter", "The 'api-version' query parameter is missing.")
+        if control["throttle"] > 0:
+            control["throttle"] -= 1
+            return self.error(429, "Throttled", "Request was not processed because too many requests were received.", headers=[("Retry-After", "0")])
+        parts = url.path.strip("/").split("/")
+        if len(parts) < 2 or parts[0] != "keys" or parts[1] not in keys:
+            return self.error(404, "KeyNotFound", f"A key with (name/id) {parts[1] if len(parts) > 1 else '?'} was not found in this key vault.")
+        entry = keys[parts[1]]
+        ver = parts[2] if len(parts) > 2 else list(entry["versions"])[-1]
+        if ver not in entry["versions"]:
+            return self.error(404, "KeyNotFound", f"A key with (name/id) {parts[1]}/{ver} was not found in this key vault.")
+        kid = f"{base}/keys/{parts[1]}/{ver}"
+        if method == "GET" and len(parts) <= 3:
+            return self.answer(200, {"key": {"kid": kid, "kty": entry["kty"], "key_ops": entry["ops"]},
+                                     "attributes": {"enabled": entry["enabled"], "created": 1764403200, "updated": 1764403200,
+                                                    "recoveryLevel": "Recoverable+Purgeable"}})
+        if method != "POST" or len(parts) != 4 or parts[3] not in ("wrapkey", "unwrapkey"):
+            return self.error(400, "BadParameter", "Unsupported operation.")
+        operation = "wrapKey" if parts[3] == "wrapkey" else "unwrapKey"
+        if not entry["enabled"]:
+            return self.error(403, "Forbidden", f"Operation {operation} is not allowed on a disabled key.", inner="KeyDisabled")
+        if operation not in entry["ops"]:
+            return self.error(403, "Forbidden", f"Operation {operation} is not permitted on this key.", inner="KeyOperationForbidden")
+        request = json.loads(self.body())
+        material = entry["versions"][ver]
+        value = unb64u(request.get("value", ""))
+        oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+        if entry["kty"] == "RSA" and request.get("alg") == "RSA-OAEP-256":
+            try:
+                result = material.public_key().encrypt(value, oaep) if operation == "wrapKey" else material.decrypt(value, oaep)
+            except ValueError:
+                return self.error(400, "BadParameter", "Error occurred while decrypting the ciphertext.")
+        elif entry["kty"] == "oct-HSM" and request.get("alg") == "A256KW":
+            try:
+                result = aes_key_wrap(material, value) if operation == "wrapKey" else aes_key_unwrap(material, value)
+            except (InvalidUnwrap, ValueError):
+                return self.error(400, "BadParameter", "Error occurred while unwrapping the key.")
+        else:
+            return self.error(400, "BadParameter", f"Algorithm {request.get('alg')} is not supported for key type {entry['kty']}.")
+        self.answer(200, {"kid": kid, "value": b64u(result)})
+
+
+with open(out, "w") as f:
+    json.dump({"vault": base, "tenantID": tenant, "clientID": client_id, "clientSecretFile": secret_file, "authority": base,
+               "key": f"{base}/keys/customer-l1", "firstVersion": keys["customer-l1"]["first"],
+               "disabledKey": f"{base}/keys/disabled-l1", "signOnlyKey": f"{base}/keys/sign-only", "hsmKey": f"{base}/keys/hsm-l1",
+               "missingKey": f"{base}/keys/nope"}, f)
+ThreadingHTTPServer(("127.0.0.1", port), Vault).serve_forever()

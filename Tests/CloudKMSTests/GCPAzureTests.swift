@@ -1,0 +1,208 @@
+@testable import AzureKeyVault
+import CloudKMS
+import Foundation
+@testable import GCPKMS
+import KSI
+import NIOHTTP1
+import PKCS11
+import Testing
+import TestSupport
+
+/// Local stand-ins: drongo behind the GCP front (tokens, CRC32C checks), and the Key Vault fake.
+enum CloudFixtures {
+    struct GCP: Decodable { var serviceAccountKeyFile, tokenEndpoint, project, key, signingKey, missingKey: String }
+    struct Azure: Decodable { var vault, tenantID, clientID, clientSecretFile, authority, key, firstVersion, disabledKey, signOnlyKey, hsmKey, missingKey: String }
+
+    static let directory: String = {
+        let path = NSTemporaryDirectory() + "openkcm-cloud-\(getpid())"
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }()
+
+    static func script(_ name: String) -> String {
+        Bundle.module.url(forResource: name, withExtension: "py", subdirectory: "Fixtures")!.path
+    }
+
+    static func started<T: Decodable>(_ script: String, _ arguments: [String], out: String) -> (LocalServer, T) {
+        let server = try! LocalServer("python3", [Self.script(script), "{port}"] + arguments + [out], log: out + ".log")
+        return (server, try! JSONDecoder().decode(T.self, from: Data(contentsOf: URL(fileURLWithPath: out))))
+    }
+
+    static let drongo = try! LocalServer("drongo", ["server", "--host", "127.0.0.1", "-p", "{port}"], log: directory + "/drongo.log")
+    static let gcp: (front: LocalServer, names: GCP) = started("gcp_front", [drongo.base], out: directory + "/gcp.json")
+    static let azure: (vault: LocalServer, names: Azure) = started("azure_keyvault_fake", [], out: directory + "/azure.json")
+
+    static func control(_ server: LocalServer, _ json: String) throws {
+        let result = try SoftHSMFixture.run("/usr/bin/env", ["curl", "-sf", "-d", json, "\(server.base)/_control"])
+        guard result.status == 0 else { throw SoftHSMFixture.FixtureError(message: "control: \(result.error)") }
+    }
+
+    static func gcpToken(keyFile: String? = nil, timeout: Int? = nil, maxAttempts: Int? = nil) throws -> GCPKMSToken {
+        try GCPKMSToken(name: "gcp-test", configuration: .init(project: gcp.names.project, endpoint: gcp.front.base,
+                                                                serviceAccountKeyFile: keyFile ?? gcp.names.serviceAccountKeyFile,
+                                                                timeoutMilliseconds: timeout, maxAttempts: maxAttempts))
+    }
+
+    static func azureToken(secretFile: String? = nil, managedHSM: Bool? = nil) throws -> AzureKeyVaultToken {
+        let names = azure.names
+        return try AzureKeyVaultToken(name: "azure-test", configuration: .init(
+            vault: names.vault, tenantID: names.tenantID, clientID: names.clientID, clientSecretFile: secretFile ?? names.clientSecretFile,
+            authority: names.authority, managedHSM: managedHSM))
+    }
+}
+
+@Suite(.serialized) struct GCPKMSTokenTests {
+    static func ref(_ text: String) throws -> KeyReference { try KeyReference(parsing: text) }
+
+    @Test func crc32cMatchesTheCastagnoliCheckValue() {
+        #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
+        #expect(CRC32C.checksum([UInt8]()) == 0)
+    }
+
+    @Test func theProbePassesAndWrapsAreBoundToTheirAAD() async throws {
+        let token = try CloudFixtures.gcpToken()
+        let key = try Self.ref(CloudFixtures.gcp.names.key)
+        let report = await token.probe(key)
+        #expect(report.passed, "\(report.checks)")
+        #expect(report.checks.map(\.name) == ["key_reference", "credentials", "key_found", "key_state", "key_usage", "key_type",
+                                              "test_key", "wrap", "unwrap", "compare", "context", "cleanup"])
+        let binding = BindingContext(tenant: "acme", l2Ref: UUID().uuidString.lowercased())
+        let wrapped = try await token.generateWrappedKey(with: key, context: binding)
+        #expect(try await token.unwrap(wrapped, with: key, context: binding).count == 32)
+        await #expect(throws: KeystoreError(.invalidInput, "")) {
+            try await token.unwrap(wrapped, with: key, context: BindingContext(tenant: "globex", l2Ref: binding.l2Ref))
+        }
+        #expect(await token.status().state == .available)
+    }
+
+    @Test func corruptedAnswersAreCaughtByTheirChecksums() async throws {
+        let token = try CloudFixtures.gcpToken()
+        let key = try Self.ref(CloudFixtures.gcp.names.key)
+        let binding = BindingContext(tenant: "acme", l2Ref: UUID().uuidString.lowercased())
+        try CloudFixtures.control(CloudFixtures.gcp.front, #"{"corrupt": 1}"#)
+        do {
+            _ = try await token.generateWrappedKey(with: key, context: binding)
+            Issue.record("a corrupted ciphertext must be refused")
+        } catch let error as KeystoreError {
+            #expect(error.code == .unavailable && error.reason.contains("CRC32C"), "\(error)")
+        }
+        let wrapped = try await token.generateWrappedKey(with: key, context: binding)
+        try CloudFixtures.control(CloudFixtures.gcp.front, #"{"corrupt": 1}"#)
+        await #expect(throws: KeystoreError(.unavailable, "")) { try await token.unwrap(wrapped, with: key, context: binding) }
+        // Requests carry the right checksums: the front checks them, as Cloud KMS does.
+        #expect(try await token.unwrap(wrapped, with: key, context: binding).count == 32)
+    }
+
+    @Test func failingProbesSayWhy() async throws {
+        let names = CloudFixtures.gcp.names
+        let token = try CloudFixtures.gcpToken()
+        let signing = await token.probe(try Self.ref(names.signingKey))
+        #expect(!signing.passed && signing.checks.last?.name == "key_state" || signing.checks.last?.name == "key_usage", "\(signing.checks)")
+        let missing = await token.probe(try Self.ref(names.missingKey))
+        #expect(!missing.passed && missing.checks.last?.name == "key_found" && missing.failure?.code == .notFound)
+        let otherProject = await token.probe(try Self.ref("projects/someone-else/locations/global/keyRings/r/cryptoKeys/k"))
+        #expect(!otherProject.passed && otherProject.checks.last?.name == "key_reference")
+
+        try CloudFixtures.control(CloudFixtures.gcp.front, #"{"denyDecrypt": true}"#)
+        let denied = await token.probe(try Self.ref(names.key))
+        try CloudFixtures.control(CloudFixtures.gcp.front, #"{"denyDecrypt": false}"#)
+        #expect(!denied.passed && denied.checks.last?.name == "unwrap" && denied.failure?.code == .permissionDenied)
+        #expect(denied.failure?.reason.contains("cloudkms.cryptoKeyVersions.useToDecrypt") == true)
+
+        // Another service account's key: the token endpoint refuses the grant's signature.
+        var account = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: names.serviceAccountKeyFile))) as! [String: Any]
+        let other = try SoftHSMFixture.run("/usr/bin/env", ["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        account["private_key"] = other.output
+        let forged = CloudFixtures.directory + "/forged-account.json"
+        try JSONSerialization.data(withJSONObject: account).write(to: URL(fileURLWithPath: forged))
+        let refused = await (try CloudFixtures.gcpToken(keyFile: forged)).probe(try Self.ref(names.key))
+        #expect(!refused.passed && refused.checks.last?.name == "credentials" && refused.failure?.code == .permissionDenied)
+
+        // Throttling is retried with backoff; past the attempts, it is reported.
+        try CloudFixtures.control(CloudFixtures.gcp.front, #"{"throttle": 2}"#)
+        #expect(await token.probe(try Self.ref(names.key)).passed, "two 429s are absorbed by the retries")
+        try CloudFixtures.control(CloudFixtures.gcp.front, #"{"throttle": 3}"#)
+        let throttled = await (try CloudFixtures.gcpToken(maxAttempts: 2)).probe(try Self.ref(names.key))
+        try CloudFixtures.control(CloudFixtures.gcp.front, #"{"throttle": 0}"#)
+        #expect(!throttled.passed && throttled.failure?.code == .unavailable && throttled.failure?.reason.contains("throttled") == true)
+    }
+
+    /// Cloud KMS errors as Google sends them, for states the emulator cannot take.
+    @Test func recordedErrorsMapToKSICodes() {
+        func response(_ status: Int, _ code: String, _ message: String) -> CloudResponse {
+            CloudResponse(status: status, headers: [:], body: Array(#"{"error":{"code":\#(status),"message":"\#(message)","status":"\#(code)"}}"#.utf8))
+        }
+        let disabled = GCPKMSToken.error("encrypt", response(400, "FAILED_PRECONDITION",
+            "projects/p/locations/l/keyRings/r/cryptoKeys/k/cryptoKeyVersions/1 is not enabled, current state is: DISABLED."))
+        #expect(disabled.code == .conflict && disabled.reason.contains("disabled"))
+        #expect(GCPKMSToken.error("decrypt", response(403, "PERMISSION_DENIED", "Permission denied")).code == .permissionDenied)
+        #expect(GCPKMSToken.error("decrypt", response(429, "RESOURCE_EXHAUSTED", "Quota exceeded")).code == .unavailable)
+        #expect(GCPKMSToken.error("encrypt", response(400, "INVALID_ARGUMENT", "The checksum in field plaintext_crc32c did not match the data in field plaintext.")).reason.contains("integrity"))
+    }
+}
+
+@Suite(.serialized) struct AzureKeyVaultTokenTests {
+    static func ref(_ text: String) throws -> KeyReference { try KeyReference(parsing: text) }
+
+    @Test func theProbePassesWithAndWithoutAVersionAndOnAManagedHSM() async throws {
+        let names = CloudFixtures.azure.names
+        let vault = try CloudFixtures.azureToken()
+        for reference in [names.key, "\(names.key)/\(names.firstVersion)"] {
+            let report = await vault.probe(try Self.ref(reference))
+            #expect(report.passed && report.mechanism == "RSA-OAEP-256", "\(reference): \(report.checks)")
+            #expect(report.checks.map(\.name) == ["key_reference", "credentials", "key_found", "key_state", "key_usage", "key_type",
+                                                  "test_key", "wrap", "unwrap", "compare", "cleanup"])
+        }
+        let hsm = await (try CloudFixtures.azureToken(managedHSM: true)).probe(try Self.ref(names.hsmKey))
+        #expect(hsm.passed && hsm.mechanism == "A256KW", "\(hsm.checks)")
+        // The RSA key does not wrap with A256KW, and the probe says so before trying.
+        let mismatch = await (try CloudFixtures.azureToken(managedHSM: true)).probe(try Self.ref(names.key))
+        #expect(!mismatch.passed && mismatch.checks.last?.name == "key_type")
+    }
+
+    @Test func blobsRememberTheKeyVersionThatWrappedThem() async throws {
+        let token = try CloudFixtures.azureToken()
+        let key = try Self.ref(CloudFixtures.azure.names.key)
+        let binding = BindingContext(tenant: "acme", l2Ref: UUID().uuidString.lowercased())
+        let wrapped = try await token.generateWrappedKey(with: key, context: binding)
+        #expect(wrapped.mechanism.hasPrefix("RSA-OAEP-256/") && wrapped.blob.count == 256)
+        #expect(try await token.unwrap(wrapped, with: key, context: binding).count == 32)
+        var corrupt = wrapped
+        corrupt.blob[10] ^= 1
+        await #expect(throws: KeystoreError(.invalidInput, "")) { try await token.unwrap(corrupt, with: key, context: binding) }
+        await #expect(throws: KeystoreError(.invalidInput, "")) {
+            try await token.unwrap(WrappedKey(mechanism: "AWS_KMS_SYMMETRIC_DEFAULT", blob: wrapped.blob), with: key)
+        }
+    }
+
+    @Test func failingProbesSayWhy() async throws {
+        let names = CloudFixtures.azure.names
+        let token = try CloudFixtures.azureToken()
+        let disabled = await token.probe(try Self.ref(names.disabledKey))
+        #expect(!disabled.passed && disabled.checks.last?.name == "key_state" && disabled.failure?.code == .conflict)
+        let signOnly = await token.probe(try Self.ref(names.signOnlyKey))
+        #expect(!signOnly.passed && signOnly.checks.last?.name == "key_usage" && signOnly.failure?.code == .unsupported)
+        let missing = await token.probe(try Self.ref(names.missingKey))
+        #expect(!missing.passed && missing.checks.last?.name == "key_found" && missing.failure?.code == .notFound)
+        // A key URI on another host is refused before any request: credentials never travel there.
+        let elsewhere = await token.probe(try Self.ref("https://evil.vault.azure.net/keys/customer-l1"))
+        #expect(!elsewhere.passed && elsewhere.checks.last?.name == "key_reference")
+        // A wrong client secret.
+        let wrongSecret = CloudFixtures.directory + "/wrong-azure-secret"
+        try Data("not-the-secret\n".utf8).write(to: URL(fileURLWithPath: wrongSecret))
+        let refused = await (try CloudFixtures.azureToken(secretFile: wrongSecret)).probe(try Self.ref(names.key))
+        #expect(!refused.passed && refused.checks.last?.name == "credentials" && refused.failure?.reason.contains("client secret is wrong") == true)
+        // Throttled twice, then served.
+        try CloudFixtures.control(CloudFixtures.azure.vault, #"{"throttle": 2}"#)
+        #expect(await token.probe(try Self.ref(names.key)).passed)
+    }
+
+    @Test func keyURIsParse() throws {
+        let good = try AzureKeyURI(parsing: "https://MyVault.vault.azure.net/keys/customer-l1/0123456789abcdef0123456789abcdef")
+        #expect(good.vault == "https://myvault.vault.azure.net" && good.name == "customer-l1" && good.version == "0123456789abcdef0123456789abcdef")
+        for bad in ["https://v.vault.azure.net/secrets/x", "https://v.vault.azure.net/keys/", "https://v.vault.azure.net/keys/x/notahexversion",
+                    "https://v.vault.azure.net/keys/x?api-version=7.4", "ftp://v.vault.azure.net/keys/x"] {
+            #expect(throws: KeystoreError.self, "\(bad)") { try KeyReference(parsing: bad) }
+        }
+    }
+}
