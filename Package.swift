@@ -199,7 +199,7 @@ let package = Package(
         ),
         // Provisions the SoftHSM token directory the tests share (one per test process:
         // SoftHSM reads SOFTHSM2_CONF once, at C_Initialize).
-        .target(name: "TestSupport", dependencies: ["PKCS11", "KSI", "Audit"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["PKCS11", "KSI", "Audit", "AWSKMS", "GCPKMS", "AzureKeyVault"], path: "Tests/TestSupport"),
         .testTarget(name: "PKCS11Tests", dependencies: ["PKCS11", "KSI", "TestSupport"]),
         .testTarget(name: "KSITests", dependencies: ["KSI", "PKCS11", "TestSupport"]),
         .testTarget(

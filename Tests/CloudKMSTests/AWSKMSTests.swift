@@ -98,39 +98,15 @@ import TestSupport
 
 /// The driver against moto's KMS on loopback, signatures checked.
 @Suite(.serialized) struct AWSKMSTokenTests {
-    struct Moto: Decodable {
-        var accessKeyID, secretAccessKey, limitedAccessKeyID, limitedSecretAccessKey: String
-        var keyARN, keyID, aliasName, aliasARN, disabledKeyARN, signingKeyARN: String
-    }
-
-    /// One moto for the test process, with `INITIAL_NO_AUTH_ACTION_COUNT=3`.
-    static let moto: (server: LocalServer, keys: Moto, directory: String) = {
-        let directory = NSTemporaryDirectory() + "openkcm-moto-\(getpid())"
-        try! FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let server = try! LocalServer("moto_server", ["-H", "127.0.0.1", "-p", "{port}"],
-                                      environment: ["INITIAL_NO_AUTH_ACTION_COUNT": "3"], log: directory + "/moto.log")
-        let script = Bundle.module.url(forResource: "moto_setup", withExtension: "py", subdirectory: "Fixtures")!.path
-        let setup = try! SoftHSMFixture.run("/usr/bin/env", ["python3", script, server.base, "eu-central-1"])
-        precondition(setup.status == 0, "moto setup: \(setup.error)")
-        let keys = try! JSONDecoder().decode(Moto.self, from: Data(setup.output.utf8))
-        for (file, value) in [("id", keys.accessKeyID), ("secret", keys.secretAccessKey), ("limited-id", keys.limitedAccessKeyID),
-                              ("limited-secret", keys.limitedSecretAccessKey), ("wrong-secret", "not-the-secret")] {
-            FileManager.default.createFile(atPath: "\(directory)/\(file)", contents: Data((value + "\n").utf8), attributes: [.posixPermissions: 0o600])
-        }
-        return (server, keys, directory)
-    }()
-
     static func token(id: String = "id", secret: String = "secret", endpoint: String? = nil, timeout: Int? = nil) throws -> AWSKMSToken {
-        try AWSKMSToken(name: "aws-test", configuration: .init(
-            region: "eu-central-1", endpoint: endpoint ?? moto.server.base, accessKeyIDFile: "\(moto.directory)/\(id)",
-            secretAccessKeyFile: "\(moto.directory)/\(secret)", timeoutMilliseconds: timeout))
+        try AWSKMSToken(name: "aws-test", configuration: CloudFixtures.awsConfiguration(id: id, secret: secret, endpoint: endpoint, timeout: timeout))
     }
 
     static func ref(_ text: String) throws -> KeyReference { try KeyReference(parsing: text) }
 
     @Test func theProbePassesForAKeyARNAnAliasAndAKeyID() async throws {
         let token = try Self.token()
-        let keys = Self.moto.keys
+        let keys = CloudFixtures.moto.keys
         for reference in [keys.keyARN, keys.aliasARN, keys.aliasName, keys.keyID] {
             let report = await token.probe(try Self.ref(reference))
             #expect(report.passed, "\(reference): \(report.checks)")
@@ -142,7 +118,7 @@ import TestSupport
 
     @Test func wrapsAreBoundToTheirContextAndL2IsMadeInsideKMS() async throws {
         let token = try Self.token()
-        let key = try Self.ref(Self.moto.keys.keyARN)
+        let key = try Self.ref(CloudFixtures.moto.keys.keyARN)
         let context = BindingContext(tenant: "acme", l2Ref: UUID().uuidString.lowercased())
         let wrapped = try await token.generateWrappedKey(with: key, context: context)
         #expect(wrapped.mechanism == AWSKMSToken.mechanism && wrapped.blob.count > 32)
@@ -158,7 +134,7 @@ import TestSupport
     }
 
     @Test func failingProbesSayWhy() async throws {
-        let keys = Self.moto.keys
+        let keys = CloudFixtures.moto.keys
         let token = try Self.token()
         let disabled = await token.probe(try Self.ref(keys.disabledKeyARN))
         #expect(!disabled.passed && disabled.checks.last?.name == "key_state" && disabled.failure?.code == .conflict)
@@ -186,10 +162,10 @@ import TestSupport
     @Test func configurationIsCheckedAndCredentialsAreNotKeptInErrors() throws {
         #expect(throws: KeystoreError.self) {
             try AWSKMSToken(name: "x", configuration: .init(region: "eu-central-1", endpoint: "http://kms.example.com",
-                                                             accessKeyIDFile: "\(Self.moto.directory)/id", secretAccessKeyFile: "\(Self.moto.directory)/secret"))
+                                                             accessKeyIDFile: "\(CloudFixtures.moto.directory)/id", secretAccessKeyFile: "\(CloudFixtures.moto.directory)/secret"))
         }
         #expect(throws: KeystoreError.self) {
-            try AWSKMSToken(name: "x", configuration: .init(region: "Europe", accessKeyIDFile: "\(Self.moto.directory)/id", secretAccessKeyFile: "\(Self.moto.directory)/secret"))
+            try AWSKMSToken(name: "x", configuration: .init(region: "Europe", accessKeyIDFile: "\(CloudFixtures.moto.directory)/id", secretAccessKeyFile: "\(CloudFixtures.moto.directory)/secret"))
         }
         do {
             _ = try AWSKMSToken(name: "x", configuration: .init(region: "eu-central-1", accessKeyIDFile: "/nonexistent/id", secretAccessKeyFile: "/nonexistent/secret"))

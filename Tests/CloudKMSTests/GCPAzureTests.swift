@@ -8,49 +8,6 @@ import PKCS11
 import Testing
 import TestSupport
 
-/// Local stand-ins: drongo behind the GCP front (tokens, CRC32C checks), and the Key Vault fake.
-enum CloudFixtures {
-    struct GCP: Decodable { var serviceAccountKeyFile, tokenEndpoint, project, key, signingKey, missingKey: String }
-    struct Azure: Decodable { var vault, tenantID, clientID, clientSecretFile, authority, key, firstVersion, disabledKey, signOnlyKey, hsmKey, missingKey: String }
-
-    static let directory: String = {
-        let path = NSTemporaryDirectory() + "openkcm-cloud-\(getpid())"
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        return path
-    }()
-
-    static func script(_ name: String) -> String {
-        Bundle.module.url(forResource: name, withExtension: "py", subdirectory: "Fixtures")!.path
-    }
-
-    static func started<T: Decodable>(_ script: String, _ arguments: [String], out: String) -> (LocalServer, T) {
-        let server = try! LocalServer("python3", [Self.script(script), "{port}"] + arguments + [out], log: out + ".log")
-        return (server, try! JSONDecoder().decode(T.self, from: Data(contentsOf: URL(fileURLWithPath: out))))
-    }
-
-    static let drongo = try! LocalServer("drongo", ["server", "--host", "127.0.0.1", "-p", "{port}"], log: directory + "/drongo.log")
-    static let gcp: (front: LocalServer, names: GCP) = started("gcp_front", [drongo.base], out: directory + "/gcp.json")
-    static let azure: (vault: LocalServer, names: Azure) = started("azure_keyvault_fake", [], out: directory + "/azure.json")
-
-    static func control(_ server: LocalServer, _ json: String) throws {
-        let result = try SoftHSMFixture.run("/usr/bin/env", ["curl", "-sf", "-d", json, "\(server.base)/_control"])
-        guard result.status == 0 else { throw SoftHSMFixture.FixtureError(message: "control: \(result.error)") }
-    }
-
-    static func gcpToken(keyFile: String? = nil, timeout: Int? = nil, maxAttempts: Int? = nil) throws -> GCPKMSToken {
-        try GCPKMSToken(name: "gcp-test", configuration: .init(project: gcp.names.project, endpoint: gcp.front.base,
-                                                                serviceAccountKeyFile: keyFile ?? gcp.names.serviceAccountKeyFile,
-                                                                timeoutMilliseconds: timeout, maxAttempts: maxAttempts))
-    }
-
-    static func azureToken(secretFile: String? = nil, managedHSM: Bool? = nil) throws -> AzureKeyVaultToken {
-        let names = azure.names
-        return try AzureKeyVaultToken(name: "azure-test", configuration: .init(
-            vault: names.vault, tenantID: names.tenantID, clientID: names.clientID, clientSecretFile: secretFile ?? names.clientSecretFile,
-            authority: names.authority, managedHSM: managedHSM))
-    }
-}
-
 @Suite(.serialized) struct GCPKMSTokenTests {
     static func ref(_ text: String) throws -> KeyReference { try KeyReference(parsing: text) }
 
