@@ -59,7 +59,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
 
         /// Opens the keystore's token: loads the PKCS#11 module, or checks the cloud settings
         /// and that the credentials can be read.
-        func open(pkcs11: PKCS11Keystore) async throws -> Gateway.ConfiguredKeystore {
+        public func open(pkcs11: PKCS11Keystore) async throws -> Gateway.ConfiguredKeystore {
             switch provider {
             case .pkcs11:
                 let profile = try HSMProfile.load(from: self.profile!)

@@ -288,24 +288,7 @@ extension HSM {
                 throw Output.fail(error, json: output.json)
             }
             await keystore.shutdown(finalizingModules: true)
-            if output.json {
-                print(Output.json(report))
-            } else {
-                print("probe of \(report.key)")
-                for check in report.checks {
-                    print("  \(check.passed ? "ok  " : "FAIL") \(check.name.padding(toLength: 13, withPad: " ", startingAt: 0)) \(check.detail)")
-                }
-                let latency = String(format: "%.1f ms", report.latencyMilliseconds)
-                if report.passed {
-                    print("PASSED with \(report.mechanism ?? "?") in \(latency)")
-                } else {
-                    print("FAILED in \(latency): \(report.failure?.reason ?? "")")
-                    if let detail = report.failure?.detail { print("  cause: \(detail)") }
-                }
-            }
-            if let failure = report.failure {
-                throw ExitCode(ExitStatus(failure.code).rawValue)
-            }
+            try Output.probe(report, json: output.json)
         }
     }
 }
