@@ -19,8 +19,9 @@ ensure_system_packages() {
   fi
 }
 
-# The pip packages the tests need: cryptography (the RFC 5649 interop test) and selenium
-# (the portal in headless Chromium; never downloads a browser: SE_OFFLINE and Debian's).
+# The pip packages the tests need: cryptography (the RFC 5649 interop test, the cloud fakes),
+# selenium (the portal in headless Chromium; never downloads a browser: SE_OFFLINE and
+# Debian's), and the cloud KMS stand-ins.
 ensure_python_packages() {
   if ! python3 -c 'import cryptography.hazmat.primitives.keywrap' 2>/dev/null; then
     echo "==> installing python cryptography"
@@ -29,5 +30,14 @@ ensure_python_packages() {
   if ! python3 -c 'import selenium' 2>/dev/null; then
     echo "==> installing python selenium"
     python3 -m pip install -q selenium || python3 -m pip install -q --break-system-packages selenium
+  fi
+  # The cloud keystores' stand-ins: moto's KMS (and IAM, for signed requests), drongo for
+  # Cloud KMS (it needs google-crc32c without declaring it), boto3 for moto's setup.
+  if ! python3 -c 'import moto, boto3, drongo, google_crc32c' 2>/dev/null || ! command -v moto_server >/dev/null || ! command -v drongo >/dev/null; then
+    echo "==> installing moto, drongo, google-crc32c"
+    python3 -m pip install -q 'moto[server]' boto3 drongo google-crc32c \
+      || python3 -m pip install -q --break-system-packages 'moto[server]' boto3 drongo google-crc32c
+    if command -v pyenv >/dev/null; then pyenv rehash; fi
+    hash -r
   fi
 }
