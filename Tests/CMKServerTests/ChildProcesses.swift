@@ -71,7 +71,9 @@ struct ChildServer {
     let credentials = Credentials()
     static let adminPassword = "child admin passphrase 0123"
 
-    init(token: String, fixture: SoftHSMFixture, logLevel: String, leaseSeconds: Int = 30, environment: [String: String] = [:]) throws {
+    /// `keystores` adds JSON keystore entries (cloud keystores) after `hsm`.
+    init(token: String, fixture: SoftHSMFixture, logLevel: String, leaseSeconds: Int = 30, environment: [String: String] = [:],
+         keystores: [String] = []) throws {
         let cmk = try builtProduct("cmk")
         directory = NSTemporaryDirectory() + "cmk-child-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -80,7 +82,7 @@ struct ChildServer {
         port = Int.random(in: 20_000...45_000)
         base = "http://127.0.0.1:\(port)"
         let config = """
-        {"port": \(port), "database": "cmk.sqlite", "keystores": [{"id": "hsm", "profile": "profile.json"}],
+        {"port": \(port), "database": "cmk.sqlite", "keystores": [{"id": "hsm", "profile": "profile.json"}\(keystores.map { ", " + $0 }.joined())],
          "platform": {"profile": "profile.json"}, "probeIntervalSeconds": 0, "logLevel": "\(logLevel)",
          "leaseSeconds": \(leaseSeconds)}
         """

@@ -70,8 +70,11 @@ import TestSupport
             throw SoftHSMFixture.FixtureError(message: "install chromium and chromium-driver (Scripts/test does)")
         }
         // Stream heartbeats every second: a stopped node shows as offline within two seconds.
+        // An AWS KMS keystore (moto) too: the wizard links a cloud key as well.
+        let aws = String(decoding: try JSONEncoder().encode(CloudFixtures.awsConfiguration()), as: UTF8.self)
         let server = try ChildServer(token: "orbital", fixture: SoftHSMFixture.shared, logLevel: "info",
-                                     environment: ["CMK_STREAM_HEARTBEAT_SECONDS": "1"])
+                                     environment: ["CMK_STREAM_HEARTBEAT_SECONDS": "1"],
+                                     keystores: [#"{"id": "aws", "provider": "aws-kms", "aws": \#(aws)}"#])
         var nodes: [ChildNode] = []
         defer { for node in nodes { node.child.stop(SIGKILL) }; server.stopAndRemove() }
         try await waitUntilUp(server.base)
@@ -87,13 +90,14 @@ import TestSupport
 
         let script = SoftHSMFixture.repositoryRoot + "/Tests/CMKServerTests/portal_e2e.py"
         let result = try SoftHSMFixture.run("/usr/bin/env", ["python3", script, "--base", server.base, "--node", node.base,
-                                                              "--node-pid", String(node.child.process.processIdentifier)],
+                                                              "--node-pid", String(node.child.process.processIdentifier),
+                                                              "--aws-key", CloudFixtures.moto.keys.keyARN],
                                             environment: ["SE_OFFLINE": "true", "PORTAL_USERNAME": "admin",
                                                           "PORTAL_PASSWORD": ChildServer.adminPassword,
                                                           "PORTAL_TOTP_SECRET": server.credentials.totpSecret, "PORTAL_TOKEN": token])
         #expect(result.status == 0, "\(result.output)\n\(result.error)")
         for step in ["wrong code:", "failing probe:", "linked, L2Ref", "live changes arrived", "wrong code at the kill-switch:",
-                     "locked: LOCKED", "proof:", "record: ✓ Included", "verify: ✓ The log verifies", "tampering detected:", "golden vectors:",
+                     "locked: LOCKED", "proof:", "record: ✓ Included", "verify: ✓ The log verifies", "tampering detected:", "golden vectors:", "aws kms linked with the wizard",
                      "tablet layout:", "contrast:", "auditor:", "node offline:", "portal end to end: passed"] {
             #expect(result.output.contains(step), "missing step \(step): \(result.output)")
         }

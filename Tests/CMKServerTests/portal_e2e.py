@@ -21,6 +21,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--base", required=True)
 parser.add_argument("--node", required=True)
 parser.add_argument("--screenshots")
+parser.add_argument("--aws-key", help="an AWS KMS key ARN on the gateway's keystore `aws`: linked to tenant globex with the wizard")
 parser.add_argument("--node-pid", type=int, help="the node's process id: stopped at the end to show a node going offline")
 args = parser.parse_args()
 username, password = os.environ["PORTAL_USERNAME"], os.environ["PORTAL_PASSWORD"]
@@ -165,6 +166,7 @@ try:
     Select(by_id("wiz-tenant")).select_by_value("")
     type_into("wiz-tenant-id", TENANT)
     type_into("wiz-tenant-name", "ACME Corp.")
+    css("input[name=wiz-keystore][value=hsm]").click()
     assert css("input[name=wiz-keystore][value=hsm]").is_selected()
     assert unlabelled_controls() == [], unlabelled_controls()
     shot("03-wizard-provider")
@@ -346,6 +348,27 @@ try:
         const done = arguments[arguments.length - 1];
         fetch(document.getElementById('audit-export').href).then(r => done(r.status + ' ' + r.headers.get('content-type')));""")
     assert export.startswith("200"), export
+
+    # 5b. A cloud key with the same wizard: AWS KMS, named by its ARN.
+    if args.aws_key:
+        css("nav a[data-view=onboard]").click()
+        wait.until(lambda d: by_id("wiz-provider").is_displayed()
+                   and len(d.find_elements(By.CSS_SELECTOR, "input[name=wiz-keystore][value=aws]")) == 1)
+        Select(by_id("wiz-tenant")).select_by_value("globex")
+        css("input[name=wiz-keystore][value=aws]").click()
+        css("#wiz-provider button[type=submit]").click()
+        wait.until(lambda d: by_id("wiz-key").is_displayed())
+        assert not by_id("wiz-keys-fieldset").is_displayed() and "ARN" in by_id("wiz-uri-label").text
+        type_into("wiz-uri", args.aws_key)
+        css("#wiz-key button[type=submit]").click()
+        wait.until(lambda d: "ok" in by_id("wiz-probe-summary").get_attribute("class") or "error" in by_id("wiz-probe-summary").get_attribute("class"))
+        assert "ok" in by_id("wiz-probe-summary").get_attribute("class"), by_id("wiz-probe-summary").text
+        names = [c.get_attribute("data-check") for c in driver.find_elements(By.CSS_SELECTOR, "#wiz-checks li")]
+        assert "context" in names and "key_state" in names, names
+        shot("15-wizard-aws-kms")
+        by_id("wiz-confirm").click()
+        wait.until(lambda d: by_id("wiz-done").is_displayed())
+        print("aws kms linked with the wizard, L2Ref", css("#wiz-result .l2ref").text)
 
     # 6. A tablet in portrait: nothing overflows sideways; tables stack with labelled values.
     driver.set_window_size(820, 1180)

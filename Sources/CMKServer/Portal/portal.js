@@ -177,7 +177,7 @@ function renderNode(row, node) {
 
 function renderKeystore(row, keystore) {
   cell(row, keystore.id);
-  cell(row, keystore.provider === "pkcs11" ? "PKCS#11 (" + keystore.profile + ")" : keystore.provider);
+  cell(row, ((providers[keystore.provider] || {}).name || keystore.provider) + " (" + keystore.profile + ")");
   const status = keystore.status || {};
   cell(row, [status.label, status.manufacturer, status.model].filter(Boolean).join(" · "));
   const health = cell(row, status.state, status.state === "available" ? "ok" : "bad");
@@ -210,6 +210,18 @@ function connectFeed() {
 
 // MARK: Onboarding wizard
 
+/** How each kind of keystore names its keys. */
+const providers = {
+  "pkcs11": { name: "PKCS#11 token", label: "Or paste a PKCS#11 URI (RFC 7512)", example: "pkcs11:object=tenant-l1",
+              hint: "Without module or PIN attributes: the keystore's profile provides them." },
+  "aws-kms": { name: "AWS KMS", label: "The key's ARN, alias ARN, alias/NAME or key id", example: "arn:aws:kms:eu-central-1:111122223333:key/1234abcd-…",
+               hint: "A symmetric ENCRYPT_DECRYPT key in the keystore's region." },
+  "gcp-kms": { name: "GCP Cloud KMS", label: "The CryptoKey's resource name", example: "projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY",
+               hint: "An ENCRYPT_DECRYPT key in the keystore's project; the primary version is used." },
+  "azure-keyvault": { name: "Azure Key Vault", label: "The key's URI", example: "https://VAULT.vault.azure.net/keys/NAME",
+                      hint: "In the keystore's vault; with or without a version (without: the current one)." },
+};
+
 const wizard = {
   preselect: null,
   state: {},
@@ -235,7 +247,11 @@ const wizard = {
         radio.checked = index === 0;
         const text = el("span");
         const status = keystore.status || {};
-        text.append(el("strong", keystore.id + " — PKCS#11 token " + (status.label || "")), el("span", (status.state === "available" ? "available" : "not available: " + (status.reason || status.state)) + " · profile " + keystore.profile, status.state === "available" ? "reason" : "reason bad"));
+        const kind = providers[keystore.provider] || providers.pkcs11;
+        radio.dataset.provider = keystore.provider;
+        text.append(el("strong", keystore.id + " — " + kind.name + (status.label ? " " + status.label : "")),
+                    el("span", (status.state === "available" ? "available" : "not available: " + (status.reason || status.state)) + " · " + keystore.profile,
+                       status.state === "available" ? "reason" : "reason bad"));
         label.append(radio, text);
         list.appendChild(label);
       });
@@ -274,15 +290,24 @@ const wizard = {
       const links = await call("GET", "/tenants/" + encodeURIComponent(tenant) + "/l1-links?limit=500");
       const active = links.items.find((l) => l.state !== "REVOKED");
       if (active) return showError("wiz-error", "Tenant " + tenant + " already has an active link (" + linkName(active) + "). Revoke it on the status page first; a tenant has one active L1 key.");
-      this.state = { tenant, keystore: keystore.value, restore: links.items.length > 0 };
+      this.state = { tenant, keystore: keystore.value, provider: keystore.dataset.provider || "pkcs11", restore: links.items.length > 0 };
       await this.loadKeys();
       this.step("key");
     } catch (error) { showError("wiz-error", error.message); }
   },
 
   async loadKeys() {
-    $("wiz-key-hint").textContent = "Pick a key on keystore " + this.state.keystore + " for tenant " + this.state.tenant + ". Keys the probe cannot use as an L1 key are shown but cannot be chosen.";
+    const kind = providers[this.state.provider] || providers.pkcs11;
     $("wiz-uri").value = "";
+    $("wiz-uri-label").textContent = kind.label;
+    $("wiz-uri").placeholder = kind.example;
+    $("wiz-uri-hint").textContent = kind.hint;
+    show("wiz-keys-fieldset", this.state.provider === "pkcs11");
+    if (this.state.provider !== "pkcs11") {
+      $("wiz-key-hint").textContent = "Name the key in " + kind.name + " for tenant " + this.state.tenant + ": the gateway uses keystore " + this.state.keystore + "'s credentials and endpoint.";
+      return;
+    }
+    $("wiz-key-hint").textContent = "Pick a key on keystore " + this.state.keystore + " for tenant " + this.state.tenant + ". Keys the probe cannot use as an L1 key are shown but cannot be chosen.";
     try {
       const keys = await call("GET", "/keystores/" + encodeURIComponent(this.state.keystore) + "/keys");
       const secretKeys = keys.items.filter((k) => k.objectClass === "secret-key");
@@ -310,7 +335,7 @@ const wizard = {
     showError("wiz-error", "");
     const picked = document.querySelector("input[name='wiz-key']:checked");
     const key = $("wiz-uri").value.trim() || (picked && picked.value);
-    if (!key) return showError("wiz-error", "Choose a key from the list or paste its PKCS#11 URI.");
+    if (!key) return showError("wiz-error", this.state.provider === "pkcs11" ? "Choose a key from the list or paste its PKCS#11 URI." : "Enter the key's name: " + (providers[this.state.provider] || providers.pkcs11).label + ".");
     this.state.key = key;
     this.step("validate");
     $("wiz-probe-summary").textContent = "Probing " + key + " …";
@@ -320,7 +345,7 @@ const wizard = {
     show("wiz-restore", false);
     try {
       const report = await call("POST", "/tenants/" + encodeURIComponent(this.state.tenant) + "/l1-probes",
-                                { provider: "pkcs11", keystore: this.state.keystore, key });
+                                { provider: this.state.provider, keystore: this.state.keystore, key });
       this.showReport(report);
     } catch (error) {
       $("wiz-probe-summary").textContent = "The key could not be validated: " + error.message;
@@ -360,7 +385,7 @@ const wizard = {
         $("wiz-restore-totp").value = "";
       }
       const link = await call("POST", "/tenants/" + encodeURIComponent(this.state.tenant) + "/l1-links",
-                              { provider: "pkcs11", keystore: this.state.keystore, key: this.state.key }, { "Idempotency-Key": crypto.randomUUID() });
+                              { provider: this.state.provider, keystore: this.state.keystore, key: this.state.key }, { "Idempotency-Key": crypto.randomUUID() });
       const facts = $("wiz-result");
       facts.replaceChildren();
       for (const [term, value] of [["Tenant", link.tenant], ["Link", linkName(link) + " (" + link.id + ")"], ["State", link.state],
