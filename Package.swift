@@ -228,7 +228,9 @@ let package = Package(
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "JWTKit", package: "jwt-kit"),
-            ]
+            ],
+            // The browser walk, run by PortalTests and Scripts/screenshots with python3.
+            exclude: ["portal_e2e.py"]
         ),
     ],
     swiftLanguageModes: [.v6]
