@@ -159,6 +159,24 @@ import TestSupport
         #expect(!nowhere.passed && nowhere.failure?.code == .unavailable && nowhere.latencyMilliseconds < 2000)
     }
 
+    /// An endpoint that accepts connections and never answers: each call ends at its bound
+    /// (250 ms) as `unavailable`, and is not retried (only throttling is).
+    @Test func aSilentEndpointTimesOutWithinTheBound() async throws {
+        let reference = try Self.ref(CloudFixtures.moto.keys.keyARN)
+        let silent = try LocalServer(python: ["-c", """
+            import socket, time
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", {port})); s.listen(16)
+            held = []
+            while True: held.append(s.accept())
+            """], log: CloudFixtures.directory + "/silent.log")
+        defer { silent.stop() }
+        let token = try Self.token(endpoint: silent.base, timeout: 250)
+        let report = await token.probe(reference)
+        #expect(!report.passed && report.checks.last?.name == "key_found" && report.failure?.code == .unavailable)
+        #expect(report.failure?.reason.contains("did not answer DescribeKey within 250 ms") == true, "\(String(describing: report.failure))")
+        #expect(report.latencyMilliseconds >= 240 && report.latencyMilliseconds < 1500, "\(report.latencyMilliseconds) ms")
+    }
+
     @Test func configurationIsCheckedAndCredentialsAreNotKeptInErrors() throws {
         #expect(throws: KeystoreError.self) {
             try AWSKMSToken(name: "x", configuration: .init(region: "eu-central-1", endpoint: "http://kms.example.com",

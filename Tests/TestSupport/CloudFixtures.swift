@@ -19,11 +19,12 @@ public enum CloudFixtures {
     }
 
     static func started<T: Decodable>(_ script: String, _ arguments: [String], out: String) -> (LocalServer, T) {
-        let server = try! LocalServer("python3", [Self.script(script), "{port}"] + arguments + [out], log: out + ".log")
+        let server = try! LocalServer(python: [Self.script(script), "{port}"] + arguments + [out], log: out + ".log")
         return (server, try! JSONDecoder().decode(T.self, from: Data(contentsOf: URL(fileURLWithPath: out))))
     }
 
-    public static let drongo = try! LocalServer("drongo", ["server", "--host", "127.0.0.1", "-p", "{port}"], log: directory + "/drongo.log")
+    public static let drongo = try! LocalServer(python: ["-c", "import sys; from drongo.cli import main; sys.argv = ['drongo'] + sys.argv[1:]; sys.exit(main())",
+                                                         "server", "--host", "127.0.0.1", "-p", "{port}"], log: directory + "/drongo.log")
     public static let gcp: (front: LocalServer, names: GCP) = started("gcp_front", [drongo.base], out: directory + "/gcp.json")
     public static let azure: (vault: LocalServer, names: Azure) = started("azure_keyvault_fake", [], out: directory + "/azure.json")
 
@@ -50,7 +51,7 @@ public enum CloudFixtures {
     /// One moto for the test process, with `INITIAL_NO_AUTH_ACTION_COUNT=3`.
     public static let moto: (server: LocalServer, keys: Moto, directory: String) = {
         let directory = Self.directory
-        let server = try! LocalServer("moto_server", ["-H", "127.0.0.1", "-p", "{port}"],
+        let server = try! LocalServer(python: ["-m", "moto.server", "-H", "127.0.0.1", "-p", "{port}"],
                                       environment: ["INITIAL_NO_AUTH_ACTION_COUNT": "3"], log: directory + "/moto.log")
         let script = Self.script("moto_setup")
         let setup = try! SoftHSMFixture.run("/usr/bin/env", ["python3", script, server.base, "eu-central-1"])

@@ -1,6 +1,6 @@
 import Foundation
 
-/// A server the tests start on loopback (moto, drongo, the Key Vault fake): started once per
+/// A Python server the tests start on loopback (moto, drongo, the Key Vault fake): started once per
 /// test process on a free port, waited for with a plain TCP connect (an HTTP request could
 /// count as one of moto's unauthenticated calls), and stopped when the process exits.
 public final class LocalServer: @unchecked Sendable {
@@ -10,12 +10,20 @@ public final class LocalServer: @unchecked Sendable {
     private static let running = NSLock()
     nonisolated(unsafe) private static var all: [Process] = []
 
-    /// `arguments` may contain `{port}`, replaced by the chosen port.
-    public init(_ command: String, _ arguments: [String], environment: [String: String] = [:], log: String) throws {
+    /// The interpreter itself, not a wrapper (pyenv's shims are shell scripts that may fork):
+    /// the process the tests start is the one they stop.
+    public static let python: String = {
+        let found = try? SoftHSMFixture.run("/usr/bin/env", ["python3", "-c", "import sys; print(sys.executable)"])
+        return found.map { $0.output.trimmingCharacters(in: .whitespacesAndNewlines) }.flatMap { $0.isEmpty ? nil : $0 } ?? "/usr/bin/python3"
+    }()
+
+    /// Runs `python3` (the real interpreter) with `arguments`, which may contain `{port}`,
+    /// replaced by the chosen port.
+    public init(python arguments: [String], environment: [String: String] = [:], log: String) throws {
         port = try Self.freePort()
         process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [command] + arguments.map { $0.replacingOccurrences(of: "{port}", with: String(port)) }
+        process.executableURL = URL(fileURLWithPath: Self.python)
+        process.arguments = arguments.map { $0.replacingOccurrences(of: "{port}", with: String(port)) }
         var env = ProcessInfo.processInfo.environment
         for (key, value) in environment { env[key] = value }
         process.environment = env
@@ -32,14 +40,16 @@ public final class LocalServer: @unchecked Sendable {
         while !Self.accepts(port) {
             guard process.isRunning, Date() < deadline else {
                 stop()
-                throw SoftHSMFixture.FixtureError(message: "\(command) did not start on port \(port); see \(log)")
+                throw SoftHSMFixture.FixtureError(message: "\(arguments.first ?? "python3") did not start on port \(port); see \(log)")
             }
             usleep(100_000)
         }
     }
 
+    /// SIGKILL: these stand-ins keep nothing worth a graceful stop. No `waitUntilExit`, which
+    /// can wait forever when called from a task; Foundation reaps the process.
     public func stop() {
-        if process.isRunning { process.terminate(); process.waitUntilExit() }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
 
     static func stopAll() {
