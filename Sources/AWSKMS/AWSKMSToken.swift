@@ -41,8 +41,7 @@ public final class AWSKMSToken: ContextBindingKeystore, Sendable {
     let endpoint: String
     let host: String
     let transport: HTTPTransport
-    /// The last call's outcome: the token's health without a request per dashboard refresh.
-    let lastError = NIOLockedValueBox<KeystoreError?>(nil)
+    let health = KeystoreHealth()
     public static let mechanism = "AWS_KMS_SYMMETRIC_DEFAULT"
 
     public init(name: String, configuration: Configuration) throws {
@@ -81,17 +80,8 @@ public final class AWSKMSToken: ContextBindingKeystore, Sendable {
     // MARK: Token
 
     public func status() async -> TokenStatus {
-        var state = TokenStatus.State.available
-        var reason: String?
-        do { _ = try credentials() } catch let error as KeystoreError {
-            (state, reason) = (.loginRefused, error.reason)
-        } catch {}
-        if state == .available, let error = lastError.withLockedValue({ $0 }) {
-            state = error.code == .permissionDenied ? .loginRefused : .unavailable
-            reason = "the last call failed: \(error.reason)"
-        }
-        return TokenStatus(name: name, provider: .awsKMS, state: state, reason: reason, label: configuration.region,
-                           serial: nil, manufacturer: "Amazon Web Services", model: "AWS KMS", wrapMechanisms: [Self.mechanism])
+        health.status(name: name, provider: .awsKMS, credentials: { _ = try credentials() }, label: configuration.region,
+                      manufacturer: "Amazon Web Services", model: "AWS KMS", mechanisms: [Self.mechanism])
     }
 
     public func wrap(_ key: SecretBytes, with kek: KeyReference, context: [String: String]) async throws -> WrappedKey {
@@ -193,32 +183,14 @@ public final class AWSKMSToken: ContextBindingKeystore, Sendable {
         probe.pass("key_type", "SYMMETRIC_DEFAULT")
         probe.mechanism = Self.mechanism
 
-        let test = SecretBytes.random(count: 32)
-        probe.pass("test_key", "random 32-byte test key made in memory (never stored)")
         let context = ["openkcm:probe": UUID().uuidString.lowercased()]
-        var step = "wrap"
-        do {
-            let wrapped = try await wrap(test, with: key, context: context)
-            probe.pass("wrap", "Encrypt with an encryption context (\(wrapped.blob.count)-byte blob)")
-            step = "unwrap"
-            let unwrapped = try await unwrap(wrapped, with: key, context: context)
-            probe.pass("unwrap", "Decrypt with the same context")
-            guard unwrapped.isEqual(to: test) else {
-                return probe.failed("compare", KeystoreError(.internal, "the decrypted test key differs from the original"))
-            }
-            probe.pass("compare", "the decrypted test key equals the original")
-            step = "context"
-            do {
-                _ = try await unwrap(wrapped, with: key, context: ["openkcm:probe": "another"])
-                return probe.failed("context", KeystoreError(.unsupported, "Decrypt accepted another encryption context: the binding to tenant and L2Ref would not hold"))
-            } catch let error as KeystoreError where error.code == .invalidInput {
-                probe.pass("context", "Decrypt with another encryption context is refused")
-            }
-        } catch let error as KeystoreError {
-            return probe.failed(step, error)
-        } catch { return probe.failed("operation", KeystoreError(.internal, "\(type(of: error))")) }
-        probe.pass("cleanup", "nothing was created in KMS; the test key was wiped")
-        return probe.passed()
+        return await probe.roundTrip(
+            wrapped: { "Encrypt with an encryption context (\($0.blob.count)-byte blob)" }, unwrapped: "Decrypt with the same context",
+            wrap: { try await self.wrap($0, with: key, context: context) }, unwrap: { try await self.unwrap($0, with: key, context: context) },
+            otherBinding: ("context", "Decrypt with another encryption context is refused",
+                           "Decrypt accepted another encryption context: the binding to tenant and L2Ref would not hold",
+                           { _ = try await self.unwrap($0, with: key, context: ["openkcm:probe": "another"]) }),
+            kms: "KMS")
     }
 
     static func stateError(_ state: String) -> KeystoreError {
@@ -246,13 +218,10 @@ public final class AWSKMSToken: ContextBindingKeystore, Sendable {
                 return CloudRequest(method: .POST, url: endpoint + "/", headers: signed.headers, body: body)
             }
             guard response.status == 200 else { throw Self.error(action, response) }
-            lastError.withLockedValue { $0 = nil }
+            health.succeeded()
             return response.json ?? [:]
         } catch let error as KeystoreError {
-            // Only failures that say something about the keystore, not about one key or blob.
-            if [.unavailable, .permissionDenied].contains(error.code), !error.reason.contains("key policy") {
-                lastError.withLockedValue { $0 = error }
-            }
+            health.failed(error, keystoreWide: [.unavailable, .permissionDenied].contains(error.code) && !error.reason.contains("key policy"))
             throw error
         }
     }

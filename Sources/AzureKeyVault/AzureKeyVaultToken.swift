@@ -50,8 +50,8 @@ public final class AzureKeyVaultToken: ContextBindingKeystore, VaultBound, Senda
     let authority: String
     let apiVersion: String
     let transport: HTTPTransport
-    let accessToken = NIOLockedValueBox<(token: String, expires: Date)?>(nil)
-    let lastError = NIOLockedValueBox<KeystoreError?>(nil)
+    let accessToken = BearerCache()
+    let health = KeystoreHealth()
 
     public init(name: String, configuration: Configuration) throws {
         self.name = name
@@ -82,38 +82,30 @@ public final class AzureKeyVaultToken: ContextBindingKeystore, VaultBound, Senda
     // MARK: OAuth2 (client credentials)
 
     func bearer() async throws -> String {
-        if let cached = accessToken.withLockedValue({ $0 }), cached.expires.timeIntervalSinceNow > 60 { return cached.token }
-        let resource = isManagedHSM ? "https://managedhsm.azure.net/.default" : "https://vault.azure.net/.default"
-        func encoded(_ text: String) -> String {
-            text.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? text
+        try await accessToken.token {
+            let resource = isManagedHSM ? "https://managedhsm.azure.net/.default" : "https://vault.azure.net/.default"
+            func encoded(_ text: String) -> String {
+                text.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? text
+            }
+            let form = "grant_type=client_credentials&client_id=\(encoded(configuration.clientID))&client_secret=\(encoded(try clientSecret()))&scope=\(encoded(resource))"
+            let url = "\(authority)/\(configuration.tenantID)/oauth2/v2.0/token"
+            let response = try await transport.send("the OAuth2 token request", throttled: { $0.status == 429 }) {
+                CloudRequest(method: .POST, url: url, headers: [("Content-Type", "application/x-www-form-urlencoded")], body: Array(form.utf8))
+            }
+            guard response.status == 200, let json = response.json, let token = json["access_token"] as? String else {
+                let code = (response.json?["error"] as? String) ?? "HTTP \(response.status)"
+                let reason = code == "invalid_client" ? "the client secret is wrong or expired" : code == "unauthorized_client" ? "the application is not known in this tenant" : code
+                throw KeystoreError(.permissionDenied, "Entra ID refused the application \(configuration.clientID): \(reason)", detail: "token endpoint: HTTP \(response.status) \(code)")
+            }
+            return (token, (json["expires_in"] as? Int) ?? 3600)
         }
-        let form = "grant_type=client_credentials&client_id=\(encoded(configuration.clientID))&client_secret=\(encoded(try clientSecret()))&scope=\(encoded(resource))"
-        let url = "\(authority)/\(configuration.tenantID)/oauth2/v2.0/token"
-        let response = try await transport.send("the OAuth2 token request", throttled: { $0.status == 429 }) {
-            CloudRequest(method: .POST, url: url, headers: [("Content-Type", "application/x-www-form-urlencoded")], body: Array(form.utf8))
-        }
-        guard response.status == 200, let json = response.json, let token = json["access_token"] as? String else {
-            let code = (response.json?["error"] as? String) ?? "HTTP \(response.status)"
-            let reason = code == "invalid_client" ? "the client secret is wrong or expired" : code == "unauthorized_client" ? "the application is not known in this tenant" : code
-            throw KeystoreError(.permissionDenied, "Entra ID refused the application \(configuration.clientID): \(reason)", detail: "token endpoint: HTTP \(response.status) \(code)")
-        }
-        let expires = Date().addingTimeInterval(Double((json["expires_in"] as? Int) ?? 3600))
-        accessToken.withLockedValue { $0 = (token, expires) }
-        return token
     }
 
     // MARK: Token
 
     public func status() async -> TokenStatus {
-        var state = TokenStatus.State.available
-        var reason: String?
-        do { _ = try clientSecret() } catch let error as KeystoreError { (state, reason) = (.loginRefused, error.reason) } catch {}
-        if state == .available, let error = lastError.withLockedValue({ $0 }) {
-            state = error.code == .permissionDenied ? .loginRefused : .unavailable
-            reason = "the last call failed: \(error.reason)"
-        }
-        return TokenStatus(name: name, provider: .azureKeyVault, state: state, reason: reason, label: vault, manufacturer: "Microsoft Azure",
-                           model: isManagedHSM ? "Managed HSM" : "Key Vault", wrapMechanisms: [isManagedHSM ? "A256KW" : "RSA-OAEP-256"])
+        health.status(name: name, provider: .azureKeyVault, credentials: { _ = try clientSecret() }, label: vault, manufacturer: "Microsoft Azure",
+                      model: isManagedHSM ? "Managed HSM" : "Key Vault", mechanisms: [isManagedHSM ? "A256KW" : "RSA-OAEP-256"])
     }
 
     func keyURI(_ key: KeyReference) throws -> AzureKeyURI {
@@ -220,20 +212,11 @@ public final class AzureKeyVaultToken: ContextBindingKeystore, VaultBound, Senda
         }
         probe.pass("key_type", keyType)
         probe.mechanism = isManagedHSM ? "A256KW" : "RSA-OAEP-256"
-        let test = SecretBytes.random(count: 32)
-        probe.pass("test_key", "random 32-byte test key made in memory (never stored)")
-        var step = "wrap"
-        do {
-            let wrapped = try await wrap(test, with: key)
-            probe.pass("wrap", "wrapkey \(wrapped.mechanism) (\(wrapped.blob.count)-byte blob)")
-            step = "unwrap"
-            let unwrapped = try await unwrap(wrapped, with: key)
-            probe.pass("unwrap", "unwrapkey with the same key version")
-            guard unwrapped.isEqual(to: test) else { return probe.failed("compare", KeystoreError(.internal, "the unwrapped test key differs from the original")) }
-            probe.pass("compare", "the unwrapped test key equals the original")
-        } catch let error as KeystoreError { return probe.failed(step, error) } catch { return probe.failed("operation", .init(.internal, "\(type(of: error))")) }
-        probe.pass("cleanup", "nothing was created in the vault; the test key was wiped")
-        return probe.passed()
+        // RSA-OAEP-256 and A256KW take no associated data: no binding to check here.
+        return await probe.roundTrip(
+            wrapped: { "wrapkey \($0.mechanism) (\($0.blob.count)-byte blob)" }, unwrapped: "unwrapkey with the same key version",
+            wrap: { try await self.wrap($0, with: key) }, unwrap: { try await self.unwrap($0, with: key) },
+            otherBinding: nil, kms: "the vault")
     }
 
     // MARK: Calls
@@ -247,15 +230,13 @@ public final class AzureKeyVaultToken: ContextBindingKeystore, VaultBound, Senda
                              headers: [("Authorization", "Bearer \(token)"), ("Content-Type", "application/json")], body: payload)
             }
             guard response.status == 200 else { throw Self.error(what, response) }
-            lastError.withLockedValue { $0 = nil }
+            health.succeeded()
             return response.json ?? [:]
         } catch let error as KeystoreError {
-            if error.code == .unavailable || response401(error) { lastError.withLockedValue { $0 = error } }
+            health.failed(error, keystoreWide: error.code == .unavailable || (error.detail?.contains("HTTP 401") ?? false))
             throw error
         }
     }
-
-    private func response401(_ error: KeystoreError) -> Bool { error.detail?.contains("HTTP 401") ?? false }
 
     /// Key Vault's error codes in words an administrator can act on.
     public static func error(_ what: String, _ response: CloudResponse) -> KeystoreError {

@@ -47,8 +47,8 @@ public final class GCPKMSToken: ContextBindingKeystore, Sendable {
     public let configuration: Configuration
     let endpoint: String
     let transport: HTTPTransport
-    let accessToken = NIOLockedValueBox<(token: String, expires: Date)?>(nil)
-    let lastError = NIOLockedValueBox<KeystoreError?>(nil)
+    let accessToken = BearerCache()
+    let health = KeystoreHealth()
     public static let mechanism = "GOOGLE_SYMMETRIC_ENCRYPTION"
     static let scope = "https://www.googleapis.com/auth/cloudkms"
 
@@ -95,44 +95,34 @@ public final class GCPKMSToken: ContextBindingKeystore, Sendable {
 
     /// A cached access token, renewed a minute before it expires.
     func bearer() async throws -> String {
-        if let cached = accessToken.withLockedValue({ $0 }), cached.expires.timeIntervalSinceNow > 60 { return cached.token }
-        let account = try serviceAccount()
-        let now = Int(Date().timeIntervalSince1970)
-        var header: [String: Any] = ["alg": "RS256", "typ": "JWT"]
-        if let kid = account.keyID { header["kid"] = kid }
-        let claims: [String: Any] = ["iss": account.email, "scope": Self.scope, "aud": account.tokenURI, "iat": now, "exp": now + 3600]
-        let signingInput = try [header, claims].map { try JSONSerialization.data(withJSONObject: $0, options: [.sortedKeys]).base64URLEncoded }
-            .joined(separator: ".")
-        let signature = try account.privateKey.signature(for: Data(signingInput.utf8), padding: .insecurePKCS1v1_5)
-        let assertion = signingInput + "." + signature.rawRepresentation.base64URLEncoded
-        let form = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=\(assertion)"
-        let response = try await transport.send("the OAuth2 token request", throttled: { $0.status == 429 }) {
-            CloudRequest(method: .POST, url: account.tokenURI, headers: [("Content-Type", "application/x-www-form-urlencoded")], body: Array(form.utf8))
+        try await accessToken.token {
+            let account = try serviceAccount()
+            let now = Int(Date().timeIntervalSince1970)
+            var header: [String: Any] = ["alg": "RS256", "typ": "JWT"]
+            if let kid = account.keyID { header["kid"] = kid }
+            let claims: [String: Any] = ["iss": account.email, "scope": Self.scope, "aud": account.tokenURI, "iat": now, "exp": now + 3600]
+            let signingInput = try [header, claims].map { try JSONSerialization.data(withJSONObject: $0, options: [.sortedKeys]).base64URLEncoded }
+                .joined(separator: ".")
+            let signature = try account.privateKey.signature(for: Data(signingInput.utf8), padding: .insecurePKCS1v1_5)
+            let assertion = signingInput + "." + signature.rawRepresentation.base64URLEncoded
+            let form = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=\(assertion)"
+            let response = try await transport.send("the OAuth2 token request", throttled: { $0.status == 429 }) {
+                CloudRequest(method: .POST, url: account.tokenURI, headers: [("Content-Type", "application/x-www-form-urlencoded")], body: Array(form.utf8))
+            }
+            guard response.status == 200, let json = response.json, let token = json["access_token"] as? String else {
+                let reason = (response.json?["error_description"] as? String) ?? (response.json?["error"] as? String) ?? "HTTP \(response.status)"
+                throw KeystoreError(.permissionDenied, "the token endpoint refused the service account \(account.email): \(reason)",
+                                    detail: "token endpoint: HTTP \(response.status)")
+            }
+            return (token, (json["expires_in"] as? Int) ?? 3600)
         }
-        guard response.status == 200, let json = response.json, let token = json["access_token"] as? String else {
-            let reason = (response.json?["error_description"] as? String) ?? (response.json?["error"] as? String) ?? "HTTP \(response.status)"
-            throw KeystoreError(.permissionDenied, "the token endpoint refused the service account \(account.email): \(reason)",
-                                detail: "token endpoint: HTTP \(response.status)")
-        }
-        let expires = Date().addingTimeInterval(Double((json["expires_in"] as? Int) ?? 3600))
-        accessToken.withLockedValue { $0 = (token, expires) }
-        return token
     }
 
     // MARK: Token
 
     public func status() async -> TokenStatus {
-        var state = TokenStatus.State.available
-        var reason: String?
-        do { _ = try serviceAccount() } catch let error as KeystoreError {
-            (state, reason) = (.loginRefused, error.reason)
-        } catch {}
-        if state == .available, let error = lastError.withLockedValue({ $0 }) {
-            state = error.code == .permissionDenied ? .loginRefused : .unavailable
-            reason = "the last call failed: \(error.reason)"
-        }
-        return TokenStatus(name: name, provider: .gcpKMS, state: state, reason: reason, label: configuration.project,
-                           manufacturer: "Google Cloud", model: "Cloud KMS", wrapMechanisms: [Self.mechanism])
+        health.status(name: name, provider: .gcpKMS, credentials: { _ = try serviceAccount() }, label: configuration.project,
+                      manufacturer: "Google Cloud", model: "Cloud KMS", mechanisms: [Self.mechanism])
     }
 
     func keyName(_ key: KeyReference) throws -> GCPKeyName {
@@ -240,30 +230,15 @@ public final class GCPKMSToken: ContextBindingKeystore, Sendable {
         }
         probe.pass("key_type", "\(algorithm), protection level \(primary["protectionLevel"] as? String ?? "?")")
         probe.mechanism = Self.mechanism
-        let test = SecretBytes.random(count: 32)
-        probe.pass("test_key", "random 32-byte test key made in memory (never stored)")
         let aad = Array("openkcm/probe|\(UUID().uuidString)".utf8)
-        var step = "wrap"
-        do {
-            let wrapped = try await encrypt(test, with: key, aad: aad)
-            probe.pass("wrap", "encrypt with AAD, CRC32C verified both ways (\(wrapped.blob.count)-byte ciphertext)")
-            step = "unwrap"
-            let unwrapped = try await decrypt(wrapped, with: key, aad: aad)
-            probe.pass("unwrap", "decrypt with the same AAD, CRC32C verified")
-            guard unwrapped.isEqual(to: test) else {
-                return probe.failed("compare", KeystoreError(.internal, "the decrypted test key differs from the original"))
-            }
-            probe.pass("compare", "the decrypted test key equals the original")
-            step = "context"
-            do {
-                _ = try await decrypt(wrapped, with: key, aad: Array("another".utf8))
-                return probe.failed("context", KeystoreError(.unsupported, "decrypt accepted other AAD: the binding to tenant and L2Ref would not hold"))
-            } catch let error as KeystoreError where error.code == .invalidInput {
-                probe.pass("context", "decrypt with other AAD is refused")
-            }
-        } catch let error as KeystoreError { return probe.failed(step, error) } catch { return probe.failed("operation", .init(.internal, "\(type(of: error))")) }
-        probe.pass("cleanup", "nothing was created in Cloud KMS; the test key was wiped")
-        return probe.passed()
+        return await probe.roundTrip(
+            wrapped: { "encrypt with AAD, CRC32C verified both ways (\($0.blob.count)-byte ciphertext)" },
+            unwrapped: "decrypt with the same AAD, CRC32C verified",
+            wrap: { try await self.encrypt($0, with: key, aad: aad) }, unwrap: { try await self.decrypt($0, with: key, aad: aad) },
+            otherBinding: ("context", "decrypt with other AAD is refused",
+                           "decrypt accepted other AAD: the binding to tenant and L2Ref would not hold",
+                           { _ = try await self.decrypt($0, with: key, aad: Array("another".utf8)) }),
+            kms: "Cloud KMS")
     }
 
     // MARK: Calls
@@ -277,10 +252,10 @@ public final class GCPKMSToken: ContextBindingKeystore, Sendable {
                              headers: [("Authorization", "Bearer \(token)"), ("Content-Type", "application/json")], body: payload)
             }
             guard response.status == 200 else { throw Self.error(what, response) }
-            lastError.withLockedValue { $0 = nil }
+            health.succeeded()
             return response.json ?? [:]
         } catch let error as KeystoreError {
-            if error.code == .unavailable || (error.code == .permissionDenied && error.reason.contains("token")) { lastError.withLockedValue { $0 = error } }
+            health.failed(error, keystoreWide: error.code == .unavailable || (error.code == .permissionDenied && error.reason.contains("token")))
             throw error
         }
     }
