@@ -55,11 +55,7 @@ public final class AWSKMSToken: ContextBindingKeystore, Sendable {
             throw KeystoreError(.invalidInput, "the AWS KMS endpoint has no host")
         }
         self.host = host + (components.port.map { ":\($0)" } ?? "")
-        let timeout = configuration.timeoutMilliseconds ?? 250
-        guard (10...60_000).contains(timeout), (1...10).contains(configuration.maxAttempts ?? 4) else {
-            throw KeystoreError(.invalidInput, "timeoutMilliseconds is 10-60000 and maxAttempts 1-10")
-        }
-        transport = HTTPTransport(provider: .awsKMS, timeout: .milliseconds(timeout), retry: RetryPolicy(maxAttempts: configuration.maxAttempts ?? 4))
+        transport = try HTTPTransport(provider: .awsKMS, timeoutMilliseconds: configuration.timeoutMilliseconds, maxAttempts: configuration.maxAttempts)
         _ = try credentials()
     }
 

@@ -65,11 +65,7 @@ public final class AzureKeyVaultToken: ContextBindingKeystore, VaultBound, Senda
               configuration.clientID.range(of: #"^[A-Za-z0-9-]{1,100}$"#, options: .regularExpression) != nil else {
             throw KeystoreError(.invalidInput, "tenantID and clientID must be ids (letters, digits, '-')")
         }
-        let timeout = configuration.timeoutMilliseconds ?? 250
-        guard (10...60_000).contains(timeout), (1...10).contains(configuration.maxAttempts ?? 4) else {
-            throw KeystoreError(.invalidInput, "timeoutMilliseconds is 10-60000 and maxAttempts 1-10")
-        }
-        transport = HTTPTransport(provider: .azureKeyVault, timeout: .milliseconds(timeout), retry: RetryPolicy(maxAttempts: configuration.maxAttempts ?? 4))
+        transport = try HTTPTransport(provider: .azureKeyVault, timeoutMilliseconds: configuration.timeoutMilliseconds, maxAttempts: configuration.maxAttempts)
         _ = try clientSecret()
     }
 

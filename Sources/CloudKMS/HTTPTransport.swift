@@ -78,6 +78,15 @@ public struct HTTPTransport: Sendable {
         self.client = client
     }
 
+    /// From a keystore's settings: 250 ms and 4 attempts unless set (10–60000 ms, 1–10).
+    public init(provider: Provider, timeoutMilliseconds: Int?, maxAttempts: Int?) throws {
+        let timeout = timeoutMilliseconds ?? 250, attempts = maxAttempts ?? 4
+        guard (10...60_000).contains(timeout), (1...10).contains(attempts) else {
+            throw KeystoreError(.invalidInput, "timeoutMilliseconds is 10-60000 and maxAttempts 1-10")
+        }
+        self.init(provider: provider, timeout: .milliseconds(timeout), retry: RetryPolicy(maxAttempts: attempts))
+    }
+
     /// Sends what `make` builds; when `throttled` says the answer is throttling, waits and
     /// tries again, up to `retry.maxAttempts`. Other answers, errors included, are returned
     /// for the driver to translate.

@@ -59,11 +59,7 @@ public final class GCPKMSToken: ContextBindingKeystore, Sendable {
         self.name = name
         self.configuration = configuration
         endpoint = try checkedEndpoint(configuration.endpoint ?? "https://cloudkms.googleapis.com", what: "the Cloud KMS endpoint")
-        let timeout = configuration.timeoutMilliseconds ?? 250
-        guard (10...60_000).contains(timeout), (1...10).contains(configuration.maxAttempts ?? 4) else {
-            throw KeystoreError(.invalidInput, "timeoutMilliseconds is 10-60000 and maxAttempts 1-10")
-        }
-        transport = HTTPTransport(provider: .gcpKMS, timeout: .milliseconds(timeout), retry: RetryPolicy(maxAttempts: configuration.maxAttempts ?? 4))
+        transport = try HTTPTransport(provider: .gcpKMS, timeoutMilliseconds: configuration.timeoutMilliseconds, maxAttempts: configuration.maxAttempts)
         _ = try serviceAccount()
     }
 
