@@ -66,13 +66,13 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
                 return .init(id: id, profile: profile, token: try await pkcs11.token(profile: profile))
             case .awsKMS:
                 let aws = self.aws!
-                return .init(id: id, description: "AWS KMS \(aws.region)", token: try AWSKMSToken(name: id, configuration: aws))
+                return .init(id: id, description: "region \(aws.region)", token: try AWSKMSToken(name: id, configuration: aws))
             case .gcpKMS:
                 let gcp = self.gcp!
-                return .init(id: id, description: "Cloud KMS project \(gcp.project)", token: try GCPKMSToken(name: id, configuration: gcp))
+                return .init(id: id, description: "project \(gcp.project)", token: try GCPKMSToken(name: id, configuration: gcp))
             case .azureKeyVault:
                 let azure = self.azure!
-                return .init(id: id, description: "Key Vault \(azure.vault)", token: try AzureKeyVaultToken(name: id, configuration: azure))
+                return .init(id: id, description: azure.vault, token: try AzureKeyVaultToken(name: id, configuration: azure))
             }
         }
 
