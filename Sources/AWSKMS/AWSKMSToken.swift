@@ -148,9 +148,9 @@ public final class AWSKMSToken: ContextBindingKeystore, Sendable {
             probe.pass("key_reference", "\(reference.form.rawValue) \(reference.keyID)")
             _ = try credentials()
             probe.pass("credentials", "credentials read (access key id and secret)")
-        } catch let error as KeystoreError {
+        } catch {
             return probe.failed(probe.checks.isEmpty ? "key_reference" : "credentials", error)
-        } catch { return probe.failed("operation", KeystoreError(.internal, "\(type(of: error))")) }
+        }
 
         let metadata: [String: Any]
         do {
@@ -158,9 +158,9 @@ public final class AWSKMSToken: ContextBindingKeystore, Sendable {
             guard let found = answer["KeyMetadata"] as? [String: Any] else { throw KeystoreError(.internal, "DescribeKey answered without KeyMetadata") }
             metadata = found
             probe.pass("key_found", "found \(found["Arn"] as? String ?? reference.keyID)")
-        } catch let error as KeystoreError {
+        } catch {
             return probe.failed("key_found", error)
-        } catch { return probe.failed("operation", KeystoreError(.internal, "\(type(of: error))")) }
+        }
 
         let state = metadata["KeyState"] as? String ?? ((metadata["Enabled"] as? Bool ?? false) ? "Enabled" : "Disabled")
         guard state == "Enabled", metadata["Enabled"] as? Bool ?? true else {

@@ -174,16 +174,16 @@ public final class AzureKeyVaultToken: ContextBindingKeystore, VaultBound, Senda
         do {
             uri = try keyURI(key)
             probe.pass("key_reference", "key \(uri.name)" + (uri.version.map { " version \($0)" } ?? " (current version)") + " in \(vault)")
-        } catch let error as KeystoreError { return probe.failed("key_reference", error) } catch { return probe.failed("operation", .init(.internal, "\(error)")) }
+        } catch { return probe.failed("key_reference", error) }
         do {
             _ = try await bearer()
             probe.pass("credentials", "an access token for application \(configuration.clientID)")
-        } catch let error as KeystoreError { return probe.failed("credentials", error) } catch { return probe.failed("operation", .init(.internal, "\(type(of: error))")) }
+        } catch { return probe.failed("credentials", error) }
         let bundle: [String: Any]
         do {
             bundle = try await call("get", path(uri, version: nil), nil)
             probe.pass("key_found", "found \((bundle["key"] as? [String: Any])?["kid"] as? String ?? uri.description)")
-        } catch let error as KeystoreError { return probe.failed("key_found", error) } catch { return probe.failed("operation", .init(.internal, "\(type(of: error))")) }
+        } catch { return probe.failed("key_found", error) }
         let attributes = bundle["attributes"] as? [String: Any] ?? [:]
         let jwk = bundle["key"] as? [String: Any] ?? [:]
         guard attributes["enabled"] as? Bool ?? false else {

@@ -30,6 +30,8 @@ public struct APIError: Error, Sendable {
         switch error {
         case let error as APIError:
             return error
+        case let failure as SessionManager.Failure:
+            return APIError(failure)
         case let error as RegistryError:
             switch error.code {
             case .notFound: return APIError(.notFound, code: "not_found", error.message)

@@ -82,6 +82,7 @@ extension Gateway {
     static func auditCode(_ error: any Error) -> String {
         switch error {
         case let error as APIError: error.code
+        case let failure as SessionManager.Failure: failure.code.rawValue
         case let error as KeystoreError: error.code.rawValue
         case let error as RegistryError: error.code.rawValue
         case let error as AuditError: "audit_\(error.code.rawValue)"

@@ -230,6 +230,13 @@ public struct ProbeBuilder: Sendable {
                            failure: .init(code: error.code, reason: error.reason, detail: error.detail))
     }
 
+    /// The report of a probe that failed at `name`; an error from outside the KSI is reported
+    /// as an unexpected `operation` failure, by type only.
+    public func failed(_ name: String, _ error: any Error) -> ProbeReport {
+        if let error = error as? KeystoreError { return failed(name, error) }
+        return failed("operation", KeystoreError(.internal, "unexpected \(type(of: error))"))
+    }
+
     public func passed() -> ProbeReport {
         ProbeReport(key: key, token: token, provider: provider, passed: true, mechanism: mechanism,
                     latencyMilliseconds: milliseconds(since: start), checks: checks, failure: nil)

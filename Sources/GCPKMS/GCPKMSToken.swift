@@ -197,16 +197,16 @@ public final class GCPKMSToken: ContextBindingKeystore, Sendable {
         do {
             keyName = try self.keyName(key)
             probe.pass("key_reference", "CryptoKey \(keyName.cryptoKey) in key ring \(keyName.keyRing), \(keyName.location)")
-        } catch let error as KeystoreError { return probe.failed("key_reference", error) } catch { return probe.failed("operation", .init(.internal, "\(error)")) }
+        } catch { return probe.failed("key_reference", error) }
         do {
             _ = try await bearer()
             probe.pass("credentials", "an access token for the service account")
-        } catch let error as KeystoreError { return probe.failed("credentials", error) } catch { return probe.failed("operation", .init(.internal, "\(type(of: error))")) }
+        } catch { return probe.failed("credentials", error) }
         let cryptoKey: [String: Any]
         do {
             cryptoKey = try await call("get", keyName.description, nil)
             probe.pass("key_found", "found \(keyName.description)")
-        } catch let error as KeystoreError { return probe.failed("key_found", error) } catch { return probe.failed("operation", .init(.internal, "\(type(of: error))")) }
+        } catch { return probe.failed("key_found", error) }
         let primary = cryptoKey["primary"] as? [String: Any] ?? [:]
         let state = primary["state"] as? String ?? "none"
         guard state == "ENABLED" else {

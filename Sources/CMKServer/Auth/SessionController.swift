@@ -79,19 +79,13 @@ struct SessionController {
 
     @Sendable func login(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let input = try await body(LoginRequest.self, request, context)
-        let login: SessionManager.Login
-        do {
-            login = try await sessions.login(username: input.username, password: input.password, totp: input.totp,
+        let login = try await sessions.login(username: input.username, password: input.password, totp: input.totp,
                                              clientAddress: context.clientAddress, requestID: context.id)
-        } catch let failure as SessionManager.Failure {
-            throw APIError(failure)
-        }
         var reply = try ManagementController.json(SessionResponse(
             username: login.account.username, role: login.account.role, tenants: login.account.tenants, authMethod: login.session.authMethod,
             session: login.session.id, csrfToken: login.csrfToken, expiresAt: login.session.expiresAt, stepUpFresh: true),
             status: .created, context: context)
         reply.headers[.setCookie] = sessionCookie(login.sessionToken, maxAge: sessions.settings.absoluteHours * 3600)
-        reply.headers[.cacheControl] = "no-store"
         return reply.response
     }
 
@@ -142,17 +136,11 @@ struct SessionController {
         let principal = try Self.principal(context)
         let input = try await body(CreateUserRequest.self, request, context)
         let created = try await gateway.recorded("user.create", target: input.username, context: context.audit) {
-            do {
-                return try await sessions.createAccount(username: input.username, password: input.password, role: input.role,
-                                                        tenants: input.tenants, createdBy: principal.name)
-            } catch let failure as SessionManager.Failure {
-                throw APIError(failure)
-            }
+            try await sessions.createAccount(username: input.username, password: input.password, role: input.role,
+                                             tenants: input.tenants, createdBy: principal.name)
         }
-        var reply = try ManagementController.json(userResponse(created.account, secret: created.totpSecret, uri: created.totpURI),
-                                                  status: .created, context: context)
-        reply.headers[.cacheControl] = "no-store"
-        return reply.response
+        return try ManagementController.json(userResponse(created.account, secret: created.totpSecret, uri: created.totpURI),
+                                             status: .created, context: context).response
     }
 
     @Sendable func listUsers(_ request: Request, context: CMKRequestContext) async throws -> Response {
@@ -183,16 +171,10 @@ struct SessionController {
         let principal = try Self.principal(context)
         let input = try await body(CreateTokenRequest.self, request, context)
         let created = try await gateway.recorded("token.create", target: input.name, context: context.audit) {
-            do {
-                return try await sessions.createToken(name: input.name, role: input.role, tenants: input.tenants,
-                                                      ttl: TimeInterval(input.ttlSeconds ?? 86_400), createdBy: principal.name)
-            } catch let failure as SessionManager.Failure {
-                throw APIError(failure)
-            }
+            try await sessions.createToken(name: input.name, role: input.role, tenants: input.tenants,
+                                           ttl: TimeInterval(input.ttlSeconds ?? 86_400), createdBy: principal.name)
         }
-        var reply = try ManagementController.json(tokenResponse(created.token, secret: created.secret), status: .created, context: context)
-        reply.headers[.cacheControl] = "no-store"
-        return reply.response
+        return try ManagementController.json(tokenResponse(created.token, secret: created.secret), status: .created, context: context).response
     }
 
     @Sendable func listTokens(_ request: Request, context: CMKRequestContext) async throws -> Response {
