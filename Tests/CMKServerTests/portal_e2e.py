@@ -36,6 +36,14 @@ def code(offset=0):
     return "%06d" % ((struct.unpack(">I", digest[o:o + 4])[0] & 0x7FFFFFFF) % 1000000)
 
 
+def step_margin(seconds=5):
+    """Waits into the next 30-second step when this one ends within `seconds`: the previous
+    step's code is accepted only until the current step ends, and typing takes time."""
+    left = 30 - time.time() % 30
+    if left < seconds:
+        time.sleep(left + 0.2)
+
+
 def http(method, url, body=None, bearer=None):
     headers = {"Content-Type": "application/json"}
     if bearer:
@@ -151,6 +159,7 @@ try:
     type_into("username", username)
     shot("01-login-wrong-code")
     # The previous step is within the skew window; it leaves the current step for the kill-switch.
+    step_margin()
     log_in(code(-1))
     wait.until(lambda d: by_id("dashboard").is_displayed())
     wait.until(lambda d: by_id("links-empty").is_displayed())
