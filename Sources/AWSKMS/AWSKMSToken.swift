@@ -125,6 +125,10 @@ public final class AWSKMSToken: ContextBindingKeystore, Sendable {
         try await unwrap(wrapped, with: kek, context: context.pairs)
     }
 
+    public func wrap(_ key: SecretBytes, with kek: KeyReference, context: BindingContext) async throws -> WrappedKey {
+        try await wrap(key, with: kek, context: context.pairs)
+    }
+
     func awsReference(_ key: KeyReference) throws -> AWSKeyReference {
         guard case .awsKMS(let reference) = key else { throw KeystoreError(.invalidInput, "not an AWS KMS key reference: \(key)") }
         if let region = reference.region, region != configuration.region {

@@ -164,6 +164,11 @@ public final class AzureKeyVaultToken: ContextBindingKeystore, VaultBound, Senda
         try await unwrap(wrapped, with: kek)
     }
 
+    /// Key Vault's algorithms take no associated data; the registry's sealed record binds instead.
+    public func wrap(_ key: SecretBytes, with kek: KeyReference, context: BindingContext) async throws -> WrappedKey {
+        try await wrap(key, with: kek)
+    }
+
     // MARK: Probe
 
     /// The key (enabled, not expired, wrapKey and unwrapKey allowed, an RSA or oct-HSM key),

@@ -56,6 +56,7 @@ public func buildRouter(gateway: Gateway, openAPI: ByteBuffer?,
     portal.registerFeed(on: api)
     ManagementController(gateway: gateway, idempotency: IdempotencyCache()).register(on: api)
     AuditController(audit: gateway.audit).register(on: api)
+    LifecycleController(gateway: gateway).register(on: api)
     let nodes = NodeController(gateway: gateway)
     nodes.registerAdministrative(on: api)
     nodes.registerNode(open: router.group("node/v1"),
@@ -76,6 +77,34 @@ struct ProbeScheduler: Service {
                 return
             }
             await gateway.probeAllLinked()
+        }
+    }
+}
+
+/// Runs scheduled crypto-shreds when they fall due.
+struct ShredService: Service {
+    let gateway: Gateway
+    let interval: Duration
+
+    func run() async throws {
+        await gateway.runDueShreds()
+        while !Task.isCancelledOrShuttingDown {
+            do { try await Task.sleep(for: interval) } catch { return }
+            await gateway.runDueShreds()
+        }
+    }
+}
+
+/// Runs rotation jobs: at start the ones a crash interrupted, then each new one.
+struct RotationService: Service {
+    let gateway: Gateway
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await gateway.runRotations()
+            for await _ in gateway.rotationWake.stream {
+                await gateway.runRotations()
+            }
         }
     }
 }
@@ -161,7 +190,9 @@ public func buildApplication(_ configuration: ServerConfiguration, openAPIPath: 
     if let settings = configuration.sessions.identityAssertion { assertions = try await IdentityAssertionVerifier(settings) }
     let openAPI = (openAPIPath.flatMap { FileManager.default.contents(atPath: $0) }).map { ByteBuffer(data: $0) }
     var services: [any Service] = [GatewayService(gateway: gateway), HeartbeatService(broadcaster: gateway.broadcaster, dashboard: gateway.dashboard),
-                                   AuditCheckpointService(audit: audit, interval: .seconds(configuration.audit.checkpointIntervalSeconds))]
+                                   AuditCheckpointService(audit: audit, interval: .seconds(configuration.audit.checkpointIntervalSeconds)),
+                                   ShredService(gateway: gateway, interval: .seconds(configuration.lifecycle.shredCheckSeconds)),
+                                   RotationService(gateway: gateway)]
     if configuration.probeIntervalSeconds > 0 {
         services.append(ProbeScheduler(gateway: gateway, interval: .seconds(configuration.probeIntervalSeconds)))
     }

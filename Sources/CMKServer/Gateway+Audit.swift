@@ -129,7 +129,7 @@ extension Gateway {
     /// reads it from the result.
     @discardableResult
     func recorded<T>(_ operation: String, tenant: String? = nil, keystore: String? = nil, key: String? = nil, target: String? = nil,
-                     resultTarget: ((T) -> String?)? = nil, context audit: AuditContext,
+                     details: [String: String] = [:], resultTarget: ((T) -> String?)? = nil, context audit: AuditContext,
                      _ action: () async throws -> T) async throws -> T {
         try auditReady()
         let start = ContinuousClock.now
@@ -138,7 +138,7 @@ extension Gateway {
                 actor: audit.actor, operation: operation, outcome: outcome, tenant: tenant, keystore: keystore,
                 keyReference: key.map { String($0.prefix(2048)) }, errorCode: errorCode, target: target,
                 requestID: audit.requestID, clientAddress: audit.clientAddress,
-                latencyMicros: (ContinuousClock.now - start).microseconds))
+                latencyMicros: (ContinuousClock.now - start).microseconds, details: details))
         }
         let result: T
         do {

@@ -32,16 +32,41 @@ extension Gateway {
 
     /// Issues a one-time enrolment token for a node of `region`, valid for `ttl`. Only its
     /// hash is stored; the token is returned once.
-    public func issueEnrolment(region: String, ttl: Duration, by context: AuditContext) async throws -> (token: String, enrolment: NodeEnrolment) {
+    /// `approval`: the approved request, when the policy gives node enrolment to more than one
+    /// person (`lifecycle.approvals.nodeEnrolment`); its lifetime, if it named one, wins.
+    public func issueEnrolment(region: String, ttl: Duration, approval approvalID: String? = nil, by principal: Principal? = nil,
+                               context: AuditContext) async throws -> (token: String, enrolment: NodeEnrolment) {
         try auditReady()
+        var approval: (id: String, by: String)?
+        var seconds = Double(ttl.components.seconds)
+        if let principal {
+            approval = try await checkApproval(approvalID, operation: .nodeEnrolment, target: region, by: principal)
+            if let approval, let parameters = try? CanonicalJSON.parse(Array(try await registry.approvalRequest(approval.id).parameters.utf8)),
+               let approved = parameters["ttlSeconds"]?.integerValue {
+                seconds = Double(approved)
+            }
+        }
         let token = SecretToken.make(prefix: "okne_")
-        let expiresAt = Date().addingTimeInterval(Double(ttl.components.seconds))
-        let enrolment = try await registry.createEnrolment(tokenHash: SecretToken.hash(token), region: region,
-                                                           expiresAt: expiresAt)
+        let expiresAt = Date().addingTimeInterval(seconds)
+        let enrolment: NodeEnrolment
+        do {
+            enrolment = try await registry.createEnrolment(tokenHash: SecretToken.hash(token), region: region, expiresAt: expiresAt,
+                                                           approval: approval)
+        } catch let error as RegistryError where error.code == .conflict {
+            throw APIError(.conflict, code: "approval_closed", error.message)
+        }
+        var details = ["region": region]
+        if let approval { details["approval"] = approval.id }
         _ = try await audit.append(AuditRecord(actor: context.actor, operation: "node.enrolment.create", outcome: .success,
                                                target: enrolment.id, requestID: context.requestID, clientAddress: context.clientAddress,
-                                               details: ["region": region]))
+                                               details: details))
         return (token, enrolment)
+    }
+
+    /// An enrolment token's lifetime: 60 s to a day.
+    static func enrolmentTTL(_ seconds: Int) throws -> Int {
+        guard (60...86_400).contains(seconds) else { throw APIError.badRequest("ttlSeconds must be between 60 and 86400") }
+        return seconds
     }
 
     /// Enrols a node: the token must be unused and unexpired, and `proof` must be the new
@@ -72,6 +97,8 @@ extension Gateway {
         public var tenant: String
         public var l2Ref: String
         public var link: String
+        /// The link's epoch: a node installs a key only of an epoch it has not seen revoked.
+        public var epoch: Int
         public var encapsulatedKey: Data
         public var ciphertext: Data
         public var leaseExpiresAt: Date
@@ -79,7 +106,9 @@ extension Gateway {
 
     /// Unwraps the tenant's L2 (the active binding, with the IVK version that made it) and
     /// seals it to the node's HPKE key; the plaintext lives only in wiped memory, for the
-    /// duration of this call. Refused (`key_revoked`) once the link is revoked or L2 locked.
+    /// duration of this call. Refused by the link's state — `key_revoked` (409, restorable),
+    /// `key_shred_scheduled` (409), `key_shredded` (410) — and `region_not_allowed` (403) for a
+    /// node of a region the tenant does not allow.
     public func unseal(tenantID: String, for node: Node, by context: AuditContext) async throws -> Unsealed {
         try auditReady()
         let start = ContinuousClock.now
@@ -91,12 +120,27 @@ extension Gateway {
                 latencyMicros: (ContinuousClock.now - start).microseconds, details: ["node": node.id]))
         }
         do {
-            _ = try await registry.tenant(tenantID)
+            let tenant = try await registry.tenant(tenantID)
+            guard tenant.allows(region: node.region) else {
+                throw APIError(.forbidden, code: "region_not_allowed",
+                               "tenant \(tenantID) does not allow region \(node.region) to unseal its key (allowed: \(tenant.allowedRegions?.joined(separator: ", ") ?? "all"))")
+            }
             let links = try await registry.links(tenantID: tenantID, limit: 500, after: nil).items
             guard let link = links.last(where: { $0.state != .pendingValidation }) else {
                 throw APIError.notFound("tenant \(tenantID) has no L1 link")
             }
-            guard link.state == .linked, let l2 = try await registry.l2Key(linkID: link.id), l2.state == .active,
+            switch link.state {
+            case .shredded:
+                throw APIError(.gone, code: "key_shredded", "the key of tenant \(tenantID) was shredded: data under it can never be decrypted again")
+            case .shredScheduled:
+                throw APIError(.conflict, code: "key_shred_scheduled",
+                               "the L1 link of tenant \(tenantID) is revoked and its key is to be shredded at \(rfc3339(link.shredAfter ?? Date()))")
+            case .revoked:
+                throw APIError(.conflict, code: "key_revoked", "the L1 link of tenant \(tenantID) is revoked: its keys cannot be unsealed until it is restored")
+            case .linked, .pendingValidation:
+                break
+            }
+            guard let l2 = try await registry.l2Key(linkID: link.id), l2.state == .active,
                   let binding = l2.activeBinding, let mechanism = l2.activeMechanism, let version = l2.activeIVKVersion else {
                 throw APIError(.conflict, code: "key_revoked", "the L1 link of tenant \(tenantID) is revoked: its keys can no longer be unsealed")
             }
@@ -113,12 +157,13 @@ extension Gateway {
             let expiresAt = Date().addingTimeInterval(Double(leaseDuration.components.seconds))
             leases.withLockedValue { $0[LeaseKey(node: node.id, tenant: tenantID)] = expiresAt }
             try await record(.success, nil)
-            return Unsealed(tenant: tenantID, l2Ref: l2.id, link: link.id, encapsulatedKey: sender.encapsulatedKey, ciphertext: ciphertext,
+            return Unsealed(tenant: tenantID, l2Ref: l2.id, link: link.id, epoch: link.epoch, encapsulatedKey: sender.encapsulatedKey, ciphertext: ciphertext,
                             leaseExpiresAt: expiresAt)
         } catch let error as AuditError {
             throw error
         } catch {
-            try await record(error is APIError && (error as! APIError).code == "key_revoked" ? .denied : .failure, Self.auditCode(error))
+            let denied = (error as? APIError).map { ["key_revoked", "key_shred_scheduled", "key_shredded", "region_not_allowed"].contains($0.code) } ?? false
+            try await record(denied ? .denied : .failure, Self.auditCode(error))
             throw error
         }
     }
@@ -174,6 +219,7 @@ extension Gateway {
 
     public struct RevocationProgress: Sendable {
         public var event: OutboxEvent
+        public var linkState: LinkState
         /// Nodes enrolled when the revocation happened: each must acknowledge.
         public var expected: [Node]
         public var acks: [NodeAck]
@@ -182,12 +228,12 @@ extension Gateway {
     }
 
     public func revocationProgress(tenantID: String, linkID: String) async throws -> RevocationProgress {
-        _ = try await registry.link(tenantID: tenantID, id: linkID)
+        let link = try await registry.link(tenantID: tenantID, id: linkID)
         guard let event = try await registry.revocationEvent(linkID: linkID) else {
             throw APIError(.notFound, code: "not_found", "link \(linkID) is not revoked")
         }
         let expected = try await registry.nodes().filter { $0.enrolledAt <= event.createdAt }
-        return RevocationProgress(event: event, expected: expected, acks: try await registry.acks(eventID: event.id),
+        return RevocationProgress(event: event, linkState: link.state, expected: expected, acks: try await registry.acks(eventID: event.id),
                                   exposureBound: worstCaseExposure(tenantID: tenantID))
     }
 }

@@ -68,9 +68,18 @@ public final class Gateway: Sendable {
     let ackRecorder: AckRecorder
     /// Open portal dashboards, woken on changes.
     let dashboard = DashboardFeed()
+    /// Approvals, the shred's waiting period.
+    public let lifecycle: LifecycleSettings
+    /// The IVK label prefix, for new IVK versions.
+    let ivkLabelPrefix: String
+    /// Wakes the rotation service when a job is started.
+    let rotationWake = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
 
     init(registry: Registry, keystores: [String: ConfiguredKeystore], platform: PKCS11Token, pkcs11: PKCS11Keystore,
-         audit: AuditLog, leaseDuration: Duration = .seconds(30), streamHeartbeat: Duration = .seconds(15), logger: Logger) {
+         audit: AuditLog, leaseDuration: Duration = .seconds(30), streamHeartbeat: Duration = .seconds(15),
+         lifecycle: LifecycleSettings = LifecycleSettings(), ivkLabelPrefix: String = "openkcm-ivk-", logger: Logger) {
+        self.lifecycle = lifecycle
+        self.ivkLabelPrefix = ivkLabelPrefix
         self.audit = audit
         self.broadcaster = EventBroadcaster(heartbeat: streamHeartbeat)
         self.leaseDuration = leaseDuration
@@ -94,8 +103,12 @@ public final class Gateway: Sendable {
         let platform = try await openPlatform(configuration, registry: registry, pkcs11: pkcs11, logger: logger)
         let gateway = Gateway(registry: registry, keystores: keystores, platform: platform, pkcs11: pkcs11, audit: audit,
                               leaseDuration: .seconds(configuration.leaseSeconds),
-                              streamHeartbeat: .seconds(configuration.streamHeartbeatSeconds), logger: logger)
+                              streamHeartbeat: .seconds(configuration.streamHeartbeatSeconds), lifecycle: configuration.lifecycle,
+                              ivkLabelPrefix: configuration.platform.ivkLabelPrefix, logger: logger)
         try await gateway.recoverRevocationRecords()
+        // A crash between a revocation (or a shred) and its fence leaves the overwritten pages
+        // in the write-ahead log: fence at every start.
+        await gateway.fence()
         return gateway
     }
 
@@ -181,8 +194,13 @@ public final class Gateway: Sendable {
         _ = try await registry.tenant(tenantID)
         let reference = try Self.keyReference(request.key, keystore: keystore)
         // Refuse before touching the HSM: the registry enforces it again in its transaction.
-        if try await registry.links(tenantID: tenantID, limit: 500, after: nil).items.contains(where: { $0.state != .revoked }) {
+        let links = try await registry.links(tenantID: tenantID, limit: 500, after: nil).items
+        if links.contains(where: { $0.state == .linked || $0.state == .pendingValidation }) {
             throw APIError(.conflict, code: "conflict", "tenant \(tenantID) already has an active L1 link; revoke it first")
+        }
+        if let restorable = links.first(where: { $0.state.isRestorable }) {
+            throw APIError(.conflict, code: "link_restorable",
+                           "tenant \(tenantID) has revoked link \(restorable.id), whose L2 (and the data under it) can be restored with L1: restore it (POST …/l1-links/\(restorable.id)/restore), or shred it before linking a new key")
         }
         return (L1Target(tenant: tenantID, keystore: keystore.id, key: reference), reference)
     }
@@ -294,12 +312,20 @@ public final class Gateway: Sendable {
 
     /// The sovereign binding as L1 wrapped it: opens the seal with the IVK version that made it.
     public func sovereignBinding(of l2: L2Key) async throws -> WrappedKey {
-        guard let version = try await registry.ivkVersions().first(where: { $0.version == l2.sovereignIVKVersion }) else {
-            throw APIError(.internalServerError, code: "internal", "IVK version \(l2.sovereignIVKVersion) is missing")
+        guard let sealed = l2.sovereignBinding, let mechanism = l2.sovereignMechanism, let ivkVersion = l2.sovereignIVKVersion else {
+            throw APIError(.gone, code: "link_shredded", "the L2 key \(l2.id) was shredded: its sovereign binding no longer exists")
         }
-        let blob = try await platform.open(Array(l2.sovereignBinding), with: try KeyReference(parsing: version.keyReference),
+        let blob = try await platform.open(Array(sealed), with: try await ivkReference(version: ivkVersion),
                                            aad: Self.sovereignAAD(tenantID: l2.tenantID, l2Ref: l2.id))
-        return WrappedKey(mechanism: l2.sovereignMechanism, blob: blob)
+        return WrappedKey(mechanism: mechanism, blob: blob)
+    }
+
+    /// The key of IVK version `version` on the platform token.
+    func ivkReference(version: Int) async throws -> KeyReference {
+        guard let found = try await registry.ivkVersions().first(where: { $0.version == version }) else {
+            throw APIError(.internalServerError, code: "internal", "IVK version \(version) is missing")
+        }
+        return try KeyReference(parsing: found.keyReference)
     }
 
     // MARK: Re-probe and kill-switch
@@ -308,9 +334,7 @@ public final class Gateway: Sendable {
     /// revoked link refuses.
     public func reprobe(tenantID: String, linkID: String, by context: AuditContext) async throws -> (L1Link, L2Key?) {
         let link = try await registry.link(tenantID: tenantID, id: linkID)
-        guard link.state != .revoked else {
-            throw APIError(.conflict, code: "link_revoked", "link \(linkID) is revoked and cannot be used; a new handshake restores access")
-        }
+        guard !link.state.isRevoked else { throw Self.notLive(link) }
         let keystore = try keystore(link.keystoreID)
         return try await keystore.run {
             let probed = try await probe(link, by: context)
@@ -345,7 +369,7 @@ public final class Gateway: Sendable {
         do {
             result = try await registry.revoke(tenantID: tenantID, linkID: linkID, expectedVersion: expectedVersion, at: Date())
         } catch let error as RegistryError where error.code == .conflict {
-            throw APIError(.conflict, code: "link_revoked", "link \(linkID) is already revoked")
+            throw APIError(.conflict, code: "link_revoked", error.message)
         }
         logger.notice("L1 link revoked", metadata: ["tenant": "\(tenantID)", "link": "\(linkID)", "event": "\(result.event.id)"])
         #if DEBUG
@@ -360,6 +384,9 @@ public final class Gateway: Sendable {
             recent[result.event.id] = result.event
         }
         broadcaster.notify([result.event])
+        // The dropped active binding is overwritten in the file already (secure_delete); the
+        // write-ahead log still holds the page before the change until it is checkpointed.
+        Task { await self.fence() }
         return result
     }
 

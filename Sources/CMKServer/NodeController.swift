@@ -14,6 +14,8 @@ struct NodeController {
     struct EnrolmentRequest: Codable, Sendable {
         var region: String
         var ttlSeconds: Int?
+        /// The approved request, when enrolments need more than one person.
+        var approval: String?
     }
 
     struct EnrolmentResponse: Codable, Sendable {
@@ -65,6 +67,8 @@ struct NodeController {
         var l2Ref: String
         /// The L1 link the key belongs to: a revocation event names it.
         var link: String
+        /// The link's epoch (+1 at each restore): a revocation event names the epoch it ends.
+        var epoch: Int
         var suite: String
         var encapsulatedKey: String
         var ciphertext: String
@@ -106,6 +110,9 @@ struct NodeController {
         var link: String
         var event: String
         var revokedAt: Date
+        /// The link's state now: `LINKED` again after a restore (this revocation was lifted),
+        /// `SHRED_SCHEDULED`, `SHREDDED`, or still `REVOKED`.
+        var linkState: String
         /// `REVOKED` while nodes are still to acknowledge, `LOCKED` once every node enrolled at
         /// the time of the revocation has sent a verified acknowledgement.
         var state: String
@@ -270,16 +277,16 @@ struct NodeController {
                                                    signingKey: node.signingKey.base64EncodedString())
         }
         let response = RevocationResponse(link: progress.event.linkID ?? "", event: progress.event.id, revokedAt: progress.event.createdAt,
-                                          state: progress.complete ? "LOCKED" : "REVOKED", nodes: nodes,
+                                          linkState: progress.linkState.rawValue, state: progress.complete ? "LOCKED" : "REVOKED", nodes: nodes,
                                           missing: nodes.filter { !$0.acknowledged }.map(\.node), exposureBound: progress.exposureBound)
         return try ManagementController.json(response, context: context).response
     }
 
     @Sendable func issueEnrolment(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let input = try await ManagementController.decode(EnrolmentRequest.self, request, context)
-        let ttl = input.ttlSeconds ?? 3600
-        guard (60...86_400).contains(ttl) else { throw APIError.badRequest("ttlSeconds must be between 60 and 86400") }
-        let (token, enrolment) = try await gateway.issueEnrolment(region: input.region, ttl: .seconds(ttl), by: context.audit)
+        let ttl = try Gateway.enrolmentTTL(input.ttlSeconds ?? 3600)
+        let (token, enrolment) = try await gateway.issueEnrolment(region: input.region, ttl: .seconds(ttl), approval: input.approval,
+                                                                  by: try SessionController.principal(context), context: context.audit)
         return try ManagementController.json(EnrolmentResponse(id: enrolment.id, region: enrolment.region, token: token,
                                                                expiresAt: enrolment.expiresAt), status: .created, context: context).response
     }
@@ -316,7 +323,7 @@ struct NodeController {
         let input = try await ManagementController.decode(UnsealRequest.self, request, context)
         let sealed = try await gateway.unseal(tenantID: input.tenant, for: node, by: context.audit)
         return try ManagementController.json(UnsealResponse(
-            tenant: sealed.tenant, l2Ref: sealed.l2Ref, link: sealed.link, suite: NodeProtocol.hpkeSuiteName,
+            tenant: sealed.tenant, l2Ref: sealed.l2Ref, link: sealed.link, epoch: sealed.epoch, suite: NodeProtocol.hpkeSuiteName,
             encapsulatedKey: sealed.encapsulatedKey.base64EncodedString(), ciphertext: sealed.ciphertext.base64EncodedString(),
             leaseExpiresAt: sealed.leaseExpiresAt, leaseSeconds: Int(gateway.leaseDuration.components.seconds)), context: context).response
     }

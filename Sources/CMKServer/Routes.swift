@@ -23,6 +23,11 @@ struct ManagementController {
         group.get("tenants/:tenant/l1-links/:link", use: getLink)
         group.post("tenants/:tenant/l1-links/:link/probe", use: reprobe)
         group.post("tenants/:tenant/l1-links/:link/revoke", use: revoke)
+        group.patch("tenants/:tenant", use: updateTenant)
+        group.post("tenants/:tenant/l1-links/:link/restore", use: restore)
+        group.post("tenants/:tenant/l1-links/:link/shred", use: scheduleShred)
+        group.delete("tenants/:tenant/l1-links/:link/shred", use: cancelShred)
+        group.post("tenants/:tenant/l1-links/:link/rotate", use: rotateLink)
     }
 
     // MARK: Tenants
@@ -39,7 +44,7 @@ struct ManagementController {
         try await idempotency.run(request, context: context) { body in
             let input = try Self.decode(CreateTenantRequest.self, from: body, context: context)
             let tenant = try await recorded("tenant.create", tenant: input.id, context: context) {
-                try await gateway.registry.createTenant(id: input.id, name: input.name)
+                try await gateway.registry.createTenant(id: input.id, name: input.name, allowedRegions: input.allowedRegions)
             }
             return try Self.json(TenantResponse(tenant), status: .created, etag: tenant.version, context: context)
         }
@@ -56,6 +61,19 @@ struct ManagementController {
             try await gateway.registry.deleteTenant(tenant, expectedVersion: try Self.ifMatch(request))
         }
         return Response(status: .noContent)
+    }
+
+    /// Changes the regions allowed to unseal the tenant's L2; nodes of a region no longer
+    /// allowed are told at once and drop the tenant's keys.
+    @Sendable func updateTenant(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let tenant = try context.parameters.require("tenant")
+        let input = try await Self.decode(UpdateTenantRequest.self, request, context)
+        let regions = input.allowedRegions?.joined(separator: ",") ?? "all"
+        let (updated, event) = try await recorded("tenant.regions", tenant: tenant, details: ["allowedRegions": regions], context: context) {
+            try await gateway.registry.setAllowedRegions(tenantID: tenant, input.allowedRegions, expectedVersion: try Self.ifMatch(request))
+        }
+        gateway.broadcaster.notify([event])
+        return try Self.json(TenantResponse(updated), etag: updated.version, context: context).response
     }
 
     // MARK: Keystores
@@ -140,13 +158,71 @@ struct ManagementController {
         }
     }
 
+    // MARK: Lifecycle
+
+    /// The way back from a revocation: the same L2, active again, with L1 (and approval).
+    @Sendable func restore(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        try await idempotency.run(request, context: context) { body in
+            let (tenant, link) = (try context.parameters.require("tenant"), try context.parameters.require("link"))
+            let input = body.readableBytes == 0 ? RestoreRequest() : try Self.decode(RestoreRequest.self, from: body, context: context)
+            let principal = try SessionController.principal(context)
+            let result = try await recorded("link.restore", tenant: tenant, target: { _ in link },
+                                            details: input.approval.map { ["approval": $0] } ?? [:], context: context) {
+                try await gateway.restore(tenantID: tenant, linkID: link, expectedVersion: try Self.ifMatch(request), approval: input.approval,
+                                          by: principal, context: context.audit)
+            }
+            let response = RevocationResponse(link: LinkResponse(result.link, l2: result.l2),
+                                              event: .init(id: result.event.id, type: result.event.type, createdAt: result.event.createdAt))
+            return try Self.json(response, etag: result.link.version, context: context)
+        }
+    }
+
+    @Sendable func scheduleShred(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        try await idempotency.run(request, context: context) { body in
+            let (tenant, link) = (try context.parameters.require("tenant"), try context.parameters.require("link"))
+            let input = body.readableBytes == 0 ? ShredRequest() : try Self.decode(ShredRequest.self, from: body, context: context)
+            let principal = try SessionController.principal(context)
+            var details: [String: String] = [:]
+            if let approval = input.approval { details["approval"] = approval }
+            let scheduled = try await recorded("link.shred.schedule", tenant: tenant, target: { _ in link }, details: details, context: context) {
+                try await gateway.scheduleShred(tenantID: tenant, linkID: link, waitingPeriodHours: input.waitingPeriodHours,
+                                                approval: input.approval, by: principal)
+            }
+            return try Self.json(LinkResponse(scheduled, l2: try await gateway.registry.l2Key(linkID: link)), status: .accepted,
+                                 etag: scheduled.version, context: context)
+        }
+    }
+
+    @Sendable func cancelShred(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let (tenant, link) = (try context.parameters.require("tenant"), try context.parameters.require("link"))
+        let cancelled = try await recorded("link.shred.cancel", tenant: tenant, target: { _ in link }, context: context) {
+            try await gateway.cancelShred(tenantID: tenant, linkID: link)
+        }
+        return try Self.json(LinkResponse(cancelled, l2: try await gateway.registry.l2Key(linkID: link)), etag: cancelled.version,
+                             context: context).response
+    }
+
+    /// L1 rotation of one link: the L2 re-wrapped under the new key, the L2 itself kept.
+    @Sendable func rotateLink(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        try await idempotency.run(request, context: context) { body in
+            let (tenant, link) = (try context.parameters.require("tenant"), try context.parameters.require("link"))
+            let input = try Self.decode(RotateLinkRequest.self, from: body, context: context)
+            let (rotated, l2) = try await recorded("link.rotate", tenant: tenant, keystore: input.keystore, key: input.key,
+                                                   target: { _ in link }, context: context) {
+                try await gateway.rotateLink(tenantID: tenant, linkID: link, toKeystore: input.keystore, toKey: input.key, by: context.audit)
+            }
+            return try Self.json(LinkResponse(rotated, l2: l2), etag: rotated.version, context: context)
+        }
+    }
+
     // MARK: Helpers
 
     @discardableResult
     func recorded<T>(_ operation: String, tenant: String?, keystore: String? = nil, key: String? = nil,
-                     target: ((T) -> String?)? = nil, context: CMKRequestContext,
+                     target: ((T) -> String?)? = nil, details: [String: String] = [:], context: CMKRequestContext,
                      _ action: () async throws -> T) async throws -> T {
-        try await gateway.recorded(operation, tenant: tenant, keystore: keystore, key: key, resultTarget: target, context: context.audit, action)
+        try await gateway.recorded(operation, tenant: tenant, keystore: keystore, key: key, target: target == nil ? nil : context.parameters.get("link"),
+                                   details: details, resultTarget: target, context: context.audit, action)
     }
 
     static func pagination(_ request: Request) throws -> (Int, String?) {

@@ -3,6 +3,7 @@ import AzureKeyVault
 import Foundation
 import GCPKMS
 import KSI
+import Registry
 
 /// `cmk serve`'s configuration: a JSON file (`--config`), then environment variables that
 /// override single values (`CMK_*`, for containers). Documented in `Docs/Configuration.md`.
@@ -185,6 +186,8 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     public var streamHeartbeatSeconds: Int = 15
     /// Administrators' sessions: expiry, bcrypt cost, lockout.
     public var sessions: SessionSettings = SessionSettings()
+    /// Four-eyes approvals, the crypto-shred's waiting period, rotations.
+    public var lifecycle: LifecycleSettings = LifecycleSettings()
 
     public init(host: String = "127.0.0.1", port: Int = 8080, database: String = "cmk.sqlite", keystores: [Keystore] = [],
                 platform: Platform, probeIntervalSeconds: Int = 60,
@@ -202,6 +205,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case host, port, database, keystores, platform, probeIntervalSeconds, logLevel, audit, leaseSeconds, sessions, streamHeartbeatSeconds
+        case lifecycle
     }
 
     public init(from decoder: any Decoder) throws {
@@ -217,11 +221,12 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         leaseSeconds = try container.decodeIfPresent(Int.self, forKey: .leaseSeconds) ?? 30
         sessions = try container.decodeIfPresent(SessionSettings.self, forKey: .sessions) ?? SessionSettings()
         streamHeartbeatSeconds = try container.decodeIfPresent(Int.self, forKey: .streamHeartbeatSeconds) ?? 15
+        lifecycle = try container.decodeIfPresent(LifecycleSettings.self, forKey: .lifecycle) ?? LifecycleSettings()
     }
 
     static let allowedKeys: Set<String> = ["host", "port", "database", "keystores", "platform",
                                            "probeIntervalSeconds", "logLevel", "audit", "leaseSeconds", "sessions",
-                                           "streamHeartbeatSeconds"]
+                                           "streamHeartbeatSeconds", "lifecycle"]
 
     /// Reads `path`, applies `CMK_*` overrides from `environment`, validates.
     public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ServerConfiguration {
@@ -237,6 +242,18 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         let unknown = Set(object.keys).subtracting(allowedKeys)
         guard unknown.isEmpty else {
             throw ConfigurationError("\(path) has unknown keys: \(unknown.sorted().joined(separator: ", "))")
+        }
+        if let lifecycle = object["lifecycle"] as? [String: Any] {
+            let unknownLifecycle = Set(lifecycle.keys).subtracting(LifecycleSettings.allowedKeys)
+            guard unknownLifecycle.isEmpty else {
+                throw ConfigurationError("\(path) has unknown keys in \"lifecycle\": \(unknownLifecycle.sorted().joined(separator: ", "))")
+            }
+            if let approvals = lifecycle["approvals"] as? [String: Any] {
+                let unknownApprovals = Set(approvals.keys).subtracting(LifecycleSettings.Approvals.allowedKeys)
+                guard unknownApprovals.isEmpty else {
+                    throw ConfigurationError("\(path) has unknown keys in \"lifecycle.approvals\": \(unknownApprovals.sorted().joined(separator: ", "))")
+                }
+            }
         }
         if let audit = object["audit"] as? [String: Any] {
             let allowed: Set<String> = ["database", "signingKey", "origin", "checkpointEvery", "checkpointIntervalSeconds", "witnessDirectory", "hsm"]
@@ -302,12 +319,91 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
               (1...100).contains(sessions.lockoutThreshold), (1...1440).contains(sessions.lockoutMinutes) else {
             throw ConfigurationError("sessions: idleMinutes 1-1440, absoluteHours 1-168, bcryptCost 4-31, lockoutThreshold 1-100, lockoutMinutes 1-1440")
         }
+        try lifecycle.validate()
         guard audit.checkpointEvery > 0, audit.checkpointIntervalSeconds > 0 else {
             throw ConfigurationError("audit.checkpointEvery and audit.checkpointIntervalSeconds must be positive")
         }
         guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel) else {
             throw ConfigurationError("logLevel must be one of trace, debug, info, notice, warning, error, critical")
         }
+    }
+}
+
+/// `lifecycle` in the configuration (Docs/Configuration.md, Docs/Authorization.md).
+public struct LifecycleSettings: Codable, Sendable, Equatable {
+    /// How many people an operation takes, the requester included (M of M-of-N; N is everyone
+    /// with the role). Revoking is always one person: the kill-switch is break-glass.
+    public struct Approvals: Codable, Sendable, Equatable {
+        public var revoke: Int = 1
+        public var restore: Int = 2
+        public var shred: Int = 2
+        public var nodeEnrolment: Int = 1
+
+        static let allowedKeys: Set<String> = ["revoke", "restore", "shred", "nodeEnrolment"]
+
+        public init() {}
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            revoke = try c.decodeIfPresent(Int.self, forKey: .revoke) ?? 1
+            restore = try c.decodeIfPresent(Int.self, forKey: .restore) ?? 2
+            shred = try c.decodeIfPresent(Int.self, forKey: .shred) ?? 2
+            nodeEnrolment = try c.decodeIfPresent(Int.self, forKey: .nodeEnrolment) ?? 1
+        }
+
+        public func people(for operation: ApprovalOperation) -> Int {
+            switch operation {
+            case .restore: restore
+            case .shred: shred
+            case .nodeEnrolment: nodeEnrolment
+            }
+        }
+    }
+
+    public var approvals = Approvals()
+    /// An approval request not carried out within this many minutes expires (5 min to 7 days).
+    public var approvalExpiryMinutes: Int = 1440
+    /// The shortest time between scheduling a crypto-shred and running it, during which it can be
+    /// cancelled (1 to 30 days; a request may ask for longer).
+    public var shredWaitingPeriodHours: Int = 168
+    /// How often due shreds are looked for.
+    public var shredCheckSeconds: Int = 60
+
+    static let allowedKeys: Set<String> = ["approvals", "approvalExpiryMinutes", "shredWaitingPeriodHours", "shredCheckSeconds"]
+
+    public init() {}
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        approvals = try c.decodeIfPresent(Approvals.self, forKey: .approvals) ?? Approvals()
+        approvalExpiryMinutes = try c.decodeIfPresent(Int.self, forKey: .approvalExpiryMinutes) ?? 1440
+        shredWaitingPeriodHours = try c.decodeIfPresent(Int.self, forKey: .shredWaitingPeriodHours) ?? 168
+        shredCheckSeconds = try c.decodeIfPresent(Int.self, forKey: .shredCheckSeconds) ?? 60
+    }
+
+    func validate() throws {
+        guard approvals.revoke == 1 else {
+            throw ConfigurationError("lifecycle.approvals.revoke must be 1: the kill-switch is one person's break-glass action, never held up for a second")
+        }
+        for (name, people) in [("restore", approvals.restore), ("shred", approvals.shred), ("nodeEnrolment", approvals.nodeEnrolment)] {
+            guard (1...9).contains(people) else { throw ConfigurationError("lifecycle.approvals.\(name) is 1-9 people (the requester included)") }
+        }
+        guard (5...10_080).contains(approvalExpiryMinutes) else { throw ConfigurationError("lifecycle.approvalExpiryMinutes must be between 5 and 10080") }
+        guard (24...720).contains(shredWaitingPeriodHours) else {
+            throw ConfigurationError("lifecycle.shredWaitingPeriodHours must be between 24 (one day) and 720 (30 days)")
+        }
+        guard (1...3600).contains(shredCheckSeconds) else { throw ConfigurationError("lifecycle.shredCheckSeconds must be between 1 and 3600") }
+    }
+
+    /// The waiting period in force. Debug builds (tests) may shorten it with
+    /// `CMK_TEST_SHRED_WAITING_SECONDS`; release builds cannot (D75).
+    public var shredWaitingPeriod: TimeInterval {
+        #if DEBUG
+        if let text = ProcessInfo.processInfo.environment["CMK_TEST_SHRED_WAITING_SECONDS"], let seconds = TimeInterval(text), seconds > 0 {
+            return seconds
+        }
+        #endif
+        return TimeInterval(shredWaitingPeriodHours) * 3600
     }
 }
 

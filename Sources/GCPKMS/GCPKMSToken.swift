@@ -186,6 +186,10 @@ public final class GCPKMSToken: ContextBindingKeystore, Sendable {
         try await decrypt(wrapped, with: kek, aad: context.additionalData)
     }
 
+    public func wrap(_ key: SecretBytes, with kek: KeyReference, context: BindingContext) async throws -> WrappedKey {
+        try await encrypt(key, with: kek, aad: context.additionalData)
+    }
+
     // MARK: Probe
 
     /// The CryptoKey (ENCRYPT_DECRYPT, primary version ENABLED, GOOGLE_SYMMETRIC_ENCRYPTION),

@@ -89,6 +89,31 @@ extension PKCS11Token {
         }
     }
 
+    /// Re-wraps a key from one KEK to another, both on this token: `C_UnwrapKey` into a
+    /// sensitive session key, `C_WrapKey` with `to`, `C_DestroyObject`. The key's plaintext never
+    /// leaves the token (restore and L1 rotation when L1 and the IVK share it; IVK rotation).
+    public func rewrap(_ wrapped: WrappedKey, from: KeyReference, to: KeyReference) async throws -> WrappedKey {
+        countUse(of: from)
+        countUse(of: to)
+        let fromQuery = try query(for: from)
+        let toQuery = try query(for: to)
+        let unwrapMechanism = try Self.mechanism(named: wrapped.mechanism)
+        try Self.checkBlob(wrapped)
+        return try await translating("rewrap") {
+            try await pool.withSession { [self] session in
+                let fromHandle = try pool.resolve(fromQuery, in: session)
+                let toHandle = try pool.resolve(toQuery, in: session)
+                let key = try Self.unwrapChecked(session, wrapped.blob, fromHandle, unwrapMechanism,
+                                                 unwrapTemplate(Self.sessionKeyTemplate + [.sensitive(true), .extractable(true), .encrypt(true)],
+                                                                blobLength: wrapped.blob.count))
+                defer { Self.destroy(key, in: session) }
+                let type = try wrapMechanism(in: session)
+                let blob = try session.wrapKey(key, with: toHandle, mechanism: try Self.mechanism(type))
+                return WrappedKey(mechanism: type.name, blob: blob)
+            }
+        }
+    }
+
     /// Whether `key` names a key on this token (same token label or serial).
     public func holds(_ key: KeyReference) -> Bool {
         guard case .pkcs11(let uri) = key else { return false }

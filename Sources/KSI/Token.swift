@@ -176,6 +176,8 @@ public struct BindingContext: Sendable, Hashable {
 /// only with the context it was made with.
 public protocol ContextBindingKeystore: Token {
     func generateWrappedKey(with kek: KeyReference, context: BindingContext) async throws -> WrappedKey
+    /// Wraps an existing L2 under `kek` with the binding (an L1 rotation to this key).
+    func wrap(_ key: SecretBytes, with kek: KeyReference, context: BindingContext) async throws -> WrappedKey
     func unwrap(_ wrapped: WrappedKey, with kek: KeyReference, context: BindingContext) async throws -> SecretBytes
 }
 

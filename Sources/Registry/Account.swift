@@ -7,6 +7,20 @@ public enum AdminRole: String, Codable, Sendable, CaseIterable {
     case securityAdmin = "security_admin"
     /// Read-only, including the audit log, its export and verification.
     case auditor
+    /// Runs the platform: enrols regional nodes, rotates the IVK. Cannot touch tenants, links or
+    /// the kill-switch; a security administrator cannot enrol nodes (separation of duties).
+    case platformOperator = "platform_operator"
+
+    /// The roles an account of this role may create (people and tokens): its own and, for a
+    /// security administrator, auditors. Nobody makes accounts of a role that does the other
+    /// half of a separated duty.
+    public var mayCreate: Set<AdminRole> {
+        switch self {
+        case .securityAdmin: [.securityAdmin, .auditor]
+        case .auditor: []
+        case .platformOperator: [.platformOperator]
+        }
+    }
 }
 
 /// An administrator. The password is kept as a bcrypt hash and the TOTP secret sealed by the

@@ -41,12 +41,17 @@ extension NodeEnrolment {
 
 extension Registry {
     /// Records a new enrolment token by its hash (the caller shows the token once, never stores it).
-    public func createEnrolment(tokenHash: Data, region: String, expiresAt: Date) async throws -> NodeEnrolment {
+    /// `approval`: the approved request this enrolment carries out (when enrolments need more
+    /// than one person); it is used in the same transaction.
+    public func createEnrolment(tokenHash: Data, region: String, expiresAt: Date,
+                                approval: (id: String, by: String)? = nil) async throws -> NodeEnrolment {
         try Validation.region(region)
         guard tokenHash.count == 32 else { throw RegistryError(.invalidInput, "an enrolment token hash is 32 bytes") }
         let id = Self.newID()
-        let now = Date().registryMilliseconds
+        let at = Date()
+        let now = at.registryMilliseconds
         return try await write { db in
+            try self.consumeApproval(db, approval, operation: .nodeEnrolment, target: region, at: at)
             try db.execute(sql: """
                 INSERT INTO node_enrolment (id, token_hash, region, created_at, expires_at) VALUES (?, ?, ?, ?, ?)
                 """, arguments: [id, tokenHash, region, now, expiresAt.registryMilliseconds])

@@ -82,10 +82,10 @@ extension Registry {
         }
     }
 
-    /// The revocation event of a link, if it was revoked.
+    /// The latest revocation event of a link (a restored link may be revoked again), if any.
     public func revocationEvent(linkID: String) async throws -> OutboxEvent? {
         try await read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM outbox_event WHERE link_id = ? AND type = ? ORDER BY sequence LIMIT 1",
+            try Row.fetchOne(db, sql: "SELECT * FROM outbox_event WHERE link_id = ? AND type = ? ORDER BY sequence DESC LIMIT 1",
                              arguments: [linkID, OutboxEvent.l1Revoked]).map(OutboxEvent.init(row:))
         }
     }

@@ -32,8 +32,17 @@ public struct OutboxEvent: Codable, Sendable, Equatable {
     }
 
     /// The kill-switch event. Payload:
-    /// `{"l2Ref": "<uuid>"|null, "link": "<uuid>", "revokedAt": "<ISO 8601 UTC, ms>", "tenant": "<id>"}`.
+    /// `{"epoch": n, "l2Ref": "<uuid>"|null, "link": "<uuid>", "revokedAt": "<ISO 8601 UTC, ms>", "tenant": "<id>"}`.
+    /// `epoch` is the link's epoch that was revoked (a restore starts the next one).
     public static let l1Revoked = "l1.revoked"
+    /// A revoked link restored with L1: the same L2, a new epoch. Payload:
+    /// `{"epoch": n, "l2Ref": "<uuid>", "link": "<uuid>", "restoredAt": "…", "tenant": "<id>"}`.
+    public static let l1Restored = "l1.restored"
+    /// A link's L2 destroyed for good. Payload: `{"l2Ref", "link", "shreddedAt", "tenant"}`.
+    public static let l2Shredded = "l2.shredded"
+    /// The regions allowed to unseal a tenant's L2 changed. Payload:
+    /// `{"allowedRegions": ["…"]|null, "tenant": "<id>"}`; a node outside them drops the tenant's keys.
+    public static let tenantRegions = "tenant.regions"
 }
 
 extension OutboxEvent {
@@ -53,22 +62,57 @@ extension OutboxEvent {
 
 /// The payload of an `l1.revoked` event. `l2Ref` is written as an explicit `null` when the link
 /// had no L2 (a link revoked while pending), so that every consumer sees the same four keys.
-struct RevocationPayload: Encodable {
+struct RevocationPayload: Encodable, EventPayload {
     var tenant: String
     var link: String
     var l2Ref: String?
+    var epoch: Int
     var revokedAt: Date
 
-    enum CodingKeys: String, CodingKey { case tenant, link, l2Ref, revokedAt }
+    enum CodingKeys: String, CodingKey { case tenant, link, l2Ref, epoch, revokedAt }
 
     func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(tenant, forKey: .tenant)
         try container.encode(link, forKey: .link)
         if let l2Ref { try container.encode(l2Ref, forKey: .l2Ref) } else { try container.encodeNil(forKey: .l2Ref) }
+        try container.encode(epoch, forKey: .epoch)
         try container.encode(revokedAt.registryISO8601, forKey: .revokedAt)
     }
+}
 
+struct RestorePayload: Encodable, EventPayload {
+    var tenant: String
+    var link: String
+    var l2Ref: String
+    var epoch: Int
+    var restoredAt: String
+}
+
+struct ShredPayload: Encodable, EventPayload {
+    var tenant: String
+    var link: String
+    var l2Ref: String?
+    var shreddedAt: String
+}
+
+struct RegionsPayload: Encodable, EventPayload {
+    var tenant: String
+    var allowedRegions: [String]?
+
+    enum CodingKeys: String, CodingKey { case tenant, allowedRegions }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(tenant, forKey: .tenant)
+        if let allowedRegions { try container.encode(allowedRegions, forKey: .allowedRegions) } else { try container.encodeNil(forKey: .allowedRegions) }
+    }
+}
+
+/// Event payloads are JSON with sorted keys, so that every reader sees the same bytes.
+protocol EventPayload: Encodable {}
+
+extension EventPayload {
     func json() throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]

@@ -23,22 +23,33 @@ extension Registry {
             // The schema's partial unique index says the same; checking first gives the
             // operator an answer that names the live link.
             if let live = try String.fetchOne(db, sql: """
-                SELECT id FROM l1_link WHERE tenant_id = ? AND state <> 'REVOKED' LIMIT 1
+                SELECT id FROM l1_link WHERE tenant_id = ? AND state IN ('PENDING_VALIDATION', 'LINKED') LIMIT 1
                 """, arguments: [tenantID]) {
                 throw RegistryError(.conflict, "tenant \(tenantID) already has link \(live) that is not revoked; revoke it first")
+            }
+            // A new L2 beside a restorable one would leave the tenant's data under a key nobody
+            // can reach without a restore; the way back from a revocation is the restore.
+            if let restorable = try String.fetchOne(db, sql: """
+                SELECT id FROM l1_link WHERE tenant_id = ? AND state IN ('REVOKED', 'SHRED_SCHEDULED') LIMIT 1
+                """, arguments: [tenantID]) {
+                throw RegistryError(.conflict, "tenant \(tenantID) has revoked link \(restorable), which can be restored: restore it, or shred it before linking a new key")
             }
             if try L2Key.exists(db, id: l2.id) {
                 throw RegistryError(.conflict, "L2 key \(l2.id) already exists")
             }
             try db.execute(sql: """
-                INSERT INTO l1_link (id, tenant_id, provider, keystore_id, key_reference, state,
+                INSERT INTO l1_link (id, tenant_id, provider, keystore_id, key_reference, l1_version, state, epoch,
                                      last_probe_at, last_probe_passed, last_probe_report, created_at, revoked_at, version)
-                VALUES (?, ?, ?, ?, ?, 'LINKED', ?, 1, ?, ?, NULL, 1)
+                VALUES (?, ?, ?, ?, ?, 1, 'LINKED', 1, ?, 1, ?, ?, NULL, 1)
                 """, arguments: [linkID, tenantID, provider, keystoreID, keyReference, probedAt, probeReport, now])
             try db.execute(sql: """
+                INSERT INTO l1_key_version (link_id, version, keystore_id, key_reference, created_at) VALUES (?, 1, ?, ?, ?)
+                """, arguments: [linkID, keystoreID, keyReference, now])
+            try db.execute(sql: """
                 INSERT INTO l2_key (id, tenant_id, link_id, sovereign_binding, sovereign_mechanism, sovereign_ivk_version,
-                                    active_binding, active_mechanism, active_ivk_version, state, created_at, locked_at, version)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'ACTIVE', ?, NULL, 1)
+                                    sovereign_l1_version, active_binding, active_mechanism, active_ivk_version, state, created_at,
+                                    locked_at, version)
+                VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, 'ACTIVE', ?, NULL, 1)
                 """, arguments: [l2.id, tenantID, linkID, l2.sovereignBinding, l2.sovereignMechanism, l2.sovereignIVKVersion,
                                  l2.activeBinding, l2.activeMechanism, l2.activeIVKVersion, now])
             guard let link = try L1Link.fetch(db, id: linkID), let key = try L2Key.fetch(db, linkID: linkID) else {

@@ -20,8 +20,8 @@ extension Registry {
             guard let link = try L1Link.fetch(db, tenantID: tenantID, id: linkID) else {
                 throw RegistryError(.notFound, "no link \(linkID) for tenant \(tenantID)")
             }
-            if link.state == .revoked {
-                throw RegistryError(.conflict, "link \(linkID) is already revoked")
+            if link.state.isRevoked {
+                throw RegistryError(.conflict, "link \(linkID) is already revoked (\(link.state.rawValue))")
             }
             if let expectedVersion, expectedVersion != link.version {
                 throw RegistryError(.preconditionFailed, "link \(linkID) is at version \(link.version), not \(expectedVersion)")
@@ -36,7 +36,7 @@ extension Registry {
                 UPDATE l1_link SET state = 'REVOKED', revoked_at = ?, version = version + 1 WHERE id = ?
                 """, arguments: [milliseconds, linkID])
             let l2 = try L2Key.fetch(db, linkID: linkID)
-            let payload = try RevocationPayload(tenant: tenantID, link: linkID, l2Ref: l2?.id, revokedAt: revokedAt).json()
+            let payload = try RevocationPayload(tenant: tenantID, link: linkID, l2Ref: l2?.id, epoch: link.epoch, revokedAt: revokedAt).json()
             let event = try OutboxEvent.insert(db, id: eventID, type: OutboxEvent.l1Revoked, tenantID: tenantID,
                                                linkID: linkID, payload: payload, createdAt: milliseconds)
             guard let revoked = try L1Link.fetch(db, id: linkID) else {

@@ -3,17 +3,39 @@ import GRDB
 
 extension Registry {
     /// `conflict` if the id is taken; `invalidInput` if the id or name breaks the rules.
-    public func createTenant(id: String, name: String) async throws -> Tenant {
+    /// `allowedRegions`: the regions whose nodes may unseal the tenant's L2 (nil: all).
+    public func createTenant(id: String, name: String, allowedRegions: [String]? = nil) async throws -> Tenant {
         try Validation.tenantID(id)
         try Validation.tenantName(name)
+        let regions = try Validation.regions(allowedRegions)
         let now = Date().registryMilliseconds
         return try await write { db in
             if try Tenant.fetch(db, id: id) != nil {
                 throw RegistryError(.conflict, "tenant \(id) already exists")
             }
-            try db.execute(sql: "INSERT INTO tenant (id, name, created_at, version) VALUES (?, ?, ?, 1)",
-                           arguments: [id, name, now])
+            try db.execute(sql: "INSERT INTO tenant (id, name, created_at, allowed_regions, version) VALUES (?, ?, ?, ?, 1)",
+                           arguments: [id, name, now, regions])
             return try Tenant.require(db, id: id)
+        }
+    }
+
+    /// Sets the regions allowed to unseal the tenant's L2 (nil: every region), with a
+    /// `tenant.regions` event so that nodes of a region no longer allowed drop its keys at once.
+    public func setAllowedRegions(tenantID: String, _ allowedRegions: [String]?, expectedVersion: Int?) async throws -> (Tenant, OutboxEvent) {
+        let regions = try Validation.regions(allowedRegions)
+        let now = Date().registryMilliseconds
+        let eventID = Self.newID()
+        return try await durableWrite { db in
+            let tenant = try Tenant.require(db, id: tenantID)
+            if let expectedVersion, expectedVersion != tenant.version {
+                throw RegistryError(.preconditionFailed, "tenant \(tenantID) is at version \(tenant.version), not \(expectedVersion)")
+            }
+            try db.execute(sql: "UPDATE tenant SET allowed_regions = ?, version = version + 1 WHERE id = ?", arguments: [regions, tenantID])
+            let updated = try Tenant.require(db, id: tenantID)
+            let event = try OutboxEvent.insert(db, id: eventID, type: OutboxEvent.tenantRegions, tenantID: tenantID, linkID: nil,
+                                               payload: try RegionsPayload(tenant: tenantID, allowedRegions: updated.allowedRegions).json(),
+                                               createdAt: now)
+            return (updated, event)
         }
     }
 
@@ -39,10 +61,11 @@ extension Registry {
         }
     }
 
-    /// Refused (`conflict`) while the tenant has any link that is not `REVOKED`: deleting a
-    /// tenant must never be a way around the kill-switch. Once every link is revoked, the
-    /// tenant, its links, L2 records and handshake attempts go in one transaction. Outbox events
-    /// stay: they are the proof of the revocations.
+    /// Refused (`conflict`) while the tenant has a link that is live (revoke it first) or
+    /// restorable (`REVOKED`, `SHRED_SCHEDULED`): deleting would destroy a sovereign binding
+    /// without the shred's approval and waiting period, and recreating the tenant would skip the
+    /// restore's. Once every link is shredded, the tenant, its links, L2 records and handshake
+    /// attempts go in one transaction. Outbox events stay: they are the proof of the revocations.
     public func deleteTenant(_ id: String, expectedVersion: Int?) async throws {
         try await write { db in
             let tenant = try Tenant.require(db, id: id)
@@ -51,10 +74,16 @@ extension Registry {
                                     "tenant \(id) is at version \(tenant.version), not \(expectedVersion)")
             }
             if let live = try String.fetchOne(db, sql: """
-                SELECT id FROM l1_link WHERE tenant_id = ? AND state <> 'REVOKED' LIMIT 1
+                SELECT id FROM l1_link WHERE tenant_id = ? AND state IN ('PENDING_VALIDATION', 'LINKED') LIMIT 1
                 """, arguments: [id]) {
                 throw RegistryError(.conflict, "tenant \(id) still has link \(live) that is not revoked; revoke it first")
             }
+            if let restorable = try String.fetchOne(db, sql: """
+                SELECT id FROM l1_link WHERE tenant_id = ? AND state IN ('REVOKED', 'SHRED_SCHEDULED') LIMIT 1
+                """, arguments: [id]) {
+                throw RegistryError(.conflict, "tenant \(id) has revoked link \(restorable), whose L2 can still be restored: shred it (with approval) before deleting the tenant")
+            }
+            try db.execute(sql: "DELETE FROM l1_key_version WHERE link_id IN (SELECT id FROM l1_link WHERE tenant_id = ?)", arguments: [id])
             try db.execute(sql: "DELETE FROM l2_key WHERE tenant_id = ?", arguments: [id])
             try db.execute(sql: "DELETE FROM l1_link WHERE tenant_id = ?", arguments: [id])
             try db.execute(sql: "DELETE FROM handshake_attempt WHERE tenant_id = ?", arguments: [id])

@@ -165,15 +165,18 @@ extension Registry {
                 problems.append("dangling reference in \(row[0] as String? ?? "?")")
             }
             for tenant in try String.fetchAll(db, sql: """
-                SELECT tenant_id FROM l1_link WHERE state <> 'REVOKED' GROUP BY tenant_id HAVING count(*) > 1
+                SELECT tenant_id FROM l1_link WHERE state IN ('PENDING_VALIDATION', 'LINKED') GROUP BY tenant_id HAVING count(*) > 1
                 """) {
                 problems.append("tenant \(tenant) has more than one live link")
             }
             for key in try String.fetchAll(db, sql: """
                 SELECT l2_key.id FROM l2_key JOIN l1_link ON l1_link.id = l2_key.link_id
-                WHERE (l1_link.state = 'REVOKED') <> (l2_key.state = 'LOCKED')
-                   OR (l2_key.state = 'LOCKED' AND l2_key.active_binding IS NOT NULL)
+                WHERE (l1_link.state = 'LINKED') <> (l2_key.state = 'ACTIVE')
+                   OR (l1_link.state = 'SHREDDED') <> (l2_key.state = 'SHREDDED')
+                   OR (l2_key.state <> 'ACTIVE' AND l2_key.active_binding IS NOT NULL)
+                   OR (l2_key.state = 'SHREDDED' AND l2_key.sovereign_binding IS NOT NULL)
                    OR l1_link.tenant_id <> l2_key.tenant_id
+                   OR l2_key.sovereign_l1_version > l1_link.l1_version
                 """) {
                 problems.append("L2 key \(key) disagrees with its link")
             }

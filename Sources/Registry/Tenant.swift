@@ -10,15 +10,21 @@ public struct Tenant: Codable, Sendable, Equatable {
     /// 1–200 characters, no control characters.
     public var name: String
     public var createdAt: Date
+    /// The regions whose nodes may unseal the tenant's L2; nil: every region.
+    public var allowedRegions: [String]?
     /// Starts at 1; the ETag.
     public var version: Int
 
-    public init(id: String, name: String, createdAt: Date, version: Int) {
+    public init(id: String, name: String, createdAt: Date, allowedRegions: [String]? = nil, version: Int) {
         self.id = id
         self.name = name
         self.createdAt = createdAt
+        self.allowedRegions = allowedRegions
         self.version = version
     }
+
+    /// Whether a node of `region` may unseal this tenant's L2.
+    public func allows(region: String) -> Bool { allowedRegions.map { $0.contains(region) } ?? true }
 }
 
 extension Tenant {
@@ -27,6 +33,7 @@ extension Tenant {
             id: row["id"],
             name: row["name"],
             createdAt: Date(registryMilliseconds: row["created_at"]),
+            allowedRegions: (row["allowed_regions"] as String?).flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) },
             version: row["version"]
         )
     }

@@ -19,6 +19,17 @@ enum Validation {
         }
     }
 
+    /// A tenant's allowed regions: nil (every region), or 1–64 distinct region names, kept
+    /// sorted as JSON text.
+    static func regions(_ regions: [String]?) throws -> String? {
+        guard let regions else { return nil }
+        guard (1...64).contains(regions.count), Set(regions).count == regions.count else {
+            throw RegistryError(.invalidInput, "allowedRegions lists 1-64 distinct regions (or is null for every region)")
+        }
+        for region in regions { try self.region(region) }
+        return String(decoding: try JSONEncoder().encode(regions.sorted()), as: UTF8.self)
+    }
+
     static func tenantName(_ name: String) throws {
         guard (1...200).contains(name.count) else {
             throw RegistryError(.invalidInput, "a tenant name is 1–200 characters")

@@ -20,7 +20,7 @@ struct AdminCommand: AsyncParsableCommand {
         @Option(name: .long, help: "The gateway's configuration file.")
         var config: String = ProcessInfo.processInfo.environment["CMK_CONFIG"] ?? "cmk.json"
 
-        @Option(name: .long, help: "security-admin or auditor.")
+        @Option(name: .long, help: "security-admin, auditor or platform-operator (nodes and the IVK; see Docs/Authorization.md).")
         var role: String = "security-admin"
 
         @Option(name: .long, help: "Comma-separated tenant ids this identity is limited to (default: every tenant).")
@@ -30,6 +30,7 @@ struct AdminCommand: AsyncParsableCommand {
             switch role {
             case "security-admin", "security_admin": .securityAdmin
             case "auditor": .auditor
+            case "platform-operator", "platform_operator": .platformOperator
             default: nil
             }
         }
@@ -64,7 +65,7 @@ struct AdminCommand: AsyncParsableCommand {
         @OptionGroup var options: Options
 
         func run() async throws {
-            guard let role = options.adminRole else { fail("--role is security-admin or auditor") }
+            guard let role = options.adminRole else { fail("--role is security-admin, auditor or platform-operator") }
             let password = try readPassword()
             let (manager, pkcs11) = try await options.manager()
             do {
@@ -108,7 +109,7 @@ struct AdminCommand: AsyncParsableCommand {
         @OptionGroup var options: Options
 
         func run() async throws {
-            guard let role = options.adminRole else { fail("--role is security-admin or auditor") }
+            guard let role = options.adminRole else { fail("--role is security-admin, auditor or platform-operator") }
             let (manager, pkcs11) = try await options.manager()
             do {
                 let created = try await manager.createToken(name: name, role: role, tenants: options.tenantList,

@@ -63,9 +63,9 @@ import TestSupport
         let ivk = try #require(try await registry.ivkVersions().first { $0.version == l2.sovereignIVKVersion })
         let keystore = PKCS11Keystore()
         let token = try await keystore.token(profile: fixture.profile("logs"))
-        let sealedBlob = try await token.open(Array(l2.sovereignBinding), with: try KeyReference(parsing: ivk.keyReference),
+        let sealedBlob = try await token.open(Array(try #require(l2.sovereignBinding)), with: try KeyReference(parsing: ivk.keyReference),
                                               aad: Array("openkcm/sovereign-binding/v1|logs|\(l2.id)".utf8))
-        let material = try await token.unwrap(WrappedKey(mechanism: l2.sovereignMechanism, blob: sealedBlob),
+        let material = try await token.unwrap(WrappedKey(mechanism: try #require(l2.sovereignMechanism), blob: sealedBlob),
                                               with: try KeyReference(parsing: "pkcs11:token=logs;object=l1"))
         let l2Bytes = material.withUnsafeBytes { Data($0) }
         await keystore.shutdown()

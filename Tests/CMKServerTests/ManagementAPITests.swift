@@ -114,7 +114,7 @@ import TestSupport
             #expect((revocation["event"] as? [String: Any])?["type"] as? String == "l1.revoked")
 
             let l2 = try #require(try await gateway.registry.l2Key(linkID: linkID))
-            #expect(l2.state == .locked && l2.activeBinding == nil && !l2.sovereignBinding.isEmpty)
+            #expect(l2.state == .locked && l2.activeBinding == nil && l2.sovereignBinding?.isEmpty == false)
             let events = try await gateway.registry.pendingEvents(limit: 10)
             #expect(events.contains { $0.linkID == linkID && $0.type == "l1.revoked" })
 
@@ -123,12 +123,11 @@ import TestSupport
             #expect(reprobe.status == .conflict && reprobe.errorCode == "link_revoked")
             #expect(try await client.execute(uri: "/api/v1/tenants/acme/l1-links/\(linkID)/revoke", method: .post, headers: Self.auth).status == .conflict)
 
-            // Restoring is a new handshake.
-            let restored = try await Self.handshake(client, tenant: "acme")
-            #expect(restored.status == .created)
-            #expect(try restored.json()["id"] as? String != linkID)
+            // A new handshake would orphan the data under the revoked L2: the way back is a restore.
+            let relinked = try await Self.handshake(client, tenant: "acme")
+            #expect(relinked.status == .conflict && relinked.errorCode == "link_restorable", "\(relinked.text)")
             let list = try await client.execute(uri: "/api/v1/tenants/acme/l1-links", method: .get, headers: Self.auth)
-            #expect(((try list.json())["items"] as? [Any])?.count == 2)
+            #expect(((try list.json())["items"] as? [Any])?.count == 1)
         }
     }
 

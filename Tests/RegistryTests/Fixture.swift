@@ -36,6 +36,20 @@ enum Fixture {
         return (tenant, link, l2)
     }
 
+    /// Revokes (if needed), schedules and runs the shred of a link: the L2 is gone for good.
+    @discardableResult
+    static func shred(_ registry: Registry, _ link: L1Link) async throws -> (link: L1Link, l2: L2Key?, event: OutboxEvent) {
+        var current = try await registry.link(tenantID: link.tenantID, id: link.id)
+        if current.state == .linked {
+            current = try await registry.revoke(tenantID: link.tenantID, linkID: link.id, expectedVersion: nil, at: revokedAt).link
+        }
+        _ = try await registry.scheduleShred(tenantID: link.tenantID, linkID: link.id, shredAfter: revokedAt.addingTimeInterval(60),
+                                             approval: nil, at: revokedAt)
+        let l2 = try await registry.l2Key(linkID: link.id)
+        return try await registry.shred(linkID: link.id, sealedBinding: l2?.sovereignBinding ?? Data(), bindingSHA256: Data(repeating: 7, count: 32),
+                                        at: revokedAt.addingTimeInterval(61))
+    }
+
     static func link(_ registry: Registry, _ tenantID: String) async throws -> (L1Link, L2Key) {
         try await registry.createLink(tenantID: tenantID, provider: "pkcs11", keystoreID: "softhsm-cmk-l1",
                                       keyReference: keyReference, probeReport: probeReport, probedAt: probedAt,

@@ -37,15 +37,19 @@ import Testing
         #expect(try await registry.l2Keys(tenantID: "acme").count == 1, "the refused link left no L2 behind")
     }
 
-    @Test func aNewLinkIsAllowedOnceTheOldOneIsRevoked() async throws {
+    @Test func aNewLinkWaitsUntilTheRevokedOneIsShredded() async throws {
         let registry = try Registry.inMemory()
         let (_, first, _) = try await Fixture.linkedTenant(registry)
         _ = try await registry.revoke(tenantID: "acme", linkID: first.id, expectedVersion: nil, at: Fixture.revokedAt)
+        // Restorable: a second L2 beside it is refused (the way back is the restore).
+        await #expect(throws: RegistryError(.conflict, "")) { try await Fixture.link(registry, "acme") }
+        try await Fixture.shred(registry, first)
         let (second, _) = try await Fixture.link(registry, "acme")
         #expect(second.id != first.id && second.state == .linked)
         let page = try await registry.links(tenantID: "acme", limit: 10, after: nil)
         #expect(page.items.map(\.id) == [first.id, second.id])
-        #expect(try await registry.l2Keys(tenantID: "acme").map(\.state) == [.locked, .active])
+        #expect(try await registry.l2Keys(tenantID: "acme").map(\.state) == [.shredded, .active])
+        #expect(try await registry.consistencyProblems().isEmpty)
     }
 
     @Test func createLinkForAMissingTenantIsNotFound() async throws {
@@ -122,7 +126,7 @@ import Testing
         for _ in 1...5 {
             let (link, _) = try await Fixture.link(registry, "acme")
             ids.append(link.id)
-            _ = try await registry.revoke(tenantID: "acme", linkID: link.id, expectedVersion: nil, at: Fixture.revokedAt)
+            try await Fixture.shred(registry, link)
         }
         var seen: [String] = []
         var cursor: String?

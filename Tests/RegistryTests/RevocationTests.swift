@@ -23,8 +23,10 @@ import Testing
         #expect(result.event.type == "l1.revoked" && result.event.tenantID == "acme" && result.event.linkID == link.id)
         #expect(result.event.dispatchedAt == nil && result.event.createdAt == Fixture.revokedAt)
         let payload = try #require(
-            try JSONSerialization.jsonObject(with: Data(result.event.payload.utf8)) as? [String: String])
-        #expect(payload == ["tenant": "acme", "link": link.id, "l2Ref": l2.id, "revokedAt": "2025-06-15T15:16:40.000Z"])
+            try JSONSerialization.jsonObject(with: Data(result.event.payload.utf8)) as? [String: Any])
+        #expect(payload.count == 5 && payload["tenant"] as? String == "acme" && payload["link"] as? String == link.id)
+        #expect(payload["l2Ref"] as? String == l2.id && payload["revokedAt"] as? String == "2025-06-15T15:16:40.000Z")
+        #expect(payload["epoch"] as? Int == 1)
 
         // What was returned is what is stored.
         #expect(try await registry.link(tenantID: "acme", id: link.id) == result.link)
@@ -77,7 +79,7 @@ import Testing
     }
 
     @Test func revocationPayloadNamesANullL2WhenThereIsNone() throws {
-        let json = try RevocationPayload(tenant: "acme", link: "l", l2Ref: nil, revokedAt: Fixture.revokedAt).json()
-        #expect(json == #"{"l2Ref":null,"link":"l","revokedAt":"2025-06-15T15:16:40.000Z","tenant":"acme"}"#)
+        let json = try RevocationPayload(tenant: "acme", link: "l", l2Ref: nil, epoch: 1, revokedAt: Fixture.revokedAt).json()
+        #expect(json == #"{"epoch":1,"l2Ref":null,"link":"l","revokedAt":"2025-06-15T15:16:40.000Z","tenant":"acme"}"#)
     }
 }

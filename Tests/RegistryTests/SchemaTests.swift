@@ -14,14 +14,14 @@ import Testing
         let (_, link, _) = try await Fixture.linkedTenant(registry)
         await #expect(throws: RegistryError(.conflict, "")) {
             try await rawWrite(registry, """
-                INSERT INTO l1_link (id, tenant_id, provider, keystore_id, key_reference, state, created_at, version)
-                SELECT 'second', tenant_id, provider, keystore_id, key_reference, 'PENDING_VALIDATION', created_at, 1
+                INSERT INTO l1_link (id, tenant_id, provider, keystore_id, key_reference, l1_version, state, epoch, created_at, version)
+                SELECT 'second', tenant_id, provider, keystore_id, key_reference, 1, 'PENDING_VALIDATION', 1, created_at, 1
                 FROM l1_link WHERE id = '\(link.id)'
                 """)
         }
     }
 
-    @Test func revokedLinkCannotBeRestored() async throws {
+    @Test func revokedLinkIsNotRestoredWithoutANewEpoch() async throws {
         let registry = try Registry.inMemory()
         let (_, link, _) = try await Fixture.linkedTenant(registry)
         _ = try await registry.revoke(tenantID: "acme", linkID: link.id, expectedVersion: nil, at: Fixture.revokedAt)
@@ -63,9 +63,21 @@ import Testing
         _ = try await registry.createTenant(id: "b", name: "B")
         await #expect(throws: RegistryError(.conflict, "")) {
             try await rawWrite(registry, """
-                INSERT INTO l2_key (id, tenant_id, link_id, sovereign_binding, sovereign_mechanism, sovereign_ivk_version,
+                INSERT INTO l2_key (id, tenant_id, link_id, sovereign_binding, sovereign_mechanism, sovereign_ivk_version, sovereign_l1_version,
                                     active_binding, active_mechanism, active_ivk_version, state, created_at, version)
-                VALUES ('x', 'b', '\(linkOfA.id)', x'01', 'm', 1, x'01', 'm', 1, 'ACTIVE', 0, 1)
+                VALUES ('x', 'b', '\(linkOfA.id)', x'01', 'm', 1, 1, x'01', 'm', 1, 'ACTIVE', 0, 1)
+                """)
+        }
+    }
+
+    @Test func aNewLinkBesideARestorableOneIsRefusedByTheSchema() async throws {
+        let registry = try Registry.inMemory()
+        let (_, link, _) = try await Fixture.linkedTenant(registry)
+        _ = try await registry.revoke(tenantID: "acme", linkID: link.id, expectedVersion: nil, at: Fixture.revokedAt)
+        await #expect(throws: RegistryError(.conflict, "")) {
+            try await rawWrite(registry, """
+                INSERT INTO l1_link (id, tenant_id, provider, keystore_id, key_reference, l1_version, state, epoch, created_at, version)
+                VALUES ('second', 'acme', 'pkcs11', 'k', 'pkcs11:object=x', 1, 'LINKED', 1, 0, 1)
                 """)
         }
     }

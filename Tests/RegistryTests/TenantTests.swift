@@ -101,7 +101,20 @@ import Testing
         #expect(try await registry.l2Key(linkID: link.id)?.state == .active)
     }
 
-    @Test func deleteAfterRevocationRemovesEverythingButTheOutboxEvents() async throws {
+    @Test func deleteIsRefusedWhileARevokedLinkCanBeRestored() async throws {
+        let registry = try Registry.inMemory()
+        let (tenant, link, l2) = try await Fixture.linkedTenant(registry)
+        let revoked = try await registry.revoke(tenantID: tenant.id, linkID: link.id, expectedVersion: nil, at: Fixture.revokedAt)
+        // Deleting would destroy the sovereign binding without the shred's approval and wait.
+        await #expect(throws: RegistryError(.conflict, "")) { try await registry.deleteTenant(tenant.id, expectedVersion: nil) }
+        _ = try await registry.scheduleShred(tenantID: tenant.id, linkID: link.id, shredAfter: Fixture.revokedAt.addingTimeInterval(60),
+                                             approval: nil, at: Fixture.revokedAt)
+        await #expect(throws: RegistryError(.conflict, "")) { try await registry.deleteTenant(tenant.id, expectedVersion: nil) }
+        #expect(try await registry.l2Key(linkID: link.id)?.sovereignBinding == l2.sovereignBinding)
+        #expect(revoked.link.state == .revoked)
+    }
+
+    @Test func deleteAfterShreddingRemovesEverythingButTheOutboxEvents() async throws {
         let registry = try Registry.inMemory()
         let (tenant, link, _) = try await Fixture.linkedTenant(registry)
         try await registry.recordAttempt(HandshakeAttempt(tenantID: tenant.id, provider: "pkcs11", keystoreID: "t",
@@ -109,14 +122,15 @@ import Testing
                                                           at: Fixture.probedAt))
         let revoked = try await registry.revoke(tenantID: tenant.id, linkID: link.id, expectedVersion: nil,
                                                 at: Fixture.revokedAt)
+        let shredded = try await Fixture.shred(registry, link)
         _ = try await Fixture.linkedTenant(registry, "bystander")
 
         try await registry.deleteTenant(tenant.id, expectedVersion: tenant.version)
 
         await #expect(throws: RegistryError(.notFound, "")) { try await registry.tenant(tenant.id) }
         #expect(try await registry.l2Key(linkID: link.id) == nil)
-        #expect(try await registry.links(state: .revoked).isEmpty)
-        #expect(try await registry.pendingEvents(limit: 10) == [revoked.event], "the proof of revocation stays")
+        #expect(try await registry.links(state: .shredded).isEmpty)
+        #expect(try await registry.pendingEvents(limit: 10) == [revoked.event, shredded.event], "the proof of revocation stays")
         #expect(try await registry.links(state: .linked).map(\.tenantID) == ["bystander"], "other tenants untouched")
         #expect(try await registry.consistencyProblems().isEmpty)
         // The id is free again, and the new tenant starts clean.

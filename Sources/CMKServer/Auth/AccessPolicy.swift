@@ -19,7 +19,8 @@ public enum AccessPolicy {
     public enum StepUp: String, Sendable {
         case none
         case always
-        /// Only when the tenant already has a revoked link: a new link restores access.
+        /// Only when the tenant has a revocation in its history (its links are all shredded, or
+        /// a new link would come after a revoked one).
         case onRestore = "on-restore"
     }
 
@@ -44,6 +45,10 @@ public enum AccessPolicy {
 
     static let both: Set<AdminRole> = [.securityAdmin, .auditor]
     static let admin: Set<AdminRole> = [.securityAdmin]
+    static let operator_: Set<AdminRole> = [.platformOperator]
+    static let everyone: Set<AdminRole> = [.securityAdmin, .auditor, .platformOperator]
+    /// The two roles that make changes, each on its own side of the separation of duties.
+    static let deciders: Set<AdminRole> = [.securityAdmin, .platformOperator]
 
     /// Every authenticated administrative route. Anything under `/api/v1` that is not here
     /// (and is not one of `publicRoutes`) is refused.
@@ -51,6 +56,7 @@ public enum AccessPolicy {
         rule("GET", "tenants", both, .global),
         rule("POST", "tenants", admin, .allTenants),
         rule("GET", "tenants/{tenant}", both, .tenant),
+        rule("PATCH", "tenants/{tenant}", admin, .tenant),
         rule("DELETE", "tenants/{tenant}", admin, .tenant),
         rule("GET", "keystores", both, .global),
         rule("GET", "keystores/{keystore}", both, .global),
@@ -62,23 +68,37 @@ public enum AccessPolicy {
         rule("POST", "tenants/{tenant}/l1-links/{link}/probe", admin, .tenant),
         rule("POST", "tenants/{tenant}/l1-links/{link}/revoke", admin, .tenant, .always),
         rule("GET", "tenants/{tenant}/l1-links/{link}/revocation", both, .tenant),
-        rule("POST", "nodes/enrolments", admin, .allTenants),
-        rule("GET", "nodes", both, .global),
+        rule("POST", "tenants/{tenant}/l1-links/{link}/restore", admin, .tenant, .always),
+        rule("POST", "tenants/{tenant}/l1-links/{link}/shred", admin, .tenant, .always),
+        rule("DELETE", "tenants/{tenant}/l1-links/{link}/shred", admin, .tenant, .always),
+        rule("POST", "tenants/{tenant}/l1-links/{link}/rotate", admin, .tenant),
+        rule("GET", "approvals", everyone, .global),
+        rule("POST", "approvals", deciders, .global, .always),
+        rule("GET", "approvals/{approval}", everyone, .global),
+        rule("POST", "approvals/{approval}/approve", deciders, .global, .always),
+        rule("POST", "approvals/{approval}/reject", deciders, .global, .always),
+        rule("DELETE", "approvals/{approval}", deciders, .global, sessionOnly: true),
+        rule("POST", "l1-rotations", admin, .allTenants),
+        rule("POST", "ivk-rotations", operator_, .allTenants, .always),
+        rule("GET", "rotations", everyone, .allTenants),
+        rule("GET", "rotations/{rotation}", everyone, .allTenants),
+        rule("POST", "nodes/enrolments", operator_, .allTenants, .always),
+        rule("GET", "nodes", everyone, .global),
         rule("GET", "audit", both, .allTenants),
         rule("GET", "audit/records/{seq}", both, .allTenants),
         rule("GET", "audit/checkpoint", both, .allTenants),
         rule("GET", "audit/consistency", both, .allTenants),
         rule("GET", "audit/export", both, .allTenants),
-        rule("GET", "events/stream", both, .global),
-        rule("GET", "session", both, .global),
-        rule("DELETE", "session", both, .global, sessionOnly: true),
-        rule("POST", "session/step-up", both, .global, sessionOnly: true),
-        rule("GET", "users", admin, .allTenants),
-        rule("POST", "users", admin, .allTenants),
-        rule("DELETE", "users/{user}/sessions", admin, .allTenants),
-        rule("GET", "tokens", admin, .allTenants),
-        rule("POST", "tokens", admin, .allTenants),
-        rule("DELETE", "tokens/{token}", admin, .allTenants),
+        rule("GET", "events/stream", everyone, .global),
+        rule("GET", "session", everyone, .global),
+        rule("DELETE", "session", everyone, .global, sessionOnly: true),
+        rule("POST", "session/step-up", everyone, .global, sessionOnly: true),
+        rule("GET", "users", deciders, .allTenants),
+        rule("POST", "users", deciders, .allTenants, sessionOnly: true),
+        rule("DELETE", "users/{user}/sessions", deciders, .allTenants),
+        rule("GET", "tokens", deciders, .allTenants),
+        rule("POST", "tokens", deciders, .allTenants),
+        rule("DELETE", "tokens/{token}", deciders, .allTenants),
     ]
 
     /// Answer without any credential.
@@ -99,12 +119,13 @@ public enum AccessPolicy {
 
     /// The table as Markdown (Docs/Authorization.md embeds it; a test compares).
     public static var markdown: String {
-        var lines = ["| method | path | security admin | auditor | tenant scope | fresh TOTP | tokens |",
-                     "| --- | --- | --- | --- | --- | --- | --- |"]
+        var lines = ["| method | path | security admin | auditor | platform operator | tenant scope | fresh TOTP | tokens |",
+                     "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for rule in rules {
             let tokens = rule.sessionOnly || rule.stepUp == .always ? "no" : rule.stepUp == .onRestore ? "not to restore" : "yes"
-            lines.append("| \(rule.method) | `\(rule.path)` | \(rule.roles.contains(.securityAdmin) ? "yes" : "—") | "
-                         + "\(rule.roles.contains(.auditor) ? "yes" : "—") | \(rule.scope.rawValue) | \(rule.stepUp.rawValue) | \(tokens) |")
+            func mark(_ role: AdminRole) -> String { rule.roles.contains(role) ? "yes" : "—" }
+            lines.append("| \(rule.method) | `\(rule.path)` | \(mark(.securityAdmin)) | \(mark(.auditor)) | \(mark(.platformOperator)) | "
+                         + "\(rule.scope.rawValue) | \(rule.stepUp.rawValue) | \(tokens) |")
         }
         return lines.joined(separator: "\n")
     }

@@ -102,12 +102,12 @@ struct AdminAuthenticationMiddleware: RouterMiddleware {
         }
         var needsStepUp = rule.stepUp == .always
         if rule.stepUp == .onRestore, let tenant {
-            needsStepUp = try await gateway.registry.links(tenantID: tenant, limit: 500, after: nil).items.contains { $0.state == .revoked }
+            needsStepUp = try await gateway.registry.links(tenantID: tenant, limit: 500, after: nil).items.contains { $0.state.isRevoked }
         }
         if needsStepUp {
             switch principal.kind {
             case .token:
-                throw APIError(.forbidden, code: "step_up_required", "revoking and restoring need a person with a fresh one-time code, not a token")
+                throw APIError(.forbidden, code: "step_up_required", "\(method) \(path) needs a person with a fresh one-time code, not a token")
             case .session, .assertion:
                 guard principal.hasFreshTOTP(now: sessions.now()) else {
                     throw APIError(.forbidden, code: "step_up_required", "enter a one-time code (POST /api/v1/session/step-up) within 5 minutes before this")

@@ -132,9 +132,20 @@ struct SessionController {
                      createdBy: account.createdBy, lockedUntil: account.lockedUntil, totpSecret: secret, totpURI: uri)
     }
 
+    /// Refuses what would cross the separation of duties: each role creates (and manages) only
+    /// the roles in `AdminRole.mayCreate`.
+    static func checkMayManage(_ role: AdminRole, by principal: Principal, _ what: String) throws {
+        guard principal.role.mayCreate.contains(role) else {
+            let allowed = principal.role.mayCreate.map(\.rawValue).sorted().joined(separator: ", ")
+            throw APIError(.forbidden, code: "forbidden",
+                           "a \(principal.role.rawValue) cannot \(what) a \(role.rawValue) (only: \(allowed.isEmpty ? "none" : allowed)); the duties are separated")
+        }
+    }
+
     @Sendable func createUser(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let principal = try Self.principal(context)
         let input = try await body(CreateUserRequest.self, request, context)
+        try Self.checkMayManage(input.role, by: principal, "create")
         let created = try await gateway.recorded("user.create", target: input.username, context: context.audit) {
             try await sessions.createAccount(username: input.username, password: input.password, role: input.role,
                                              tenants: input.tenants, createdBy: principal.name)
@@ -155,6 +166,7 @@ struct SessionController {
         guard let account = found else {
             throw APIError.notFound("no user \(id)")
         }
+        try Self.checkMayManage(account.role, by: try Self.principal(context), "end the sessions of")
         let count = try await gateway.recorded("user.sessions.revoke", target: account.username, context: context.audit) {
             try await gateway.registry.revokeSessions(accountID: account.id, at: Date())
         }
@@ -170,9 +182,26 @@ struct SessionController {
     @Sendable func createToken(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let principal = try Self.principal(context)
         let input = try await body(CreateTokenRequest.self, request, context)
+        try Self.checkMayManage(input.role, by: principal, "issue a token for")
+        var ttl = TimeInterval(input.ttlSeconds ?? 86_400)
+        if case .token(let id) = principal.kind {
+            // A token never makes one that outlives or outranks it: same tenants or fewer, an
+            // expiry no later than its own (a default lifetime is cut to fit).
+            guard let own = try await gateway.registry.automationTokens().first(where: { $0.id == id }) else { throw AdminAuthenticationMiddleware.unauthenticated }
+            let remaining = own.expiresAt.timeIntervalSince(sessions.now())
+            if input.ttlSeconds == nil { ttl = min(ttl, remaining.rounded(.down)) }
+            guard ttl <= remaining else {
+                throw APIError(.forbidden, code: "forbidden", "a token cannot issue a token that outlives it (this one expires at \(rfc3339(own.expiresAt)))")
+            }
+            if let ownTenants = own.tenants {
+                guard let tenants = input.tenants, Set(tenants).isSubset(of: ownTenants) else {
+                    throw APIError(.forbidden, code: "forbidden", "a token cannot issue a token for tenants beyond its own")
+                }
+            }
+        }
         let created = try await gateway.recorded("token.create", target: input.name, context: context.audit) {
             try await sessions.createToken(name: input.name, role: input.role, tenants: input.tenants,
-                                           ttl: TimeInterval(input.ttlSeconds ?? 86_400), createdBy: principal.name)
+                                           ttl: ttl, createdBy: principal.name)
         }
         return try ManagementController.json(tokenResponse(created.token, secret: created.secret), status: .created, context: context).response
     }
@@ -184,6 +213,9 @@ struct SessionController {
 
     @Sendable func revokeToken(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let id = try context.parameters.require("token")
+        if let token = try await gateway.registry.automationTokens().first(where: { $0.id == id }) {
+            try Self.checkMayManage(token.role, by: try Self.principal(context), "revoke")
+        }
         try await gateway.recorded("token.revoke", target: id, context: context.audit) {
             do {
                 try await gateway.registry.revokeAutomationToken(id: id, at: Date())
