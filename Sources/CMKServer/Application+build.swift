@@ -87,10 +87,12 @@ struct ShredService: Service {
     let interval: Duration
 
     func run() async throws {
-        await gateway.runDueShreds()
-        while !Task.isCancelledOrShuttingDown {
-            do { try await Task.sleep(for: interval) } catch { return }
+        await cancelWhenGracefulShutdown {
             await gateway.runDueShreds()
+            while !Task.isCancelledOrShuttingDown {
+                do { try await Task.sleep(for: interval) } catch { return }
+                await gateway.runDueShreds()
+            }
         }
     }
 }

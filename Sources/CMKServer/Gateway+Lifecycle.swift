@@ -41,10 +41,12 @@ extension Gateway {
         }
     }
 
-    /// Whether `principal` may see a request: its role's operations, within its tenants; auditors see all.
+    /// Whether `principal` may see a request: within its tenants, auditors and security
+    /// administrators see every request (node enrolments too: who may unseal is their concern);
+    /// a platform operator sees the requests of its own duty only.
     func mayView(_ request: ApprovalRequest, _ principal: Principal) -> Bool {
         if let tenant = request.tenantID, !principal.mayAccess(tenant: tenant) { return false }
-        return principal.role == .auditor || principal.role == Self.role(for: request.operation)
+        return principal.role != .platformOperator || Self.role(for: request.operation) == .platformOperator
     }
 
     /// Checks that `principal` may take part in a request for `operation` on `tenant`.

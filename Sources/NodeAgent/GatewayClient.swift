@@ -25,6 +25,8 @@ public final class GatewayClient: Sendable {
     public struct Unsealed: Sendable {
         public var l2Ref: String
         public var link: String
+        /// The link's epoch (1 before any restore).
+        public var epoch: Int
         public var key: SecretBytes
         public var leaseSeconds: Int
     }
@@ -36,6 +38,22 @@ public final class GatewayClient: Sendable {
         public var type: String
         public var tenant: String
         public var link: String?
+        /// The event's payload, JSON text (`epoch`, `allowedRegions`, …).
+        public var payload: String?
+
+        public init(sequence: Int64, id: String, type: String, tenant: String, link: String?, payload: String? = nil) {
+            (self.sequence, self.id, self.type, self.tenant, self.link, self.payload) = (sequence, id, type, tenant, link, payload)
+        }
+
+        private var fields: [String: Any] {
+            payload.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] } ?? [:]
+        }
+
+        /// The link epoch a revocation ends or a restore starts (1 for events that predate epochs).
+        public var epoch: Int { fields["epoch"] as? Int ?? 1 }
+
+        /// For `tenant.regions`: the regions allowed (nil: all).
+        public var allowedRegions: [String]? { fields["allowedRegions"] as? [String] }
     }
 
     public let base: String
@@ -88,6 +106,7 @@ public final class GatewayClient: Sendable {
             var encapsulatedKey: String
             var ciphertext: String
             var leaseSeconds: Int
+            var epoch: Int?
         }
         let (status, data) = try await call(.POST, "/node/v1/unseal", body: try JSONEncoder().encode(["tenant": tenant]))
         guard status == 200 else { throw Self.failure(status: status, data) }
@@ -102,7 +121,7 @@ public final class GatewayClient: Sendable {
             var opened = try recipient.open(ciphertext)
             defer { opened.resetBytes(in: 0..<opened.count) }
             let key = opened.withUnsafeBytes { SecretBytes(copying: $0) }
-            return Unsealed(l2Ref: response.l2Ref, link: response.link, key: key, leaseSeconds: response.leaseSeconds)
+            return Unsealed(l2Ref: response.l2Ref, link: response.link, epoch: response.epoch ?? 1, key: key, leaseSeconds: response.leaseSeconds)
         } catch {
             throw Failure(status: status, code: "invalid_response", message: "the sealed key does not open for this node")
         }

@@ -12,6 +12,8 @@ import NIOCore
 /// - `GET /healthz`
 ///
 /// Errors are `{"error": {"code", "message"}}`: `key_revoked` (409) after a kill-switch,
+/// `key_shred_scheduled` (409) while its destruction is scheduled, `key_shredded` (410) after,
+/// `region_not_allowed` (403) when the tenant does not allow this node's region,
 /// `key_unavailable` (503) when no key is held and the gateway cannot be reached,
 /// `unknown_tenant` (404), `invalid_ciphertext` (422), `bad_request` (400).
 public struct NodeAPI: Sendable {
@@ -38,7 +40,9 @@ public struct NodeAPI: Sendable {
 
         init(_ failure: NodeKeyring.Failure) {
             switch failure {
-            case .keyRevoked: self.init(.conflict, failure.code, failure.description)
+            case .keyRevoked, .keyShredScheduled: self.init(.conflict, failure.code, failure.description)
+            case .keyShredded: self.init(.gone, failure.code, failure.description)
+            case .regionNotAllowed: self.init(.forbidden, failure.code, failure.description)
             case .keyUnavailable: self.init(.serviceUnavailable, failure.code, failure.description)
             case .invalidCiphertext: self.init(.unprocessableContent, failure.code, failure.description)
             case .unknownTenant: self.init(.notFound, failure.code, failure.description)

@@ -166,13 +166,15 @@ public final class NodeRuntime: Service, Sendable {
             return try body(keyring)
         } catch NodeKeyring.Failure.keyUnavailable {
             try await unseal(tenant: tenant)
-        } catch NodeKeyring.Failure.keyRevoked {
+        } catch let failure as NodeKeyring.Failure where failure == .keyRevoked(tenant: tenant) || failure == .keyShredScheduled(tenant: tenant) {
+            // Not final: a restore (pushed as an event) or a new handshake brings the tenant back;
+            // the gateway is asked again now and then in case the event was missed.
             let due = state.withLockedValue { state -> Bool in
                 if let last = state.lastRecheck[tenant], ContinuousClock.now - last < configuration.revokedRecheck { return false }
                 state.lastRecheck[tenant] = .now
                 return true
             }
-            guard due else { throw NodeKeyring.Failure.keyRevoked(tenant: tenant) }
+            guard due else { throw failure }
             try await unseal(tenant: tenant)
         }
         return try body(keyring)
@@ -198,8 +200,17 @@ public final class NodeRuntime: Service, Sendable {
         } catch let failure as GatewayClient.Failure {
             switch failure.code {
             case "key_revoked":
-                keyring.markRevoked(tenant: tenant)
+                keyring.markRevoked(tenant: tenant, .revoked)
                 throw NodeKeyring.Failure.keyRevoked(tenant: tenant)
+            case "key_shred_scheduled":
+                keyring.markRevoked(tenant: tenant, .shredScheduled)
+                throw NodeKeyring.Failure.keyShredScheduled(tenant: tenant)
+            case "key_shredded":
+                keyring.markRevoked(tenant: tenant, .shredded)
+                throw NodeKeyring.Failure.keyShredded(tenant: tenant)
+            case "region_not_allowed":
+                keyring.drop(tenant: tenant)
+                throw NodeKeyring.Failure.regionNotAllowed(tenant: tenant)
             case "not_found": throw NodeKeyring.Failure.unknownTenant(tenant: tenant)
             default:
                 logger.warning("unseal failed", metadata: ["tenant": "\(tenant)", "error": "\(failure)"])
@@ -207,7 +218,7 @@ public final class NodeRuntime: Service, Sendable {
             }
         }
         // Counted from before the request went out, so no clock difference lengthens it.
-        try keyring.install(tenant: tenant, l2Ref: unsealed.l2Ref, link: unsealed.link, key: unsealed.key,
+        try keyring.install(tenant: tenant, l2Ref: unsealed.l2Ref, link: unsealed.link, epoch: unsealed.epoch, key: unsealed.key,
                             leaseExpiresAt: asked.addingTimeInterval(Double(unsealed.leaseSeconds)),
                             leaseSeconds: unsealed.leaseSeconds)
     }
@@ -251,10 +262,30 @@ public final class NodeRuntime: Service, Sendable {
     /// the event counts as handled (and the stream resumes after it) only once the gateway has
     /// the acknowledgement.
     func handle(_ event: GatewayClient.Event) async throws {
+        switch event.type {
+        case NodeProtocol.restoreEvent:
+            if let link = event.link {
+                keyring.restored(tenant: event.tenant, link: link, epoch: event.epoch)
+                state.withLockedValue { _ = $0.lastRecheck.removeValue(forKey: event.tenant) }
+                logger.notice("link restored: the tenant's key is served again", metadata: ["tenant": "\(event.tenant)", "link": "\(link)",
+                                                                                           "epoch": "\(event.epoch)"])
+            }
+        case NodeProtocol.shredEvent:
+            if let link = event.link {
+                keyring.shredded(tenant: event.tenant, link: link)
+                logger.notice("the tenant's key was shredded", metadata: ["tenant": "\(event.tenant)", "link": "\(link)"])
+            }
+        case NodeProtocol.regionsEvent:
+            if let allowed = event.allowedRegions, !allowed.contains(configuration.region), keyring.drop(tenant: event.tenant) {
+                logger.notice("key dropped: the tenant no longer allows this region", metadata: ["tenant": "\(event.tenant)"])
+            }
+        default:
+            break
+        }
         if event.type == NodeProtocol.revocationEvent, let link = event.link {
             let pending = try state.withLockedValue { state in
                 if let pending = state.unsentAcks[event.id] { return pending }
-                let (statement, signature) = try keyring.purge(tenant: event.tenant, link: link, event: event.id)
+                let (statement, signature) = try keyring.purge(tenant: event.tenant, link: link, epoch: event.epoch, event: event.id)
                 let dropped = NodeProtocol.parseAck(statement)?.keysDropped ?? 0
                 state.unsentAcks[event.id] = (statement, signature, event.tenant, dropped)
                 return (statement, signature, event.tenant, dropped)

@@ -54,8 +54,14 @@ public enum NodeProtocol {
         Data("openkcm/unseal/v1|\(tenant)|\(l2Ref)|\(node)".utf8)
     }
 
-    /// The outbox event type of a kill-switch revocation.
+    /// The outbox event type of a kill-switch revocation (payload: `epoch`, the link epoch it ends).
     public static let revocationEvent = "l1.revoked"
+    /// A revoked link restored with L1 (payload: `epoch`, the new one).
+    public static let restoreEvent = "l1.restored"
+    /// A link's key destroyed for good.
+    public static let shredEvent = "l2.shredded"
+    /// The regions a tenant allows changed (payload: `allowedRegions`, or null for all).
+    public static let regionsEvent = "tenant.regions"
 
     public static let ackType = "openkcm-purge-ack/v1"
 

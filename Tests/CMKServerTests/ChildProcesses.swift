@@ -67,6 +67,7 @@ struct ChildServer {
         var cookie = ""
         var csrf = ""
         var totpSecret = ""
+        var operatorToken = ""
     }
     let credentials = Credentials()
     static let adminPassword = "child admin passphrase 0123"
@@ -140,6 +141,16 @@ struct ChildServer {
         }
         credentials.cookie = String(cookieLine.dropFirst("set-cookie: cmk_session=".count).split(separator: ";")[0])
         credentials.csrf = csrf
+    }
+
+    /// A platform operator's automation token (node enrolment), made once with `cmk admin token`.
+    func operatorToken() throws -> String {
+        if credentials.operatorToken.isEmpty {
+            let issued = try cmk(["admin", "token", "--name", "operations", "--role", "platform-operator", "--config", "\(directory)/cmk.json"])
+            guard issued.status == 0 else { throw SoftHSMFixture.FixtureError(message: "cmk admin token: \(issued.error)") }
+            credentials.operatorToken = issued.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        return credentials.operatorToken
     }
 
     /// An automation token from `cmk admin token`.
@@ -222,7 +233,9 @@ extension ChildProcessTests {
     }
 
     func enrolmentToken(_ server: ChildServer, region: String) throws -> String {
-        let issued = try admin(server, "POST", "/api/v1/nodes/enrolments", #"{"region":"\#(region)"}"#)
+        // Node enrolment is the platform operator's duty, not a security administrator's.
+        let issued = try http(["-H", "Authorization: Bearer \(try server.operatorToken())", "-H", "Content-Type: application/json",
+                               "-d", #"{"region":"\#(region)"}"#, "\(server.base)/api/v1/nodes/enrolments"])
         guard let token = issued.json["token"] as? String else { throw SoftHSMFixture.FixtureError(message: "no token: \(issued.body)") }
         return token
     }

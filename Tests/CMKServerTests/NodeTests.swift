@@ -68,7 +68,7 @@ extension SimulatedNode {
 @Suite(.serialized) struct NodeTests {
     /// Enrols a simulated node through the API.
     func enrolledNode(_ client: any TestClientProtocol, region: String = "eu-west-1") async throws -> SimulatedNode {
-        let issued = try await client.execute(uri: "/api/v1/nodes/enrolments", method: .post, headers: ServerHarness.auth,
+        let issued = try await client.execute(uri: "/api/v1/nodes/enrolments", method: .post, headers: ServerHarness.operatorAuth,
                                               body: ServerHarness.body(#"{"region":"\#(region)"}"#))
         let token = try #require(try issued.json()["token"] as? String)
         var node = SimulatedNode()
@@ -162,8 +162,12 @@ extension SimulatedNode {
             let created = try await admin("/api/v1/tenants/nodes/l1-links", .post, #"{"provider":"pkcs11","keystore":"hsm","key":"pkcs11:object=l1"}"#)
             let linkID = try #require(try created.json()["id"] as? String)
 
-            // Enrolment: a one-time token from an administrator; the node proves it holds its key.
-            let issued = try await admin("/api/v1/nodes/enrolments", .post, #"{"region":"eu-central-1"}"#)
+            // Enrolment: a one-time token from a platform operator (a security administrator may
+            // not enrol the nodes that unseal: separation of duties); the node proves it holds its key.
+            let notHis = try await admin("/api/v1/nodes/enrolments", .post, #"{"region":"eu-central-1"}"#)
+            #expect(notHis.status == .forbidden)
+            let issued = try await client.execute(uri: "/api/v1/nodes/enrolments", method: .post, headers: ServerHarness.operatorAuth,
+                                                  body: ServerHarness.body(#"{"region":"eu-central-1"}"#))
             #expect(issued.status == .created)
             let token = try #require(try issued.json()["token"] as? String)
             var node = SimulatedNode()
@@ -229,7 +233,7 @@ extension SimulatedNode {
     @Test func forgedReplayedSkewedAndUnknownRequestsAreRefused() async throws {
         let harness = try ServerHarness()
         try await harness.test { client, gateway in
-            let issued = try await client.execute(uri: "/api/v1/nodes/enrolments", method: .post, headers: ServerHarness.auth,
+            let issued = try await client.execute(uri: "/api/v1/nodes/enrolments", method: .post, headers: ServerHarness.operatorAuth,
                                                   body: ServerHarness.body(#"{"region":"us-east-1"}"#))
             let token = try #require(try issued.json()["token"] as? String)
             var node = SimulatedNode()

@@ -80,7 +80,7 @@ import TestSupport
         try await waitUntilUp(server.base)
         try server.createAdmin()   // the browser is the first to log in
         let token = try server.automationToken()
-        let issued = try http(["-H", "Authorization: Bearer \(token)", "-H", "Content-Type: application/json",
+        let issued = try http(["-H", "Authorization: Bearer \(try server.operatorToken())", "-H", "Content-Type: application/json",
                                "-d", #"{"region":"eu-central-1"}"#, "\(server.base)/api/v1/nodes/enrolments"])
         let enrolment = try #require(issued.json["token"] as? String, "\(issued.body)")
         let node = try ChildNode(gateway: server.base, region: "eu-central-1", enrolmentToken: enrolment, in: server.directory, name: "node")

@@ -15,6 +15,9 @@ struct ServerHarness {
     static let sessionToken = "okas_test-harness-session-0123456789abcdef"
     static let csrfToken = "test-harness-csrf-0123456789abcdef"
     static let adminName = "harness-admin"
+    static let operatorSessionToken = "okas_test-harness-operator-0123456789abcdef"
+    static let operatorCSRF = "test-harness-operator-csrf-0123456789"
+    static let operatorName = "harness-operator"
     let fixture = SoftHSMFixture.shared
     let directory: String
     var configuration: ServerConfiguration
@@ -85,6 +88,12 @@ struct ServerHarness {
         [.cookie: "\(SessionManager.cookieName)=\(sessionToken)", .init(SessionManager.csrfHeader)!: csrfToken, .contentType: "application/json"]
     }
 
+    /// The harness's platform operator (node enrolment, IVK rotation), with a fresh second factor.
+    static var operatorAuth: HTTPFields {
+        [.cookie: "\(SessionManager.cookieName)=\(operatorSessionToken)", .init(SessionManager.csrfHeader)!: operatorCSRF,
+         .contentType: "application/json"]
+    }
+
     /// The harness's administrator and a session as a login makes it (fresh second factor).
     static func provisionAdmin(_ gateway: Gateway) async throws {
         let manager = SessionManager(registry: gateway.registry, platform: gateway.platform, audit: nil, settings: sessionSettings,
@@ -93,6 +102,11 @@ struct ServerHarness {
                                                       tenants: nil, createdBy: "test")
         _ = try await gateway.registry.createSession(tokenHash: SessionManager.hash(sessionToken), csrfHash: SessionManager.hash(csrfToken),
                                                      accountID: created.account.id, authMethod: "password+totp",
+                                                     expiresAt: Date().addingTimeInterval(8 * 3600), clientAddress: nil)
+        let operator_ = try await manager.createAccount(username: operatorName, password: "harness password 0123", role: .platformOperator,
+                                                        tenants: nil, createdBy: "test")
+        _ = try await gateway.registry.createSession(tokenHash: SessionManager.hash(operatorSessionToken), csrfHash: SessionManager.hash(operatorCSRF),
+                                                     accountID: operator_.account.id, authMethod: "password+totp",
                                                      expiresAt: Date().addingTimeInterval(8 * 3600), clientAddress: nil)
     }
 

@@ -256,18 +256,24 @@ struct TestUser {
             var admin = try await TestUser.make(gateway, "admin", role: .securityAdmin)
             var auditor = try await TestUser.make(gateway, "auditor", role: .auditor)
             var scoped = try await TestUser.make(gateway, "scoped", role: .securityAdmin, tenants: ["globex"])
+            var operator_ = try await TestUser.make(gateway, "operator", role: .platformOperator)
             try await admin.logIn(client)
             try await auditor.logIn(client)
             try await scoped.logIn(client)
+            try await operator_.logIn(client)
             let manager = SessionManager(registry: gateway.registry, platform: gateway.platform, audit: nil,
                                          settings: ServerHarness.sessionSettings, logger: Logger(label: "test"))
             let adminToken = try await manager.createToken(name: "ci-admin", role: .securityAdmin, tenants: nil, ttl: 3600, createdBy: "test").secret
             let auditorToken = try await manager.createToken(name: "ci-audit", role: .auditor, tenants: nil, ttl: 3600, createdBy: "test").secret
+            let operatorToken = try await manager.createToken(name: "ci-ops", role: .platformOperator, tenants: nil, ttl: 3600, createdBy: "test").secret
             struct Caller { var name: String; var headers: HTTPFields; var role: AdminRole?; var tenants: [String]?; var person: Bool }
             let callers = [
                 Caller(name: "admin", headers: admin.headers, role: .securityAdmin, tenants: nil, person: true),
                 Caller(name: "auditor", headers: auditor.headers, role: .auditor, tenants: nil, person: true),
                 Caller(name: "scoped", headers: scoped.headers, role: .securityAdmin, tenants: ["globex"], person: true),
+                Caller(name: "operator", headers: operator_.headers, role: .platformOperator, tenants: nil, person: true),
+                Caller(name: "operator token", headers: [.authorization: "Bearer \(operatorToken)", .contentType: "application/json"],
+                       role: .platformOperator, tenants: nil, person: false),
                 Caller(name: "admin token", headers: [.authorization: "Bearer \(adminToken)", .contentType: "application/json"],
                        role: .securityAdmin, tenants: nil, person: false),
                 Caller(name: "auditor token", headers: [.authorization: "Bearer \(auditorToken)", .contentType: "application/json"],

@@ -78,4 +78,52 @@ import Testing
         #expect(try ring.decrypt(tenant: "acme", try ring.encrypt(tenant: "acme", [4])) == [4])
         #expect(NodeKeyring.Failure.keyRevoked(tenant: "acme").code == "key_revoked")
     }
+
+    @Test func aRestoredLinkIsServedAgainUnderItsNextEpochAndAnOldRevocationLeavesIt() throws {
+        let clock = Clock()
+        let ring = keyring(clock)
+        try ring.install(tenant: "acme", l2Ref: "l2-a", link: "link-1", epoch: 1, key: Self.l2, leaseExpiresAt: clock.now.addingTimeInterval(30))
+        let sealed = try ring.encrypt(tenant: "acme", [1, 2, 3])
+        _ = try ring.purge(tenant: "acme", link: "link-1", epoch: 1, event: "revoke-1")
+        #expect(throws: NodeKeyring.Failure.keyRevoked(tenant: "acme")) { try ring.decrypt(tenant: "acme", sealed) }
+        // An unseal answer of the revoked epoch (in flight before the revocation) is refused.
+        #expect(throws: NodeKeyring.Failure.keyRevoked(tenant: "acme")) {
+            try ring.install(tenant: "acme", l2Ref: "l2-a", link: "link-1", epoch: 1, key: Self.l2, leaseExpiresAt: clock.now.addingTimeInterval(30))
+        }
+        // The restore event: not refused any more (the next request unseals), and the same L2
+        // under epoch 2 opens what was encrypted before the revocation.
+        ring.restored(tenant: "acme", link: "link-1", epoch: 2)
+        #expect(!ring.isRevoked(tenant: "acme"))
+        #expect(throws: NodeKeyring.Failure.keyUnavailable(tenant: "acme")) { try ring.decrypt(tenant: "acme", sealed) }
+        try ring.install(tenant: "acme", l2Ref: "l2-a", link: "link-1", epoch: 2, key: Self.l2, leaseExpiresAt: clock.now.addingTimeInterval(30))
+        #expect(try ring.decrypt(tenant: "acme", sealed) == [1, 2, 3])
+        // A replay of the first revocation (a node catching up) does not drop the restored key.
+        let replay = try ring.purge(tenant: "acme", link: "link-1", epoch: 1, event: "revoke-1")
+        #expect(try CanonicalJSON.parse(Array(replay.statement.utf8))["keysDropped"]?.integerValue == 0)
+        #expect(try ring.decrypt(tenant: "acme", sealed) == [1, 2, 3])
+        // The second revocation (of epoch 2) does.
+        let second = try ring.purge(tenant: "acme", link: "link-1", epoch: 2, event: "revoke-2")
+        #expect(try CanonicalJSON.parse(Array(second.statement.utf8))["keysDropped"]?.integerValue == 1)
+        #expect(throws: NodeKeyring.Failure.keyRevoked(tenant: "acme")) { try ring.decrypt(tenant: "acme", sealed) }
+    }
+
+    @Test func eachRefusalHasItsOwnCodeAndAShreddedLinkNeverComesBack() throws {
+        let clock = Clock()
+        let ring = keyring(clock)
+        try ring.install(tenant: "acme", l2Ref: "l2-a", link: "link-1", key: Self.l2, leaseExpiresAt: clock.now.addingTimeInterval(30))
+        ring.markRevoked(tenant: "acme", .shredScheduled)
+        #expect(throws: NodeKeyring.Failure.keyShredScheduled(tenant: "acme")) { try ring.encrypt(tenant: "acme", [1]) }
+        #expect(ring.keysHeld == 0)
+        ring.shredded(tenant: "acme", link: "link-1")
+        #expect(throws: NodeKeyring.Failure.keyShredded(tenant: "acme")) { try ring.encrypt(tenant: "acme", [1]) }
+        ring.restored(tenant: "acme", link: "link-1", epoch: 2)
+        #expect(throws: NodeKeyring.Failure.keyShredded(tenant: "acme")) {
+            try ring.install(tenant: "acme", l2Ref: "l2-a", link: "link-1", epoch: 2, key: Self.l2, leaseExpiresAt: clock.now.addingTimeInterval(30))
+        }
+        #expect(Set([NodeKeyring.Failure.keyRevoked(tenant: "t"), .keyShredScheduled(tenant: "t"), .keyShredded(tenant: "t"),
+                     .regionNotAllowed(tenant: "t"), .keyUnavailable(tenant: "t")].map(\.code)).count == 5)
+        // A tenant relinked after the shred (a new handshake, a new link) is served.
+        try ring.install(tenant: "acme", l2Ref: "l2-b", link: "link-2", key: Self.l2, leaseExpiresAt: clock.now.addingTimeInterval(30))
+        #expect(try ring.decrypt(tenant: "acme", try ring.encrypt(tenant: "acme", [5])) == [5])
+    }
 }

@@ -82,7 +82,7 @@ public enum AccessPolicy {
         rule("POST", "ivk-rotations", operator_, .allTenants, .always),
         rule("GET", "rotations", everyone, .allTenants),
         rule("GET", "rotations/{rotation}", everyone, .allTenants),
-        rule("POST", "nodes/enrolments", operator_, .allTenants, .always),
+        rule("POST", "nodes/enrolments", operator_, .allTenants),
         rule("GET", "nodes", everyone, .global),
         rule("GET", "audit", both, .allTenants),
         rule("GET", "audit/records/{seq}", both, .allTenants),
