@@ -22,6 +22,22 @@ struct SessionController {
         var csrfToken: String?
         var expiresAt: Date?
         var stepUpFresh: Bool
+        /// The lifecycle policy the caller works under: how many people each operation takes
+        /// (the requester included) and the shortest shred waiting period.
+        var lifecycle: LifecyclePolicy?
+    }
+
+    struct LifecyclePolicy: Codable, Sendable {
+        var approvals: [String: Int]
+        var shredWaitingPeriodHours: Int
+        var approvalExpiryMinutes: Int
+
+        init(_ settings: LifecycleSettings) {
+            approvals = Dictionary(uniqueKeysWithValues: ApprovalOperation.allCases.map { ($0.rawValue, settings.approvals.people(for: $0)) })
+            approvals["link.revoke"] = 1
+            shredWaitingPeriodHours = settings.shredWaitingPeriodHours
+            approvalExpiryMinutes = settings.approvalExpiryMinutes
+        }
     }
 
     struct UserResponse: Codable, Sendable {
@@ -83,7 +99,8 @@ struct SessionController {
                                              clientAddress: context.clientAddress, requestID: context.id)
         var reply = try ManagementController.json(SessionResponse(
             username: login.account.username, role: login.account.role, tenants: login.account.tenants, authMethod: login.session.authMethod,
-            session: login.session.id, csrfToken: login.csrfToken, expiresAt: login.session.expiresAt, stepUpFresh: true),
+            session: login.session.id, csrfToken: login.csrfToken, expiresAt: login.session.expiresAt, stepUpFresh: true,
+            lifecycle: LifecyclePolicy(gateway.lifecycle)),
             status: .created, context: context)
         reply.headers[.setCookie] = sessionCookie(login.sessionToken, maxAge: sessions.settings.absoluteHours * 3600)
         return reply.response
@@ -95,7 +112,8 @@ struct SessionController {
         if case .session(let id, _) = principal.kind { session = id }
         return try ManagementController.json(SessionResponse(
             username: principal.name, role: principal.role, tenants: principal.tenants, authMethod: principal.authMethod, session: session,
-            csrfToken: nil, expiresAt: nil, stepUpFresh: principal.hasFreshTOTP(now: sessions.now())), context: context).response
+            csrfToken: nil, expiresAt: nil, stepUpFresh: principal.hasFreshTOTP(now: sessions.now()),
+            lifecycle: LifecyclePolicy(gateway.lifecycle)), context: context).response
     }
 
     @Sendable func logout(_ request: Request, context: CMKRequestContext) async throws -> Response {
