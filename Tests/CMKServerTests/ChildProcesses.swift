@@ -73,8 +73,9 @@ struct ChildServer {
     static let adminPassword = "child admin passphrase 0123"
 
     /// `keystores` adds JSON keystore entries (cloud keystores) after `hsm`.
+    /// `extraConfiguration`: more top-level members of cmk.json (`"lifecycle": {…}`).
     init(token: String, fixture: SoftHSMFixture, logLevel: String, leaseSeconds: Int = 30, environment: [String: String] = [:],
-         keystores: [String] = []) throws {
+         keystores: [String] = [], extraConfiguration: String? = nil) throws {
         let cmk = try builtProduct("cmk")
         directory = NSTemporaryDirectory() + "cmk-child-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -85,7 +86,7 @@ struct ChildServer {
         let config = """
         {"port": \(port), "database": "cmk.sqlite", "keystores": [{"id": "hsm", "profile": "profile.json"}\(keystores.map { ", " + $0 }.joined())],
          "platform": {"profile": "profile.json"}, "probeIntervalSeconds": 0, "logLevel": "\(logLevel)",
-         "leaseSeconds": \(leaseSeconds)}
+         "leaseSeconds": \(leaseSeconds)\(extraConfiguration.map { ", " + $0 } ?? "")}
         """
         try Data(config.utf8).write(to: URL(fileURLWithPath: "\(directory)/cmk.json"))
         child = ChildProcess(executable: cmk, arguments: ["serve", "--config", "\(directory)/cmk.json"], logPath: "\(directory)/server.log",
@@ -143,6 +144,20 @@ struct ChildServer {
         credentials.csrf = csrf
     }
 
+    /// Another person, made with `cmk admin create` and logged in (a fresh second factor).
+    func person(_ username: String, role: String = "security-admin") throws -> Person {
+        let passwordFile = "\(directory)/\(username)-password"
+        try Data(Self.adminPassword.utf8).write(to: URL(fileURLWithPath: passwordFile))
+        let created = try cmk(["admin", "create", "--username", username, "--password-file", passwordFile, "--role", role,
+                               "--config", "\(directory)/cmk.json"])
+        guard created.status == 0, let line = created.output.split(separator: "\n").first(where: { $0.hasPrefix("TOTP secret") }) else {
+            throw SoftHSMFixture.FixtureError(message: "cmk admin create \(username): \(created.error)")
+        }
+        let person = Person(username: username, secret: Base32.decode(String(line.split(separator: " ").last!)) ?? [])
+        try person.logIn(base)
+        return person
+    }
+
     /// A platform operator's automation token (node enrolment), made once with `cmk admin token`.
     func operatorToken() throws -> String {
         if credentials.operatorToken.isEmpty {
@@ -158,6 +173,45 @@ struct ChildServer {
         let issued = try cmk(["admin", "token", "--name", "tests", "--role", role, "--config", "\(directory)/cmk.json"])
         guard issued.status == 0 else { throw SoftHSMFixture.FixtureError(message: "cmk admin token: \(issued.error)") }
         return issued.output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
+
+/// A person logged in to a child server: the session cookie, the CSRF token, the TOTP secret.
+final class Person: @unchecked Sendable {
+    let username: String
+    let secret: [UInt8]
+    var cookie = ""
+    var csrf = ""
+    private var lastStep: Int64 = 0
+
+    init(username: String, secret: [UInt8]) {
+        self.username = username
+        self.secret = secret
+    }
+
+    /// A code of a step this account has not used yet (steps only move forward).
+    func nextCode() -> String {
+        let totp = TOTP()
+        let step = max(totp.step(at: Date()), lastStep + 1)
+        lastStep = step
+        return totp.code(secret: secret, step: step)
+    }
+
+    func logIn(_ base: String) throws {
+        let login = try SoftHSMFixture.run("/usr/bin/env", [
+            "curl", "-s", "-D", "-", "--max-time", "20", "-H", "Content-Type: application/json",
+            "-d", #"{"username":"\#(username)","password":"\#(ChildServer.adminPassword)","totp":"\#(nextCode())"}"#, "\(base)/api/v1/session"])
+        guard let cookieLine = login.output.split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("set-cookie: cmk_session=") }),
+              let body = login.output.components(separatedBy: "\r\n\r\n").last,
+              let json = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any], let csrf = json["csrfToken"] as? String else {
+            throw SoftHSMFixture.FixtureError(message: "login of \(username) failed: \(login.output)")
+        }
+        cookie = String(cookieLine.dropFirst("set-cookie: cmk_session=".count).split(separator: ";")[0])
+        self.csrf = csrf
+    }
+
+    var auth: [String] {
+        ["-H", "Cookie: cmk_session=\(cookie)", "-H", "X-CSRF-Token: \(csrf)", "-H", "Content-Type: application/json"]
     }
 }
 
@@ -206,6 +260,10 @@ extension ChildProcessTests {
 
     func admin(_ server: ChildServer, _ method: String, _ path: String, _ body: String? = nil) throws -> HTTPResult {
         try http(server.auth + ["-X", method] + (body.map { ["-d", $0] } ?? []) + ["\(server.base)\(path)"])
+    }
+
+    func call(_ person: Person, _ server: ChildServer, _ method: String, _ path: String, _ body: String? = nil) throws -> HTTPResult {
+        try http(person.auth + ["-X", method] + (body.map { ["-d", $0] } ?? []) + ["\(server.base)\(path)"])
     }
 
     /// Waits until `condition` holds, up to `seconds`.
