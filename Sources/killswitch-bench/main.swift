@@ -18,6 +18,8 @@ struct Options {
     var gateway = "http://127.0.0.1:8080"
     var password = ""
     var totpSecret = ""
+    /// A platform operator's automation token: node enrolment is its duty, not the administrator's.
+    var operatorToken = ""
     var nodes = 10
     var revocations = 60
     var directory = NSTemporaryDirectory() + "killswitch-bench-\(getpid())"
@@ -32,12 +34,13 @@ struct Options {
             case "--gateway": gateway = value
             case "--admin-password-file": password = Self.read(value)
             case "--admin-totp-secret-file": totpSecret = Self.read(value)
+            case "--operator-token-file": operatorToken = Self.read(value)
             case "--nodes": nodes = Int(value) ?? nodes
             case "--revocations": revocations = Int(value) ?? revocations
             case "--data-dir": directory = value
             case "--clients": clients = value
             default:
-                FileHandle.standardError.write(Data("usage: killswitch-bench --gateway URL --admin-password-file F --admin-totp-secret-file F --nodes N --revocations R --data-dir D [--clients runtime|light]\n".utf8))
+                FileHandle.standardError.write(Data("usage: killswitch-bench --gateway URL --admin-password-file F --admin-totp-secret-file F --operator-token-file F --nodes N --revocations R --data-dir D [--clients runtime|light]\n".utf8))
                 exit(64)
             }
         }
@@ -117,6 +120,21 @@ func admin(_ method: HTTPMethod, _ path: String, _ body: String? = nil, expect: 
     return (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
 }
 
+/// A node enrolment token, issued by the platform operator.
+func enrolmentToken(region: String) async throws -> String {
+    var request = HTTPClientRequest(url: options.gateway + "/api/v1/nodes/enrolments")
+    request.method = .POST
+    request.headers.add(name: "Authorization", value: "Bearer \(options.operatorToken)")
+    request.headers.add(name: "Content-Type", value: "application/json")
+    request.body = .bytes(ByteBuffer(string: #"{"region":"\#(region)"}"#))
+    let response = try await http.execute(request, timeout: .seconds(30))
+    let data = Data(buffer: try await response.body.collect(upTo: 1 << 20))
+    guard response.status == .created, let token = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["token"] as? String else {
+        throw BenchError(description: "enrolment: HTTP \(response.status.code) \(String(decoding: data, as: UTF8.self))")
+    }
+    return token
+}
+
 func percentile(_ sorted: [Double], _ p: Double) -> Double {
     sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * p).rounded()))]
 }
@@ -159,7 +177,7 @@ func runBench() async throws {
         let port = UInt16(URL(string: options.gateway)!.port!)
         var nodes: [(LightNode, GatewayClient, Int64)] = []
         for index in 0..<options.nodes {
-            let token = try await admin(.POST, "/api/v1/nodes/enrolments", #"{"region":"bench-\#(index % 3)"}"#, expect: 201)["token"] as! String
+            let token = try await enrolmentToken(region: "bench-\(index % 3)")
             let signing = Curve25519.Signing.PrivateKey(), hpke = Curve25519.KeyAgreement.PrivateKey()
             let enrolment = try await GatewayClient.enrol(base: options.gateway, token: token, signingKey: signing, hpkeKey: hpke.publicKey, http: http)
             let light = LightNode(id: enrolment.id, key: signing, port: port) { event, at in ackSink.yield(Acked(node: enrolment.id, event: event, at: at)) }
@@ -187,7 +205,7 @@ func runBench() async throws {
         // 2. N node runtimes, each enrolled with its own token and data directory.
         var runtimes: [NodeRuntime] = []
         for index in 0..<options.nodes {
-            let token = try await admin(.POST, "/api/v1/nodes/enrolments", #"{"region":"bench-\#(index % 3)"}"#, expect: 201)["token"] as! String
+            let token = try await enrolmentToken(region: "bench-\(index % 3)")
             var configuration = NodeRuntime.Configuration(gateway: options.gateway, region: "bench-\(index % 3)",
                                                           dataDirectory: "\(options.directory)/node-\(index)", enrolmentToken: token)
             configuration.heartbeatInterval = .seconds(5)
