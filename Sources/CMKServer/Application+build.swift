@@ -70,13 +70,16 @@ struct ProbeScheduler: Service {
     let interval: Duration
 
     func run() async throws {
-        while !Task.isCancelledOrShuttingDown {
-            do {
-                try await Task.sleep(for: interval)
-            } catch {
-                return
+        // Cancelled at graceful shutdown: a sleep of `probeIntervalSeconds` must not hold it up.
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelledOrShuttingDown {
+                do {
+                    try await Task.sleep(for: interval)
+                } catch {
+                    return
+                }
+                await gateway.probeAllLinked()
             }
-            await gateway.probeAllLinked()
         }
     }
 }

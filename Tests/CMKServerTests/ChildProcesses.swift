@@ -75,7 +75,7 @@ struct ChildServer {
     /// `keystores` adds JSON keystore entries (cloud keystores) after `hsm`.
     /// `extraConfiguration`: more top-level members of cmk.json (`"lifecycle": {…}`).
     init(token: String, fixture: SoftHSMFixture, logLevel: String, leaseSeconds: Int = 30, environment: [String: String] = [:],
-         keystores: [String] = [], extraConfiguration: String? = nil) throws {
+         keystores: [String] = [], extraConfiguration: String? = nil, probeIntervalSeconds: Int = 0) throws {
         let cmk = try builtProduct("cmk")
         directory = NSTemporaryDirectory() + "cmk-child-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -85,7 +85,7 @@ struct ChildServer {
         base = "http://127.0.0.1:\(port)"
         let config = """
         {"port": \(port), "database": "cmk.sqlite", "keystores": [{"id": "hsm", "profile": "profile.json"}\(keystores.map { ", " + $0 }.joined())],
-         "platform": {"profile": "profile.json"}, "probeIntervalSeconds": 0, "logLevel": "\(logLevel)",
+         "platform": {"profile": "profile.json"}, "probeIntervalSeconds": \(probeIntervalSeconds), "logLevel": "\(logLevel)",
          "leaseSeconds": \(leaseSeconds)\(extraConfiguration.map { ", " + $0 } ?? "")}
         """
         try Data(config.utf8).write(to: URL(fileURLWithPath: "\(directory)/cmk.json"))

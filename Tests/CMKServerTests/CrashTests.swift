@@ -23,7 +23,9 @@ import TestSupport
     }
 
     @Test func sigtermStopsTheServerGracefully() async throws {
-        let child = try ChildServer(token: "logs", fixture: fixture, logLevel: "info")
+        // With every periodic service on and sleeping long (the prober's minute, the shredder's):
+        // none of them may hold the shutdown up.
+        let child = try ChildServer(token: "logs", fixture: fixture, logLevel: "info", probeIntervalSeconds: 60)
         defer { if child.process.isRunning { kill(child.process.processIdentifier, SIGKILL) } }
         try await waitUntilUp(child.base)
         kill(child.process.processIdentifier, SIGTERM)
