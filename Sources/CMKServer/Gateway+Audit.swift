@@ -92,32 +92,41 @@ extension Gateway {
 }
 
 extension Gateway {
-    /// A revocation is committed to the registry before its `link.revoke` audit record is
-    /// appended; a crash in between would leave a revocation the audit log does not show. At
-    /// start every revocation event without a successful `link.revoke` record for its link
-    /// gets one, by the system, marked `recovered`, so the log names every kill-switch.
+    /// Changes that reach nodes are committed to the registry (with their outbox event) before
+    /// their audit record is appended; a crash in between would leave a revocation, a restore or
+    /// a shred the audit log does not show. At start each link's events of a kind are counted
+    /// against its successful records of the matching operation, and every event beyond them
+    /// (the latest ones) gets a record by the system, marked `recovered`, so that the log names
+    /// every kill-switch and every lifting of one, however often a link went back and forth.
     func recoverRevocationRecords() async throws {
-        var recorded = Set<String>()
-        var after: UInt64?
-        repeat {
-            let page = try audit.store.records(AuditQuery(operation: "link.revoke", outcome: .success, after: after, limit: AuditQuery.maxLimit))
-            recorded.formUnion(page.records.compactMap(\.target))
-            after = page.next
-        } while after != nil
-        var cursor: Int64 = 0
-        while true {
-            let events = try await registry.events(after: cursor, limit: 500)
-            for event in events where event.type == OutboxEvent.l1Revoked {
-                guard let link = event.linkID, !recorded.contains(link) else { continue }
-                _ = try await audit.append(AuditRecord(
-                    actor: AuditActor(kind: .system, id: "recovery", authMethod: "internal"), operation: "link.revoke", outcome: .success,
-                    tenant: event.tenantID, target: link, details: ["event": event.id, "recovered": "true",
-                                                                    "revokedAt": RFC3339.format(event.createdAt)]))
-                recorded.insert(link)
-                logger.warning("recorded a revocation whose audit record was lost in a crash", metadata: ["link": "\(link)", "event": "\(event.id)"])
+        let kinds: [(event: String, operation: String)] = [(OutboxEvent.l1Revoked, "link.revoke"), (OutboxEvent.l1Restored, "link.restore"),
+                                                           (OutboxEvent.l2Shredded, "l2.shred")]
+        for kind in kinds {
+            var recorded: [String: Int] = [:]
+            var after: UInt64?
+            repeat {
+                let page = try audit.store.records(AuditQuery(operation: kind.operation, outcome: .success, after: after, limit: AuditQuery.maxLimit))
+                for target in page.records.compactMap(\.target) { recorded[target, default: 0] += 1 }
+                after = page.next
+            } while after != nil
+            var events: [String: [OutboxEvent]] = [:]
+            var cursor: Int64 = 0
+            while true {
+                let page = try await registry.events(after: cursor, limit: 500)
+                for event in page where event.type == kind.event { if let link = event.linkID { events[link, default: []].append(event) } }
+                guard let last = page.last, page.count == 500 else { break }
+                cursor = last.sequence
             }
-            guard let last = events.last, events.count == 500 else { break }
-            cursor = last.sequence
+            for (link, linkEvents) in events.sorted(by: { $0.key < $1.key }) where linkEvents.count > recorded[link] ?? 0 {
+                for event in linkEvents.dropFirst(recorded[link] ?? 0) {
+                    _ = try await audit.append(AuditRecord(
+                        actor: AuditActor(kind: .system, id: "recovery", authMethod: "internal"), operation: kind.operation, outcome: .success,
+                        tenant: event.tenantID, target: link, details: ["event": event.id, "recovered": "true",
+                                                                        "at": RFC3339.format(event.createdAt)]))
+                    logger.warning("recorded a change whose audit record was lost in a crash",
+                                   metadata: ["operation": "\(kind.operation)", "link": "\(link)", "event": "\(event.id)"])
+                }
+            }
         }
     }
 }

@@ -225,6 +225,10 @@ extension Gateway {
             throw APIError(.conflict, code: "conflict", error.message)
         }
         logger.notice("L1 link restored", metadata: ["tenant": "\(tenantID)", "link": "\(linkID)", "epoch": "\(result.link.epoch)"])
+        #if DEBUG
+        // The crash tests' failpoint (D49): die between the commit and the push and record.
+        if ProcessInfo.processInfo.environment["CMK_FAILPOINT"] == "restore-before-dispatch" { kill(getpid(), SIGKILL) }
+        #endif
         broadcaster.notify([result.event])
         return result
     }

@@ -88,6 +88,33 @@ import TestSupport
         #expect(restores?.filter { $0["outcome"] as? String == "success" }.count == 1)
     }
 
+    @Test func aRestoreCommittedJustBeforeACrashReachesTheNodesAndTheAuditLog() async throws {
+        let server = try ChildServer(token: "orbital", fixture: fixture, logLevel: "info",
+                                     environment: ["CMK_FAILPOINT": "restore-before-dispatch"])
+        var nodes: [ChildNode] = []
+        defer { for node in nodes { node.child.stop(SIGKILL) }; server.stopAndRemove() }
+        try await waitUntilUp(server.base)
+        try server.logIn()
+        let link = try linkedTenant(server, "phoenix")
+        nodes.append(try await startNode(server, region: "eu-west-1", name: "node"))
+        let ciphertext = try encrypt(nodes[0], "phoenix", "rises")
+        #expect(try admin(server, "POST", "/api/v1/tenants/phoenix/l1-links/\(link)/revoke").status == 200)
+        let bob = try server.person("bob")
+        let id = try approved(server, "link.restore", "phoenix", link, by: bob)
+        // The gateway dies after the commit, before it pushes the event or writes the record.
+        _ = try? admin(server, "POST", "/api/v1/tenants/phoenix/l1-links/\(link)/restore", #"{"approval":"\#(id)"}"#)
+        try await eventually(10, "the gateway to die") { !server.child.isRunning }
+        server.child.environment["CMK_FAILPOINT"] = nil
+        try server.child.start()
+        try await waitUntilUp(server.base)
+        try server.logIn()
+        // The node catches up on the event and serves the key again; the log names the restore.
+        try await eventually(15, "the node to decrypt again") { try decrypt(nodes[0], "phoenix", ciphertext).status == 200 }
+        let records = try admin(server, "GET", "/api/v1/audit?operation=link.restore&limit=10").json["items"] as? [[String: Any]] ?? []
+        #expect(records.count == 1 && (records.first?["details"] as? [String: Any])?["recovered"] as? String == "true", "\(records)")
+        #expect(try admin(server, "GET", "/api/v1/approvals/\(id)").json["state"] as? String == "EXECUTED")
+    }
+
     @Test func aScheduledShredRunsAndNodesHearThatTheKeyIsGone() async throws {
         let server = try ChildServer(token: "orbital", fixture: fixture, logLevel: "info",
                                      environment: ["CMK_TEST_SHRED_WAITING_SECONDS": "2"],
