@@ -95,7 +95,10 @@ extension Gateway {
             }
             target = linkID
         case .nodeEnrolment:
-            guard input.tenant == nil, let region = input.region else { throw APIError.badRequest("node.enrolment names the region, and no tenant") }
+            guard input.tenant == nil, let region = input.region,
+                  region.range(of: #"^[a-z0-9][a-z0-9-]{0,62}$"#, options: .regularExpression) != nil else {
+                throw APIError.badRequest("node.enrolment names the region (1-63 characters of a-z, 0-9 and -), and no tenant")
+            }
             if let ttl = input.ttlSeconds { parameters["ttlSeconds"] = .integer(Int64(try Self.enrolmentTTL(ttl))) }
             target = region
         }
@@ -345,6 +348,20 @@ extension Gateway {
             }
         }
         return shredded
+    }
+
+    /// Fences soon, once for every revocation in the next `fenceDelay`.
+    func scheduleFence() {
+        let start = fencePending.withLockedValue { pending in
+            defer { pending = true }
+            return !pending
+        }
+        guard start else { return }
+        Task {
+            try? await Task.sleep(for: Self.fenceDelay)
+            fencePending.withLockedValue { $0 = false }
+            await fence()
+        }
     }
 
     /// Checkpoints the registry's write-ahead log into the database file and truncates it, so

@@ -72,6 +72,11 @@ public final class Gateway: Sendable {
     public let lifecycle: LifecycleSettings
     /// The IVK label prefix, for new IVK versions.
     let ivkLabelPrefix: String
+    /// Whether a fence is scheduled (revocations within `fenceDelay` share one).
+    let fencePending = NIOLockedValueBox(false)
+    /// How long after a revocation its fence runs: after the nodes' acknowledgements, which the
+    /// checkpoint's fsyncs would otherwise delay (D76).
+    static let fenceDelay: Duration = .seconds(1)
     /// Wakes the rotation service when a job is started.
     let rotationWake = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
 
@@ -386,7 +391,7 @@ public final class Gateway: Sendable {
         broadcaster.notify([result.event])
         // The dropped active binding is overwritten in the file already (secure_delete); the
         // write-ahead log still holds the page before the change until it is checkpointed.
-        Task { await self.fence() }
+        scheduleFence()
         return result
     }
 

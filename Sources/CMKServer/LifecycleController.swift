@@ -141,8 +141,9 @@ struct LifecycleController {
     @Sendable func createApproval(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let principal = try SessionController.principal(context)
         let input = try await ManagementController.decode(CreateApprovalRequest.self, request, context)
-        let created = try await gateway.recorded("approval.request", tenant: input.tenant, target: input.link ?? input.region,
-                                                 details: ["operation": input.operation.rawValue], resultTarget: { $0.id },
+        var details = ["operation": input.operation.rawValue]
+        if let subject = input.link ?? input.region { details["for"] = String(subject.prefix(128)) }
+        let created = try await gateway.recorded("approval.request", tenant: input.tenant, details: details, resultTarget: { $0.id },
                                                  context: context.audit) {
             try await gateway.requestApproval(.init(operation: input.operation, tenant: input.tenant, link: input.link, region: input.region,
                                                     waitingPeriodHours: input.waitingPeriodHours, ttlSeconds: input.ttlSeconds,
