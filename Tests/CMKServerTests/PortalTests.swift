@@ -61,9 +61,14 @@ import TestSupport
     /// on SoftHSM with one `cmk node`: a wrong code is refused; log in; onboard a key with the
     /// wizard (a failing probe shows its checks, then a passing one links it); live changes
     /// without a reload; the kill-switch (typed name, a wrong then a fresh code) to LOCKED with a
-    /// proof verified in the browser; the revocation found in the audit viewer, its inclusion
-    /// proof and the whole log verified (and tampering detected); a tablet layout. The steps
-    /// are in portal_e2e.py, which Scripts/screenshots also runs.
+    /// proof verified in the browser; past it, with a second security administrator (bob, in a
+    /// second browser) approving: a shred scheduled and cancelled, the wizard refusing a new key
+    /// beside the restorable link, a restore that the requester cannot approve himself, and the
+    /// node decrypting data from before the revocation; the revocation found in the audit viewer,
+    /// its inclusion proof and the whole log verified (and tampering detected); a tablet layout;
+    /// a platform operator's view (nodes, approvals, an enrolment token; no tenant data asked
+    /// for) and an auditor's (read-only). The steps are in portal_e2e.py, which
+    /// Scripts/screenshots also runs.
     @Test func thePortalEndToEndInChromium() async throws {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/chromium"),
               FileManager.default.isExecutableFile(atPath: "/usr/bin/chromedriver") else {
@@ -79,6 +84,9 @@ import TestSupport
         defer { for node in nodes { node.child.stop(SIGKILL) }; server.stopAndRemove() }
         try await waitUntilUp(server.base)
         try server.createAdmin()   // the browser is the first to log in
+        // Restores and shreds take two security administrators; the platform operator has its own view.
+        let bob = try newPerson(server, "bob", role: "security-admin")
+        let olga = try newPerson(server, "olga", role: "platform-operator")
         let token = try server.automationToken()
         let issued = try http(["-H", "Authorization: Bearer \(try server.operatorToken())", "-H", "Content-Type: application/json",
                                "-d", #"{"region":"eu-central-1"}"#, "\(server.base)/api/v1/nodes/enrolments"])
@@ -94,16 +102,48 @@ import TestSupport
                                                               "--aws-key", CloudFixtures.moto.keys.keyARN],
                                             environment: ["SE_OFFLINE": "true", "PORTAL_USERNAME": "admin",
                                                           "PORTAL_PASSWORD": ChildServer.adminPassword,
-                                                          "PORTAL_TOTP_SECRET": server.credentials.totpSecret, "PORTAL_TOKEN": token])
+                                                          "PORTAL_TOTP_SECRET": server.credentials.totpSecret, "PORTAL_TOKEN": token,
+                                                          "PORTAL_BOB_PASSWORD": ChildServer.adminPassword, "PORTAL_BOB_TOTP_SECRET": bob,
+                                                          "PORTAL_OPERATOR_PASSWORD": ChildServer.adminPassword,
+                                                          "PORTAL_OPERATOR_TOTP_SECRET": olga])
         #expect(result.status == 0, "\(result.output)\n\(result.error)")
         for step in ["wrong code:", "failing probe:", "linked, L2Ref", "live changes arrived", "wrong code at the kill-switch:",
-                     "locked: LOCKED", "proof:", "record: ✓ Included", "verify: ✓ The log verifies", "tampering detected:", "golden vectors:", "aws kms linked with the wizard",
-                     "tablet layout:", "contrast:", "auditor:", "node offline:", "portal end to end: passed"] {
+                     "locked: LOCKED", "proof:", "revoked link actions:", "bob approved the shred: Approved", "shred scheduled:",
+                     "wizard: link_restorable:", "shred cancelled:", "restore requested:", "self-approval refused: 403 self_approval",
+                     "bob rejected the first request: Rejected", "restore requested again after the rejection",
+                     "bob approved the restore: Approved", "restored: ", "node decrypts data from before the revocation",
+                     "record: ✓ Included", "verify: ✓ The log verifies", "tampering detected:", "golden vectors:", "aws kms linked with the wizard",
+                     "tablet layout:", "contrast:", "platform operator:", "auditor:", "node offline:", "portal end to end: passed"] {
             #expect(result.output.contains(step), "missing step \(step): \(result.output)")
         }
         // What the browser did is on the record, by the person who did it.
         let audit = try http(["-H", "Authorization: Bearer \(token)", "\(server.base)/api/v1/audit?operation=link.revoke"])
         let revocations = audit.json["items"] as? [[String: Any]] ?? []
         #expect(revocations.count == 1 && (revocations.first?["actor"] as? [String: Any])?["id"] as? String == "admin", "\(audit.body)")
+        // The restore: asked for and carried out by admin, approved by bob; the link came back under epoch 2.
+        let votes = try http(["-H", "Authorization: Bearer \(token)", "\(server.base)/api/v1/audit?operation=approval.approve&outcome=success"])
+        let voters = (votes.json["items"] as? [[String: Any]] ?? []).compactMap { ($0["actor"] as? [String: Any])?["id"] as? String }
+        #expect(voters == ["bob", "bob"], "bob approved the shred and the restore: \(votes.body)")
+        let restores = try http(["-H", "Authorization: Bearer \(token)", "\(server.base)/api/v1/audit?operation=link.restore&outcome=success"])
+        let restore = (restores.json["items"] as? [[String: Any]] ?? []).first
+        #expect((restore?["actor"] as? [String: Any])?["id"] as? String == "admin" && (restore?["details"] as? [String: Any])?["approval"] != nil,
+                "\(restores.body)")
+        let links = try http(["-H", "Authorization: Bearer \(token)", "\(server.base)/api/v1/tenants/acme/l1-links"])
+        let link = (links.json["items"] as? [[String: Any]] ?? []).first
+        #expect(link?["state"] as? String == "LINKED" && link?["epoch"] as? Int == 2, "\(links.body)")
+    }
+
+    /// A person made with `cmk admin create` who has not logged in yet (the browser does, with
+    /// the first code): returns the TOTP secret. The password is `ChildServer.adminPassword`.
+    func newPerson(_ server: ChildServer, _ username: String, role: String) throws -> String {
+        let passwordFile = "\(server.directory)/\(username)-password"
+        try Data(ChildServer.adminPassword.utf8).write(to: URL(fileURLWithPath: passwordFile))
+        let created = try server.cmk(["admin", "create", "--username", username, "--password-file", passwordFile, "--role", role,
+                                      "--config", "\(server.directory)/cmk.json"])
+        guard created.status == 0, let line = created.output.split(separator: "\n").first(where: { $0.hasPrefix("TOTP secret") }),
+              let secret = line.split(separator: " ").last else {
+            throw SoftHSMFixture.FixtureError(message: "cmk admin create \(username): \(created.error)")
+        }
+        return String(secret)
     }
 }

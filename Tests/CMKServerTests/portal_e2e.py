@@ -6,8 +6,11 @@ Run by PortalTests (and by Scripts/screenshots, which adds --screenshots DIR) ag
     portal_e2e.py --base URL --node URL [--screenshots DIR]
 
 Secrets come from the environment, never from arguments: PORTAL_USERNAME, PORTAL_PASSWORD,
-PORTAL_TOTP_SECRET (base32) and PORTAL_TOKEN (an automation token, to make changes "elsewhere").
-The administrator must not have logged in during the current 30-second step or later.
+PORTAL_TOTP_SECRET (base32) and PORTAL_TOKEN (an automation token, to make changes "elsewhere");
+PORTAL_BOB_PASSWORD and PORTAL_BOB_TOTP_SECRET for "bob", a second security administrator who
+approves in a second browser; PORTAL_OPERATOR_PASSWORD and PORTAL_OPERATOR_TOTP_SECRET for
+"olga", a platform operator. None of them may have logged in during the current 30-second step
+or later.
 """
 import argparse, base64, hmac, json, os, re, signal, struct, time, urllib.error, urllib.request
 from selenium import webdriver
@@ -26,14 +29,35 @@ parser.add_argument("--node-pid", type=int, help="the node's process id: stopped
 args = parser.parse_args()
 username, password = os.environ["PORTAL_USERNAME"], os.environ["PORTAL_PASSWORD"]
 secret, token = os.environ["PORTAL_TOTP_SECRET"], os.environ["PORTAL_TOKEN"]
+bob_password, bob_secret = os.environ["PORTAL_BOB_PASSWORD"], os.environ["PORTAL_BOB_TOTP_SECRET"]
+operator_password, operator_secret = os.environ["PORTAL_OPERATOR_PASSWORD"], os.environ["PORTAL_OPERATOR_TOTP_SECRET"]
 TENANT = "acme"
 
 
-def code(offset=0):
-    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
-    digest = hmac.new(key, struct.pack(">Q", int(time.time()) // 30 + offset), "sha1").digest()
+def totp(key_base32, step):
+    key = base64.b32decode(key_base32 + "=" * (-len(key_base32) % 8))
+    digest = hmac.new(key, struct.pack(">Q", step), "sha1").digest()
     o = digest[-1] & 15
     return "%06d" % ((struct.unpack(">I", digest[o:o + 4])[0] & 0x7FFFFFFF) % 1000000)
+
+
+def code(offset=0, key=None):
+    return totp(key or secret, int(time.time()) // 30 + offset)
+
+
+# The administrator's TOTP steps used so far: the gateway accepts each step once, and only
+# steps later than the last one used (see `fresh_code`).
+used_steps = []
+
+
+def fresh_code():
+    """A code of a step the administrator has not used: waits into the next step when the
+    current one was used already (a condition on the clock, not a guess)."""
+    while used_steps and int(time.time()) // 30 <= max(used_steps):
+        time.sleep(30 - time.time() % 30 + 0.2)
+    step = int(time.time()) // 30
+    used_steps.append(step)
+    return totp(secret, step)
 
 
 def step_margin(seconds=5):
@@ -60,35 +84,48 @@ def node_encrypt():
     return http("POST", args.node + "/v1/tenants/%s/encrypt" % TENANT, {"plaintext": base64.b64encode(b"customer data").decode()})
 
 
-options = webdriver.ChromeOptions()
-options.binary_location = "/usr/bin/chromium"
-for argument in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900",
-                 "--force-device-scale-factor=1", "--lang=en-GB"]:
-    options.add_argument(argument)
-driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900",
+                     "--force-device-scale-factor=1", "--lang=en-GB"]:
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+driver = browser()
+second = None   # bob's browser, once he logs in
 # Live updates replace table rows under the test's feet: a stale element means "look again".
 wait = WebDriverWait(driver, 20, ignored_exceptions=(StaleElementReferenceException,))
 by_id = lambda name: driver.find_element(By.ID, name)
 css = lambda selector: driver.find_element(By.CSS_SELECTOR, selector)
 
 
-def shot(name, element=None):
+def shot(name, element=None, d=None):
     """A PNG of the page (or of one element, such as the modal dialog) for Docs/screenshots."""
     if not args.screenshots:
         return
+    d = d or driver
     os.makedirs(args.screenshots, exist_ok=True)
-    driver.execute_script("document.activeElement && document.activeElement.blur && document.activeElement.blur()")
-    height = driver.execute_script("return Math.max(document.body.scrollHeight, 900)")
-    driver.set_window_size(driver.get_window_size()["width"], min(height + 40, 2400))
+    d.execute_script("document.activeElement && document.activeElement.blur && document.activeElement.blur(); window.scrollTo(0, 0)")
+    # The whole page: the window is the page's height plus the browser's own (headless Chromium
+    # keeps about 100 px of the window for itself), again if the new size reflowed the page.
+    for _ in range(3):
+        page = d.execute_script("return Math.max(document.body.scrollHeight, 800)")
+        size = d.get_window_size()
+        inner = d.execute_script("return window.innerHeight")
+        if inner == min(page, 2400):
+            break
+        d.set_window_size(size["width"], min(page, 2400) + size["height"] - inner)
     path = os.path.join(args.screenshots, name + ".png")
     if element:
         element.screenshot(path)
     else:
-        driver.save_screenshot(path)
+        d.save_screenshot(path)
     print("screenshot:", path)
 
 
-def click(selector):
+def click(selector, d=None):
     """Clicks what `selector` finds, again if a live update replaced it in the meantime."""
     def attempt(d):
         try:
@@ -96,7 +133,14 @@ def click(selector):
             return True
         except StaleElementReferenceException:
             return False
-    wait.until(attempt)
+    (WebDriverWait(d, 20, ignored_exceptions=(StaleElementReferenceException,)) if d else wait).until(attempt)
+
+
+def read(selector, expression="e.innerText", d=None):
+    """Reads from every element `selector` finds in one step inside the page: a live update
+    cannot replace a row between finding it and reading it (as with find_element, then .text)."""
+    return (d or driver).execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(e => " + expression + ")", selector)
 
 
 def erase(name):
@@ -111,17 +155,17 @@ def type_into(name, value):
     erase(name).send_keys(value)
 
 
-def unlabelled_controls():
+def unlabelled_controls(d=None):
     """Visible form controls without a label: each must have one (screen readers, voice control)."""
-    return driver.execute_script("""
+    return (d or driver).execute_script("""
         return [...document.querySelectorAll('input, select, button')].filter(e => e.offsetParent !== null)
           .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !(e.tagName === 'BUTTON' && e.textContent.trim()))
           .map(e => e.id || e.outerHTML.slice(0, 60));""")
 
 
-def low_contrast():
+def low_contrast(d=None):
     """Visible text below WCAG AA contrast against its effective background (4.5:1, 3:1 for large text)."""
-    return driver.execute_script("""
+    return (d or driver).execute_script("""
         const parse = (s) => { const p = s.match(/rgba?\\(([^)]+)\\)/)[1].split(',').map(parseFloat); return { rgb: p.slice(0, 3), a: p.length > 3 ? p[3] : 1 }; };
         const lum = (rgb) => { const [r, g, b] = rgb.map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); }); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
         const background = (e) => { for (; e; e = e.parentElement) { const c = parse(getComputedStyle(e).backgroundColor); if (c.a > 0.5) return c.rgb; } return [255, 255, 255]; };
@@ -146,11 +190,14 @@ try:
     near = {code(-1), code(0), code(1)}
     wrong = next(c for c in ("%06d" % n for n in range(0, 1000000, 137)) if c not in near)
 
-    def log_in(totp):
-        type_into("username", username)
-        type_into("password", password)
-        type_into("totp", totp)
-        css("#login-form button[type=submit]").click()
+    def log_in(one_time_code, user=None, passphrase=None, d=None):
+        d = d or driver
+        for name, value in (("username", user or username), ("password", passphrase or password), ("totp", one_time_code)):
+            field = d.find_element(By.ID, name)
+            field.send_keys(Keys.CONTROL, "a")
+            field.send_keys(Keys.BACKSPACE)
+            field.send_keys(value)
+        d.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
 
     log_in(wrong)
     wait.until(lambda d: by_id("login-error").is_displayed())
@@ -160,7 +207,8 @@ try:
     shot("01-login-wrong-code")
     # The previous step is within the skew window; it leaves the current step for the kill-switch.
     step_margin()
-    log_in(code(-1))
+    used_steps.append(int(time.time()) // 30 - 1)
+    log_in(totp(secret, used_steps[-1]))
     wait.until(lambda d: by_id("dashboard").is_displayed())
     wait.until(lambda d: by_id("links-empty").is_displayed())
     wait.until(lambda d: by_id("live").text == "live")
@@ -220,6 +268,7 @@ try:
     driver.execute_script("window.__notReloaded = true")
     status, body = node_encrypt()
     assert status == 200, (status, body)
+    before_revocation = body["ciphertext"]   # decrypted again after the restore
     # The node's next heartbeat reports the key it now holds.
     wait.until(lambda d: css("#nodes tbody tr td:nth-child(5)").text == "1")
     status, _ = http("POST", args.base + "/api/v1/tenants", {"id": "globex", "name": "Globex"}, bearer=token)
@@ -253,7 +302,7 @@ try:
     print("wrong code at the kill-switch:", by_id("ks-error").text)
     status, link = http("GET", args.base + "/api/v1/tenants/%s/l1-links?limit=5" % TENANT, bearer=token)
     assert link["items"][0]["state"] == "LINKED", "a refused code revokes nothing"
-    type_into("ks-totp", code(0))
+    type_into("ks-totp", fresh_code())
     by_id("ks-submit").click()
     wait.until(lambda d: by_id("ks-progress").is_displayed())
     wait.until(lambda d: by_id("ks-state").get_attribute("data-state") == "LOCKED")
@@ -270,6 +319,147 @@ try:
     assert status == 409 and body["error"]["code"] == "key_revoked", (status, body)
     by_id("ks-close").click()
     wait.until(lambda d: "LOCKED" in css("#links tbody tr[data-tenant=%s]" % TENANT).text)
+
+    # 4b. Past the kill-switch: the revoked link offers restore and shred; both take two people here.
+    acme_row = "#links tbody tr[data-tenant=%s]" % TENANT
+    wait.until(lambda d: css(acme_row).get_attribute("data-state") == "REVOKED")
+    actions = lambda d=None: [b.get_attribute("data-action") for b in (d or driver).find_elements(By.CSS_SELECTOR, acme_row + " button")]
+    wait.until(lambda d: actions() == ["restore", "shred", "proof"])
+    print("revoked link actions:", read(acme_row + " button"))
+    assert low_contrast() == [], low_contrast()
+    shot("16-dashboard-revoked-link")
+
+    def in_dialog(d=None):
+        """The lifecycle dialog is open and idle (not waiting for the gateway)."""
+        d = d or driver
+        dialog = d.find_element(By.ID, "lifecycle")
+        return dialog.is_displayed() and not d.find_element(By.ID, "lc-submit").get_attribute("disabled")
+
+    def submit_dialog():
+        """Presses the dialog's button; gives a fresh code first when the portal asks for one
+        (the last step-up is older than 5 minutes on a slow run)."""
+        if by_id("lc-code-box").is_displayed():
+            type_into("lc-totp", fresh_code())
+        by_id("lc-submit").click()
+
+    # The second security administrator, in a browser of his own.
+    second = browser()
+    second_wait = WebDriverWait(second, 20, ignored_exceptions=(StaleElementReferenceException,))
+    second.get(args.base + "/")
+    second_wait.until(lambda d: d.find_element(By.ID, "login").is_displayed())
+    log_in(code(0, bob_secret), "bob", bob_password, d=second)
+    second_wait.until(lambda d: d.find_element(By.ID, "dashboard").is_displayed() and d.find_element(By.ID, "live").text == "live")
+
+    def bob_votes(operation, decision="approve"):
+        """Bob finds the request under Approvals and decides in the dialog (fresh from his login, no second code)."""
+        row = "#approvals tbody tr[data-operation='%s'][data-state=PENDING]" % operation
+        second_wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, row + " button[data-action=%s]" % decision))
+        click(row + " button[data-action=%s]" % decision, d=second)
+        second_wait.until(lambda d: in_dialog(d) and d.find_element(By.ID, "lc-submit").text == decision.capitalize())
+        assert not second.find_element(By.ID, "lc-code-box").is_displayed(), "a fresh login needs no second code"
+        second.find_element(By.ID, "lc-submit").click()
+        second_wait.until(lambda d: d.find_element(By.ID, "lc-done").is_displayed())
+        result = second.find_element(By.ID, "lc-done").text
+        second.find_element(By.ID, "lc-close").click()
+        return result
+
+    # Schedule a shred: the request, bob's approval, then "Schedule shred now" with the approval.
+    click(acme_row + " button[data-action=shred]")
+    wait.until(lambda d: in_dialog() and by_id("lc-submit").text == "Request approval")
+    assert by_id("lc-hours-box").is_displayed() and int(by_id("lc-hours").get_attribute("value")) >= 24
+    submit_dialog()
+    wait.until(lambda d: by_id("lc-request").get_attribute("data-state") == "PENDING")
+    by_id("lc-close").click()
+    print("bob approved the shred:", bob_votes("link.shred"))
+    wait.until(lambda d: css(acme_row + " button[data-action=shred]").text == "Schedule shred now…")
+    click(acme_row + " button[data-action=shred]")
+    wait.until(lambda d: in_dialog() and by_id("lc-submit").text == "Schedule shred now")
+    submit_dialog()
+    wait.until(lambda d: by_id("lc-done").is_displayed())
+    by_id("lc-close").click()
+    wait.until(lambda d: css(acme_row).get_attribute("data-state") == "SHRED_SCHEDULED" and actions() == ["cancel-shred", "proof"])
+    print("shred scheduled:", read(acme_row + " td:nth-child(3)")[0].replace("\n", " | "))
+    assert low_contrast() == [], low_contrast()
+
+    # The wizard will not link a new key beside a restorable one (409 link_restorable): it says so
+    # and leads to the link, here to cancel the shred first.
+    css("nav a[data-view=onboard]").click()
+    wait.until(lambda d: by_id("wiz-provider").is_displayed() and d.find_elements(By.CSS_SELECTOR, "#wiz-tenant option[value=%s]" % TENANT))
+    Select(by_id("wiz-tenant")).select_by_value(TENANT)
+    css("input[name=wiz-keystore][value=hsm]").click()
+    css("#wiz-provider button[type=submit]").click()
+    wait.until(lambda d: by_id("wiz-restorable").is_displayed())
+    assert "can still come back" in by_id("wiz-restorable-text").text, by_id("wiz-restorable-text").text
+    print("wizard: link_restorable:", by_id("wiz-restorable-text").text)
+    by_id("wiz-restorable-go").click()
+    wait.until(lambda d: by_id("dashboard").is_displayed() and in_dialog() and by_id("lc-submit").text == "Cancel the shred")
+    submit_dialog()
+    wait.until(lambda d: by_id("lc-done").is_displayed())
+    by_id("lc-close").click()
+    wait.until(lambda d: css(acme_row).get_attribute("data-state") == "REVOKED" and actions() == ["restore", "shred", "proof"])
+    print("shred cancelled: the link is REVOKED again")
+
+    # Restore: asked for by the administrator, who cannot approve it himself; bob rejects the
+    # first request and approves the second.
+    click(acme_row + " button[data-action=restore]")
+    wait.until(lambda d: in_dialog() and by_id("lc-submit").text == "Request approval")
+    type_into("lc-reason", "The key custodian confirmed the L1 key is back under our control")
+    submit_dialog()
+    wait.until(lambda d: by_id("lc-request").get_attribute("data-state") == "PENDING")
+    assert not by_id("lc-submit").is_displayed() and by_id("lc-withdraw").is_displayed(), "the requester waits, and may withdraw"
+    print("restore requested:", by_id("lc-request-state").text)
+    assert low_contrast() == [], low_contrast()
+    assert unlabelled_controls() == [], unlabelled_controls()
+    shot("17-restore-requested", by_id("lifecycle"))
+    by_id("lc-close").click()
+    request_row = "#approvals tbody tr[data-operation='link.restore'][data-state=PENDING]"
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, request_row))
+    request_id = read(request_row, "e.dataset.approval")[0]
+    own = read(request_row + " button", "e.dataset.action")
+    assert own == ["withdraw"], own   # no Approve or Reject on one's own request
+    refused = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch('/api/v1/approvals/' + arguments[0] + '/approve', {method: 'POST', headers: {'X-CSRF-Token': sessionStorage.getItem('cmk-csrf')}})
+          .then(async r => done(r.status + ' ' + (await r.json()).error.code)).catch(e => done(String(e)));""", request_id)
+    assert refused == "403 self_approval", refused
+    print("self-approval refused:", refused)
+    print("bob rejected the first request:", bob_votes("link.restore", "reject"))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#approvals-history tbody tr[data-approval='%s'][data-state=REJECTED]" % request_id))
+    click(acme_row + " button[data-action=restore]")
+    wait.until(lambda d: in_dialog() and by_id("lc-request").get_attribute("data-state") == "REJECTED" and by_id("lc-submit").text == "Request approval")
+    submit_dialog()
+    wait.until(lambda d: by_id("lc-request").get_attribute("data-state") == "PENDING")
+    by_id("lc-close").click()
+    wait.until(lambda d: read(request_row, "e.dataset.approval") not in ([], [request_id]))
+    request_id = read(request_row, "e.dataset.approval")[0]
+    print("restore requested again after the rejection")
+    second_wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, request_row + " button[data-action=approve]"))
+    assert low_contrast(second) == [], low_contrast(second)
+    assert unlabelled_controls(second) == [], unlabelled_controls(second)
+    shot("18-approvals-second-administrator", d=second)
+    print("bob approved the restore:", bob_votes("link.restore"))
+
+    # Live, the requester gets "Restore now", which carries the approval's id.
+    wait.until(lambda d: css(acme_row + " button[data-action=restore]").text == "Restore now…")
+    click(acme_row + " button[data-action=restore]")
+    wait.until(lambda d: in_dialog() and by_id("lc-submit").text == "Restore now")
+    assert by_id("lc-request").get_attribute("data-state") == "APPROVED"
+    submit_dialog()
+    wait.until(lambda d: by_id("lc-done").is_displayed() or by_id("lc-error").is_displayed())
+    assert by_id("lc-done").is_displayed(), by_id("lc-error").text
+    print("restored:", by_id("lc-done").text)
+    shot("19-restored", by_id("lifecycle"))
+    by_id("lc-close").click()
+    wait.until(lambda d: css(acme_row).get_attribute("data-state") == "LINKED" and "epoch 2" in css(acme_row).text)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#approvals-history tbody tr[data-approval='%s'][data-state=EXECUTED]" % request_id))
+    # The node, told by the l1.restored event, unseals the same L2: data from before the kill-switch opens.
+    def decrypted(_):
+        status, body = http("POST", args.node + "/v1/tenants/%s/decrypt" % TENANT, {"ciphertext": before_revocation})
+        return status == 200 and base64.b64decode(body["plaintext"]) == b"customer data"
+    WebDriverWait(driver, 20).until(decrypted)
+    print("node decrypts data from before the revocation: the same L2 key is back")
+    second.quit()
+    second = None
 
     # 5. The audit viewer: find the revocation, check its inclusion proof, verify the whole log.
     css("nav a[data-view=audit]").click()
@@ -385,31 +575,68 @@ try:
     wait.until(lambda d: by_id("dashboard").is_displayed() and TENANT in by_id("links").text)
     overflow = driver.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0, "the page scrolls sideways by %dpx on a tablet" % overflow
-    assert css("#links tbody td[data-label]").get_attribute("data-label") == "Tenant"
+    assert read("#links tbody td[data-label]", "e.dataset.label")[0] == "Tenant"
     print("tablet layout: no horizontal overflow")
     shot("13-dashboard-tablet")
     print("contrast: WCAG AA on every screen checked")
 
-    # 7. An auditor reads everything and changes nothing: no wizard, no kill-switch, but proofs and the log.
+    # 7. A platform operator: nodes and its approvals, enrolment tokens; never a tenant, link,
+    # keystore or the audit log (the gateway refuses those to it, and the portal does not ask).
     driver.set_window_size(1280, 900)
-    status, auditor = http("POST", args.base + "/api/v1/users", {"username": "auditor-ana", "password": "an auditor's passphrase", "role": "auditor"}, bearer=token)
-    assert status == 201, (status, auditor)
+    # People are made by people: the administrator's session makes the auditor for step 8.
+    auditor = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch('/api/v1/users', {method: 'POST', headers: {'Content-Type': 'application/json', 'X-CSRF-Token': sessionStorage.getItem('cmk-csrf')},
+                                body: JSON.stringify({username: 'auditor-ana', password: "an auditor's passphrase", role: 'auditor'})})
+          .then(async r => done({status: r.status, body: await r.json()})).catch(e => done({status: 0, body: String(e)}));""")
+    assert auditor["status"] == 201, auditor
     css("#logout").click()
     wait.until(lambda d: by_id("login").is_displayed())
-    secret, username, password = auditor["totpSecret"], "auditor-ana", "an auditor's passphrase"
-    log_in(code(0))
+    asked = lambda: driver.execute_script("return performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)")
+    driver.execute_script("performance.clearResourceTimings()")
+    log_in(code(0, operator_secret), "olga", operator_password)
+    wait.until(lambda d: by_id("dashboard").is_displayed() and by_id("nodes").is_displayed() and by_id("live").text == "live")
+    wait.until(lambda d: "/api/v1/approvals" in asked())
+    assert not by_id("links-section").is_displayed() and not by_id("keystores-section").is_displayed()
+    assert not css("nav a[data-view=onboard]").is_displayed() and not css("nav a[data-view=audit]").is_displayed()
+    assert by_id("approvals-section").is_displayed() and by_id("enrol").is_displayed()
+    not_its_duty = lambda: [p for p in asked() if re.match(r"/api/v1/(tenants|keystores|audit)", p)]
+    assert not_its_duty() == [], not_its_duty()
+    type_into("enrol-region", "eu-west-1")
+    by_id("enrol-submit").click()
+    wait.until(lambda d: by_id("enrol-result").is_displayed())
+    assert by_id("enrol-token").get_attribute("value").startswith("okne_"), "a one-time enrolment token"
+    assert low_contrast() == [], low_contrast()
+    assert unlabelled_controls() == [], unlabelled_controls()
+    shot("20-platform-operator")
+    # Asked for the audit view, even on a fresh load, the operator gets the status page.
+    driver.get(args.base + "/#audit")
+    driver.refresh()
+    wait.until(lambda d: by_id("dashboard").is_displayed() and by_id("nodes").is_displayed() and "/api/v1/approvals" in asked())
+    assert not by_id("audit").is_displayed()
+    assert not_its_duty() == [], not_its_duty()
+    assert not by_id("dashboard-error").is_displayed(), by_id("dashboard-error").text
+    print("platform operator: nodes, approvals and enrolment; asked for", sorted(set(p for p in asked() if p.startswith("/api/"))))
+    driver.get(args.base + "/#status")
+
+    # 8. An auditor reads everything and changes nothing: no wizard, no kill-switch, no vote, but proofs and the log.
+    css("#logout").click()
+    wait.until(lambda d: by_id("login").is_displayed())
+    log_in(code(0, auditor["body"]["totpSecret"]), "auditor-ana", "an auditor's passphrase")
     wait.until(lambda d: by_id("dashboard").is_displayed() and TENANT in by_id("links").text)
     assert not css("nav a[data-view=onboard]").is_displayed(), "auditors have no wizard"
     assert driver.find_elements(By.CSS_SELECTOR, "#links button.danger") == [], "auditors have no kill-switch"
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#approvals-history tbody tr[data-state=EXECUTED]")) == 2)
+    assert driver.find_elements(By.CSS_SELECTOR, "#approvals button, #approvals-history button") == [], "auditors do not vote"
     click("#links tbody tr[data-tenant=%s] button" % TENANT)
     wait.until(lambda d: by_id("ks-state").get_attribute("data-state") == "LOCKED")
     by_id("ks-close").click()
     driver.get(args.base + "/#onboard")
     wait.until(lambda d: by_id("dashboard").is_displayed())
     assert not by_id("onboard").is_displayed()
-    print("auditor: reads the status, the proofs and the log; no wizard, no kill-switch")
+    print("auditor: reads the status, the approvals, the proofs and the log; no wizard, no kill-switch, no vote")
 
-    # 8. A node that goes away shows as offline, with what that means and what to do.
+    # 9. A node that goes away shows as offline, with what that means and what to do.
     if args.node_pid:
         os.kill(args.node_pid, signal.SIGKILL)
         # The gateway notices at its next write to the node's stream (a heartbeat, every 15 s).
@@ -425,4 +652,6 @@ except Exception:
         .filter(e => e.offsetParent !== null && e.textContent.trim()).map(e => e.id + ': ' + e.textContent.trim()).join('\\n')"""))
     raise
 finally:
+    if second:
+        second.quit()
     driver.quit()

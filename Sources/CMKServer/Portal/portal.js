@@ -63,7 +63,36 @@ function fill(tableId, emptyId, rows, render) {
   if (focused) { const again = body.querySelector("[data-focus-key='" + CSS.escape(focused) + "']"); if (again) again.focus(); }
 }
 
-function badge(state) { return el("span", state, "badge state-" + state); }
+/** A state as a badge: the word is always there (colour is never the only sign). */
+function badge(state, text) { return el("span", text || state.replace(/_/g, " "), "badge state-" + state); }
+
+const isAdmin = () => Boolean(me) && me.role === "security_admin";
+const isOperator = () => Boolean(me) && me.role === "platform_operator";
+/** People an operation takes under the gateway's policy (`lifecycle.approvals`), the requester included. */
+const people = (operation) => (me && me.lifecycle && me.lifecycle.approvals && me.lifecycle.approvals[operation]) || 1;
+const plural = (n, word) => n + " " + word + (n === 1 ? "" : "s");
+const peopleCount = (n) => (n === 1 ? "1 person" : n + " people");
+const minutesText = (m) => (m % 1440 === 0 ? plural(m / 1440, "day") : m % 60 === 0 ? plural(m / 60, "hour") : plural(m, "minute"));
+const linkPath = (link) => "/tenants/" + encodeURIComponent(link.tenant) + "/l1-links/" + link.id;
+
+/**
+ * Whether the session's last one-time code is recent enough (5 minutes) for a step that needs a
+ * fresh one. The gateway decides, so ask it rather than keep a clock here.
+ */
+async function stepUpFresh() {
+  try { const session = await call("GET", "/session"); me.stepUpFresh = session.stepUpFresh; return session.stepUpFresh; }
+  catch (_) { return false; }
+}
+
+/** The step-up of the kill-switch, shared by every step that needs a fresh code. Throws the words to show. */
+async function stepUp(code, nothingDone) {
+  try {
+    await call("POST", "/session/step-up", { totp: code });
+  } catch (error) {
+    throw new Error(error.code === "locked" ? "Too many wrong codes: the account is locked for a while. " + nothingDone
+      : "The one-time code was not accepted (each code works once; wait for the next one). " + nothingDone);
+  }
+}
 
 function showError(id, message) { $(id).textContent = message; show(id, Boolean(message)); }
 
@@ -74,7 +103,8 @@ const views = { "#status": "dashboard", "#onboard": "onboard", "#audit": "audit"
 function route() {
   if (!me) return;
   let view = views[location.hash] || "dashboard";
-  if (view === "onboard" && me.role !== "security_admin") view = "dashboard";   // auditors read, they do not link
+  if (view === "onboard" && !isAdmin()) view = "dashboard";   // auditors read, they do not link
+  if (view === "audit" && isOperator()) view = "dashboard";    // the audit log is not the platform operator's to read
   for (const id of Object.values(views)) show(id, id === view);
   for (const a of document.querySelectorAll("nav a")) {
     if (a.dataset.view === view) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
@@ -89,10 +119,22 @@ function route() {
 // MARK: Dashboard
 
 let dashboardNodes = [];
+let dashboardLinks = [];
+/** Every approval request the caller may see (`GET /approvals`), newest first. */
+let approvals = [];
+
+async function loadApprovals() {
+  approvals = (await call("GET", "/approvals")).items;
+  return approvals;
+}
 
 async function refresh() {
   try {
-    const [tenants, nodes, keystores] = await Promise.all([call("GET", "/tenants?limit=200"), call("GET", "/nodes"), call("GET", "/keystores")]);
+    // A platform operator may not read tenants, links or keystores (403): it is not asked for them.
+    const operator = isOperator();
+    const none = Promise.resolve({ items: [] });
+    const [tenants, nodes, keystores] = await Promise.all([operator ? none : call("GET", "/tenants?limit=200"), call("GET", "/nodes"),
+      operator ? none : call("GET", "/keystores"), loadApprovals()]);
     const links = [];
     for (const tenant of tenants.items) {
       const page = await call("GET", "/tenants/" + encodeURIComponent(tenant.id) + "/l1-links?limit=200");
@@ -100,18 +142,58 @@ async function refresh() {
       for (const link of page.items) links.push(link);
     }
     dashboardNodes = nodes.items;
-    fill("links", "links-empty", links, renderLink);
+    dashboardLinks = links.filter((l) => l.id);
+    if (!operator) fill("links", "links-empty", links, renderLink);
+    renderApprovals();
     fill("nodes", "nodes-empty", nodes.items, renderNode);
     const offline = nodes.items.filter((n) => !n.connected).length;
     $("nodes-offline").textContent = offline ? offline + " node(s) offline: they cannot receive a revocation until they reconnect, and they drop their keys by themselves when their lease ends. Check the node's process and its network path to the gateway." : "";
     show("nodes-offline", offline > 0);
-    fill("keystores", "keystores-empty", keystores.items, renderKeystore);
+    if (!operator) fill("keystores", "keystores-empty", keystores.items, renderKeystore);
     showError("dashboard-error", "");
     if (killSwitch.link) killSwitch.refresh();
+    lifecycle.update();
   } catch (error) {
     if (error.status === 401) return;
     showError("dashboard-error", "Could not load the status: " + error.message);
   }
+}
+
+/** A small action button for a table row; `key` brings the keyboard focus back after a live re-render. */
+function rowButton(text, className, key, label, onClick) {
+  const button = el("button", text, className + " small");
+  button.type = "button";
+  button.dataset.focusKey = key;
+  button.dataset.action = key.split(":")[0];
+  if (label) button.setAttribute("aria-label", label);
+  button.addEventListener("click", onClick);
+  return button;
+}
+
+/** The state cell of a link: its badge, then what the state means for it (dates, epoch, proof). */
+function linkStateCell(td, link) {
+  const parts = [badge(link.state)];
+  const line = (text, className) => parts.push(el("span", text, "reason" + (className ? " " + className : "")));
+  if (link.state === "LINKED" && link.epoch > 1) line("epoch " + link.epoch + (link.restoredAt ? " · restored " + when(link.restoredAt) : ""));
+  if (link.state === "REVOKED") {
+    line("L2 key " + (link.l2 ? link.l2.state : "LOCKED") + " since " + when(link.revokedAt) + "; restorable with the L1 key");
+  }
+  if (link.state === "SHRED_SCHEDULED") line("shreds after " + when(link.shredAfter) + " unless cancelled", "warn-text");
+  if (link.state === "SHREDDED") {
+    line("L2 key destroyed " + when(link.shreddedAt || (link.l2 && link.l2.shreddedAt)) + " (irreversible)");
+    if (link.l2 && link.l2.shreddedBindingSHA256) {
+      const proof = el("span", undefined, "reason");
+      proof.append(document.createTextNode("proof: SHA-256 of the destroyed binding "), el("code", link.l2.shreddedBindingSHA256, "proof-hash"));
+      parts.push(proof);
+    }
+  }
+  // Where a four-eyes request for this link stands.
+  for (const operation of ["link.restore", "link.shred"]) {
+    const request = link.state === "REVOKED" && openRequest(operation, link.id);
+    if (request) line(operations[operation].noun + " " + (request.state === "APPROVED" ? "approved" : "requested by " + request.requestedBy) +
+                      ": " + peopleSoFar(request), request.state === "APPROVED" ? "ok" : "");
+  }
+  td.replaceChildren(...parts);
 }
 
 function renderLink(row, link) {
@@ -121,16 +203,16 @@ function renderLink(row, link) {
     cell(row, "no link yet");
     cell(row); cell(row); cell(row); cell(row);
     const actions = cell(row, "");
-    if (!me || me.role !== "security_admin") return;
+    if (!isAdmin()) return;
     const a = el("a", "Link a key", "button small"); a.href = "#onboard"; a.dataset.focusKey = "onboard:" + link.tenant;
     a.addEventListener("click", () => { wizard.preselect = link.tenant; });
     actions.replaceChildren(a);
     return;
   }
   row.dataset.link = link.id;
+  row.dataset.state = link.state;
   cell(row, linkName(link), "mono");
-  const state = link.l2 && link.l2.state === "LOCKED" ? "LOCKED" : link.state;
-  cell(row, "").replaceChildren(badge(state));
+  linkStateCell(cell(row, ""), link);
   cell(row, link.keyReference, "mono");
   const probe = link.lastProbe;
   const probeCell = cell(row, probe ? (probe.passed ? "passed " : "failed ") + when(probe.at) : undefined, probe ? (probe.passed ? "ok" : "bad") : "");
@@ -140,26 +222,37 @@ function renderLink(row, link) {
   cell(row, probe && probe.report ? probe.report.latencyMilliseconds.toFixed(1) + " ms" : undefined);
   const actions = cell(row, "");
   const buttons = [];
-  const admin = me && me.role === "security_admin";
-  if (link.state !== "REVOKED" && admin) {
-    const reprobe = el("button", "Re-probe", "secondary small"); reprobe.type = "button"; reprobe.dataset.focusKey = "reprobe:" + link.id;
-    reprobe.setAttribute("aria-label", "Re-probe " + linkName(link));
-    reprobe.addEventListener("click", async () => {
-      reprobe.disabled = true;
-      try { await call("POST", "/tenants/" + encodeURIComponent(link.tenant) + "/l1-links/" + link.id + "/probe"); await refresh(); }
-      catch (error) { showError("dashboard-error", "Re-probe failed: " + error.message); }
-      finally { reprobe.disabled = false; }
-    });
-    const revoke = el("button", "Revoke…", "danger small"); revoke.type = "button"; revoke.dataset.focusKey = "revoke:" + link.id;
-    revoke.setAttribute("aria-label", "Revoke " + linkName(link) + " (kill-switch)");
-    revoke.addEventListener("click", () => killSwitch.confirm(link));
-    buttons.push(reprobe, revoke);
+  const admin = isAdmin();
+  const name = linkName(link);
+  const proof = (text) => rowButton(text, "secondary", "proof:" + link.id, "Revocation proof of " + name, () => killSwitch.progress(link));
+  if (link.state === "LINKED" || link.state === "PENDING_VALIDATION") {
+    if (admin) {
+      const reprobe = rowButton("Re-probe", "secondary", "reprobe:" + link.id, "Re-probe " + name, async () => {
+        reprobe.disabled = true;
+        try { await call("POST", linkPath(link) + "/probe"); await refresh(); }
+        catch (error) { showError("dashboard-error", "Re-probe failed: " + error.message); }
+        finally { reprobe.disabled = false; }
+      });
+      buttons.push(reprobe, rowButton("Revoke…", "danger", "revoke:" + link.id, "Revoke " + name + " (kill-switch)", () => killSwitch.confirm(link)));
+    }
+    // A restored link keeps the proof of the revocation it came back from.
+    if (link.epoch > 1) buttons.push(proof("Last revocation"));
   } else if (link.state === "REVOKED") {
-    const proof = el("button", "Proof", "secondary small"); proof.type = "button"; proof.dataset.focusKey = "proof:" + link.id;
-    proof.setAttribute("aria-label", "Revocation proof of " + linkName(link));
-    proof.addEventListener("click", () => killSwitch.progress(link));
-    buttons.push(proof);
+    if (admin) {
+      const restore = openRequest("link.restore", link.id), shred = openRequest("link.shred", link.id);
+      const ready = (request) => request && request.state === "APPROVED" && participant(request);
+      buttons.push(rowButton(ready(restore) ? "Restore now…" : "Restore…", ready(restore) ? "" : "secondary", "restore:" + link.id,
+                             "Restore " + name, () => lifecycle.open("restore", { link })));
+      buttons.push(rowButton(ready(shred) ? "Schedule shred now…" : "Schedule shred…", ready(shred) ? "danger" : "danger-outline", "shred:" + link.id,
+                             "Schedule the shred of " + name, () => lifecycle.open("shred", { link })));
+    }
+    buttons.push(proof("Proof"));
+  } else if (link.state === "SHRED_SCHEDULED") {
+    if (admin) buttons.push(rowButton("Cancel shred…", "secondary", "cancel-shred:" + link.id, "Cancel the shred of " + name,
+                                      () => lifecycle.open("cancel-shred", { link })));
+    buttons.push(proof("Proof"));
   }
+  // SHREDDED: nothing left to do; the proof of destruction is in the state cell and the audit log.
   const group = el("div", undefined, "actions"); group.style.marginTop = "0";
   group.append(...buttons);
   actions.replaceChildren(group);
@@ -182,6 +275,176 @@ function renderKeystore(row, keystore) {
   cell(row, [status.label, status.manufacturer, status.model].filter(Boolean).join(" · "));
   const health = cell(row, status.state, status.state === "available" ? "ok" : "bad");
   if (status.reason) health.appendChild(el("span", status.reason, "reason"));
+}
+
+// MARK: Approvals (four eyes)
+
+/** The operations that can need more than one person, and whose duty each is. */
+const operations = {
+  "link.restore": { noun: "restore", title: "Restore", role: "security_admin", execute: "Restore now" },
+  "link.shred": { noun: "shred", title: "Schedule shred", role: "security_admin", execute: "Schedule shred now" },
+  "node.enrolment": { noun: "node enrolment", title: "Node enrolment", role: "platform_operator", execute: "Issue the token now" },
+};
+const roleNames = { security_admin: "security administrator", platform_operator: "platform operator", auditor: "auditor" };
+const openStates = ["PENDING", "APPROVED"];
+/** Revoked, and not shredded: the L2 can still come back with L1. */
+const restorableStates = ["REVOKED", "SHRED_SCHEDULED"];
+
+/** The open (pending or approved, unexpired) request for `operation` on `target`: the gateway keeps at most one. */
+function openRequest(operation, target) {
+  return approvals.find((r) => r.operation === operation && r.target === target && openStates.includes(r.state)) || null;
+}
+
+/**
+ * The request a dialog about `operation` on `target` shows: the open one, else the newest if it
+ * ended without being carried out (rejected, withdrawn, expired: why a new request is needed).
+ */
+function latestRequest(operation, target) {
+  const newest = approvals.find((r) => r.operation === operation && r.target === target);
+  return newest && newest.state !== "EXECUTED" ? newest : null;
+}
+
+/** The requester or one of the voters: those who may carry out an approved request. */
+const participant = (request) => Boolean(me) && (request.requestedBy === me.username || request.votes.some((v) => v.approver === me.username));
+
+/** May the caller vote: the operation's role, not the requester, not twice, while it is open. */
+function mayVote(request) {
+  const operation = operations[request.operation];
+  return Boolean(me) && request.state === "PENDING" && operation && me.role === operation.role && request.requestedBy !== me.username &&
+    !request.votes.some((v) => v.approver === me.username);
+}
+
+/** The requester counts as the first person; every approval adds one. */
+const peopleSoFar = (request) => (request.approvals + 1) + " of " + request.requiredPeople + " people";
+
+function requestTarget(request) {
+  if (request.operation === "node.enrolment") return "region " + request.target;
+  return (request.tenant || "") + "/" + request.target.slice(0, 8);
+}
+
+function requestWhat(request) {
+  const operation = operations[request.operation];
+  let text = operation ? operation.title : request.operation;
+  if (request.parameters && request.parameters.waitingPeriodHours) text += " (waiting " + request.parameters.waitingPeriodHours + " h)";
+  if (request.parameters && request.parameters.ttlSeconds) text += " (token valid " + Math.round(request.parameters.ttlSeconds / 60) + " min)";
+  return text;
+}
+
+function votesText(request) {
+  if (!request.votes.length) return "no vote yet";
+  return request.votes.map((v) => v.approver + (v.decision === "APPROVE" ? " approved" : " rejected")).join(", ");
+}
+
+/** The link an approval is about, from the dashboard's list (a shallow stand-in when it is not loaded). */
+function requestLink(request) {
+  return dashboardLinks.find((l) => l.id === request.target) || { id: request.target, tenant: request.tenant, state: "REVOKED" };
+}
+
+function renderApprovals() {
+  const open = approvals.filter((r) => openStates.includes(r.state));
+  const closed = approvals.filter((r) => !openStates.includes(r.state)).slice(0, 10);
+  fill("approvals", "approvals-empty", open, renderApproval);
+  fill("approvals-history", "approvals-history-empty", closed, renderDecision);
+  const policy = ["link.restore", "link.shred", "node.enrolment"].map((op) => operations[op].noun + " " + peopleCount(people(op)));
+  const lifecyclePolicy = (me && me.lifecycle) || {};
+  $("approvals-policy").textContent = "People each operation takes, the requester included: " + policy.join(", ") + ". " +
+    "Others of the same duty approve; one rejection ends a request" +
+    (lifecyclePolicy.approvalExpiryMinutes ? "; an unused request expires after " + minutesText(lifecyclePolicy.approvalExpiryMinutes) : "") + "." +
+    (me && me.role === "auditor" ? " Auditors see every request and vote on none." : "");
+}
+
+function renderApproval(row, request) {
+  row.dataset.approval = request.id;
+  row.dataset.operation = request.operation;
+  row.dataset.state = request.state;
+  const what = cell(row, requestWhat(request));
+  if (request.reason) what.appendChild(el("span", "“" + request.reason + "”", "reason"));
+  cell(row, requestTarget(request), "mono");
+  cell(row, request.requestedBy + (me && request.requestedBy === me.username ? " (you)" : ""));
+  const count = cell(row, peopleSoFar(request));
+  count.appendChild(el("span", votesText(request), "reason"));
+  cell(row, "").replaceChildren(badge(request.state));
+  cell(row, when(request.expiresAt));
+  const actions = cell(row, "");
+  const buttons = [];
+  const operation = operations[request.operation] || {};
+  const target = requestTarget(request);
+  if (mayVote(request)) {
+    buttons.push(rowButton("Approve…", "", "approve:" + request.id, "Approve the " + operation.noun + " of " + target,
+                           () => lifecycle.open("approve", { request })));
+    buttons.push(rowButton("Reject…", "danger-outline", "reject:" + request.id, "Reject the " + operation.noun + " of " + target,
+                           () => lifecycle.open("reject", { request })));
+  }
+  if (request.state === "APPROVED" && participant(request) && me.role === operation.role) {
+    const mode = { "link.restore": "restore", "link.shred": "shred", "node.enrolment": "enrol" }[request.operation];
+    buttons.push(rowButton(operation.execute + "…", request.operation === "link.shred" ? "danger" : "", "execute:" + request.id,
+                           operation.execute + ": " + target,
+                           () => lifecycle.open(mode, { request, link: mode === "enrol" ? undefined : requestLink(request),
+                                                        enrolment: mode === "enrol" ? { region: request.target } : undefined })));
+  }
+  if (me && request.requestedBy === me.username) {
+    buttons.push(rowButton("Withdraw…", "secondary", "withdraw:" + request.id, "Withdraw the request for the " + operation.noun + " of " + target,
+                           () => lifecycle.open("withdraw", { request })));
+  }
+  if (buttons.length === 0) {
+    // Say why there is nothing to press, in the row itself.
+    const why = me && request.requestedBy === me.username ? "waiting for another " + roleNames[operation.role]
+      : me && me.role === "auditor" ? "read-only"
+      : me && me.role !== operation.role ? "for a " + roleNames[operation.role]
+      : request.votes.some((v) => me && v.approver === me.username) ? "you voted" : "";
+    actions.replaceChildren(el("span", why, "hint"));
+    return;
+  }
+  const group = el("div", undefined, "actions"); group.style.marginTop = "0";
+  group.append(...buttons);
+  actions.replaceChildren(group);
+}
+
+function renderDecision(row, request) {
+  row.dataset.approval = request.id;
+  row.dataset.state = request.state;
+  cell(row, requestWhat(request));
+  cell(row, requestTarget(request), "mono");
+  cell(row, request.requestedBy);
+  cell(row, votesText(request));
+  const outcome = cell(row, "");
+  outcome.replaceChildren(badge(request.state));
+  if (request.state === "EXECUTED" && request.executedBy) outcome.appendChild(el("span", "by " + request.executedBy, "reason"));
+  cell(row, when(request.executedAt || request.decidedAt || request.expiresAt));
+}
+
+// MARK: Node enrolment (platform operators)
+
+async function enrolSubmit(event) {
+  event.preventDefault();
+  showError("enrol-error", "");
+  const region = $("enrol-region").value.trim();
+  const minutes = Number($("enrol-minutes").value);
+  // The gateway's rule for a region in an approval request; the same here for a direct enrolment.
+  if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(region)) return showError("enrol-error", "Name the node's region: 1–63 characters of a–z, 0–9 and '-' (for example eu-central-1).");
+  if (!Number.isInteger(minutes) || minutes < 1 || minutes > 1440) return showError("enrol-error", "A token lives 1 to 1440 minutes (a day).");
+  if (people("node.enrolment") > 1) {
+    return lifecycle.open("enrol", { enrolment: { region, ttlSeconds: minutes * 60 }, request: openRequest("node.enrolment", region) });
+  }
+  $("enrol-submit").disabled = true;
+  try { await issueEnrolment(region, minutes * 60); }
+  catch (error) { showError("enrol-error", "No token was issued: " + error.message); }
+  finally { $("enrol-submit").disabled = false; }
+}
+
+/** `POST /nodes/enrolments`; the token is shown once, with the command that uses it. */
+async function issueEnrolment(region, ttlSeconds, approval) {
+  const body = { region };
+  if (ttlSeconds) body.ttlSeconds = ttlSeconds;
+  if (approval) body.approval = approval;
+  const issued = await call("POST", "/nodes/enrolments", body);
+  $("enrol-result-text").textContent = "A one-time token for a node in " + issued.region + ", valid until " + when(issued.expiresAt) + ". Copy it now: it is not shown again.";
+  $("enrol-token").value = issued.token;
+  $("enrol-command").textContent = "cmk node --gateway " + location.origin + " --region " + issued.region + " --data-dir DIR --enrolment-token-file FILE";
+  show("enrol-result", true);
+  $("enrol-token").focus();
+  $("enrol-token").select();
+  return issued;
 }
 
 /**
@@ -229,6 +492,7 @@ const wizard = {
   async start() {
     this.state = {};
     showError("wiz-error", "");
+    show("wiz-restorable", false);
     this.step("provider");
     try {
       const [tenants, keystores] = await Promise.all([call("GET", "/tenants?limit=500"), call("GET", "/keystores")]);
@@ -273,6 +537,7 @@ const wizard = {
   async chooseProvider(event) {
     event.preventDefault();
     showError("wiz-error", "");
+    show("wiz-restorable", false);
     const keystore = document.querySelector("input[name='wiz-keystore']:checked");
     if (!keystore) return showError("wiz-error", "Choose the keystore that holds the L1 key. If none is listed, the gateway has no keystore configured.");
     let tenant = $("wiz-tenant").value;
@@ -288,8 +553,11 @@ const wizard = {
         show("wiz-new-tenant", false);
       }
       const links = await call("GET", "/tenants/" + encodeURIComponent(tenant) + "/l1-links?limit=500");
-      const active = links.items.find((l) => l.state !== "REVOKED");
+      const active = links.items.find((l) => l.state === "LINKED" || l.state === "PENDING_VALIDATION");
       if (active) return showError("wiz-error", "Tenant " + tenant + " already has an active link (" + linkName(active) + "). Revoke it on the status page first; a tenant has one active L1 key.");
+      const restorable = links.items.find((l) => restorableStates.includes(l.state));
+      if (restorable) return this.restorable(restorable);
+      // Only shredded links are left: a new link after a revocation needs a fresh code.
       this.state = { tenant, keystore: keystore.value, provider: keystore.dataset.provider || "pkcs11", restore: links.items.length > 0 };
       await this.loadKeys();
       this.step("key");
@@ -344,29 +612,59 @@ const wizard = {
     $("wiz-confirm").disabled = true;
     show("wiz-restore", false);
     try {
+      if (this.state.restore) this.state.codeNeeded = !(await stepUpFresh());
       const report = await call("POST", "/tenants/" + encodeURIComponent(this.state.tenant) + "/l1-probes",
                                 { provider: this.state.provider, keystore: this.state.keystore, key });
       this.showReport(report);
     } catch (error) {
+      if (error.code === "link_restorable") { $("wiz-probe-summary").textContent = ""; return this.restorableIn(this.state.tenant); }
       $("wiz-probe-summary").textContent = "The key could not be validated: " + error.message;
       $("wiz-probe-summary").className = "error";
     }
   },
 
+  /**
+   * A revoked link whose L2 can still come back stops a new link (409 link_restorable): the
+   * tenant's data is under that L2. Say so, and lead to the restore (or the shred's cancel).
+   */
+  restorable(link) {
+    const restorers = people("link.restore");
+    const scheduled = link.state === "SHRED_SCHEDULED";
+    $("wiz-restorable-text").textContent = "Tenant " + link.tenant + " has a revoked link, " + linkName(link) +
+      (scheduled ? " (its shred is scheduled after " + when(link.shredAfter) + ")" : "") +
+      ", whose L2 key — and the data encrypted under it — can still come back with its L1 key. A new key cannot be linked beside it: " +
+      (scheduled ? "cancel the shred and restore the link" : "restore the link") +
+      (restorers > 1 ? " (with the approval of " + (restorers - 1) + " other security administrator" + (restorers > 2 ? "s" : "") + ")" : "") +
+      ", or have it shredded first.";
+    $("wiz-restorable-go").textContent = (scheduled ? "Cancel the shred of " : "Restore ") + linkName(link) + "…";
+    this.restorableLink = link;
+    show("wiz-restorable", true);
+    $("wiz-restorable-go").focus();
+  },
+
+  async restorableIn(tenant) {
+    try {
+      const links = await call("GET", "/tenants/" + encodeURIComponent(tenant) + "/l1-links?limit=500");
+      const link = links.items.find((l) => restorableStates.includes(l.state));
+      if (link) return this.restorable(link);
+    } catch (_) { /* said below */ }
+    showError("wiz-error", "Tenant " + tenant + " has a revoked link that can be restored: restore it on the status page, or shred it before linking a new key.");
+  },
+
+  goRestore() {
+    const link = this.restorableLink;
+    if (!link) return;
+    location.hash = "#status";
+    lifecycle.open(link.state === "SHRED_SCHEDULED" ? "cancel-shred" : "restore", { link });
+  },
+
   showReport(report) {
-    const list = $("wiz-checks");
-    list.replaceChildren();
-    for (const check of report.checks) {
-      const li = el("li", undefined, check.passed ? "pass" : "fail");
-      li.dataset.check = check.name;
-      li.append(el("span", check.name.replace(/_/g, " "), "name"), el("span", (check.passed ? "passed — " : "failed — ") + check.detail));
-      list.appendChild(li);
-    }
+    renderChecks("wiz-checks", report);
     if (report.passed) {
       $("wiz-probe-summary").textContent = "Validation passed: every check succeeded in " + report.latencyMilliseconds.toFixed(1) + " ms" + (report.mechanism ? " with " + report.mechanism : "") + ". Confirm to link the key.";
       $("wiz-probe-summary").className = "ok";
       $("wiz-confirm").disabled = false;
-      show("wiz-restore", this.state.restore);
+      show("wiz-restore", Boolean(this.state.restore && this.state.codeNeeded));
     } else {
       $("wiz-probe-summary").textContent = "Validation failed: " + (report.failure ? report.failure.reason : "a check did not pass") + ". Nothing was linked. Go back to choose another key, or fix the key on the token and validate again.";
       $("wiz-probe-summary").className = "error";
@@ -378,11 +676,12 @@ const wizard = {
     showError("wiz-error", "");
     $("wiz-confirm").disabled = true;
     try {
-      if (this.state.restore) {
+      if (!$("wiz-restore").hidden) {
         const code = $("wiz-restore-totp").value.trim();
-        if (!/^[0-9]{6}$/.test(code)) { $("wiz-confirm").disabled = false; return showError("wiz-error", "Enter the current six-digit code to restore access."); }
-        await call("POST", "/session/step-up", { totp: code });
+        if (!/^[0-9]{6}$/.test(code)) { $("wiz-confirm").disabled = false; return showError("wiz-error", "Enter the current six-digit code to link a key after a revocation."); }
         $("wiz-restore-totp").value = "";
+        await stepUp(code, "Nothing was linked.");
+        this.state.codeNeeded = false;
       }
       const link = await call("POST", "/tenants/" + encodeURIComponent(this.state.tenant) + "/l1-links",
                               { provider: this.state.provider, keystore: this.state.keystore, key: this.state.key }, { "Idempotency-Key": crypto.randomUUID() });
@@ -395,8 +694,11 @@ const wizard = {
       this.step("done");
     } catch (error) {
       $("wiz-confirm").disabled = false;
+      if (error.code === "link_restorable") { $("wiz-confirm").disabled = true; return this.restorableIn(this.state.tenant); }
       if (error.probe) this.showReport(error.probe);
-      showError("wiz-error", error.code === "step_up_required" || error.code === "invalid_credentials" ? "The one-time code was not accepted (each code works once): enter the next one." : "Linking failed: " + error.message);
+      if (error.code === "step_up_required") { this.state.codeNeeded = true; show("wiz-restore", true); $("wiz-restore-totp").focus(); }
+      showError("wiz-error", error.code === "step_up_required" ? "Linking after a revocation needs a fresh one-time code: enter the current one. Nothing was linked."
+        : !error.code ? error.message : "Linking failed: " + error.message);
     }
   },
 };
@@ -415,6 +717,9 @@ const killSwitch = {
     const facts = [["Tenant", link.tenant], ["L1 key", link.keyReference + " on " + link.keystore], ["L2Ref", link.l2 && link.l2.ref],
       ["Regional nodes", dashboardNodes.length + " enrolled, " + connected + " connected" + (connected < dashboardNodes.length ? " (offline ones drop the keys when their lease ends)" : "")]];
     $("ks-facts").replaceChildren(...facts.flatMap(([term, value]) => [el("dt", term), el("dd", value, "mono")]));
+    const restorers = people("link.restore");
+    $("ks-restore-note").textContent = "Coming back is deliberate: a restore with the key owner's L1 key" +
+      (restorers > 1 ? ", which takes " + restorers + " security administrators (one asks, " + (restorers - 1) + " approve" + (restorers > 2 ? "" : "s") + ")" : "") + ". Until then the L2 key stays locked.";
     $("ks-name").value = ""; $("ks-totp").value = "";
     showError("ks-error", "");
     show("ks-form", true); show("ks-progress", false);
@@ -435,14 +740,13 @@ const killSwitch = {
     $("ks-submit").disabled = true;
     showError("ks-error", "");
     const link = this.link;
-    const path = "/tenants/" + encodeURIComponent(link.tenant) + "/l1-links/" + link.id;
+    const path = linkPath(link);
     try {
-      await call("POST", "/session/step-up", { totp: $("ks-totp").value.trim() });
+      await stepUp($("ks-totp").value.trim(), "Nothing was revoked.");
       $("ks-totp").value = "";
     } catch (error) {
       $("ks-totp").value = ""; $("ks-totp").focus();
-      return showError("ks-error", error.code === "locked" ? "Too many wrong codes: the account is locked for a while. Nothing was revoked."
-        : "The one-time code was not accepted (each code works once; wait for the next one). Nothing was revoked.");
+      return showError("ks-error", error.message);
     }
     try {
       // No If-Match: a re-probe since the page loaded must not stand in the way of a revocation.
@@ -479,7 +783,9 @@ const killSwitch = {
     const lastAck = Math.max(...progress.nodes.filter((n) => n.receivedAt).map((n) => Date.parse(n.receivedAt)));
     const took = total && Number.isFinite(lastAck) ? " within " + Math.max(0, lastAck - Date.parse(progress.revokedAt)) + " ms" : "";
     $("ks-state").replaceChildren(badge(progress.state), document.createTextNode(progress.state === "LOCKED"
-      ? " Every node enrolled at the revocation (" + total + ") dropped the keys and signed a proof" + took + ". The tenant's L2 key stays locked until a new link is made with the L1 key."
+      ? " Every node enrolled at the revocation (" + total + ") dropped the keys and signed a proof" + took + "." +
+        (progress.linkState === "REVOKED" ? " The tenant's L2 key stays locked until the link is restored with the L1 key, or shredded."
+          : " The link is " + progress.linkState.replace(/_/g, " ") + " now.")
       : " " + acked + " of " + total + " nodes acknowledged; waiting for " + progress.missing.map((n) => n.slice(0, 8)).join(", ") + "."));
     $("ks-state").dataset.state = progress.state;
     $("ks-exposure").textContent = progress.exposureBound
@@ -513,6 +819,342 @@ const killSwitch = {
   close() {
     this.link = null;
     $("killswitch").close();
+  },
+};
+
+// MARK: Restore, shred and the four-eyes steps
+
+/** A probe report's checks as a list, passed or failed with the detail (the wizard's and the restore's). */
+function renderChecks(listId, report) {
+  const list = $(listId);
+  list.replaceChildren();
+  for (const check of report.checks || []) {
+    const li = el("li", undefined, check.passed ? "pass" : "fail");
+    li.dataset.check = check.name;
+    li.append(el("span", check.name.replace(/_/g, " "), "name"), el("span", (check.passed ? "passed — " : "failed — ") + check.detail));
+    list.appendChild(li);
+  }
+}
+
+/** A lifecycle step's failure in words; the gateway's own message where it names the detail. */
+function lifecycleFailure(error) {
+  const reason = error.probe && error.probe.failure && error.probe.failure.reason;
+  switch (error.code) {
+    case "probe_failed": return "The L1 key did not pass its probe, so nothing changed and the link stays revoked: " + (reason || error.message) +
+      ". The checks are listed below; fix the key or the keystore's access, then try again.";
+    case "l1_key_mismatch": return "The L1 key the link names does not open the tenant's sovereign binding: it is not the key the L2 key was bound to " +
+      "(was it replaced by another key with the same name?). Nothing changed; restoring needs the original key.";
+    case "approval_required": return "This needs other people's approval first. " + error.message;
+    case "approval_expired": return "The approval request expired before it was used: request it again.";
+    case "approval_closed": return "The approval request is closed (rejected, withdrawn or already used). " + error.message;
+    case "approval_mismatch": return "That approval is for another operation or target. " + error.message;
+    case "approval_pending": return "A request for this is already open: it is shown under Approvals.";
+    case "self_approval": return "You made this request: another person of the same duty must approve or reject it.";
+    case "already_voted": return "You have already voted on this request.";
+    case "shred_scheduled": return "A shred is scheduled for this link: cancel the shred first, then restore it.";
+    case "link_shredded": return "The link was shredded: its L2 key is destroyed and cannot come back.";
+    default: return error.message;
+  }
+}
+
+function requestStatus(request) {
+  const operation = operations[request.operation] || {};
+  const mine = me && request.requestedBy === me.username;
+  switch (request.state) {
+    case "PENDING": return (mine ? " Waiting for another " + roleNames[operation.role] + " to approve: " : " Requested by " + request.requestedBy + ": ") +
+      peopleSoFar(request) + "; expires " + when(request.expiresAt) + ".";
+    case "APPROVED": return " Approved: " + peopleSoFar(request) + ". " + (participant(request) ? "You can carry it out" : request.requestedBy + " or an approver carries it out") +
+      " until " + when(request.expiresAt) + ".";
+    case "REJECTED": return " Rejected (" + votesText(request) + "). Request it again if it is still needed.";
+    case "CANCELLED": return " Withdrawn by " + request.requestedBy + ".";
+    case "EXPIRED": return " Expired unused at " + when(request.expiresAt) + ".";
+    case "EXECUTED": return " Carried out by " + request.executedBy + " at " + when(request.executedAt) + ".";
+    default: return " " + request.state;
+  }
+}
+
+/**
+ * One dialog for every step past the kill-switch. `mode`: restore, shred, cancel-shred (on a
+ * link), approve, reject, withdraw (on a request), enrol (a node enrolment that needs approval).
+ * When the policy needs more than one person, restore, shred and enrol first make an approval
+ * request (or show the open one) and follow it live; once it is approved, its requester or an
+ * approver carries the operation out from here with the request's id.
+ */
+const lifecycle = {
+  mode: null,
+  link: null,
+  request: null,
+  enrolment: null,
+  codeNeeded: false,
+  creates: false,
+  finished: false,
+  busy: false,
+
+  /** The approval operation the dialog is about (none for cancelling a shred). */
+  operation() {
+    if (this.request) return this.request.operation;
+    return { restore: "link.restore", shred: "link.shred", enrol: "node.enrolment" }[this.mode] || null;
+  },
+
+  target() { return this.mode === "enrol" ? this.enrolment && this.enrolment.region : this.link && this.link.id; },
+
+  async open(mode, { link, request, enrolment } = {}) {
+    Object.assign(this, { mode, link: link || null, request: request || null, enrolment: enrolment || null, finished: false, busy: false });
+    const policy = (me && me.lifecycle) || {};
+    $("lc-totp").value = ""; $("lc-reason").value = "";
+    $("lc-hours").min = String(policy.shredWaitingPeriodHours || 1);
+    $("lc-hours").value = String(policy.shredWaitingPeriodHours || 168);
+    $("lc-hours-hint").textContent = "At least " + (policy.shredWaitingPeriodHours || 1) + " hours (the gateway's minimum), at most 720 (30 days). Until then one person can cancel it.";
+    showError("lc-error", ""); show("lc-checks", false); show("lc-done", false);
+    // As the gateway has it now: a request someone else made meanwhile, and whether a code is due.
+    try { await loadApprovals(); } catch (_) { /* the dialog shows what it was given */ }
+    const wanted = this.operation();
+    if (["restore", "shred", "enrol"].includes(mode) && !(this.request && openStates.includes(this.request.state))) {
+      this.request = latestRequest(wanted, this.target()) || this.request;
+    } else if (this.request) {
+      this.request = approvals.find((r) => r.id === this.request.id) || this.request;
+    }
+    this.codeNeeded = !(await stepUpFresh());
+    this.render();
+    if (!$("lifecycle").open) $("lifecycle").showModal();
+    const first = [...$("lc-form").querySelectorAll("input, button[type=submit]")].find((e) => e.offsetParent !== null && !e.disabled);
+    (first || $("lc-close")).focus();
+  },
+
+  /** After a live update: the link and the request as they are now; what the person typed stays. */
+  update() {
+    if (!$("lifecycle").open || this.busy) return;
+    if (this.link) this.link = dashboardLinks.find((l) => l.id === this.link.id) || this.link;
+    if (this.request) this.request = approvals.find((r) => r.id === this.request.id) || this.request;
+    else if (!this.finished && this.operation() && this.target()) this.request = latestRequest(this.operation(), this.target());
+    this.render();
+  },
+
+  facts() {
+    const link = this.link, request = this.request;
+    if (["restore", "shred", "cancel-shred"].includes(this.mode) && link) {
+      const rows = [["Tenant", link.tenant], ["Link", linkName(link) + " (" + link.id + ")"], ["State", link.state && link.state.replace(/_/g, " ")],
+        ["L1 key", link.keyReference && link.keyReference + " on " + link.keystore], ["L2Ref", link.l2 && link.l2.ref],
+        ["Epoch", link.epoch && (this.mode === "restore" && link.state === "REVOKED" ? link.epoch + " (a restore starts epoch " + (link.epoch + 1) + ")" : link.epoch)],
+        ["Revoked", link.revokedAt && when(link.revokedAt)], ["Shreds after", link.shredAfter && when(link.shredAfter)]];
+      if (this.mode === "shred" && request && request.parameters && request.parameters.waitingPeriodHours) {
+        rows.push(["Waiting period", request.parameters.waitingPeriodHours + " hours (as requested)"]);
+      }
+      if (request && this.mode !== "cancel-shred") rows.push(["Requested by", request.requestedBy + " at " + when(request.createdAt)], ["Reason", request.reason]);
+      return rows;
+    }
+    if (request) {
+      return [["Request", requestWhat(request)], ["Target", requestTarget(request)], ["Requested by", request.requestedBy + " at " + when(request.createdAt)],
+        ["Reason", request.reason], ["Expires", when(request.expiresAt)]];
+    }
+    if (this.enrolment) return [["Region", this.enrolment.region], ["Token lifetime", Math.round(this.enrolment.ttlSeconds / 60) + " minutes"]];
+    return [];
+  },
+
+  explanation(needed) {
+    const link = this.link || {}, request = this.request;
+    const others = (role) => needed > 1 ? " The policy asks for " + needed + " people: you, and " + (needed - 1) + " other " + roleNames[role] +
+      (needed > 2 ? "s who approve." : " who approves.") : "";
+    switch (this.mode) {
+      case "restore": return ["notice", "The gateway probes the L1 key again and opens the tenant's sovereign binding with it: the same L2 key becomes active again" +
+        (link.epoch ? " under epoch " + (link.epoch + 1) : "") + ", and every regional node is told (each unseals it at its next request). If the key was replaced or refuses, nothing changes." + others("security_admin")];
+      case "shred": return ["danger-box", "After the waiting period the tenant's L2 key is destroyed for good: its sovereign binding is deleted and fenced out of the registry's files. " +
+        "Data encrypted under it can never be decrypted again, by anyone. Until then one person can cancel the shred." + others("security_admin")];
+      case "cancel-shred": return ["notice", "The link goes back to REVOKED: its L2 key stays locked, and can be restored with the L1 key. Stopping a destruction takes one person."];
+      case "approve": return ["notice", "Your approval makes you one of the " + (request ? request.requiredPeople : needed) + " people this takes. Approve only what you expected " +
+        "(ask the requester through another channel when in doubt). The requester or an approver then carries it out."];
+      case "reject": return ["danger-box", "One rejection ends the request: it can no longer be approved or carried out."];
+      case "withdraw": return ["notice", "Nobody can approve or carry out the request afterwards; a new one can be made later."];
+      case "enrol": return ["notice", "A one-time token lets one new node of region " + (this.enrolment ? this.enrolment.region : "") + " enrol; the node then unseals the L2 keys " +
+        "of the tenants that allow its region." + others("platform_operator")];
+      default: return ["notice", ""];
+    }
+  },
+
+  render() {
+    if (!this.mode) return;
+    const mode = this.mode, link = this.link, request = this.request, operation = this.operation();
+    const needed = operation ? people(operation) : 1;
+    const open = Boolean(request) && openStates.includes(request.state);
+    const info = operations[operation] || {};
+    const name = link ? linkName(link) : "";
+    const about = request ? info.noun + " of " + requestTarget(request) : "";
+    $("lifecycle").dataset.mode = mode;
+    $("lc-title").textContent = { restore: "Restore " + name, shred: "Schedule the shred of " + name, "cancel-shred": "Cancel the shred of " + name,
+      approve: "Approve the " + about, reject: "Reject the " + about, withdraw: "Withdraw the request for the " + about,
+      enrol: "Node enrolment in " + (this.enrolment ? this.enrolment.region : "") }[mode];
+    $("lc-facts").replaceChildren(...this.facts().filter(([, value]) => value !== undefined && value !== null && value !== "")
+      .flatMap(([term, value]) => [el("dt", term), el("dd", value, term === "Reason" ? "" : "mono")]));
+    const [boxClass, text] = this.explanation(needed);
+    $("lc-explain").className = boxClass;
+    $("lc-explain").textContent = text;
+    show("lc-explain", !this.finished);   // once done, the result says what happened
+
+    // Where the request stands, with every vote.
+    show("lc-request", Boolean(request));
+    if (request) {
+      $("lc-request").dataset.state = request.state;
+      $("lc-request-state").replaceChildren(badge(request.state), document.createTextNode(requestStatus(request)));
+      $("lc-votes").replaceChildren(...request.votes.map((v) => el("li", v.approver + (v.decision === "APPROVE" ? " approved " : " rejected ") + when(v.at))));
+    }
+
+    // The one thing this dialog can do now, if anything.
+    let submit = null, danger = false, creates = false;
+    if (!this.finished) {
+      if (mode === "restore" || mode === "shred" || mode === "enrol") {
+        const applicable = mode === "enrol" || (link && link.state === "REVOKED");
+        danger = mode === "shred";
+        if (!applicable) submit = null;
+        else if (needed <= 1) submit = info.execute;
+        else if (!open) { submit = "Request approval"; creates = true; danger = false; }
+        else if (request.state === "APPROVED" && participant(request)) submit = info.execute;
+      } else if (mode === "cancel-shred") {
+        if (link && link.state === "SHRED_SCHEDULED") submit = "Cancel the shred";
+      } else if (mode === "approve" || mode === "reject") {
+        if (request && mayVote(request)) { submit = mode === "approve" ? "Approve" : "Reject"; danger = mode === "reject"; }
+      } else if (mode === "withdraw") {
+        if (open && request.requestedBy === me.username) { submit = "Withdraw the request"; danger = true; }
+      }
+    }
+    this.creates = creates;
+    $("lc-submit").textContent = submit || "";
+    $("lc-submit").className = danger ? "danger" : "";
+    $("lc-submit").disabled = this.busy;
+    show("lc-submit", Boolean(submit));
+    show("lc-withdraw", !this.finished && ["restore", "shred", "enrol"].includes(mode) && open && request.requestedBy === me.username);
+    $("lc-withdraw").disabled = this.busy;
+    // The waiting period is set by whoever asks for the shred (or schedules it alone).
+    show("lc-hours-box", mode === "shred" && Boolean(submit) && (creates || needed <= 1));
+    show("lc-reason-box", creates);
+    // A code only where the gateway wants one (not to withdraw, not to issue an approved enrolment), and only when the last is stale.
+    const codeStep = Boolean(submit) && mode !== "withdraw" && !(mode === "enrol" && !creates);
+    show("lc-code-box", codeStep && this.codeNeeded);
+  },
+
+  /** What must be right before a code is spent on the step. */
+  problem() {
+    if (!$("lc-code-box").hidden && !/^[0-9]{6}$/.test($("lc-totp").value.trim())) return "Enter the current six-digit code from your authenticator app.";
+    if (!$("lc-hours-box").hidden) {
+      const hours = Number($("lc-hours").value), least = Number($("lc-hours").min);
+      if (!Number.isInteger(hours) || hours < least || hours > 720) return "The waiting period is a whole number of hours, at least " + least + " and at most 720.";
+    }
+    return "";
+  },
+
+  done(text) {
+    this.finished = true;
+    $("lc-done").textContent = text;
+    show("lc-done", true);
+  },
+
+  async act() {
+    const mode = this.mode, link = this.link, operation = this.operation();
+    const needed = operation ? people(operation) : 1;
+    if (this.creates) {
+      const body = { operation };
+      const reason = $("lc-reason").value.trim();
+      if (reason) body.reason = reason;
+      if (mode === "enrol") Object.assign(body, { region: this.enrolment.region, ttlSeconds: this.enrolment.ttlSeconds });
+      else Object.assign(body, { tenant: link.tenant, link: link.id });
+      if (mode === "shred") body.waitingPeriodHours = Number($("lc-hours").value);
+      this.request = await call("POST", "/approvals", body);
+      approvals = [this.request].concat(approvals.filter((r) => r.id !== this.request.id));
+      return;   // the dialog now follows the request until it is approved
+    }
+    const withApproval = needed > 1 ? { approval: this.request.id } : {};
+    const once = { "Idempotency-Key": crypto.randomUUID() };
+    switch (mode) {
+      case "restore": {
+        const result = await call("POST", linkPath(link) + "/restore", withApproval, once);
+        this.link = result.link;
+        this.done("Restored: " + linkName(result.link) + " is LINKED again, epoch " + result.link.epoch + ". The same L2 key is active; every regional node was told and unseals it at its next request.");
+        break;
+      }
+      case "shred": {
+        const body = Object.assign({}, withApproval);
+        if (needed <= 1) body.waitingPeriodHours = Number($("lc-hours").value);
+        this.link = await call("POST", linkPath(link) + "/shred", body, once);
+        this.done("Scheduled: the tenant's L2 key is destroyed after " + when(this.link.shredAfter) + ", unless the shred is cancelled before then.");
+        break;
+      }
+      case "cancel-shred":
+        this.link = await call("DELETE", linkPath(link) + "/shred");
+        this.done("Cancelled: " + linkName(this.link) + " is REVOKED again; its L2 key stays locked and can be restored with the L1 key.");
+        break;
+      case "approve":
+      case "reject":
+        this.request = await call("POST", "/approvals/" + this.request.id + "/" + mode);
+        this.done(mode === "reject" ? "Rejected: the request is closed; nobody can carry it out."
+          : this.request.state === "APPROVED" ? "Approved: " + peopleSoFar(this.request) + ". " + this.request.requestedBy + " (or an approver) can carry it out now."
+          : "Your approval is recorded: " + peopleSoFar(this.request) + " so far.");
+        break;
+      case "withdraw":
+        this.request = await call("DELETE", "/approvals/" + this.request.id);
+        this.done("Withdrawn: nobody can approve or carry out the request any more.");
+        break;
+      case "enrol":
+        // The token appears once, in the enrolment card under the dialog.
+        await issueEnrolment(this.enrolment.region, this.enrolment.ttlSeconds, needed > 1 ? this.request.id : undefined);
+        this.finished = true;
+        $("lifecycle").close();
+        $("enrol-token").focus();
+        break;
+    }
+  },
+
+  async submit(event) {
+    event.preventDefault();
+    if (this.busy || $("lc-submit").hidden) return;
+    showError("lc-error", ""); show("lc-checks", false);
+    const problem = this.problem();
+    if (problem) { showError("lc-error", problem); return; }
+    const nothing = "Nothing was changed.";
+    this.busy = true;
+    this.render();
+    try {
+      if (!$("lc-code-box").hidden) {
+        const code = $("lc-totp").value.trim();
+        $("lc-totp").value = "";
+        await stepUp(code, nothing);
+        this.codeNeeded = false;
+      }
+      await this.act();
+    } catch (error) {
+      // The 5 minutes ran out between opening the dialog and now: ask for a code and stay.
+      if (error.code === "step_up_required") this.codeNeeded = true;
+      if (error.probe) { renderChecks("lc-checks", error.probe); show("lc-checks", true); }
+      showError("lc-error", error.code === "step_up_required" ? "This step needs a fresh one-time code: enter the current one. " + nothing : lifecycleFailure(error));
+      if (error.code === "approval_pending" || error.code === "approval_expired" || error.code === "approval_closed") {
+        try { await loadApprovals(); this.request = latestRequest(this.operation(), this.target()); } catch (_) { /* shown as it was */ }
+      }
+    } finally {
+      this.busy = false;
+    }
+    if (!$("lifecycle").open) { refresh(); return; }
+    this.render();
+    if (!$("lc-error").hidden && !$("lc-code-box").hidden) $("lc-totp").focus();
+    else if (!$("lc-submit").hidden) $("lc-submit").focus();
+    else $("lc-close").focus();
+    refresh();
+  },
+
+  async withdraw() {
+    if (!this.request || this.busy) return;
+    this.busy = true;
+    this.render();
+    try {
+      this.request = await call("DELETE", "/approvals/" + this.request.id);
+      showError("lc-error", "");
+    } catch (error) { showError("lc-error", "Not withdrawn: " + lifecycleFailure(error)); }
+    finally { this.busy = false; }
+    this.render();
+    $("lc-close").focus();
+    refresh();
+  },
+
+  close() {
+    this.mode = null;
+    if ($("lifecycle").open) $("lifecycle").close();
   },
 };
 
@@ -646,7 +1288,13 @@ function showLogin(message) {
   me = null;
   if (feed) { feed.close(); feed = null; }
   if ($("killswitch").open) $("killswitch").close();
+  lifecycle.close();
   for (const id of ["dashboard", "onboard", "audit", "who", "nav"]) show(id, false);
+  // The next person to log in on this page may have another role: nothing of this one's stays in the page.
+  for (const id of ["links", "approvals", "approvals-history", "nodes", "keystores", "audit-records"]) $(id).tBodies[0].replaceChildren();
+  approvals = []; dashboardLinks = []; dashboardNodes = [];
+  $("enrol-token").value = ""; show("enrol-result", false);
+  auditView.records = []; show("audit-detail", false); $("audit-verify-result").textContent = ""; $("audit-verify-result").className = "";
   show("login", true);
   showError("login-error", message || "");
   $("username").focus();
@@ -656,7 +1304,16 @@ async function enter(session) {
   me = session;
   $("who-name").textContent = me.username + " (" + me.role.replace("_", " ") + ")";
   show("login", false); show("who", true); show("nav", true);
-  for (const a of document.querySelectorAll("nav a")) a.hidden = me.role !== "security_admin" && a.dataset.view === "onboard";
+  // Each role sees its duty: the wizard is the security administrator's; the platform operator has
+  // nodes and enrolments, and no tenant, link, keystore or audit data (the gateway refuses them to it).
+  for (const a of document.querySelectorAll("nav a")) a.hidden = (a.dataset.view === "onboard" && !isAdmin()) || (a.dataset.view === "audit" && isOperator());
+  show("links-section", !isOperator());
+  show("keystores-section", !isOperator());
+  show("enrol", isOperator());
+  show("enrol-result", false);
+  $("enrol-hint").textContent = people("node.enrolment") > 1
+    ? "Enrolling a node takes " + people("node.enrolment") + " platform operators: this asks for the others' approval first."
+    : "The token lets one node enrol; it works once and expires.";
   connectFeed();
   route();
 }
@@ -697,6 +1354,12 @@ $("ks-totp").addEventListener("input", () => killSwitch.validate());
 $("ks-cancel").addEventListener("click", () => killSwitch.close());
 $("ks-close").addEventListener("click", () => killSwitch.close());
 $("killswitch").addEventListener("close", () => { killSwitch.link = null; });
+$("lc-form").addEventListener("submit", (e) => lifecycle.submit(e));
+$("lc-close").addEventListener("click", () => lifecycle.close());
+$("lc-withdraw").addEventListener("click", () => lifecycle.withdraw());
+$("lifecycle").addEventListener("close", () => { lifecycle.mode = null; });
+$("wiz-restorable-go").addEventListener("click", () => wizard.goRestore());
+$("enrol").addEventListener("submit", (e) => enrolSubmit(e));
 $("audit-filter").addEventListener("submit", (e) => { e.preventDefault(); auditView.search(); });
 $("audit-filter").addEventListener("reset", () => setTimeout(() => auditView.search(), 0));
 $("af-search").addEventListener("input", () => auditView.render());
