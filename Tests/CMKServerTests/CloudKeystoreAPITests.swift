@@ -151,4 +151,34 @@ import TestSupport
                                                                           secretAccessKeyFile: "/nonexistent/secret")))
         await #expect { try await harness.test { _, _ in } } throws: { error in "\(error)".contains("/nonexistent/id") }
     }
+
+    /// Revoke, restore with L1, rotate (the same key: its current version re-wraps), and restore
+    /// again: the same L2 throughout, through each cloud KMS and its binding to tenant and L2Ref.
+    @Test(arguments: cases)
+    func aCloudLinkIsRestoredAndRotatedWithTheSameL2(_ test: Case) async throws {
+        var harness = try Self.harness()
+        harness.configuration.lifecycle.approvals.restore = 1
+        try await harness.test { client, gateway in
+            func call(_ uri: String, _ method: HTTPRequest.Method, _ body: String? = nil) async throws -> TestResponse {
+                try await client.execute(uri: uri, method: method, headers: ServerHarness.auth, body: body.map(ServerHarness.body))
+            }
+            let tenant = "life-\(test.keystore)"
+            #expect(try await call("/api/v1/tenants", .post, #"{"id":"\#(tenant)","name":"Cloud"}"#).status == .created)
+            let created = try await call("/api/v1/tenants/\(tenant)/l1-links", .post,
+                                         #"{"provider":"\#(test.provider.rawValue)","keystore":"\#(test.keystore)","key":"\#(test.key())"}"#)
+            let link = try #require(try created.json()["id"] as? String, "\(created.text)")
+            let original = try await LifecycleAPITests.material(gateway, try #require(try await gateway.registry.l2Key(linkID: link)))
+            let base = "/api/v1/tenants/\(tenant)/l1-links/\(link)"
+            #expect(try await call("\(base)/revoke", .post).status == .ok)
+            let restored = try await call("\(base)/restore", .post, "{}")
+            #expect(restored.status == .ok, "\(restored.text)")
+            #expect(try await LifecycleAPITests.material(gateway, try #require(try await gateway.registry.l2Key(linkID: link))) == original)
+            let rotated = try await call("\(base)/rotate", .post, #"{"key":"\#(test.key())"}"#)
+            #expect(try rotated.status == .ok && rotated.json()["l1Version"] as? Int == 2, "\(rotated.text)")
+            #expect(try await call("\(base)/revoke", .post).status == .ok)
+            let again = try await call("\(base)/restore", .post, "{}")
+            #expect(again.status == .ok, "\(again.text)")
+            #expect(try await LifecycleAPITests.material(gateway, try #require(try await gateway.registry.l2Key(linkID: link))) == original)
+        }
+    }
 }
