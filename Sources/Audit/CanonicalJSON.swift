@@ -102,6 +102,40 @@ extension JSONValue {
     }
 }
 
+// MARK: - Nesting
+
+/// How deeply a JSON text nests, found in one pass without parsing it. Every body the gateway
+/// and the node accept is checked before a recursive parser sees it: no document of ours nests
+/// deeper than a few levels, and a deep one would exhaust the parser's stack.
+public enum JSONNesting {
+    public static let maxDepth = 32
+
+    /// The deepest nesting of objects and arrays (brackets inside strings ignored); stops
+    /// counting once past `maxDepth`.
+    public static func depth(of bytes: some Sequence<UInt8>) -> Int {
+        var depth = 0, deepest = 0
+        var inString = false, escaped = false
+        for byte in bytes {
+            if inString {
+                if escaped { escaped = false } else if byte == UInt8(ascii: "\\") { escaped = true } else if byte == UInt8(ascii: "\"") { inString = false }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                depth += 1
+                deepest = max(deepest, depth)
+                if deepest > maxDepth { return deepest }
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+            default: break
+            }
+        }
+        return deepest
+    }
+
+    public static func isAcceptable(_ bytes: some Sequence<UInt8>) -> Bool { depth(of: bytes) <= maxDepth }
+}
+
 // MARK: - Strict parsing
 
 public enum CanonicalJSON {
@@ -123,6 +157,10 @@ public enum CanonicalJSON {
 struct CanonicalScanner {
     let bytes: UnsafeBufferPointer<UInt8>
     var position = 0
+    /// Objects and arrays open around the position: bounded, so that hostile input cannot
+    /// exhaust the stack (the parser recurses once per level).
+    var depth = 0
+    static let maxDepth = JSONNesting.maxDepth
 
     init(_ bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
 
@@ -181,6 +219,9 @@ struct CanonicalScanner {
     /// As `object`, giving the name as a range of raw (escaped) bytes.
     mutating func objectRanges(_ member: (inout CanonicalScanner, Range<Int>) throws -> Void) throws {
         try expect(UInt8(ascii: "{"))
+        depth += 1
+        defer { depth -= 1 }
+        guard depth <= Self.maxDepth else { throw error("nested deeper than \(Self.maxDepth) levels") }
         if peek() == UInt8(ascii: "}") { position += 1; return }
         var previous: Range<Int>?
         var previousPlain = true
@@ -206,6 +247,9 @@ struct CanonicalScanner {
 
     mutating func array(_ item: (inout CanonicalScanner) throws -> Void) throws {
         try expect(UInt8(ascii: "["))
+        depth += 1
+        defer { depth -= 1 }
+        guard depth <= Self.maxDepth else { throw error("nested deeper than \(Self.maxDepth) levels") }
         if peek() == UInt8(ascii: "]") { position += 1; return }
         while true {
             try item(&self)

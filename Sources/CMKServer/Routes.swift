@@ -254,6 +254,9 @@ struct ManagementController {
     }
 
     static func decode<T: Decodable>(_ type: T.Type, from body: ByteBuffer, context: CMKRequestContext) throws -> T {
+        guard JSONNesting.isAcceptable(body.readableBytesView) else {
+            throw APIError.badRequest("the request body nests deeper than \(JSONNesting.maxDepth) levels")
+        }
         do {
             return try context.requestDecoder.decode(type, from: Data(buffer: body))
         } catch {

@@ -1,3 +1,4 @@
+import Audit
 import AsyncHTTPClient
 import Crypto
 import Foundation
@@ -46,7 +47,9 @@ public final class GatewayClient: Sendable {
         }
 
         private var fields: [String: Any] {
-            payload.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] } ?? [:]
+            payload.flatMap { text in
+                JSONNesting.isAcceptable(text.utf8) ? try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] : nil
+            } ?? [:]
         }
 
         /// The link epoch a revocation ends or a restore starts (1 for events that predate epochs).
@@ -230,13 +233,16 @@ public final class GatewayClient: Sendable {
             struct Inner: Decodable { var code: String; var message: String }
             var error: Inner
         }
-        if let shape = try? JSONDecoder().decode(Shape.self, from: data) {
+        if JSONNesting.isAcceptable(data), let shape = try? JSONDecoder().decode(Shape.self, from: data) {
             return Failure(status: status, code: shape.error.code, message: shape.error.message)
         }
         return Failure(status: status, code: "http_\(status)", message: "the gateway answered HTTP \(status)")
     }
 
     static func decode<T: Decodable>(_ type: T.Type, _ data: Data) throws -> T {
+        guard JSONNesting.isAcceptable(data) else {
+            throw Failure(status: nil, code: "invalid_response", message: "the gateway's answer nests deeper than \(JSONNesting.maxDepth) levels")
+        }
         do {
             return try JSONDecoder.node.decode(type, from: data)
         } catch {

@@ -1,3 +1,4 @@
+import Audit
 import Foundation
 import Hummingbird
 import Logging
@@ -77,6 +78,9 @@ public struct NodeAPI: Sendable {
             body = try await request.collectBody(upTo: Self.maxBody)
         } catch {
             throw Failure(.contentTooLarge, "body_too_large", "the body is limited to \(Self.maxBody) bytes")
+        }
+        guard JSONNesting.isAcceptable(body.readableBytesView) else {
+            throw Failure(.badRequest, "bad_request", "the body nests deeper than \(JSONNesting.maxDepth) levels")
         }
         guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any],
               let text = object[input] as? String, let bytes = Data(base64Encoded: text) else {
