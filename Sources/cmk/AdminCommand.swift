@@ -14,7 +14,7 @@ struct AdminCommand: AsyncParsableCommand {
         like `cmk serve`. Later administrators are better created through the API by a logged-in \
         security administrator, where the action is audited.
         """,
-        subcommands: [Create.self, Token.self])
+        subcommands: [Create.self, Token.self, Unlock.self])
 
     struct Options: ParsableArguments {
         @Option(name: .long, help: "The gateway's configuration file.")
@@ -117,6 +117,30 @@ struct AdminCommand: AsyncParsableCommand {
                 print(created.secret)
             } catch let failure as SessionManager.Failure {
                 fail(failure.message)
+            }
+            await pkcs11.shutdown()
+        }
+    }
+}
+
+extension AdminCommand {
+    struct Unlock: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "End an account's lockout after failed logins or wrong one-time codes (and reset its failure count).")
+
+        @Option(name: .long, help: "The account.")
+        var username: String
+
+        @OptionGroup var options: Options
+
+        func run() async throws {
+            let (manager, pkcs11) = try await options.manager()
+            do {
+                let account = try await manager.unlock(username: username)
+                print("unlocked \(account.username)")
+            } catch let failure as SessionManager.Failure {
+                await pkcs11.shutdown()
+                fail(failure.message, status: .refused)
             }
             await pkcs11.shutdown()
         }

@@ -40,3 +40,109 @@ import TestSupport
         }
     }
 }
+
+/// Logins and step-ups under attack: parallel guesses, floods, long names, code guessing.
+@Suite(.serialized) struct LoginHardeningTests {
+    static let plain: HTTPFields = [.contentType: "application/json"]
+
+    static func login(_ client: any TestClientProtocol, _ body: String) async throws -> TestResponse {
+        try await client.execute(uri: "/api/v1/session", method: .post, headers: plain, body: ServerHarness.body(body))
+    }
+
+    static func records(_ gateway: Gateway, _ operation: String) throws -> [AuditRecord] {
+        try gateway.audit.store.records(AuditQuery(operation: operation, limit: 1000)).records
+    }
+
+    /// Before: every parallel attempt passed the lock check before any failure was counted,
+    /// so 20 guesses at once were 20 password checks against a threshold of 5.
+    @Test func parallelGuessesCannotOutrunTheLockout() async throws {
+        try await ServerHarness().test { client, gateway in
+            let ana = try await TestUser.make(gateway, "ana", role: .securityAdmin)
+            let statuses = try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
+                for _ in 0..<20 { group.addTask { try await Self.login(client, ana.loginBody(password: "wrong password guess")).status } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(statuses.filter { $0 == .unauthorized }.count <= 5, "\(statuses)")
+            #expect(statuses.allSatisfy { $0 == .unauthorized || $0 == .tooManyRequests })
+            let checked = try Self.records(gateway, "auth.login").filter { $0.errorCode == "invalid_credentials" }
+            #expect(checked.count <= 5)
+            #expect(try await gateway.registry.account(username: "ana")?.failedLogins ?? 0 <= 5)
+        }
+    }
+
+    /// Before: each refused attempt of a locked address was one audit record, without bound.
+    @Test func aFloodOfRefusedLoginsWritesABoundedNumberOfRecords() async throws {
+        try await ServerHarness().test { client, gateway in
+            let ana = try await TestUser.make(gateway, "ana", role: .securityAdmin)
+            for _ in 0..<5 { _ = try await Self.login(client, ana.loginBody(password: "wrong password guess")) }
+            for index in 0..<300 {
+                let refused = try await Self.login(client, #"{"username":"user\#(index)","password":"p","totp":"000000"}"#)
+                #expect(refused.status == .tooManyRequests)
+            }
+            let logins = try Self.records(gateway, "auth.login")
+            #expect(logins.count <= 12, "\(logins.count) records for 305 attempts")
+            #expect(try Self.records(gateway, "auth.lockout").count >= 1)
+        }
+    }
+
+    /// Counted, not lost: the next record admitted carries how many were not written.
+    @Test func suppressedRecordsAreCountedIntoTheNextOne() {
+        var limiter = FailureRecords()
+        let start = Date(timeIntervalSince1970: 1_800_000_000)
+        #expect(limiter.admit(key: "address:a", at: start) == 0)
+        for second in 1...30 { #expect(limiter.admit(key: "address:a", at: start.addingTimeInterval(Double(second))) == nil) }
+        #expect(limiter.admit(key: "address:a", at: start.addingTimeInterval(61)) == 30)
+        // Overall, at most `perSecond` a second, whatever the keys.
+        let later = start.addingTimeInterval(200)
+        let admitted = (0..<100).compactMap { limiter.admit(key: "address:\($0)", at: later) }
+        #expect(admitted.count == FailureRecords.perSecond)
+        #expect(limiter.admit(key: nil, at: later.addingTimeInterval(1)) == 100 - FailureRecords.perSecond)
+    }
+
+    /// Before: a 10,000-character username went into the audit record as the actor.
+    @Test func aUsernameThatCannotBeAnAccountIsRecordedAsInvalid() async throws {
+        try await ServerHarness().test { client, gateway in
+            let long = String(repeating: "x", count: 10_000)
+            let refused = try await Self.login(client, #"{"username":"\#(long)","password":"p","totp":"000000"}"#)
+            #expect(refused.status == .unauthorized)
+            let record = try #require(try Self.records(gateway, "auth.login").last)
+            #expect(record.actor.id == "(invalid)" && record.details["usernameLength"] == "10000")
+            let export = try gateway.audit.store.records(AuditQuery(limit: 1000)).records.map(\.actor.id)
+            #expect(!export.contains(long))
+        }
+    }
+
+    /// Before: wrong step-up codes were not counted, so a stolen session could guess codes.
+    @Test func guessingStepUpCodesLocksTheAccountAndAnUnlockEndsIt() async throws {
+        try await ServerHarness().test { client, gateway in
+            var ana = try await TestUser.make(gateway, "ana", role: .securityAdmin)
+            try await ana.logIn(client)
+            var statuses: [HTTPResponse.Status] = []
+            for _ in 0..<6 {
+                statuses.append(try await client.execute(uri: "/api/v1/session/step-up", method: .post, headers: ana.headers,
+                                                         body: ServerHarness.body(#"{"totp":"000000"}"#)).status)
+            }
+            #expect(statuses.prefix(4).allSatisfy { $0 == .unauthorized } && statuses.suffix(2).allSatisfy { $0 == .tooManyRequests }, "\(statuses)")
+            // Locked for login too, even with the right code.
+            #expect(try await Self.login(client, ana.loginBody(code: ana.code(1))).status == .tooManyRequests)
+            // A security administrator unlocks; the count starts again.
+            let unlocked = try await client.execute(uri: "/api/v1/users/ana/unlock", method: .post, headers: ServerHarness.auth)
+            #expect(unlocked.status == .ok, "\(unlocked.text)")
+            #expect(try await gateway.registry.account(username: "ana")?.failedLogins == 0)
+            try await ana.logIn(client, offset: 1)
+            // Operators cannot unlock security administrators.
+            #expect(try await client.execute(uri: "/api/v1/users/ana/unlock", method: .post, headers: ServerHarness.operatorAuth).status == .forbidden)
+        }
+    }
+
+    @Test func aSuccessResetsTheFailureCount() async throws {
+        try await ServerHarness().test { client, gateway in
+            var ana = try await TestUser.make(gateway, "ana", role: .securityAdmin)
+            for _ in 0..<3 { _ = try await Self.login(client, ana.loginBody(password: "wrong password guess")) }
+            try await ana.logIn(client)
+            #expect(try await gateway.registry.account(username: "ana")?.failedLogins == 0)
+            for _ in 0..<4 { #expect(try await Self.login(client, ana.loginBody(password: "wrong password guess")).status == .unauthorized) }
+            try await ana.logIn(client, offset: 1)
+        }
+    }
+}

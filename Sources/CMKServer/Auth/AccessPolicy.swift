@@ -96,6 +96,7 @@ public enum AccessPolicy {
         rule("GET", "users", deciders, .allTenants),
         rule("POST", "users", deciders, .allTenants, sessionOnly: true),
         rule("DELETE", "users/{user}/sessions", deciders, .allTenants),
+        rule("POST", "users/{user}/unlock", deciders, .allTenants),
         rule("GET", "tokens", deciders, .allTenants),
         rule("POST", "tokens", deciders, .allTenants),
         rule("DELETE", "tokens/{token}", deciders, .allTenants),

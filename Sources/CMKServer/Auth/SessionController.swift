@@ -75,6 +75,7 @@ struct SessionController {
         group.post("users", use: createUser)
         group.get("users", use: listUsers)
         group.delete("users/:user/sessions", use: revokeUserSessions)
+        group.post("users/:user/unlock", use: unlockUser)
         group.post("tokens", use: createToken)
         group.get("tokens", use: listTokens)
         group.delete("tokens/:token", use: revokeToken)
@@ -189,6 +190,19 @@ struct SessionController {
             try await gateway.registry.revokeSessions(accountID: account.id, at: Date())
         }
         return try ManagementController.json(["revoked": count], context: context).response
+    }
+
+    /// Ends an account's lockout and resets its failure count before the lock runs out.
+    @Sendable func unlockUser(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let id = try context.parameters.require("user")
+        var found = try await gateway.registry.account(id: id)
+        if found == nil { found = try await gateway.registry.account(username: id) }
+        guard let account = found else { throw APIError.notFound("no user \(id)") }
+        try Self.checkMayManage(account.role, by: try Self.principal(context), "unlock")
+        let unlocked = try await gateway.recorded("user.unlock", target: account.username, context: context.audit) {
+            try await sessions.unlock(username: account.username)
+        }
+        return try ManagementController.json(userResponse(unlocked), context: context).response
     }
 
     func tokenResponse(_ token: AutomationToken, secret: String? = nil) -> TokenResponse {

@@ -82,6 +82,38 @@ public struct Principal: Sendable, Equatable {
     }
 }
 
+/// Which refused login attempts get an audit record: per key (a locked address or account) at
+/// most one a minute, and overall at most `perSecond`; the rest are counted and the count goes
+/// into the next record made.
+struct FailureRecords {
+    static let perSecond = 20
+    static let perKeyInterval: TimeInterval = 60
+    var lastByKey: [String: Date] = [:]
+    var windowStart = Date.distantPast
+    var inWindow = 0
+    var suppressed = 0
+
+    /// The number of records suppressed before this one, or nil if this one is suppressed too.
+    mutating func admit(key: String?, at now: Date) -> Int? {
+        if let key, let last = lastByKey[key], now.timeIntervalSince(last) < Self.perKeyInterval {
+            suppressed += 1
+            return nil
+        }
+        if now.timeIntervalSince(windowStart) >= 1 { (windowStart, inWindow) = (now, 0) }
+        guard inWindow < Self.perSecond else {
+            suppressed += 1
+            return nil
+        }
+        inWindow += 1
+        if let key {
+            if lastByKey.count >= 10_000 { lastByKey = lastByKey.filter { now.timeIntervalSince($0.value) < Self.perKeyInterval } }
+            lastByKey[key] = now
+        }
+        defer { suppressed = 0 }
+        return suppressed
+    }
+}
+
 /// Accounts, logins with password and TOTP, sessions, step-up, lockout and automation
 /// tokens. Secrets are never stored or logged: bcrypt hashes, TOTP secrets sealed by the
 /// platform token under the IVK, token and cookie values as SHA-256 hashes.
@@ -113,6 +145,10 @@ public final class SessionManager: Sendable {
     let now: @Sendable () -> Date
     /// Failed logins per client address, in memory: (count, first failure, locked until).
     private let addressFailures = NIOLockedValueBox<[String: (count: Int, lockedUntil: Date?)]>([:])
+    /// Login (and step-up) attempts in flight, by `account:ID` and `address:A`.
+    private let inFlight = NIOLockedValueBox<[String: Int]>([:])
+    /// Which refused attempts get an audit record.
+    private let failureRecords = NIOLockedValueBox(FailureRecords())
     /// A bcrypt hash to verify against when the user does not exist, so both cost the same.
     private let decoyHash: String
 
@@ -196,25 +232,50 @@ public final class SessionManager: Sendable {
     }
 
     /// Password and TOTP, both required. Failures slow down, then lock the account and the
-    /// client address for `lockoutMinutes`; every attempt is audited.
+    /// client address for `lockoutMinutes`; attempts are audited, within bounds (below).
+    ///
+    /// Parallel attempts cannot outrun the lockout: each reserves a place before its password is
+    /// checked, and an account or address with `threshold` failures and attempts in flight
+    /// together refuses more. A flood cannot fill the audit disk: a username that could not be
+    /// an account's is recorded as `(invalid)`, refusals of a locked account or address are
+    /// recorded once a minute each, and refused attempts at most `FailureRecords.perSecond`
+    /// times a second overall; the next record carries how many were not (`suppressedBefore`).
     public func login(username: String, password: String, totp code: String, clientAddress: String?, requestID: String?) async throws -> Login {
         let address = clientAddress ?? "unknown"
         let started = now()
+        let valid = Self.isPossibleUsername(username)
+        let recordedName = valid ? username : "(invalid)"
         func record(_ outcome: AuditRecord.Outcome, _ errorCode: String?, operation: String = "auth.login",
-                    session: String? = nil, details: [String: String] = [:]) async throws {
-            _ = try await audit?.append(AuditRecord(actor: AuditActor(kind: .user, id: username, session: session, authMethod: "password+totp"),
+                    session: String? = nil, details: [String: String] = [:], limitKey: String? = nil) async throws {
+            var details = details
+            if outcome != .success {
+                guard let carried = failureRecords.withLockedValue({ $0.admit(key: limitKey, at: started) }) else { return }
+                if carried > 0 { details["suppressedBefore"] = String(carried) }
+            }
+            if !valid { details["usernameLength"] = String(username.utf8.count) }
+            _ = try await audit?.append(AuditRecord(actor: AuditActor(kind: .user, id: recordedName, session: session, authMethod: "password+totp"),
                                                    operation: operation, outcome: outcome, errorCode: errorCode, requestID: requestID,
                                                    clientAddress: clientAddress, details: details))
         }
+        let threshold = settings.lockoutThreshold
         if let until = addressFailures.withLockedValue({ $0[address]?.lockedUntil }), until > started {
-            try await record(.denied, "locked", details: ["reason": "client address locked"])
+            try await record(.denied, "locked", details: ["reason": "client address locked"], limitKey: "address:\(address)")
             throw Failure(code: .locked, message: "too many failed logins from this address; try again later")
         }
-        let account = try await registry.account(username: username)
+        let account = valid ? try await registry.account(username: username) : nil
         if let until = account?.lockedUntil, until > started {
-            try await record(.denied, "locked", details: ["reason": "account locked"])
+            try await record(.denied, "locked", details: ["reason": "account locked"], limitKey: "account:\(username)")
             throw Failure(code: .locked, message: "too many failed logins for this account; try again later")
         }
+        // After a lock has run out, the failures that made it no longer hold attempts back (the
+        // next failure locks again at once, as it always did).
+        let addressFailuresSoFar = addressFailures.withLockedValue { table in table[address].map { $0.lockedUntil == nil ? $0.count : 0 } ?? 0 }
+        guard reserve(["address:\(address)": addressFailuresSoFar, account.map { "account:\($0.id)" } ?? "": account.map(Self.pendingFailures) ?? 0],
+                      threshold: threshold) else {
+            try await record(.denied, "locked", details: ["reason": "too many attempts at once"], limitKey: "address:\(address)")
+            throw Failure(code: .locked, message: "too many login attempts at once for this account or address; try again later")
+        }
+        defer { release(["address:\(address)", account.map { "account:\($0.id)" } ?? ""]) }
         let hash = account?.passwordHash ?? decoyHash
         let passwordOK = try await bcrypt { Bcrypt.verify(password, hash: hash) }
         var totpOK = false
@@ -233,8 +294,36 @@ public final class SessionManager: Sendable {
         return Login(sessionToken: sessionToken, csrfToken: csrfToken, session: session, account: account)
     }
 
+    /// Failures that count against new attempts: none once a lock has run out.
+    static func pendingFailures(_ account: Account) -> Int { account.lockedUntil == nil ? account.failedLogins : 0 }
+
+    /// The rules `createAccount` applies to usernames: anything else cannot be an account.
+    static func isPossibleUsername(_ username: String) -> Bool {
+        (3...64).contains(username.count) && username.allSatisfy { $0.isLetter || $0.isNumber || "._-@".contains($0) }
+    }
+
+    /// Reserves one attempt under each key, if every key's failures plus attempts in flight stay
+    /// under `threshold`; all or none. Keys that are empty are ignored.
+    private func reserve(_ counts: [String: Int], threshold: Int) -> Bool {
+        inFlight.withLockedValue { inFlight in
+            let keys = counts.keys.filter { !$0.isEmpty }
+            guard keys.allSatisfy({ counts[$0, default: 0] + inFlight[$0, default: 0] < threshold }) else { return false }
+            for key in keys { inFlight[key, default: 0] += 1 }
+            return true
+        }
+    }
+
+    private func release(_ keys: [String]) {
+        inFlight.withLockedValue { inFlight in
+            for key in keys where !key.isEmpty {
+                inFlight[key, default: 1] -= 1
+                if inFlight[key] == 0 { inFlight[key] = nil }
+            }
+        }
+    }
+
     private func fail(account: Account?, address: String,
-                      record: (AuditRecord.Outcome, String?, String, String?, [String: String]) async throws -> Void) async throws {
+                      record: (AuditRecord.Outcome, String?, String, String?, [String: String], String?) async throws -> Void) async throws {
         let lockFor = Double(settings.lockoutMinutes) * 60, threshold = settings.lockoutThreshold
         let at = now()
         var failures = 0
@@ -251,16 +340,25 @@ public final class SessionManager: Sendable {
             failures = max(failures, entry.count)
             return entry.lockedUntil
         }
-        try await record(.denied, "invalid_credentials", "auth.login", nil, ["failures": String(failures)])
+        try await record(.denied, "invalid_credentials", "auth.login", nil, ["failures": String(failures)], nil)
         if lockedUntil != nil || addressLock != nil {
             try await record(.denied, "locked", "auth.lockout", nil,
                              ["failures": String(failures), "scope": lockedUntil != nil ? "account" : "address",
-                              "minutes": String(settings.lockoutMinutes)])
+                              "minutes": String(settings.lockoutMinutes)], "lockout:\(address)")
             logger.warning("login locked out after repeated failures", metadata: ["failures": "\(failures)"])
         } else if failures >= 2 {
             // Slow down before the lock: one more second per failure, up to five.
             try? await Task.sleep(for: .seconds(min(5, failures - 1)))
         }
+    }
+
+    /// Ends an account's lock and its failure count (`POST /users/{user}/unlock`, `cmk admin unlock`).
+    public func unlock(username: String) async throws -> Account {
+        guard let account = try await registry.account(username: username) else {
+            throw Failure(code: .invalidInput, message: "no user \(username)")
+        }
+        try await registry.resetFailedLogins(accountID: account.id)
+        return try await registry.account(id: account.id) ?? account
     }
 
     // MARK: Sessions
@@ -291,10 +389,30 @@ public final class SessionManager: Sendable {
     }
 
     /// A fresh TOTP for the session: revocations and restores need one within five minutes.
+    ///
+    /// Wrong codes count as failed logins of the account, so guessing codes at the step-up locks
+    /// the account (and refuses further step-ups) as guessing at the login does; parallel
+    /// attempts reserve a place as logins do.
     public func stepUp(sessionID: String, username: String, totp code: String) async throws {
-        guard let account = try await registry.account(username: username), try await checkTOTP(code, account: account) else {
+        guard let account = try await registry.account(username: username) else {
             throw Failure(code: .invalidCredentials, message: "the one-time code is wrong or was already used")
         }
+        if let until = account.lockedUntil, until > now() {
+            throw Failure(code: .locked, message: "too many wrong codes for this account; try again later")
+        }
+        guard reserve(["account:\(account.id)": Self.pendingFailures(account)], threshold: settings.lockoutThreshold) else {
+            throw Failure(code: .locked, message: "too many code attempts at once for this account; try again later")
+        }
+        defer { release(["account:\(account.id)"]) }
+        guard try await checkTOTP(code, account: account) else {
+            let (_, lockedUntil) = try await registry.recordFailedLogin(accountID: account.id, threshold: settings.lockoutThreshold,
+                                                                        lockUntil: now().addingTimeInterval(Double(settings.lockoutMinutes) * 60))
+            if lockedUntil != nil {
+                throw Failure(code: .locked, message: "too many wrong codes: the account is locked for \(settings.lockoutMinutes) minutes")
+            }
+            throw Failure(code: .invalidCredentials, message: "the one-time code is wrong or was already used")
+        }
+        try await registry.resetFailedLogins(accountID: account.id)
         try await registry.stepUpSession(id: sessionID, at: now())
     }
 
