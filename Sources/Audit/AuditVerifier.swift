@@ -341,6 +341,12 @@ public struct AuditVerifier {
 
         mutating func finish() throws -> Summary {
             guard let key else { throw Failure(line: 0, seq: nil, reason: "the export is empty") }
+            // With a pinned key, an export must prove it is that log's: anyone can chain records,
+            // only the key's holder can sign a checkpoint over them.
+            if !keyFromExport, checkpointsVerified == 0, knownChecked == 0 {
+                throw Failure(line: lineNumber, seq: lastSeq,
+                              reason: "the export carries no checkpoint signed by the pinned key, and none was given: nothing ties its records to the log")
+            }
             if let longest = known.keys.max(), longest > frontier.size {
                 throw Failure(line: lineNumber, seq: frontier.size,
                               reason: "the export ends after \(frontier.size) records but a checkpoint given covers \(longest): records \(frontier.size)–\(longest - 1) were cut off")

@@ -105,4 +105,24 @@ import TestSupport
             #expect(try run(["audit", "keygen", "--out", directory + "/signing.key"]).status == 64)
         }
     }
+
+    /// Before: with a pinned key, an export stripped of its checkpoints (records rewritten and
+    /// re-chained by anyone) verified, with "checkpoints verified: 0".
+    @Test func aPinnedKeyNeedsASignedCheckpointInTheExport() async throws {
+        try await withTemporaryDirectory { directory in
+            let log = try Sample.log(in: directory, checkpointEvery: 1000)
+            try await Sample.fill(log, count: 5)
+            _ = try await log.checkpoint()
+            try Data(log.verifierKey.description.utf8).write(to: URL(fileURLWithPath: directory + "/log.vkey"))
+            let stripped = TamperMatrix.lines(try Sample.export(log)).filter { !$0.starts(with: AuditExport.checkpointPrefix) }
+            try Data(TamperMatrix.join(stripped)).write(to: URL(fileURLWithPath: directory + "/unsigned.jsonl"))
+            let pinned = try run(["audit", "verify", directory + "/unsigned.jsonl", "--public-key", directory + "/log.vkey"])
+            #expect(pinned.status == 65 && pinned.error.contains("no checkpoint signed by the pinned key"), "\(pinned.status) \(pinned.output) \(pinned.error)")
+            // Without a pinned key it is a self-consistent chain, and says so.
+            #expect(try run(["audit", "verify", directory + "/unsigned.jsonl"]).status == 0)
+            // With its checkpoint: verified.
+            try Data(try Sample.export(log)).write(to: URL(fileURLWithPath: directory + "/signed.jsonl"))
+            #expect(try run(["audit", "verify", directory + "/signed.jsonl", "--public-key", directory + "/log.vkey"]).status == 0)
+        }
+    }
 }
