@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -12,6 +13,8 @@ public actor AuditLog {
     public nonisolated let store: AuditStore
     let signer: any CheckpointSigner
     public nonisolated let witnessDirectory: String?
+    /// Why the last copy to the witness directory failed; nil once one succeeds.
+    private let lastWitnessFailure = NIOLockedValueBox<String?>(nil)
 
     public init(store: AuditStore, signer: any CheckpointSigner, witnessDirectory: String? = nil) {
         self.store = store
@@ -56,7 +59,9 @@ public actor AuditLog {
     }
 
     /// Writes `<size>.checkpoint` and replaces `latest.checkpoint`, each through a temporary
-    /// file and a rename so a reader never sees half a note.
+    /// file and a rename so a reader never sees half a note. A failure is kept for `/readyz`
+    /// (`witnessProblem`) as well as thrown: checkpoints are issued in the background, where a
+    /// thrown error alone would go unseen.
     private func copyToWitness(_ checkpoint: SignedCheckpoint) throws {
         guard let witnessDirectory else { return }
         let text = Data(checkpoint.text.utf8)
@@ -65,8 +70,26 @@ public actor AuditLog {
             do {
                 try text.write(to: target, options: .atomic)
             } catch {
-                throw AuditError(.unavailable, "cannot copy the checkpoint to the witness directory \(witnessDirectory): \(error.localizedDescription)")
+                let reason = "cannot copy checkpoint \(checkpoint.checkpoint.size) to the witness directory \(witnessDirectory): \(error.localizedDescription)"
+                lastWitnessFailure.withLockedValue { $0 = reason }
+                throw AuditError(.unavailable, reason)
             }
         }
+        lastWitnessFailure.withLockedValue { $0 = nil }
+    }
+
+    /// What keeps checkpoints from reaching the witness directory, if anything: it is missing,
+    /// not a directory, or not writable now, or the last copy failed. Nil when none is set.
+    public nonisolated func witnessProblem() -> String? {
+        guard let witnessDirectory else { return nil }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: witnessDirectory, isDirectory: &isDirectory) else {
+            return "the audit witness directory \(witnessDirectory) does not exist: checkpoints are not copied"
+        }
+        guard isDirectory.boolValue else { return "the audit witness path \(witnessDirectory) is not a directory: checkpoints are not copied" }
+        guard access(witnessDirectory, W_OK | X_OK) == 0 else {
+            return "the audit witness directory \(witnessDirectory) cannot be written: checkpoints are not copied"
+        }
+        return lastWitnessFailure.withLockedValue { $0 }
     }
 }

@@ -30,10 +30,15 @@ public func buildRouter(gateway: Gateway, openAPI: ByteBuffer?,
         Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#)))
     }
     router.get("readyz") { _, _ -> Response in
-        let platform = await gateway.platform.status()
-        let ready = platform.state == .available
-        let body = ready ? #"{"status":"ready"}"# : #"{"status":"not_ready","reason":"the platform token is not available"}"#
-        return Response(status: ready ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
+        // Ready when the platform token answers, the audit log can record (nothing is done
+        // that cannot be), and checkpoints reach the configured witness directory.
+        var reasons: [String] = []
+        if await gateway.platform.status().state != .available { reasons.append("the platform token is not available") }
+        if gateway.audit.store.failure != nil { reasons.append("the audit log cannot record; see the server log") }
+        if let witness = gateway.audit.witnessProblem() { reasons.append(witness) }
+        let body = reasons.isEmpty ? #"{"status":"ready"}"# : String(decoding: (try? JSONEncoder.api.encode(
+            ["status": "not_ready", "reason": reasons.joined(separator: "; ")])) ?? Data(#"{"status":"not_ready"}"#.utf8), as: UTF8.self)
+        return Response(status: reasons.isEmpty ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
                         body: .init(byteBuffer: ByteBuffer(string: body)))
     }
     router.get("metrics") { _, _ -> Response in
@@ -164,6 +169,10 @@ func openAuditLog(_ settings: ServerConfiguration.AuditSettings, pkcs11: PKCS11K
         signer = try Ed25519FileSigner(path: settings.signingKey, keyName: store.origin)
     }
     let audit = AuditLog(store: store, signer: signer, witnessDirectory: settings.witnessDirectory)
+    if let problem = audit.witnessProblem() {
+        // Reported, not fatal: the log itself is sound; `/readyz` says not ready until it is fixed.
+        logger.error("audit witness copies will fail", metadata: ["reason": "\(problem)"])
+    }
     logger.notice("audit log open", metadata: ["origin": "\(store.origin)", "records": "\(store.head.size)",
                                                "verifierKey": "\(audit.verifierKey)"])
     return audit

@@ -20,6 +20,28 @@ import TestSupport
         #expect(throws: Never.self) { try CanonicalJSON.parse(Array(Self.nested(32).utf8)) }
     }
 
+    /// Before: a witness directory that did not exist made every checkpoint copy fail in the
+    /// background, unseen; the server said it was ready.
+    @Test func aWitnessDirectoryThatCannotTakeCopiesIsReportedByReadiness() async throws {
+        var harness = try ServerHarness()
+        let witness = harness.directory + "/witness"
+        harness.configuration.audit.witnessDirectory = witness
+        try await harness.test { client, gateway in
+            let missing = try await client.execute(uri: "/readyz", method: .get)
+            #expect(missing.status == .serviceUnavailable && missing.text.contains("does not exist"), "\(missing.text)")
+            try Data("not a directory".utf8).write(to: URL(fileURLWithPath: witness))
+            #expect(try await client.execute(uri: "/readyz", method: .get).text.contains("not a directory"))
+            try FileManager.default.removeItem(atPath: witness)
+            try FileManager.default.createDirectory(atPath: witness, withIntermediateDirectories: true)
+            let ready = try await client.execute(uri: "/readyz", method: .get)
+            #expect(ready.status == .ok, "\(ready.text)")
+            _ = try await client.execute(uri: "/api/v1/tenants", method: .post, headers: ServerHarness.auth,
+                                         body: ServerHarness.body(#"{"id":"w","name":"W"}"#))
+            let signed = try await gateway.audit.checkpoint()
+            #expect(FileManager.default.fileExists(atPath: "\(witness)/\(signed.checkpoint.size).checkpoint"))
+        }
+    }
+
     /// A deeply nested acknowledgement statement crashed a debug build (the canonical parser
     /// recursed once per level); deeply nested bodies went to recursive decoders the same way.
     @Test func deeplyNestedBodiesAreRefusedAndTheServerKeepsRunning() async throws {
