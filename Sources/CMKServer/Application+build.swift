@@ -213,6 +213,9 @@ public func buildApplication(_ configuration: ServerConfiguration, openAPIPath: 
     var application = Application(
         router: buildRouter(gateway: gateway, openAPI: openAPI, sessions: configuration.sessions,
                             assertions: assertions),
+        // A connection that sends nothing (or trickles a request's head) is closed after the
+        // idle timeout; responses being written, event streams among them, are not cut.
+        server: .http1(configuration: .init(idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds)))),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "openkcm-cmk"),
         logger: logger)
     for service in services { application.addServices(service) }

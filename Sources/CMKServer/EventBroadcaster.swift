@@ -22,13 +22,24 @@ final class EventBroadcaster: Sendable {
         self.heartbeat = heartbeat
     }
 
+    /// Open streams allowed per node (a reconnecting node may briefly hold two while the gateway
+    /// has not yet seen the old one die) and in all: a node, or a stolen node key, cannot tie
+    /// up the gateway with streams.
+    static let maxPerNode = 4
+    static let maxTotal = 20_000
+
     /// A stream of signals for one connection, and a way to end it (at shutdown); it ends its
-    /// subscription when dropped.
-    func subscribe(node: String) -> (signals: AsyncStream<Signal>, end: @Sendable () -> Void) {
+    /// subscription when dropped. Nil when the node, or the gateway, has as many open as allowed.
+    func subscribe(node: String) -> (signals: AsyncStream<Signal>, end: @Sendable () -> Void)? {
         let id = UUID()
         let (stream, continuation) = AsyncStream<Signal>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let admitted = subscribers.withLockedValue { subscribers -> Bool in
+            guard subscribers.count < Self.maxTotal, subscribers.values.filter({ $0.node == node }).count < Self.maxPerNode else { return false }
+            subscribers[id] = (node, continuation)
+            return true
+        }
+        guard admitted else { return nil }
         continuation.onTermination = { [weak self] _ in self?.subscribers.withLockedValue { $0[id] = nil } }
-        subscribers.withLockedValue { $0[id] = (node, continuation) }
         return (stream, { continuation.finish() })
     }
 

@@ -184,7 +184,10 @@ struct NodeController {
         if let last = request.headers[.init("Last-Event-ID")!], let value = Int64(last) { start = max(start, value) }
         let registry = gateway.registry
         let node = try Self.node(context)
-        let (stream, end) = gateway.broadcaster.subscribe(node: node.id)
+        guard let (stream, end) = gateway.broadcaster.subscribe(node: node.id) else {
+            throw APIError(.tooManyRequests, code: "too_many_streams",
+                           "node \(node.id) already has \(EventBroadcaster.maxPerNode) event streams open (or the gateway is at its limit); close one first")
+        }
         let dashboard = gateway.dashboard
         dashboard.changed()
         let first = start

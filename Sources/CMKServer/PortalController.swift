@@ -55,7 +55,10 @@ struct PortalController {
     /// `event: changed` whenever something the dashboard shows may have changed (no data: the
     /// page reads what its caller may see), a comment line every 15 s.
     @Sendable func feed(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        let (signals, end) = gateway.dashboard.subscribe()
+        guard let (signals, end) = gateway.dashboard.subscribe(for: context.identity?.subject ?? "") else {
+            throw APIError(.tooManyRequests, code: "too_many_streams",
+                           "\(DashboardFeed.maxPerCaller) live feeds are open for this caller (or \(DashboardFeed.maxTotal) in all); close a tab first")
+        }
         let body = ResponseBody { writer in
             try await withGracefulShutdownHandler {
                 try await writer.write(ByteBuffer(string: ": open\n\n"))
@@ -79,19 +82,29 @@ struct PortalController {
 final class DashboardFeed: Sendable {
     enum Signal: Sendable { case changed, heartbeat }
 
-    private let subscribers = NIOLockedValueBox<[UUID: AsyncStream<Signal>.Continuation]>([:])
+    /// Open feeds per caller (browser tabs) and in all.
+    static let maxPerCaller = 16
+    static let maxTotal = 1024
 
-    func subscribe() -> (AsyncStream<Signal>, @Sendable () -> Void) {
+    private let subscribers = NIOLockedValueBox<[UUID: (caller: String, continuation: AsyncStream<Signal>.Continuation)]>([:])
+
+    /// Nil when the caller, or the gateway, has as many feeds open as allowed.
+    func subscribe(for caller: String) -> (AsyncStream<Signal>, @Sendable () -> Void)? {
         let id = UUID()
         let (stream, continuation) = AsyncStream<Signal>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let admitted = subscribers.withLockedValue { subscribers -> Bool in
+            guard subscribers.count < Self.maxTotal, subscribers.values.filter({ $0.caller == caller }).count < Self.maxPerCaller else { return false }
+            subscribers[id] = (caller, continuation)
+            return true
+        }
+        guard admitted else { return nil }
         continuation.onTermination = { [weak self] _ in self?.subscribers.withLockedValue { $0[id] = nil } }
-        subscribers.withLockedValue { $0[id] = continuation }
         return (stream, { continuation.finish() })
     }
 
     func changed() { broadcast(.changed) }
 
     func broadcast(_ signal: Signal) {
-        for continuation in subscribers.withLockedValue({ Array($0.values) }) { continuation.yield(signal) }
+        for subscriber in subscribers.withLockedValue({ Array($0.values) }) { subscriber.continuation.yield(signal) }
     }
 }

@@ -188,6 +188,9 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     public var sessions: SessionSettings = SessionSettings()
     /// Four-eyes approvals, the crypto-shred's waiting period, rotations.
     public var lifecycle: LifecycleSettings = LifecycleSettings()
+    /// Seconds a connection may stay idle, or take to send a request's head, before it is closed
+    /// (5–600). Responses being written, event streams among them, are not cut.
+    public var idleTimeoutSeconds: Int = 30
 
     public init(host: String = "127.0.0.1", port: Int = 8080, database: String = "cmk.sqlite", keystores: [Keystore] = [],
                 platform: Platform, probeIntervalSeconds: Int = 60,
@@ -205,7 +208,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case host, port, database, keystores, platform, probeIntervalSeconds, logLevel, audit, leaseSeconds, sessions, streamHeartbeatSeconds
-        case lifecycle
+        case lifecycle, idleTimeoutSeconds
     }
 
     public init(from decoder: any Decoder) throws {
@@ -222,11 +225,12 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         sessions = try container.decodeIfPresent(SessionSettings.self, forKey: .sessions) ?? SessionSettings()
         streamHeartbeatSeconds = try container.decodeIfPresent(Int.self, forKey: .streamHeartbeatSeconds) ?? 15
         lifecycle = try container.decodeIfPresent(LifecycleSettings.self, forKey: .lifecycle) ?? LifecycleSettings()
+        idleTimeoutSeconds = try container.decodeIfPresent(Int.self, forKey: .idleTimeoutSeconds) ?? 30
     }
 
     static let allowedKeys: Set<String> = ["host", "port", "database", "keystores", "platform",
                                            "probeIntervalSeconds", "logLevel", "audit", "leaseSeconds", "sessions",
-                                           "streamHeartbeatSeconds", "lifecycle"]
+                                           "streamHeartbeatSeconds", "lifecycle", "idleTimeoutSeconds"]
 
     /// Reads `path`, applies `CMK_*` overrides from `environment`, validates.
     public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ServerConfiguration {
@@ -320,6 +324,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
             throw ConfigurationError("sessions: idleMinutes 1-1440, absoluteHours 1-168, bcryptCost 4-31, lockoutThreshold 1-100, lockoutMinutes 1-1440")
         }
         try lifecycle.validate()
+        guard (5...600).contains(idleTimeoutSeconds) else { throw ConfigurationError("idleTimeoutSeconds must be between 5 and 600") }
         guard audit.checkpointEvery > 0, audit.checkpointIntervalSeconds > 0 else {
             throw ConfigurationError("audit.checkpointEvery and audit.checkpointIntervalSeconds must be positive")
         }

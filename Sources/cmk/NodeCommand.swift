@@ -65,6 +65,8 @@ struct NodeCommand: AsyncParsableCommand {
         let host = String(listen[..<colon]), announce = logger
         var application = Application(
             router: NodeAPI(runtime: runtime).router(),
+            // An application connection idle (or trickling a request) for 30 s is closed.
+            server: .http1(configuration: .init(idleTimeout: .seconds(30))),
             configuration: .init(address: .hostname(host, port: port), serverName: "openkcm-node"),
             onServerRunning: { channel in
                 announce.notice("node API listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? listen)",

@@ -168,3 +168,50 @@ import TestSupport
         }
     }
 }
+
+/// Listeners and streams under load: idle and trickling connections, stream caps.
+@Suite(.serialized) struct ListenerHardeningTests: ChildProcessTests {
+    /// Seconds until the server closes a connection that sent `prefix` and then nothing.
+    func secondsUntilClosed(port: Int, sending prefix: String) throws -> Double {
+        let result = try SoftHSMFixture.run("/usr/bin/env", ["python3", "-c", """
+            import socket, sys, time
+            s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+            s.sendall(sys.argv[2].encode())
+            start = time.time()
+            s.settimeout(30)
+            try:
+                while s.recv(4096): pass
+            except Exception:
+                print(-1); sys.exit()
+            print(time.time() - start)
+            """, String(port), prefix])
+        return Double(result.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+    }
+
+    /// Before: a connection that sent nothing, or half a request head, stayed open for ever.
+    @Test func idleAndTricklingConnectionsAreClosed() async throws {
+        let server = try ChildServer(token: "logs", fixture: SoftHSMFixture.shared, logLevel: "info", extraConfiguration: #""idleTimeoutSeconds": 5"#)
+        defer { server.stopAndRemove() }
+        try await waitUntilUp(server.base)
+        let silent = try secondsUntilClosed(port: server.port, sending: "")
+        #expect(silent >= 4 && silent < 15, "closed after \(silent) s")
+        let trickled = try secondsUntilClosed(port: server.port, sending: "GET /api/v1/tenants HTTP/1.1\r\nHost: x\r\n")
+        #expect(trickled >= 4 && trickled < 15, "closed after \(trickled) s")
+        #expect(try http(["\(server.base)/healthz"]).status == 200, "and it keeps serving")
+    }
+
+    /// Before: any number of event streams per node (or stolen node key) and per caller.
+    @Test func eventStreamsAreCappedPerNodeAndPerCaller() {
+        let broadcaster = EventBroadcaster()
+        var open = (0..<EventBroadcaster.maxPerNode).compactMap { _ in broadcaster.subscribe(node: "node-a") }
+        #expect(open.count == EventBroadcaster.maxPerNode)
+        #expect(broadcaster.subscribe(node: "node-a") == nil)
+        #expect(broadcaster.subscribe(node: "node-b") != nil, "other nodes are not held up")
+        open.removeLast().end()
+        #expect(broadcaster.subscribe(node: "node-a") != nil, "a closed stream frees its place")
+        let feed = DashboardFeed()
+        let tabs = (0..<DashboardFeed.maxPerCaller).compactMap { _ in feed.subscribe(for: "ana") }
+        #expect(tabs.count == DashboardFeed.maxPerCaller && feed.subscribe(for: "ana") == nil && feed.subscribe(for: "bob") != nil)
+        _ = open
+    }
+}
