@@ -169,6 +169,7 @@ let package = Package(
                 "KSI",
                 "PKCS11",
                 "CMKServer",
+                "Registry",
                 "Audit",
                 "NodeAgent",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -105,6 +105,20 @@ struct ShredService: Service {
     }
 }
 
+/// Records `cmk admin` actions taken on the host while the server runs (every 5 s).
+struct HostActionService: Service {
+    let gateway: Gateway
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelledOrShuttingDown {
+                do { try await Task.sleep(for: .seconds(5)) } catch { return }
+                await gateway.drainHostActions()
+            }
+        }
+    }
+}
+
 /// Runs rotation jobs: at start the ones a crash interrupted, then each new one.
 struct RotationService: Service {
     let gateway: Gateway
@@ -206,7 +220,7 @@ public func buildApplication(_ configuration: ServerConfiguration, openAPIPath: 
     var services: [any Service] = [GatewayService(gateway: gateway), HeartbeatService(broadcaster: gateway.broadcaster, dashboard: gateway.dashboard),
                                    AuditCheckpointService(audit: audit, interval: .seconds(configuration.audit.checkpointIntervalSeconds)),
                                    ShredService(gateway: gateway, interval: .seconds(configuration.lifecycle.shredCheckSeconds)),
-                                   RotationService(gateway: gateway)]
+                                   RotationService(gateway: gateway), HostActionService(gateway: gateway)]
     if configuration.probeIntervalSeconds > 0 {
         services.append(ProbeScheduler(gateway: gateway, interval: .seconds(configuration.probeIntervalSeconds)))
     }

@@ -132,6 +132,33 @@ extension Gateway {
 }
 
 extension Gateway {
+    /// Appends what `cmk admin` did on the host since the last time (account and token
+    /// creation, unlocks, disables) to the audit log, oldest first, by `system/cli`, naming the
+    /// host user and when. At least once: a crash between the append and the removal of the
+    /// pending row repeats the record, with the same `hostAction` id, so it can be told apart.
+    func drainHostActions() async {
+        guard (try? auditReady()) != nil else { return }
+        while let batch = try? await registry.pendingAudit(limit: 100), !batch.isEmpty {
+            for action in batch {
+                var details = (try? JSONDecoder().decode([String: String].self, from: Data(action.details.utf8))) ?? [:]
+                details["hostAction"] = action.id
+                details["hostUser"] = action.actor
+                details["at"] = RFC3339.format(action.at)
+                do {
+                    _ = try await audit.append(AuditRecord(actor: AuditActor(kind: .system, id: "cli", authMethod: "host"),
+                                                           operation: action.operation, outcome: .success, target: action.target,
+                                                           details: details))
+                    try await registry.deletePendingAudit(id: action.id)
+                } catch {
+                    logger.warning("a host action could not be recorded yet", metadata: ["error.type": "\(type(of: error))"])
+                    return
+                }
+            }
+        }
+    }
+}
+
+extension Gateway {
     /// Runs an administrative action and appends its audit record, successful or not, before
     /// the response is sent. Refused up front once the audit store has failed (fail closed).
     /// `target` names the object when it is known in advance (also on failure); `resultTarget`

@@ -111,6 +111,7 @@ public final class Gateway: Sendable {
                               streamHeartbeat: .seconds(configuration.streamHeartbeatSeconds), lifecycle: configuration.lifecycle,
                               ivkLabelPrefix: configuration.platform.ivkLabelPrefix, logger: logger)
         try await gateway.recoverRevocationRecords()
+        await gateway.drainHostActions()
         // A crash between a revocation (or a shred) and its fence leaves the overwritten pages
         // in the write-ahead log: fence at every start.
         await gateway.fence()

@@ -39,6 +39,8 @@ public struct Account: Sendable, Equatable {
     public var lockedUntil: Date?
     public var createdAt: Date
     public var createdBy: String
+    /// Disabled: no login, no session, no step-up; enabled again by an administrator.
+    public var disabledAt: Date? = nil
 }
 
 /// An administrative session, found by the hash of its cookie.
@@ -73,7 +75,8 @@ extension Account {
                   tenants: try Self.decodeTenants(row["tenants"]), passwordHash: row["password_hash"], totpSealed: row["totp_sealed"],
                   totpIVKVersion: row["totp_ivk_version"], totpLastStep: row["totp_last_step"], failedLogins: row["failed_logins"],
                   lockedUntil: (row["locked_until"] as Int64?).map(Date.init(registryMilliseconds:)),
-                  createdAt: Date(registryMilliseconds: row["created_at"]), createdBy: row["created_by"])
+                  createdAt: Date(registryMilliseconds: row["created_at"]), createdBy: row["created_by"],
+                  disabledAt: (row["disabled_at"] as Int64?).map(Date.init(registryMilliseconds:)))
     }
 
     static func decodeTenants(_ text: String?) throws -> [String]? {
@@ -171,6 +174,48 @@ extension Registry {
     public func resetFailedLogins(accountID: String) async throws {
         try await write { db in
             try db.execute(sql: "UPDATE account SET failed_logins = 0, locked_until = NULL WHERE id = ?", arguments: [accountID])
+        }
+    }
+
+    /// Disables (or enables again) an account; disabling ends its sessions. `conflict` if it
+    /// would leave no enabled security administrator.
+    @discardableResult
+    public func setAccountDisabled(id: String, _ disabled: Bool, at: Date = Date()) async throws -> Account {
+        try await write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM account WHERE id = ?", arguments: [id]) else {
+                throw RegistryError(.notFound, "no user \(id)")
+            }
+            let account = try Account(row: row)
+            if disabled, account.role == .securityAdmin, account.disabledAt == nil { try Self.requireAnotherSecurityAdmin(db, besides: id) }
+            try db.execute(sql: "UPDATE account SET disabled_at = ? WHERE id = ?", arguments: [disabled ? at.registryMilliseconds : nil, id])
+            if disabled {
+                try db.execute(sql: "UPDATE admin_session SET revoked_at = ? WHERE account_id = ? AND revoked_at IS NULL",
+                               arguments: [at.registryMilliseconds, id])
+            }
+            return try Account(row: try Row.fetchOne(db, sql: "SELECT * FROM account WHERE id = ?", arguments: [id])!)
+        }
+    }
+
+    /// Removes an account and its sessions (audit records keep its name). `conflict` if it is the
+    /// last enabled security administrator.
+    public func deleteAccount(id: String) async throws {
+        try await write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM account WHERE id = ?", arguments: [id]) else {
+                throw RegistryError(.notFound, "no user \(id)")
+            }
+            let account = try Account(row: row)
+            if account.role == .securityAdmin, account.disabledAt == nil { try Self.requireAnotherSecurityAdmin(db, besides: id) }
+            try db.execute(sql: "DELETE FROM admin_session WHERE account_id = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM account WHERE id = ?", arguments: [id])
+        }
+    }
+
+    private static func requireAnotherSecurityAdmin(_ db: Database, besides id: String) throws {
+        let others = try Int.fetchOne(db, sql: """
+            SELECT count(*) FROM account WHERE role = 'security_admin' AND disabled_at IS NULL AND id <> ?
+            """, arguments: [id]) ?? 0
+        guard others > 0 else {
+            throw RegistryError(.conflict, "it is the last enabled security administrator: nobody could lift a lockout or manage keys after it")
         }
     }
 

@@ -243,6 +243,22 @@ enum RegistrySchema {
             try db.execute(sql: RegistrySchema.lifecycleTables)
             try db.execute(sql: RegistrySchema.lifecycleRules)
         }
+        // Accounts can be disabled and removed; `cmk admin` actions wait here for the server to
+        // put them in the audit log (the command line has no access to the log; issue 15).
+        migrator.registerMigration("v6-accounts-cli-audit") { db in
+            try db.execute(sql: """
+                ALTER TABLE account ADD COLUMN disabled_at INTEGER;
+                CREATE TABLE pending_audit (
+                    sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+                    id TEXT NOT NULL UNIQUE,
+                    operation TEXT NOT NULL,
+                    actor TEXT NOT NULL,
+                    target TEXT,
+                    details TEXT NOT NULL CHECK (json_valid(details)),
+                    at INTEGER NOT NULL
+                ) STRICT;
+                """)
+        }
         return migrator
     }
 

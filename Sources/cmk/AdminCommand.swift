@@ -14,7 +14,7 @@ struct AdminCommand: AsyncParsableCommand {
         like `cmk serve`. Later administrators are better created through the API by a logged-in \
         security administrator, where the action is audited.
         """,
-        subcommands: [Create.self, Token.self, Unlock.self])
+        subcommands: [Create.self, Token.self, Unlock.self, Disable.self, Enable.self])
 
     struct Options: ParsableArguments {
         @Option(name: .long, help: "The gateway's configuration file.")
@@ -71,6 +71,7 @@ struct AdminCommand: AsyncParsableCommand {
             do {
                 let created = try await manager.createAccount(username: username, password: password, role: role, tenants: options.tenantList,
                                                               createdBy: "cli:\(ProcessInfo.processInfo.environment["USER"] ?? "unknown")")
+                try await manager.recordHostAction("user.create", target: username, details: ["role": role.rawValue])
                 print("""
                     created \(role.rawValue) \(username) (\(options.tenantList?.joined(separator: ", ") ?? "every tenant"))
                     TOTP secret (shown once; add it to an authenticator app): \(created.totpSecret)
@@ -114,6 +115,7 @@ struct AdminCommand: AsyncParsableCommand {
             do {
                 let created = try await manager.createToken(name: name, role: role, tenants: options.tenantList,
                                                             ttl: TimeInterval(ttlHours) * 3600, createdBy: "cli")
+                try await manager.recordHostAction("token.create", target: name, details: ["role": role.rawValue, "token": created.token.id])
                 print(created.secret)
             } catch let failure as SessionManager.Failure {
                 fail(failure.message)
@@ -137,6 +139,7 @@ extension AdminCommand {
             let (manager, pkcs11) = try await options.manager()
             do {
                 let account = try await manager.unlock(username: username)
+                try await manager.recordHostAction("user.unlock", target: account.username)
                 print("unlocked \(account.username)")
             } catch let failure as SessionManager.Failure {
                 await pkcs11.shutdown()
@@ -144,6 +147,45 @@ extension AdminCommand {
             }
             await pkcs11.shutdown()
         }
+    }
+}
+
+extension AdminCommand {
+    struct Disable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Disable an account now (no login, its sessions ended); the last enabled security administrator cannot be.")
+
+        @Option(name: .long, help: "The account.")
+        var username: String
+
+        @OptionGroup var options: Options
+
+        func run() async throws { try await AdminCommand.setDisabled(username, true, options) }
+    }
+
+    struct Enable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Enable a disabled account again.")
+
+        @Option(name: .long, help: "The account.")
+        var username: String
+
+        @OptionGroup var options: Options
+
+        func run() async throws { try await AdminCommand.setDisabled(username, false, options) }
+    }
+
+    static func setDisabled(_ username: String, _ disabled: Bool, _ options: Options) async throws {
+        let (manager, pkcs11) = try await options.manager()
+        do {
+            guard let account = try await manager.registry.account(username: username) else { throw RegistryError(.notFound, "no user \(username)") }
+            try await manager.registry.setAccountDisabled(id: account.id, disabled)
+            try await manager.recordHostAction(disabled ? "user.disable" : "user.enable", target: username)
+            print("\(disabled ? "disabled" : "enabled") \(username)")
+        } catch let error as RegistryError {
+            await pkcs11.shutdown()
+            fail(error.message, status: .refused)
+        }
+        await pkcs11.shutdown()
     }
 }
 

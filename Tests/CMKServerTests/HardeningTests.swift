@@ -2,6 +2,7 @@ import Audit
 import Foundation
 import Hummingbird
 import HummingbirdTesting
+import Registry
 import Testing
 import TestSupport
 @testable import CMKServer
@@ -213,5 +214,54 @@ import TestSupport
         let tabs = (0..<DashboardFeed.maxPerCaller).compactMap { _ in feed.subscribe(for: "ana") }
         #expect(tabs.count == DashboardFeed.maxPerCaller && feed.subscribe(for: "ana") == nil && feed.subscribe(for: "bob") != nil)
         _ = open
+    }
+}
+
+/// Accounts disabled and removed; host actions in the audit log.
+@Suite(.serialized) struct AccountLifecycleTests: ChildProcessTests {
+    /// Before: an account could be neither disabled nor removed; only its sessions ended.
+    @Test func aDisabledAccountCannotLogInOrUseItsSessionAndARemovedOneIsGone() async throws {
+        try await ServerHarness().test { client, gateway in
+            var ana = try await TestUser.make(gateway, "ana", role: .securityAdmin)
+            try await ana.logIn(client)
+            let disabled = try await client.execute(uri: "/api/v1/users/ana/disable", method: .post, headers: ServerHarness.auth)
+            #expect(try disabled.status == .ok && disabled.json()["disabledAt"] as? String != nil, "\(disabled.text)")
+            #expect(try await client.execute(uri: "/api/v1/session", method: .get, headers: ana.headers).status == .unauthorized)
+            let login = try await client.execute(uri: "/api/v1/session", method: .post, headers: [.contentType: "application/json"],
+                                                 body: ServerHarness.body(ana.loginBody(code: ana.code(1))))
+            #expect(login.status == .unauthorized)
+            #expect(try gateway.audit.store.records(AuditQuery(operation: "auth.login")).records.last?.errorCode == "account_disabled")
+            #expect(try await client.execute(uri: "/api/v1/users/ana/enable", method: .post, headers: ServerHarness.auth).status == .ok)
+            try await ana.logIn(client, offset: 1)
+            // Never oneself; never the last enabled security administrator.
+            #expect(try await client.execute(uri: "/api/v1/users/ana/disable", method: .post, headers: ana.headers).status == .conflict)
+            let harness = try #require(try await gateway.registry.account(username: ServerHarness.adminName))
+            _ = try await gateway.registry.setAccountDisabled(id: try #require(try await gateway.registry.account(username: "ana")).id, true)
+            await #expect(throws: RegistryError.self) { try await gateway.registry.setAccountDisabled(id: harness.id, true) }
+            _ = try await gateway.registry.setAccountDisabled(id: try #require(try await gateway.registry.account(username: "ana")).id, false)
+            // An operator cannot disable a security administrator.
+            #expect(try await client.execute(uri: "/api/v1/users/ana/disable", method: .post, headers: ServerHarness.operatorAuth).status == .forbidden)
+            #expect(try await client.execute(uri: "/api/v1/users/ana", method: .delete, headers: ServerHarness.auth).status == .noContent)
+            #expect(try await gateway.registry.account(username: "ana") == nil)
+            #expect(try await client.execute(uri: "/api/v1/users/ana", method: .delete, headers: ServerHarness.auth).status == .notFound)
+            #expect(try gateway.audit.store.records(AuditQuery(operation: "user.delete")).records.count == 1)
+        }
+    }
+
+    /// Before: `cmk admin` made accounts and tokens beside the server with no audit record.
+    @Test func hostActionsReachTheAuditLog() async throws {
+        let server = try ChildServer(token: "logs", fixture: SoftHSMFixture.shared, logLevel: "info")
+        defer { server.stopAndRemove() }
+        try await waitUntilUp(server.base)
+        try server.logIn()   // runs `cmk admin create` for the administrator
+        let token = try server.automationToken(role: "auditor")
+        #expect(try server.cmk(["admin", "disable", "--username", "admin", "--config", "\(server.directory)/cmk.json"]).status == 65,
+                "the last security administrator stays enabled")
+        try await eventually(15, "the host actions in the audit log") {
+            let records = try http(["-H", "Authorization: Bearer \(token)", "\(server.base)/api/v1/audit?actor=cli&limit=50"]).json["items"] as? [[String: Any]] ?? []
+            let operations = Set(records.compactMap { $0["operation"] as? String })
+            return operations.isSuperset(of: ["user.create", "token.create"])
+                && records.allSatisfy { (($0["details"] as? [String: Any])?["hostUser"] as? String)?.contains("@") == true }
+        }
     }
 }

@@ -48,6 +48,7 @@ struct SessionController {
         var createdAt: Date
         var createdBy: String
         var lockedUntil: Date?
+        var disabledAt: Date?
         /// Shown once, at creation.
         var totpSecret: String?
         var totpURI: String?
@@ -76,6 +77,9 @@ struct SessionController {
         group.get("users", use: listUsers)
         group.delete("users/:user/sessions", use: revokeUserSessions)
         group.post("users/:user/unlock", use: unlockUser)
+        group.post("users/:user/disable", use: disableUser)
+        group.post("users/:user/enable", use: enableUser)
+        group.delete("users/:user", use: deleteUser)
         group.post("tokens", use: createToken)
         group.get("tokens", use: listTokens)
         group.delete("tokens/:token", use: revokeToken)
@@ -148,7 +152,7 @@ struct SessionController {
 
     func userResponse(_ account: Account, secret: String? = nil, uri: String? = nil) -> UserResponse {
         UserResponse(id: account.id, username: account.username, role: account.role, tenants: account.tenants, createdAt: account.createdAt,
-                     createdBy: account.createdBy, lockedUntil: account.lockedUntil, totpSecret: secret, totpURI: uri)
+                     createdBy: account.createdBy, lockedUntil: account.lockedUntil, disabledAt: account.disabledAt, totpSecret: secret, totpURI: uri)
     }
 
     /// Refuses what would cross the separation of duties: each role creates (and manages) only
@@ -203,6 +207,44 @@ struct SessionController {
             try await sessions.unlock(username: account.username)
         }
         return try ManagementController.json(userResponse(unlocked), context: context).response
+    }
+
+    /// The account a path names (id or username), which the caller may manage and is not.
+    func managedAccount(_ context: CMKRequestContext, _ what: String) async throws -> Account {
+        let id = try context.parameters.require("user")
+        var found = try await gateway.registry.account(id: id)
+        if found == nil { found = try await gateway.registry.account(username: id) }
+        guard let account = found else { throw APIError.notFound("no user \(id)") }
+        let principal = try Self.principal(context)
+        try Self.checkMayManage(account.role, by: principal, what)
+        guard account.username != principal.name else {
+            throw APIError(.conflict, code: "conflict", "an administrator cannot \(what) their own account; ask another")
+        }
+        return account
+    }
+
+    @Sendable func disableUser(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let account = try await managedAccount(context, "disable")
+        let disabled = try await gateway.recorded("user.disable", target: account.username, context: context.audit) {
+            try await gateway.registry.setAccountDisabled(id: account.id, true)
+        }
+        return try ManagementController.json(userResponse(disabled), context: context).response
+    }
+
+    @Sendable func enableUser(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let account = try await managedAccount(context, "enable")
+        let enabled = try await gateway.recorded("user.enable", target: account.username, context: context.audit) {
+            try await gateway.registry.setAccountDisabled(id: account.id, false)
+        }
+        return try ManagementController.json(userResponse(enabled), context: context).response
+    }
+
+    @Sendable func deleteUser(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let account = try await managedAccount(context, "remove")
+        try await gateway.recorded("user.delete", target: account.username, context: context.audit) {
+            try await gateway.registry.deleteAccount(id: account.id)
+        }
+        return Response(status: .noContent)
     }
 
     func tokenResponse(_ token: AutomationToken, secret: String? = nil) -> TokenResponse {

@@ -136,7 +136,7 @@ public final class SessionManager: Sendable {
     public static let cookieName = "cmk_session"
     public static let csrfHeader = "X-CSRF-Token"
 
-    let registry: Registry
+    public let registry: Registry
     let platform: PKCS11Token
     /// Nil in the command line, which must not write the server's audit log.
     let audit: AuditLog?
@@ -262,7 +262,14 @@ public final class SessionManager: Sendable {
             try await record(.denied, "locked", details: ["reason": "client address locked"], limitKey: "address:\(address)")
             throw Failure(code: .locked, message: "too many failed logins from this address; try again later")
         }
-        let account = valid ? try await registry.account(username: username) : nil
+        var account = valid ? try await registry.account(username: username) : nil
+        if account?.disabledAt != nil {
+            // Answered as a wrong password (after the same bcrypt work), recorded as what it is.
+            account = nil
+            _ = try await bcrypt { [decoyHash] in Bcrypt.verify(password, hash: decoyHash) }
+            try await record(.denied, "account_disabled", details: ["reason": "account disabled"], limitKey: "disabled:\(username)")
+            throw Failure(code: .invalidCredentials, message: "the username, password or one-time code is wrong")
+        }
         if let until = account?.lockedUntil, until > started {
             try await record(.denied, "locked", details: ["reason": "account locked"], limitKey: "account:\(username)")
             throw Failure(code: .locked, message: "too many failed logins for this account; try again later")
@@ -352,6 +359,15 @@ public final class SessionManager: Sendable {
         }
     }
 
+    /// For the command line (no audit log here): the action waits in the registry until the
+    /// server appends it to the audit log, by `system/cli`, naming who ran it on the host.
+    public func recordHostAction(_ operation: String, target: String?, details: [String: String] = [:]) async throws {
+        guard audit == nil else { return }
+        let user = ProcessInfo.processInfo.environment["SUDO_USER"] ?? ProcessInfo.processInfo.environment["USER"] ?? "uid \(getuid())"
+        try await registry.queuePendingAudit(operation: operation, actor: "\(user)@\(ProcessInfo.processInfo.hostName)", target: target,
+                                             details: details)
+    }
+
     /// Ends an account's lock and its failure count (`POST /users/{user}/unlock`, `cmk admin unlock`).
     public func unlock(username: String) async throws -> Account {
         guard let account = try await registry.account(username: username) else {
@@ -366,7 +382,7 @@ public final class SessionManager: Sendable {
     /// The session of a cookie, if live; `csrf` must match for a state-changing request.
     public func authenticateSession(token: String, csrf: String?, stateChanging: Bool) async throws -> Principal {
         guard let session = try await registry.session(tokenHash: Self.hash(token)),
-              let account = try await registry.account(id: session.accountID) else {
+              let account = try await registry.account(id: session.accountID), account.disabledAt == nil else {
             throw Failure(code: .sessionExpired, message: "no such session; log in")
         }
         let at = now()
@@ -394,7 +410,7 @@ public final class SessionManager: Sendable {
     /// the account (and refuses further step-ups) as guessing at the login does; parallel
     /// attempts reserve a place as logins do.
     public func stepUp(sessionID: String, username: String, totp code: String) async throws {
-        guard let account = try await registry.account(username: username) else {
+        guard let account = try await registry.account(username: username), account.disabledAt == nil else {
             throw Failure(code: .invalidCredentials, message: "the one-time code is wrong or was already used")
         }
         if let until = account.lockedUntil, until > now() {
