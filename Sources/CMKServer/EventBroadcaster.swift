@@ -43,6 +43,11 @@ final class EventBroadcaster: Sendable {
         return (stream, { continuation.finish() })
     }
 
+    /// Ends every open stream of `node` (disabled, removed or re-keyed).
+    func disconnect(node: String) {
+        for subscriber in subscribers.withLockedValue({ Array($0.values) }) where subscriber.node == node { subscriber.continuation.finish() }
+    }
+
     /// Nodes with an open event stream now.
     var connectedNodes: Set<String> { subscribers.withLockedValue { Set($0.values.map(\.node)) } }
 

@@ -30,6 +30,48 @@ extension Gateway {
         return node
     }
 
+    /// Forgets a node's cached record after its keys or state changed.
+    func forgetNode(_ id: String) {
+        _ = knownNodes.withLockedValue { $0.removeValue(forKey: id) }
+    }
+
+    /// Disables, enables or removes a node: its cached record goes, its event streams end (a
+    /// disabled or removed node is refused at its next call and drops its keys), and its leases
+    /// stay counted in the exposure bound until they run out.
+    public func setNode(_ id: String, disabled: Bool? = nil, remove: Bool = false, by context: AuditContext) async throws -> Node {
+        let node: Node
+        do {
+            node = remove ? try await registry.removeNode(id) : try await registry.setNodeDisabled(id, disabled ?? true)
+        } catch let error as RegistryError where error.code == .notFound {
+            throw APIError.notFound("no node \(id)")
+        }
+        forgetNode(id)
+        if remove || disabled == true { broadcaster.disconnect(node: id) }
+        logger.notice(remove ? "node removed" : disabled == true ? "node disabled" : "node enabled", metadata: ["node": "\(id)"])
+        dashboard.changed()
+        return node
+    }
+
+    /// A node replaces its own keys (a routine rotation), proving it holds the new signing key;
+    /// the call itself is signed with the current one.
+    public func rekey(_ node: Node, signingKey: Data, hpkeKey: Data, proof: Data, by context: AuditContext) async throws -> Node {
+        guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: signingKey), hpkeKey.count == 32,
+              (try? Curve25519.KeyAgreement.PublicKey(rawRepresentation: hpkeKey)) != nil,
+              key.isValidSignature(proof, for: NodeProtocol.rekeyProofMessage(node: node.id, signingKey: signingKey, hpkeKey: hpkeKey)) else {
+            throw APIError(.unprocessableContent, code: "rekey_refused", "the new keys are malformed, or the proof does not verify with the new signing key")
+        }
+        let updated: Node
+        do {
+            updated = try await registry.rekeyNode(node.id, signingKey: signingKey, hpkeKey: hpkeKey)
+        } catch let error as RegistryError where error.code == .conflict {
+            throw APIError(.conflict, code: "rekey_refused", error.message)
+        }
+        forgetNode(node.id)
+        // Streams opened with the old key end: the node reconnects with the new one.
+        broadcaster.disconnect(node: node.id)
+        return updated
+    }
+
     /// Issues a one-time enrolment token for a node of `region`, valid for `ttl`. Only its
     /// hash is stored; the token is returned once.
     /// `approval`: the approved request, when the policy gives node enrolment to more than one
@@ -189,6 +231,9 @@ extension Gateway {
     /// signed with the node's enrolled key; it must name the calling node and the event's link.
     public func acknowledge(statement: String, signature: Data, from node: Node, by context: AuditContext) async throws -> NodeAck {
         try auditReady()
+        guard node.removedAt == nil else {
+            throw APIError(.forbidden, code: "node_removed", "node \(node.id) was removed; its acknowledgements are no longer taken")
+        }
         let bad = { (reason: String) in APIError(.unprocessableContent, code: "invalid_ack", reason) }
         guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: node.signingKey),
               signature.count == 64, key.isValidSignature(signature, for: Data(statement.utf8)) else {
@@ -232,7 +277,9 @@ extension Gateway {
         guard let event = try await registry.revocationEvent(linkID: linkID) else {
             throw APIError(.notFound, code: "not_found", "link \(linkID) is not revoked")
         }
-        let expected = try await registry.nodes().filter { $0.enrolledAt <= event.createdAt }
+        // Disabled and removed nodes are not waited for: they are refused at their next call and
+        // drop their keys; their leases stay in the exposure bound.
+        let expected = try await registry.nodes().filter { $0.enrolledAt <= event.createdAt && $0.isActive }
         return RevocationProgress(event: event, linkState: link.state, expected: expected, acks: try await registry.acks(eventID: event.id),
                                   exposureBound: worstCaseExposure(tenantID: tenantID))
     }

@@ -42,6 +42,13 @@ struct NodeAuthenticationMiddleware: RouterMiddleware {
         let message = NodeProtocol.requestMessage(method: request.method.rawValue, path: request.uri.description, timestamp: timestamp,
                                    nonce: nonce, bodyHash: bodyHash)
         guard key.isValidSignature(signature, for: message) else { throw refused }
+        // Said only to the node itself (its signature verified): it drops its keys.
+        if node.removedAt != nil {
+            throw APIError(.forbidden, code: "node_removed", "node \(node.id) was removed by a platform operator: drop every key; enrol again to serve")
+        }
+        if node.disabledAt != nil {
+            throw APIError(.forbidden, code: "node_disabled", "node \(node.id) is disabled by a platform operator: drop every key until it is enabled")
+        }
         // Only after the signature verifies, so that nobody can burn another node's nonces.
         guard nonces.insert(node: node.id, nonce: nonce, expires: millis + Self.window) else { throw refused }
         var context = context

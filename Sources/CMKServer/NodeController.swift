@@ -38,6 +38,9 @@ struct NodeController {
         var lastHeartbeatAt: Date?
         /// Keys the node said it holds at its last heartbeat (a count, never which).
         var keysHeld: Int?
+        var disabledAt: Date?
+        var removedAt: Date?
+        var rekeyedAt: Date?
         /// At enrolment only: the newest event sequence number, where the node's stream starts
         /// (events before its enrolment are not its concern).
         var eventSequence: Int64?
@@ -142,6 +145,9 @@ struct NodeController {
     func registerAdministrative(on group: RouterGroup<CMKRequestContext>) {
         group.post("nodes/enrolments", use: issueEnrolment)
         group.get("nodes", use: listNodes)
+        group.post("nodes/:node/disable", use: disableNode)
+        group.post("nodes/:node/enable", use: enableNode)
+        group.delete("nodes/:node", use: removeNode)
         group.get("tenants/:tenant/l1-links/:link/revocation", use: revocation)
     }
 
@@ -154,6 +160,54 @@ struct NodeController {
         signed.get("events", use: events)
         signed.get("stream", use: stream)
         signed.post("heartbeat", use: heartbeat)
+        signed.post("rekey", use: rekey)
+    }
+
+    struct RekeyRequest: Codable, Sendable {
+        /// Base64 of the new Ed25519 and X25519 public keys.
+        var signingKey: String
+        var hpkeKey: String
+        /// Base64 Ed25519 signature by the new signing key over the re-key message.
+        var proof: String
+    }
+
+    /// A node's routine key rotation: signed with the current key, proven with the new one.
+    @Sendable func rekey(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let node = try Self.node(context)
+        let input = try await ManagementController.decode(RekeyRequest.self, request, context)
+        guard let signingKey = Data(base64Encoded: input.signingKey), let hpkeKey = Data(base64Encoded: input.hpkeKey),
+              let proof = Data(base64Encoded: input.proof) else {
+            throw APIError.badRequest("signingKey, hpkeKey and proof are base64")
+        }
+        let updated = try await gateway.recorded("node.rekey", target: node.id, context: context.audit) {
+            try await gateway.rekey(node, signingKey: signingKey, hpkeKey: hpkeKey, proof: proof, by: context.audit)
+        }
+        return try ManagementController.json(Self.response(updated), context: context).response
+    }
+
+    static func response(_ node: Node) -> NodeResponse {
+        NodeResponse(id: node.id, region: node.region, enrolledAt: node.enrolledAt, lastSeenAt: node.lastSeenAt, leaseExpiresAt: nil,
+                     disabledAt: node.disabledAt, removedAt: node.removedAt, rekeyedAt: node.rekeyedAt)
+    }
+
+    func changeNode(_ context: CMKRequestContext, _ operation: String, disabled: Bool? = nil, remove: Bool = false) async throws -> Response {
+        let id = try context.parameters.require("node")
+        let node = try await gateway.recorded(operation, target: id, context: context.audit) {
+            try await gateway.setNode(id, disabled: disabled, remove: remove, by: context.audit)
+        }
+        return try ManagementController.json(Self.response(node), context: context).response
+    }
+
+    @Sendable func disableNode(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        try await changeNode(context, "node.disable", disabled: true)
+    }
+
+    @Sendable func enableNode(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        try await changeNode(context, "node.enable", disabled: false)
+    }
+
+    @Sendable func removeNode(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        try await changeNode(context, "node.remove", remove: true)
     }
 
     /// One server-sent event: `id` (the sequence number), `event` (the type), `data` (JSON).
@@ -302,7 +356,8 @@ struct NodeController {
         let items = nodes.map { node in
             NodeResponse(id: node.id, region: node.region, enrolledAt: node.enrolledAt, lastSeenAt: node.lastSeenAt,
                          leaseExpiresAt: leases.filter { $0.key.node == node.id }.values.max(), connected: connected.contains(node.id),
-                         lastHeartbeatAt: heartbeats[node.id]?.at, keysHeld: heartbeats[node.id]?.keysHeld)
+                         lastHeartbeatAt: heartbeats[node.id]?.at, keysHeld: heartbeats[node.id]?.keysHeld,
+                         disabledAt: node.disabledAt, removedAt: node.removedAt, rekeyedAt: node.rekeyedAt)
         }
         return try ManagementController.json(PageResponse(items: items, nextCursor: nil), context: context).response
     }

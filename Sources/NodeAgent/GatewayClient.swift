@@ -150,6 +150,16 @@ public final class GatewayClient: Sendable {
         }
     }
 
+    /// Replaces this node's keys at the gateway: signed with the current key, proven with the new one.
+    public func rekey(to signing: Curve25519.Signing.PrivateKey, hpke: Curve25519.KeyAgreement.PrivateKey) async throws {
+        let signingKey = signing.publicKey.rawRepresentation, hpkeKey = hpke.publicKey.rawRepresentation
+        let proof = try signing.signature(for: NodeProtocol.rekeyProofMessage(node: nodeID, signingKey: signingKey, hpkeKey: hpkeKey))
+        let body = try JSONEncoder().encode(["signingKey": signingKey.base64EncodedString(), "hpkeKey": hpkeKey.base64EncodedString(),
+                                             "proof": proof.base64EncodedString()])
+        let (status, data) = try await call(.POST, "/node/v1/rekey", body: body)
+        guard status == 200 else { throw Self.failure(status: status, data) }
+    }
+
     /// The server-sent event stream from after `after`: calls `onOpen` once connected, then
     /// `handle` for each event in order. Returns or throws when the connection ends, or when
     /// nothing (not even a heartbeat) arrived for `idleTimeout`.

@@ -70,6 +70,40 @@ public struct NodeIdentity: Sendable {
         return NodeIdentity(directory: directory, signingKey: signingKey, hpkeKey: hpkeKey, state: state)
     }
 
+    // MARK: Re-keying
+
+    /// New keys waiting to replace the current ones (`signing.key.new`, `hpke.key.new`): made
+    /// before the gateway is asked, so that a crash after it accepted them loses nothing.
+    public var pendingKeys: (signing: Curve25519.Signing.PrivateKey, hpke: Curve25519.KeyAgreement.PrivateKey?)? {
+        let signingPath = "\(directory)/signing.key.new", hpkePath = "\(directory)/hpke.key.new"
+        guard let signingPEM = try? Self.readPrivate(signingPath), let signing = try? Ed25519Keys.signingKey(pem: signingPEM) else { return nil }
+        let hpke = (try? Self.readPrivate(hpkePath)).flatMap { try? Ed25519Keys.x25519Key(pem: $0) }
+        return (signing, hpke)
+    }
+
+    /// Makes the new keys (replacing any earlier pending ones).
+    public func preparePendingKeys() throws -> (signing: Curve25519.Signing.PrivateKey, hpke: Curve25519.KeyAgreement.PrivateKey) {
+        discardPendingKeys()
+        let signingPath = "\(directory)/signing.key.new", hpkePath = "\(directory)/hpke.key.new"
+        _ = try Ed25519Keys.generate(path: signingPath)
+        _ = try Ed25519Keys.generateX25519(path: hpkePath)
+        return (try Ed25519Keys.signingKey(pem: try Self.readPrivate(signingPath)), try Ed25519Keys.x25519Key(pem: try Self.readPrivate(hpkePath)))
+    }
+
+    /// The gateway has the pending keys: they become the node's (HPKE first; a crash between the
+    /// two renames leaves `signing.key.new`, which the next start adopts the same way).
+    public func adoptPendingKeys() throws {
+        for name in ["hpke.key", "signing.key"] where FileManager.default.fileExists(atPath: "\(directory)/\(name).new") {
+            guard rename("\(directory)/\(name).new", "\(directory)/\(name)") == 0 else {
+                throw Failure(description: "cannot install \(directory)/\(name): \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
+    public func discardPendingKeys() {
+        for name in ["signing.key.new", "hpke.key.new"] { try? FileManager.default.removeItem(atPath: "\(directory)/\(name)") }
+    }
+
     /// Records the last event handled (atomically replaced, not synced: see the type's notes).
     public func saveCursor(_ sequence: Int64) throws {
         let temporary = "\(directory)/.cursor.tmp"

@@ -23,6 +23,8 @@ public final class NodeRuntime: Service, Sendable {
         /// most this often (it may have been restored by a new handshake, with a new link).
         public var revokedRecheck: Duration = .seconds(10)
         public var maximumBackoff: Duration = .seconds(5)
+        /// Replace the node's keys at start (a routine rotation; `cmk node --rekey`).
+        public var rekey = false
 
         public init(gateway: String, region: String, dataDirectory: String, enrolmentToken: String? = nil) {
             self.gateway = gateway
@@ -56,6 +58,8 @@ public final class NodeRuntime: Service, Sendable {
         var unsentAcks: [String: (statement: String, signature: Data, tenant: String, dropped: Int)] = [:]
         var unsealing: [String: Task<Void, Error>] = [:]
         var lastRecheck: [String: ContinuousClock.Instant] = [:]
+        /// The gateway said this node is disabled or removed (logged once).
+        var cutOff = false
         var activity: AsyncStream<Activity>.Continuation?
     }
 
@@ -105,11 +109,43 @@ public final class NodeRuntime: Service, Sendable {
                 }
                 logger.notice("node enrolled", metadata: ["node": "\(enrolment.id)", "region": "\(enrolment.region)"])
             }
+            identity = try await settleKeys(identity, configuration: configuration, http: client, logger: logger)
         } catch {
             if http == nil { try? await client.shutdown() }
             throw error
         }
         return NodeRuntime(configuration: configuration, identity: identity, http: client, ownsHTTP: http == nil, logger: logger)
+    }
+
+    /// Finishes a re-key a crash interrupted (the gateway has the pending keys if it no longer
+    /// knows the current ones), then re-keys if asked. Returns the identity to run with.
+    static func settleKeys(_ identity: NodeIdentity, configuration: Configuration, http: HTTPClient, logger: Logger) async throws -> NodeIdentity {
+        guard let id = identity.state.id else { return identity }
+        func client(_ identity: NodeIdentity) -> GatewayClient {
+            GatewayClient(base: configuration.gateway, nodeID: id, signingKey: identity.signingKey, hpkeKey: identity.hpkeKey, http: http)
+        }
+        var identity = identity
+        if identity.pendingKeys != nil {
+            do {
+                try await client(identity).heartbeat(keysHeld: 0, leaseDrops: [])
+                identity.discardPendingKeys()   // the gateway never took them
+            } catch let failure as GatewayClient.Failure where failure.status == 401 {
+                try identity.adoptPendingKeys()
+                identity = try NodeIdentity.loadOrCreate(directory: configuration.dataDirectory)
+                logger.notice("finished a key replacement interrupted earlier")
+            }
+        }
+        guard configuration.rekey else { return identity }
+        let (signing, hpke) = try identity.preparePendingKeys()
+        do {
+            try await client(identity).rekey(to: signing, hpke: hpke)
+        } catch let failure as GatewayClient.Failure where failure.status != nil {
+            identity.discardPendingKeys()
+            throw Failure(description: "the gateway refused the new keys: \(failure)")
+        }
+        try identity.adoptPendingKeys()
+        logger.notice("node keys replaced", metadata: ["node": "\(id)"])
+        return try NodeIdentity.loadOrCreate(directory: configuration.dataDirectory)
     }
 
     private init(configuration: Configuration, identity: NodeIdentity, http: HTTPClient, ownsHTTP: Bool, logger: Logger) {
@@ -211,6 +247,9 @@ public final class NodeRuntime: Service, Sendable {
             case "region_not_allowed":
                 keyring.drop(tenant: tenant)
                 throw NodeKeyring.Failure.regionNotAllowed(tenant: tenant)
+            case "node_disabled", "node_removed":
+                cutOffIfRefused(failure)
+                throw NodeKeyring.Failure.keyUnavailable(tenant: tenant)
             case "not_found": throw NodeKeyring.Failure.unknownTenant(tenant: tenant)
             default:
                 logger.warning("unseal failed", metadata: ["tenant": "\(tenant)", "error": "\(failure)"])
@@ -223,6 +262,17 @@ public final class NodeRuntime: Service, Sendable {
                             leaseSeconds: unsealed.leaseSeconds)
     }
 
+    /// The gateway disabled or removed this node: every key goes now (fail closed), however
+    /// long its lease; the node keeps asking, and serves again once enabled.
+    private func cutOffIfRefused(_ error: any Error) {
+        guard let failure = error as? GatewayClient.Failure, failure.code == "node_disabled" || failure.code == "node_removed" else { return }
+        let dropped = keyring.dropAll()
+        if dropped > 0 || state.withLockedValue({ !$0.cutOff }) {
+            logger.error("the gateway refuses this node; every key dropped", metadata: ["reason": "\(failure.code)", "keysDropped": "\(dropped)"])
+        }
+        state.withLockedValue { $0.cutOff = true }
+    }
+
     // MARK: Loops
 
     private func streamLoop() async {
@@ -230,7 +280,7 @@ public final class NodeRuntime: Service, Sendable {
         while !Task.isCancelled {
             do {
                 try await client.stream(after: lastEvent, idleTimeout: configuration.streamIdleTimeout, onOpen: { [self] in
-                    state.withLockedValue { $0.connected = true }
+                    state.withLockedValue { $0.connected = true; $0.cutOff = false }
                     logger.info("event stream open", metadata: ["after": "\(lastEvent)"])
                     report(.connected)
                     await sendHeartbeat()
@@ -241,6 +291,7 @@ public final class NodeRuntime: Service, Sendable {
                 break
             } catch {
                 if Task.isCancelled { break }
+                cutOffIfRefused(error)
                 let wasConnected = state.withLockedValue { state in defer { state.connected = false }; return state.connected }
                 if wasConnected {
                     logger.warning("event stream lost; reconnecting", metadata: ["error": "\(error)"])
@@ -362,6 +413,7 @@ public final class NodeRuntime: Service, Sendable {
                 logger.notice("reported keys dropped at lease end to the gateway", metadata: ["tenants": "\(drops.count)"])
             }
         } catch {
+            cutOffIfRefused(error)
             logger.debug("heartbeat failed", metadata: ["error": "\(error)"])
         }
     }

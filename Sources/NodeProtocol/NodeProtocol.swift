@@ -45,6 +45,11 @@ public enum NodeProtocol {
         Data("openkcm-node-enrol/v1\n\(token)\n\(signingKey.base64EncodedString())\n\(hpkeKey.base64EncodedString())".utf8)
     }
 
+    /// What a node signs with its new key to re-key: proof that it holds that key.
+    public static func rekeyProofMessage(node: String, signingKey: Data, hpkeKey: Data) -> Data {
+        Data("openkcm-node-rekey/v1\n\(node)\n\(signingKey.base64EncodedString())\n\(hpkeKey.base64EncodedString())".utf8)
+    }
+
     /// The HPKE suite unsealed keys travel in (RFC 9180: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305).
     public static let hpkeSuite = HPKE.Ciphersuite.Curve25519_SHA256_ChachaPoly
     public static let hpkeSuiteName = "DHKEM(X25519,HKDF-SHA256)/HKDF-SHA256/ChaCha20Poly1305"

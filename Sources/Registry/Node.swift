@@ -11,6 +11,15 @@ public struct Node: Codable, Sendable, Equatable {
     public var hpkeKey: Data
     public var enrolledAt: Date
     public var lastSeenAt: Date?
+    /// Disabled: its requests are refused (`node_disabled`) and its acknowledgements not awaited.
+    public var disabledAt: Date? = nil
+    /// Removed for good; the row stays for the proofs that name it.
+    public var removedAt: Date? = nil
+    /// The last time its keys were replaced.
+    public var rekeyedAt: Date? = nil
+
+    /// Enabled and not removed: it may call the gateway, and revocations wait for it.
+    public var isActive: Bool { disabledAt == nil && removedAt == nil }
 }
 
 /// A one-time enrolment token as stored: its hash, region, expiry and use.
@@ -27,7 +36,10 @@ extension Node {
     init(row: Row) {
         self.init(id: row["id"], region: row["region"], signingKey: row["signing_key"], hpkeKey: row["hpke_key"],
                   enrolledAt: Date(registryMilliseconds: row["enrolled_at"]),
-                  lastSeenAt: (row["last_seen_at"] as Int64?).map(Date.init(registryMilliseconds:)))
+                  lastSeenAt: (row["last_seen_at"] as Int64?).map(Date.init(registryMilliseconds:)),
+                  disabledAt: (row["disabled_at"] as Int64?).map(Date.init(registryMilliseconds:)),
+                  removedAt: (row["removed_at"] as Int64?).map(Date.init(registryMilliseconds:)),
+                  rekeyedAt: (row["rekeyed_at"] as Int64?).map(Date.init(registryMilliseconds:)))
     }
 }
 
@@ -97,6 +109,48 @@ extension Registry {
         try await read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM node ORDER BY enrolled_at, id").map(Node.init(row:))
         }
+    }
+
+    /// Disables (or enables again) a node. `conflict` once it is removed.
+    public func setNodeDisabled(_ id: String, _ disabled: Bool, at: Date = Date()) async throws -> Node {
+        try await write { db in
+            _ = try Self.liveNode(db, id)
+            try db.execute(sql: "UPDATE node SET disabled_at = ? WHERE id = ?", arguments: [disabled ? at.registryMilliseconds : nil, id])
+            return Node(row: try Row.fetchOne(db, sql: "SELECT * FROM node WHERE id = ?", arguments: [id])!)
+        }
+    }
+
+    /// Removes a node for good (it keeps its row, for the proofs that name it).
+    public func removeNode(_ id: String, at: Date = Date()) async throws -> Node {
+        try await write { db in
+            _ = try Self.liveNode(db, id)
+            try db.execute(sql: "UPDATE node SET removed_at = ? WHERE id = ?", arguments: [at.registryMilliseconds, id])
+            return Node(row: try Row.fetchOne(db, sql: "SELECT * FROM node WHERE id = ?", arguments: [id])!)
+        }
+    }
+
+    /// Replaces a node's identity keys. `conflict` if it is disabled or removed, or the signing
+    /// key belongs to another node.
+    public func rekeyNode(_ id: String, signingKey: Data, hpkeKey: Data, at: Date = Date()) async throws -> Node {
+        guard signingKey.count == 32, hpkeKey.count == 32 else {
+            throw RegistryError(.invalidInput, "node public keys are 32 bytes each (Ed25519, X25519)")
+        }
+        return try await write { db in
+            let node = try Self.liveNode(db, id)
+            guard node.disabledAt == nil else { throw RegistryError(.conflict, "node \(id) is disabled") }
+            try db.execute(sql: "UPDATE node SET signing_key = ?, hpke_key = ?, rekeyed_at = ? WHERE id = ?",
+                           arguments: [signingKey, hpkeKey, at.registryMilliseconds, id])
+            return Node(row: try Row.fetchOne(db, sql: "SELECT * FROM node WHERE id = ?", arguments: [id])!)
+        }
+    }
+
+    private static func liveNode(_ db: Database, _ id: String) throws -> Node {
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM node WHERE id = ?", arguments: [id]) else {
+            throw RegistryError(.notFound, "no node \(id)")
+        }
+        let node = Node(row: row)
+        guard node.removedAt == nil else { throw RegistryError(.conflict, "node \(id) was removed") }
+        return node
     }
 
     public func touchNode(_ id: String, at date: Date) async throws {

@@ -259,6 +259,18 @@ enum RegistrySchema {
                 ) STRICT;
                 """)
         }
+        // Nodes can be disabled, removed and re-keyed (issue 15). A removed node's row stays: its
+        // acknowledgements are proof and refer to it.
+        migrator.registerMigration("v7-node-lifecycle") { db in
+            try db.execute(sql: """
+                ALTER TABLE node ADD COLUMN disabled_at INTEGER;
+                ALTER TABLE node ADD COLUMN removed_at INTEGER;
+                ALTER TABLE node ADD COLUMN rekeyed_at INTEGER;
+                CREATE TRIGGER node_removal_is_final BEFORE UPDATE ON node
+                WHEN OLD.removed_at IS NOT NULL
+                BEGIN SELECT RAISE(ABORT, 'a removed node is final: enrol a new one'); END;
+                """)
+        }
         return migrator
     }
 

@@ -32,6 +32,9 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Address of the application API (host:port).")
     var listen: String = "127.0.0.1:8090"
 
+    @Flag(name: .long, help: "Replace the node's identity keys at start (a routine rotation; the gateway must accept them).")
+    var rekey = false
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -51,6 +54,7 @@ struct NodeCommand: AsyncParsableCommand {
             token = text.trimmingCharacters(in: .whitespacesAndNewlines)
         }
         var configuration = NodeRuntime.Configuration(gateway: gateway, region: region, dataDirectory: dataDirectory, enrolmentToken: token)
+        configuration.rekey = rekey
         if let seconds = ProcessInfo.processInfo.environment["CMK_NODE_HEARTBEAT_SECONDS"].flatMap(Double.init), seconds > 0 {
             configuration.heartbeatInterval = .milliseconds(Int64(seconds * 1000))
         }

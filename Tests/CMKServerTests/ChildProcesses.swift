@@ -221,12 +221,12 @@ struct ChildNode {
     let base: String
     let child: ChildProcess
 
-    init(gateway: String, region: String, enrolmentToken: String?, in parent: String, name: String) throws {
+    init(gateway: String, region: String, enrolmentToken: String?, in parent: String, name: String, port: Int = Int.random(in: 20_000...45_000),
+         extraArguments: [String] = []) throws {
         directory = "\(parent)/\(name)"
-        let port = Int.random(in: 20_000...45_000)
         base = "http://127.0.0.1:\(port)"
         var arguments = ["node", "--gateway", gateway, "--region", region, "--data-dir", directory, "--listen", "127.0.0.1:\(port)",
-                         "--log-level", "debug"]
+                         "--log-level", "debug"] + extraArguments
         if let enrolmentToken {
             let tokenFile = "\(parent)/\(name).enrolment"
             try Data(enrolmentToken.utf8).write(to: URL(fileURLWithPath: tokenFile))

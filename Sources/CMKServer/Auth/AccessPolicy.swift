@@ -84,6 +84,9 @@ public enum AccessPolicy {
         rule("GET", "rotations/{rotation}", everyone, .allTenants),
         rule("POST", "nodes/enrolments", operator_, .allTenants),
         rule("GET", "nodes", everyone, .global),
+        rule("POST", "nodes/{node}/disable", operator_, .allTenants),
+        rule("POST", "nodes/{node}/enable", operator_, .allTenants, .always),
+        rule("DELETE", "nodes/{node}", operator_, .allTenants, .always),
         rule("GET", "audit", both, .allTenants),
         rule("GET", "audit/records/{seq}", both, .allTenants),
         rule("GET", "audit/checkpoint", both, .allTenants),
@@ -115,6 +118,7 @@ public enum AccessPolicy {
     /// Node routes: a node's signature only; no administrator credential works there.
     public static let nodeRoutes: [(method: String, path: String)] = [
         ("POST", "/node/v1/unseal"), ("GET", "/node/v1/events"), ("GET", "/node/v1/stream"), ("POST", "/node/v1/heartbeat"),
+        ("POST", "/node/v1/rekey"),
     ]
 
     private static let byRoute: [String: Rule] = Dictionary(uniqueKeysWithValues: rules.map { ("\($0.method) \($0.path)", $0) })
