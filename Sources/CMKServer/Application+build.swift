@@ -114,6 +114,7 @@ struct HostActionService: Service {
             while !Task.isCancelledOrShuttingDown {
                 do { try await Task.sleep(for: .seconds(5)) } catch { return }
                 await gateway.drainHostActions()
+                await gateway.announceForeignEvents()
             }
         }
     }

@@ -1,4 +1,5 @@
 import Audit
+import Crypto
 import Foundation
 import KSI
 import Logging
@@ -77,12 +78,18 @@ public final class Gateway: Sendable {
     /// How long after a revocation its fence runs: after the nodes' acknowledgements, which the
     /// checkpoint's fsyncs would otherwise delay (D76).
     static let fenceDelay: Duration = .seconds(1)
+    /// Signs applications' credentials for nodes.
+    let appCredentialKey: Curve25519.Signing.PrivateKey
+    /// The newest event sequence announced to the streams by `announceForeignEvents`.
+    let announced = NIOLockedValueBox<Int64>(0)
     /// Wakes the rotation service when a job is started.
     let rotationWake = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
 
     init(registry: Registry, keystores: [String: ConfiguredKeystore], platform: PKCS11Token, pkcs11: PKCS11Keystore,
          audit: AuditLog, leaseDuration: Duration = .seconds(30), streamHeartbeat: Duration = .seconds(15),
-         lifecycle: LifecycleSettings = LifecycleSettings(), ivkLabelPrefix: String = "openkcm-ivk-", logger: Logger) {
+         lifecycle: LifecycleSettings = LifecycleSettings(), ivkLabelPrefix: String = "openkcm-ivk-",
+         appCredentialKey: Curve25519.Signing.PrivateKey = .init(), logger: Logger) {
+        self.appCredentialKey = appCredentialKey
         self.lifecycle = lifecycle
         self.ivkLabelPrefix = ivkLabelPrefix
         self.audit = audit
@@ -109,7 +116,10 @@ public final class Gateway: Sendable {
         let gateway = Gateway(registry: registry, keystores: keystores, platform: platform, pkcs11: pkcs11, audit: audit,
                               leaseDuration: .seconds(configuration.leaseSeconds),
                               streamHeartbeat: .seconds(configuration.streamHeartbeatSeconds), lifecycle: configuration.lifecycle,
-                              ivkLabelPrefix: configuration.platform.ivkLabelPrefix, logger: logger)
+                              ivkLabelPrefix: configuration.platform.ivkLabelPrefix,
+                              appCredentialKey: try loadAppCredentialKey(configuration.appCredentialKeyPath, logger: logger), logger: logger)
+        let head = (try? await registry.latestEventSequence()) ?? 0
+        gateway.announced.withLockedValue { $0 = head }
         try await gateway.recoverRevocationRecords()
         await gateway.drainHostActions()
         // A crash between a revocation (or a shred) and its fence leaves the overwritten pages

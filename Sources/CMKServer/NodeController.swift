@@ -145,6 +145,9 @@ struct NodeController {
     func registerAdministrative(on group: RouterGroup<CMKRequestContext>) {
         group.post("nodes/enrolments", use: issueEnrolment)
         group.get("nodes", use: listNodes)
+        group.post("app-credentials", use: issueAppCredential)
+        group.get("app-credentials", use: listAppCredentials)
+        group.delete("app-credentials/:credential", use: revokeAppCredential)
         group.post("nodes/:node/disable", use: disableNode)
         group.post("nodes/:node/enable", use: enableNode)
         group.delete("nodes/:node", use: removeNode)
@@ -161,6 +164,75 @@ struct NodeController {
         signed.get("stream", use: stream)
         signed.post("heartbeat", use: heartbeat)
         signed.post("rekey", use: rekey)
+        signed.get("app-credentials", use: appCredentialState)
+    }
+
+    struct AppCredentialRequest: Codable, Sendable {
+        var name: String
+        var tenants: [String]
+        var ttlSeconds: Int?
+    }
+
+    struct AppCredentialResponse: Codable, Sendable {
+        var id: String
+        var name: String
+        var tenants: [String]
+        var createdAt: Date
+        var createdBy: String
+        var expiresAt: Date
+        var revokedAt: Date?
+        /// Shown once, at issue: `Authorization: Bearer <credential>` on a node's API.
+        var credential: String?
+
+        init(_ record: AppCredentialRecord, credential: String? = nil) {
+            (id, name, tenants, createdAt, createdBy, expiresAt, revokedAt) = (record.id, record.name, record.tenants, record.createdAt,
+                                                                              record.createdBy, record.expiresAt, record.revokedAt)
+            self.credential = credential
+        }
+    }
+
+    /// A credential for an application to use nodes' API for the tenants it names (each within
+    /// the issuer's scope). Needs a person with a fresh code: it grants use of tenants' keys.
+    @Sendable func issueAppCredential(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let principal = try SessionController.principal(context)
+        let input = try await ManagementController.decode(AppCredentialRequest.self, request, context)
+        for tenant in input.tenants where !principal.mayAccess(tenant: tenant) { throw APIError.notFound("no tenant \(tenant)") }
+        let issued = try await gateway.recorded("app_credential.issue", details: ["tenants": input.tenants.sorted().joined(separator: ",")],
+                                                resultTarget: { $0.record.id }, context: context.audit) {
+            try await gateway.issueAppCredential(name: input.name, tenants: input.tenants, ttl: TimeInterval(input.ttlSeconds ?? 86_400),
+                                                 by: principal.name)
+        }
+        return try ManagementController.json(AppCredentialResponse(issued.record, credential: issued.credential), status: .created,
+                                             context: context).response
+    }
+
+    @Sendable func listAppCredentials(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let principal = try SessionController.principal(context)
+        let items = try await gateway.registry.appCredentials().filter { $0.tenants.allSatisfy(principal.mayAccess(tenant:)) }
+        return try ManagementController.json(PageResponse(items: items.map { AppCredentialResponse($0) }, nextCursor: nil), context: context).response
+    }
+
+    /// Revoked at once: every connected node is told, and refuses the credential from then on.
+    @Sendable func revokeAppCredential(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let principal = try SessionController.principal(context)
+        let id = try context.parameters.require("credential")
+        guard let record = try await gateway.registry.appCredentials().first(where: { $0.id == id }),
+              record.tenants.allSatisfy(principal.mayAccess(tenant:)) else {
+            throw APIError.notFound("no app credential \(id)")
+        }
+        let revoked = try await gateway.recorded("app_credential.revoke", target: id, context: context.audit) {
+            try await gateway.revokeAppCredential(id: id)
+        }
+        return try ManagementController.json(AppCredentialResponse(revoked), context: context).response
+    }
+
+    /// For nodes: the key that verifies app credentials, and the revoked ones not yet expired.
+    @Sendable func appCredentialState(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        struct Revoked: Encodable { var id: String; var expiresAt: Int64 }
+        struct State: Encodable { var key: String; var revoked: [Revoked] }
+        let revoked = try await gateway.registry.revokedAppCredentials().map { Revoked(id: $0.id, expiresAt: $0.expiresAt.millisecondsSince1970) }
+        return try ManagementController.json(State(key: gateway.appCredentialKey.publicKey.rawRepresentation.base64EncodedString(), revoked: revoked),
+                                             context: context).response
     }
 
     struct RekeyRequest: Codable, Sendable {

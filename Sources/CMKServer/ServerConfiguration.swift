@@ -188,6 +188,9 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     public var sessions: SessionSettings = SessionSettings()
     /// Four-eyes approvals, the crypto-shred's waiting period, rotations.
     public var lifecycle: LifecycleSettings = LifecycleSettings()
+    /// The Ed25519 key (PKCS#8 PEM, mode 0600) that signs applications' credentials for nodes;
+    /// made at first start. Nil: `app-credential-signing.key` beside the registry file.
+    public var appCredentialSigningKey: String?
     /// Seconds a connection may stay idle, or take to send a request's head, before it is closed
     /// (5–600). Responses being written, event streams among them, are not cut.
     public var idleTimeoutSeconds: Int = 30
@@ -208,7 +211,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case host, port, database, keystores, platform, probeIntervalSeconds, logLevel, audit, leaseSeconds, sessions, streamHeartbeatSeconds
-        case lifecycle, idleTimeoutSeconds
+        case lifecycle, idleTimeoutSeconds, appCredentialSigningKey
     }
 
     public init(from decoder: any Decoder) throws {
@@ -226,11 +229,18 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         streamHeartbeatSeconds = try container.decodeIfPresent(Int.self, forKey: .streamHeartbeatSeconds) ?? 15
         lifecycle = try container.decodeIfPresent(LifecycleSettings.self, forKey: .lifecycle) ?? LifecycleSettings()
         idleTimeoutSeconds = try container.decodeIfPresent(Int.self, forKey: .idleTimeoutSeconds) ?? 30
+        appCredentialSigningKey = try container.decodeIfPresent(String.self, forKey: .appCredentialSigningKey)
+    }
+
+    /// Where the app credential signing key is.
+    public var appCredentialKeyPath: String {
+        appCredentialSigningKey ?? URL(fileURLWithPath: database).deletingLastPathComponent().appendingPathComponent("app-credential-signing.key").path
     }
 
     static let allowedKeys: Set<String> = ["host", "port", "database", "keystores", "platform",
                                            "probeIntervalSeconds", "logLevel", "audit", "leaseSeconds", "sessions",
-                                           "streamHeartbeatSeconds", "lifecycle", "idleTimeoutSeconds"]
+                                           "streamHeartbeatSeconds", "lifecycle", "idleTimeoutSeconds",
+                                           "appCredentialSigningKey"]
 
     /// Reads `path`, applies `CMK_*` overrides from `environment`, validates.
     public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ServerConfiguration {
@@ -282,6 +292,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         configuration.platform.profile = resolve(configuration.platform.profile)
         configuration.keystores = configuration.keystores.map { $0.resolved(resolve) }
         configuration.audit.database = resolve(configuration.audit.database)
+        configuration.appCredentialSigningKey = configuration.appCredentialSigningKey.map(resolve)
         configuration.audit.signingKey = resolve(configuration.audit.signingKey)
         configuration.audit.witnessDirectory = configuration.audit.witnessDirectory.map(resolve)
         configuration.audit.hsm = configuration.audit.hsm.map { .init(profile: resolve($0.profile), keyLabel: $0.keyLabel) }

@@ -57,6 +57,9 @@ public final class GatewayClient: Sendable {
 
         /// For `tenant.regions`: the regions allowed (nil: all).
         public var allowedRegions: [String]? { fields["allowedRegions"] as? [String] }
+
+        /// A string member of the payload.
+        public func field(_ name: String) -> String? { fields[name] as? String }
     }
 
     public let base: String
@@ -148,6 +151,23 @@ public final class GatewayClient: Sendable {
             if failure.code == "already_acknowledged" { return }
             throw failure
         }
+    }
+
+    /// The gateway's app credential key and the revoked credentials not yet expired (id → expiry
+    /// in ms): what the node needs to check applications offline.
+    public func appCredentialState() async throws -> (key: Curve25519.Signing.PublicKey, revoked: [String: Int64]) {
+        struct Response: Decodable {
+            struct Revoked: Decodable { var id: String; var expiresAt: Int64 }
+            var key: String
+            var revoked: [Revoked]
+        }
+        let (status, data) = try await call(.GET, "/node/v1/app-credentials", body: Data())
+        guard status == 200 else { throw Self.failure(status: status, data) }
+        let response = try Self.decode(Response.self, data)
+        guard let raw = Data(base64Encoded: response.key), let key = try? Curve25519.Signing.PublicKey(rawRepresentation: raw) else {
+            throw Failure(status: status, code: "invalid_response", message: "the app credential key is not an Ed25519 public key")
+        }
+        return (key, Dictionary(response.revoked.map { ($0.id, $0.expiresAt) }, uniquingKeysWith: max))
     }
 
     /// Replaces this node's keys at the gateway: signed with the current key, proven with the new one.

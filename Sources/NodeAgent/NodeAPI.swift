@@ -55,6 +55,10 @@ public struct NodeAPI: Sendable {
         let router = Router(context: BasicRequestContext.self)
         router.get("healthz") { _, _ in Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ok\n"))) }
         router.get("v1/status") { _, _ in try json(status()) }
+        router.get("metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                     body: .init(byteBuffer: ByteBuffer(bytes: runtime.applications.metrics.emitToBuffer())))
+        }
         router.post("v1/tenants/:tenant/encrypt") { request, context in
             try await crypt(request, context, input: "plaintext", output: "ciphertext") { ring, tenant, bytes in
                 try ring.encrypt(tenant: tenant, bytes)
@@ -72,6 +76,15 @@ public struct NodeAPI: Sendable {
                        _ operation: @escaping @Sendable (NodeKeyring, String, [UInt8]) throws -> [UInt8]) async throws -> Response {
         let tenant = try context.parameters.require("tenant")
         guard (1...63).contains(tenant.utf8.count) else { throw Failure(.badRequest, "bad_request", "the tenant id is 1-63 characters") }
+        switch runtime.applications.check(request.headers[.authorization], tenant: tenant) {
+        case .success: break
+        case .failure(.tenantNotAllowed):
+            throw Failure(.forbidden, "tenant_not_allowed", "the credential does not name tenant \(tenant)")
+        case .failure(.missing):
+            throw Failure(.unauthorized, "unauthenticated", "present an application credential: Authorization: Bearer okap_…")
+        case .failure(let refusal):
+            throw Failure(.unauthorized, "invalid_credential", "the credential is \(refusal == .invalid ? "not one the gateway signed" : refusal.rawValue)")
+        }
         var request = request
         let body: ByteBuffer
         do {
@@ -108,6 +121,8 @@ public struct NodeAPI: Sendable {
         var lastEvent: Int64
         var keysHeld: Int
         var leases: [Lease]
+        /// Application requests refused, by reason.
+        var refusals: [String: Int]
     }
 
     func status() -> Status {
@@ -116,7 +131,8 @@ public struct NodeAPI: Sendable {
                       lastEvent: runtime.lastEvent, keysHeld: runtime.keyring.keysHeld,
                       leases: runtime.keyring.leases.sorted { $0.key < $1.key }.map {
                           Status.Lease(tenant: $0.key, expiresAt: $0.value, remainingSeconds: max(0, $0.value.timeIntervalSince(now)))
-                      })
+                      },
+                      refusals: Dictionary(uniqueKeysWithValues: runtime.applications.refusals.map { ($0.key.rawValue, $0.value) }))
     }
 
     private func json(_ value: some Encodable) throws -> Response {

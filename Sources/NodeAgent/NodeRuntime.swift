@@ -65,6 +65,8 @@ public final class NodeRuntime: Service, Sendable {
 
     public let configuration: Configuration
     public let keyring: NodeKeyring
+    /// Who may use the application API (credentials the gateway signed).
+    public let applications = AppAuthenticator()
     public let client: GatewayClient
     public let http: HTTPClient
     private let ownsHTTP: Bool
@@ -262,6 +264,20 @@ public final class NodeRuntime: Service, Sendable {
                             leaseSeconds: unsealed.leaseSeconds)
     }
 
+    /// The gateway's app credential key and the revocations so far, at every connection (an
+    /// event missed while disconnected is in the list).
+    func refreshAppCredentials() async {
+        do {
+            let (key, revoked) = try await client.appCredentialState()
+            applications.setKey(key)
+            applications.setRevoked(revoked)
+        } catch {
+            cutOffIfRefused(error)
+            logger.warning("cannot read the application credential state; applications stay refused until it is read",
+                           metadata: ["error": "\(error)"])
+        }
+    }
+
     /// The gateway disabled or removed this node: every key goes now (fail closed), however
     /// long its lease; the node keeps asking, and serves again once enabled.
     private func cutOffIfRefused(_ error: any Error) {
@@ -281,6 +297,7 @@ public final class NodeRuntime: Service, Sendable {
             do {
                 try await client.stream(after: lastEvent, idleTimeout: configuration.streamIdleTimeout, onOpen: { [self] in
                     state.withLockedValue { $0.connected = true; $0.cutOff = false }
+                    await refreshAppCredentials()
                     logger.info("event stream open", metadata: ["after": "\(lastEvent)"])
                     report(.connected)
                     await sendHeartbeat()
@@ -325,6 +342,11 @@ public final class NodeRuntime: Service, Sendable {
             if let link = event.link {
                 keyring.shredded(tenant: event.tenant, link: link)
                 logger.notice("the tenant's key was shredded", metadata: ["tenant": "\(event.tenant)", "link": "\(link)"])
+            }
+        case AppCredential.revokedEvent:
+            if let id = event.field("id"), let expires = event.field("expiresAt").flatMap(Int64.init) {
+                applications.revoke(id: id, expiresAt: expires)
+                logger.notice("an application credential was revoked", metadata: ["credential": "\(id)"])
             }
         case NodeProtocol.regionsEvent:
             if let allowed = event.allowedRegions, !allowed.contains(configuration.region), keyring.drop(tenant: event.tenant) {
@@ -374,6 +396,7 @@ public final class NodeRuntime: Service, Sendable {
         while !Task.isCancelled {
             do { try await Task.sleep(for: .milliseconds(500)) } catch { return }
             saveCursor()
+            applications.prune()
             let ended = keyring.expireLeases()
             if !ended.isEmpty {
                 logger.warning("keys dropped: their lease ended without renewal (fail closed)", metadata: ["tenants": "\(ended.joined(separator: ","))"])

@@ -99,3 +99,65 @@ public enum NodeProtocol {
         return Ack(event: event, link: link, node: node, keysDropped: Int(dropped), time: time)
     }
 }
+
+/// An application's credential for a node's API: the gateway signs it (Ed25519, its app
+/// credential key), the node verifies it offline. It names the tenants the application may use
+/// and when it expires; revocations reach nodes as `credential.revoked` events.
+///
+/// Text form: `okap_` ‖ base64url(canonical JSON payload) ‖ `.` ‖ base64url(signature over the
+/// payload bytes). Payload: `{exp, iat, id, name, tenants, type}` (instants in ms since 1970).
+public enum AppCredential {
+    public static let prefix = "okap_"
+    public static let type = "openkcm-app-credential/v1"
+    public static let revokedEvent = "credential.revoked"
+
+    public struct Claims: Sendable, Equatable {
+        public var id: String
+        public var name: String
+        public var tenants: [String]
+        public var issuedAt: Int64
+        public var expiresAt: Int64
+
+        public init(id: String, name: String, tenants: [String], issuedAt: Int64, expiresAt: Int64) {
+            (self.id, self.name, self.tenants, self.issuedAt, self.expiresAt) = (id, name, tenants, issuedAt, expiresAt)
+        }
+    }
+
+    public static func make(_ claims: Claims, key: Curve25519.Signing.PrivateKey) throws -> String {
+        let payload = try JSONValue.object([
+            "exp": .integer(claims.expiresAt), "iat": .integer(claims.issuedAt), "id": .string(claims.id), "name": .string(claims.name),
+            "tenants": .array(claims.tenants.sorted().map(JSONValue.string)), "type": .string(type),
+        ]).canonicalBytes()
+        let signature = try key.signature(for: payload)
+        return prefix + base64URL(Data(payload)) + "." + base64URL(signature)
+    }
+
+    /// The claims of a credential whose signature verifies with `key`; nil otherwise (expiry
+    /// and revocation are the caller's checks).
+    public static func verify(_ text: String, key: Curve25519.Signing.PublicKey) -> Claims? {
+        guard text.hasPrefix(prefix), text.utf8.count <= 4096 else { return nil }
+        let parts = text.dropFirst(prefix.count).split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 2, let payload = decodeBase64URL(parts[0]), let signature = decodeBase64URL(parts[1]),
+              key.isValidSignature(signature, for: payload),
+              let value = try? CanonicalJSON.parse(Array(payload)), value["type"]?.stringValue == type,
+              let id = value["id"]?.stringValue, let name = value["name"]?.stringValue,
+              case .array(let tenantValues)? = value["tenants"], let issued = value["iat"]?.integerValue,
+              let expires = value["exp"]?.integerValue else {
+            return nil
+        }
+        let tenants = tenantValues.compactMap(\.stringValue)
+        guard tenants.count == tenantValues.count, !tenants.isEmpty else { return nil }
+        return Claims(id: id, name: name, tenants: tenants, issuedAt: issued, expiresAt: expires)
+    }
+
+    static func base64URL(_ data: Data) -> String {
+        data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    static func decodeBase64URL(_ text: Substring) -> Data? {
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while base64.count % 4 != 0 { base64 += "=" }
+        return Data(base64Encoded: base64)
+    }
+}

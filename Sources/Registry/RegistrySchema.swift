@@ -271,6 +271,22 @@ enum RegistrySchema {
                 BEGIN SELECT RAISE(ABORT, 'a removed node is final: enrol a new one'); END;
                 """)
         }
+        // Applications' credentials for nodes (issue 15): the gateway signs them, nodes verify
+        // them offline; only their ids and what they grant are kept, never the credential.
+        migrator.registerMigration("v8-app-credentials") { db in
+            try db.execute(sql: """
+                CREATE TABLE app_credential (
+                    id TEXT NOT NULL PRIMARY KEY,
+                    name TEXT NOT NULL,
+                    tenants TEXT NOT NULL CHECK (json_valid(tenants)),
+                    created_at INTEGER NOT NULL,
+                    created_by TEXT NOT NULL,
+                    expires_at INTEGER NOT NULL CHECK (expires_at > created_at),
+                    revoked_at INTEGER
+                ) STRICT;
+                CREATE INDEX app_credential_revoked ON app_credential(expires_at) WHERE revoked_at IS NOT NULL;
+                """)
+        }
         return migrator
     }
 

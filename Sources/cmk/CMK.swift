@@ -10,6 +10,6 @@ struct CMK: AsyncParsableCommand {
         keystore (wrong PIN, key not found, key lacks CKA_WRAP, mechanism unsupported); 69 keystore \
         unavailable (module missing, token absent, device error); 70 internal error.
         """,
-        subcommands: [Serve.self, NodeCommand.self, AdminCommand.self, HSM.self, KMSCommand.self, AuditCommand.self]
+        subcommands: [Serve.self, NodeCommand.self, AdminCommand.self, AppCredentialCommand.self, HSM.self, KMSCommand.self, AuditCommand.self]
     )
 }

@@ -68,6 +68,8 @@ struct ChildServer {
         var csrf = ""
         var totpSecret = ""
         var operatorToken = ""
+        /// Applications' credentials for nodes, by tenant.
+        var appCredentials: [String: String] = [:]
     }
     let credentials = Credentials()
     static let adminPassword = "child admin passphrase 0123"
@@ -158,6 +160,20 @@ struct ChildServer {
         return person
     }
 
+    /// An application's credential for `tenant` on nodes, issued once through the API by the
+    /// logged-in administrator.
+    func appCredential(for tenant: String) throws -> String {
+        if let known = credentials.appCredentials[tenant] { return known }
+        let issued = try SoftHSMFixture.run("/usr/bin/env", ["curl", "-s", "--max-time", "20"] + auth +
+                                            ["-d", #"{"name":"tests-\#(tenant)","tenants":["\#(tenant)"]}"#, "\(base)/api/v1/app-credentials"])
+        guard let json = try? JSONSerialization.jsonObject(with: Data(issued.output.utf8)) as? [String: Any],
+              let credential = json["credential"] as? String else {
+            throw SoftHSMFixture.FixtureError(message: "app credential for \(tenant): \(issued.output)")
+        }
+        credentials.appCredentials[tenant] = credential
+        return credential
+    }
+
     /// A platform operator's automation token (node enrolment), made once with `cmk admin token`.
     func operatorToken() throws -> String {
         if credentials.operatorToken.isEmpty {
@@ -220,9 +236,12 @@ struct ChildNode {
     let directory: String
     let base: String
     let child: ChildProcess
+    /// The server whose app credentials the tests' application calls present.
+    var issuer: ChildServer?
 
     init(gateway: String, region: String, enrolmentToken: String?, in parent: String, name: String, port: Int = Int.random(in: 20_000...45_000),
-         extraArguments: [String] = []) throws {
+         extraArguments: [String] = [], issuer: ChildServer? = nil) throws {
+        self.issuer = issuer
         directory = "\(parent)/\(name)"
         base = "http://127.0.0.1:\(port)"
         var arguments = ["node", "--gateway", gateway, "--region", region, "--data-dir", directory, "--listen", "127.0.0.1:\(port)",
@@ -300,11 +319,17 @@ extension ChildProcessTests {
 
     func startNode(_ server: ChildServer, region: String, name: String) async throws -> ChildNode {
         let node = try ChildNode(gateway: server.base, region: region, enrolmentToken: try enrolmentToken(server, region: region),
-                                 in: server.directory, name: name)
+                                 in: server.directory, name: name, issuer: server)
         try await waitUntilUp(node.base)
         try await eventually(10, "\(name) to open its event stream") { try status(node)["connected"] as? Bool == true }
         return node
     }
 
     func status(_ node: ChildNode) throws -> [String: Any] { try http(["\(node.base)/v1/status"]).json }
+
+    /// An application's call to a node for `tenant`, with the tenant's app credential.
+    func application(_ node: ChildNode, _ tenant: String, _ operation: String, _ body: String) throws -> HTTPResult {
+        let bearer = try node.issuer.map { ["-H", "Authorization: Bearer \(try $0.appCredential(for: tenant))"] } ?? []
+        return try http(bearer + ["-d", body, "\(node.base)/v1/tenants/\(tenant)/\(operation)"])
+    }
 }

@@ -12,7 +12,7 @@ import TestSupport
     }
 
     func decrypt(_ node: ChildNode, _ tenant: String, _ ciphertext: String) throws -> HTTPResult {
-        try http(["-d", #"{"ciphertext":"\#(ciphertext)"}"#, "\(node.base)/v1/tenants/\(tenant)/decrypt"])
+        try application(node, tenant, "decrypt", #"{"ciphertext":"\#(ciphertext)"}"#)
     }
 
     @Test func aDisabledNodeDropsItsKeysIsNotAwaitedAndServesAgainOnceEnabled() async throws {
@@ -25,7 +25,7 @@ import TestSupport
         nodes.append(try await startNode(server, region: "eu-west-1", name: "kept"))
         nodes.append(try await startNode(server, region: "eu-west-1", name: "suspect"))
         let (kept, suspect) = (nodes[0], nodes[1])
-        let sealed = try http(["-d", #"{"plaintext":"c2VjcmV0"}"#, "\(suspect.base)/v1/tenants/fenced/encrypt"])
+        let sealed = try application(suspect, "fenced", "encrypt", #"{"plaintext":"c2VjcmV0"}"#)
         let ciphertext = try #require(sealed.json["ciphertext"] as? String, "\(sealed.body)")
         let suspectID = try #require(try status(suspect)["node"] as? String)
 
@@ -60,7 +60,7 @@ import TestSupport
         _ = try linkedTenant(server, "rotating")
         let first = try await startNode(server, region: "eu-west-1", name: "rekeyed")
         nodes.append(first)
-        let sealed = try http(["-d", #"{"plaintext":"a2V5cw=="}"#, "\(first.base)/v1/tenants/rotating/encrypt"])
+        let sealed = try application(first, "rotating", "encrypt", #"{"plaintext":"a2V5cw=="}"#)
         let ciphertext = try #require(sealed.json["ciphertext"] as? String)
         let nodeID = try #require(try status(first)["node"] as? String)
         let oldKey = try String(contentsOfFile: "\(first.directory)/signing.key", encoding: .utf8)
@@ -69,7 +69,7 @@ import TestSupport
         // Started again with --rekey: new keys at the gateway and on disk; it unseals with them.
         let port = try #require(URL(string: first.base)?.port)
         let rekeyed = try ChildNode(gateway: server.base, region: "eu-west-1", enrolmentToken: nil, in: server.directory, name: "rekeyed",
-                                    port: port, extraArguments: ["--rekey"])
+                                    port: port, extraArguments: ["--rekey"], issuer: server)
         nodes.append(rekeyed)
         try await waitUntilUp(rekeyed.base)
         #expect(try String(contentsOfFile: "\(rekeyed.directory)/signing.key", encoding: .utf8) != oldKey)

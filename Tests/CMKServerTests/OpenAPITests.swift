@@ -95,7 +95,7 @@ extension OpenAPITests {
                 .replacingOccurrences(of: #":([a-z]+)"#, with: "{$1}", options: .regularExpression)
             return "\(method) /\(path)"
         })
-        #expect(routes.count == 4)
+        #expect(routes.count == 5)
         #expect(routes == documented)
     }
 }

@@ -9,11 +9,11 @@ import TestSupport
     let fixture = SoftHSMFixture.shared
 
     func encrypt(_ node: ChildNode, _ tenant: String, _ text: String) throws -> HTTPResult {
-        try http(["-d", #"{"plaintext":"\#(Data(text.utf8).base64EncodedString())"}"#, "\(node.base)/v1/tenants/\(tenant)/encrypt"])
+        try application(node, tenant, "encrypt", #"{"plaintext":"\#(Data(text.utf8).base64EncodedString())"}"#)
     }
 
     func decrypt(_ node: ChildNode, _ tenant: String, _ ciphertext: String) throws -> HTTPResult {
-        try http(["-d", #"{"ciphertext":"\#(ciphertext)"}"#, "\(node.base)/v1/tenants/\(tenant)/decrypt"])
+        try application(node, tenant, "decrypt", #"{"ciphertext":"\#(ciphertext)"}"#)
     }
 
     func errorCode(_ result: HTTPResult) -> String? { (result.json["error"] as? [String: Any])?["code"] as? String }

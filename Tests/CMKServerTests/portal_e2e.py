@@ -80,8 +80,12 @@ def http(method, url, body=None, bearer=None):
         return error.code, json.loads(error.read() or b"{}")
 
 
+APP_CREDENTIAL = None   # the application's credential for the node (issued once the tenant exists)
+
+
 def node_encrypt():
-    return http("POST", args.node + "/v1/tenants/%s/encrypt" % TENANT, {"plaintext": base64.b64encode(b"customer data").decode()})
+    return http("POST", args.node + "/v1/tenants/%s/encrypt" % TENANT, {"plaintext": base64.b64encode(b"customer data").decode()},
+                bearer=APP_CREDENTIAL)
 
 
 def browser():
@@ -266,6 +270,16 @@ try:
     css("#wiz-done a[href='#status']").click()
     wait.until(lambda d: TENANT in by_id("links").text and "LINKED" in by_id("links").text)
     driver.execute_script("window.__notReloaded = true")
+    # An application's credential for the node, issued by the administrator (fresh code from the login).
+    issued = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch('/api/v1/app-credentials', {method: 'POST', headers: {'Content-Type': 'application/json', 'X-CSRF-Token': sessionStorage.getItem('cmk-csrf')},
+                                          body: JSON.stringify({name: 'e2e-application', tenants: [arguments[0]]})})
+          .then(async r => done({status: r.status, body: await r.json()})).catch(e => done({status: 0, body: String(e)}));""", TENANT)
+    assert issued["status"] == 201, issued
+    APP_CREDENTIAL = issued["body"]["credential"]
+    status, _ = http("POST", args.node + "/v1/tenants/%s/encrypt" % TENANT, {"plaintext": "eA=="})
+    assert status == 401, "no credential, no crypto"
     status, body = node_encrypt()
     assert status == 200, (status, body)
     before_revocation = body["ciphertext"]   # decrypted again after the restore
@@ -454,7 +468,7 @@ try:
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#approvals-history tbody tr[data-approval='%s'][data-state=EXECUTED]" % request_id))
     # The node, told by the l1.restored event, unseals the same L2: data from before the kill-switch opens.
     def decrypted(_):
-        status, body = http("POST", args.node + "/v1/tenants/%s/decrypt" % TENANT, {"ciphertext": before_revocation})
+        status, body = http("POST", args.node + "/v1/tenants/%s/decrypt" % TENANT, {"ciphertext": before_revocation}, bearer=APP_CREDENTIAL)
         return status == 200 and base64.b64decode(body["plaintext"]) == b"customer data"
     WebDriverWait(driver, 20).until(decrypted)
     print("node decrypts data from before the revocation: the same L2 key is back")

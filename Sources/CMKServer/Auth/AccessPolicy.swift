@@ -84,6 +84,9 @@ public enum AccessPolicy {
         rule("GET", "rotations/{rotation}", everyone, .allTenants),
         rule("POST", "nodes/enrolments", operator_, .allTenants),
         rule("GET", "nodes", everyone, .global),
+        rule("POST", "app-credentials", admin, .global, .always),
+        rule("GET", "app-credentials", both, .global),
+        rule("DELETE", "app-credentials/{credential}", admin, .global),
         rule("POST", "nodes/{node}/disable", operator_, .allTenants),
         rule("POST", "nodes/{node}/enable", operator_, .allTenants, .always),
         rule("DELETE", "nodes/{node}", operator_, .allTenants, .always),
@@ -118,7 +121,7 @@ public enum AccessPolicy {
     /// Node routes: a node's signature only; no administrator credential works there.
     public static let nodeRoutes: [(method: String, path: String)] = [
         ("POST", "/node/v1/unseal"), ("GET", "/node/v1/events"), ("GET", "/node/v1/stream"), ("POST", "/node/v1/heartbeat"),
-        ("POST", "/node/v1/rekey"),
+        ("POST", "/node/v1/rekey"), ("GET", "/node/v1/app-credentials"),
     ]
 
     private static let byRoute: [String: Rule] = Dictionary(uniqueKeysWithValues: rules.map { ("\($0.method) \($0.path)", $0) })
