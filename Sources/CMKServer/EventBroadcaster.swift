@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
@@ -17,9 +18,12 @@ final class EventBroadcaster: Sendable {
 
     private let subscribers = NIOLockedValueBox<[UUID: (node: String, continuation: AsyncStream<Signal>.Continuation)]>([:])
     let heartbeat: Duration
+    /// Signs every event frame (once per event, the same for every node).
+    let signer: Curve25519.Signing.PrivateKey
 
-    init(heartbeat: Duration = .seconds(15)) {
+    init(heartbeat: Duration = .seconds(15), signer: Curve25519.Signing.PrivateKey = .init()) {
         self.heartbeat = heartbeat
+        self.signer = signer
     }
 
     /// Open streams allowed per node (a reconnecting node may briefly hold two while the gateway
@@ -55,7 +59,7 @@ final class EventBroadcaster: Sendable {
     func notify(_ events: [OutboxEvent]) {
         guard let first = events.first?.sequence, let last = events.last?.sequence else { return }
         var frames = ByteBuffer()
-        for event in events { NodeController.writeFrame(event, into: &frames) }
+        for event in events { NodeController.writeFrame(event, signer: signer, into: &frames) }
         broadcast(.events(first: first, last: last, frames: frames))
     }
 

@@ -198,7 +198,10 @@ extension Gateway {
             let ciphertext = try material.withUnsafeBytes { try sender.seal($0) }
             let expiresAt = Date().addingTimeInterval(Double(leaseDuration.components.seconds))
             leases.withLockedValue { $0[LeaseKey(node: node.id, tenant: tenantID)] = expiresAt }
+            // Durable with the audit record (both awaited, written side by side): a restart keeps it.
+            async let leased: Void = leaseRecorder.record(LeaseChange(node: node.id, tenant: tenantID, expiresAt: expiresAt))
             try await record(.success, nil)
+            try await leased
             return Unsealed(tenant: tenantID, l2Ref: l2.id, link: link.id, epoch: link.epoch, encapsulatedKey: sender.encapsulatedKey, ciphertext: ciphertext,
                             leaseExpiresAt: expiresAt)
         } catch let error as AuditError {
@@ -255,6 +258,7 @@ extension Gateway {
             throw APIError(.conflict, code: "already_acknowledged", "node \(node.id) already acknowledged event \(eventID)")
         }
         leases.withLockedValue { $0[LeaseKey(node: node.id, tenant: event.tenantID)] = nil }
+        leaseRecorder.forget(LeaseChange(node: node.id, tenant: event.tenantID, expiresAt: nil))
         _ = try await audit.append(AuditRecord(actor: context.actor, operation: "node.purge_ack", outcome: .success,
                                                tenant: event.tenantID, target: linkID, requestID: context.requestID,
                                                clientAddress: context.clientAddress,
@@ -302,11 +306,66 @@ extension Gateway {
         guard !leaseDrops.isEmpty else { return }
         try auditReady()
         leases.withLockedValue { leases in for tenant in leaseDrops { leases[LeaseKey(node: node.id, tenant: tenant)] = nil } }
+        for tenant in leaseDrops { leaseRecorder.forget(LeaseChange(node: node.id, tenant: tenant, expiresAt: nil)) }
         logger.warning("node dropped keys when their lease ended", metadata: ["node": "\(node.id)", "tenants": "\(leaseDrops.count)"])
         for tenant in leaseDrops {
             _ = try await audit.append(AuditRecord(actor: context.actor, operation: "node.lease_expired", outcome: .success, tenant: tenant,
                                                    requestID: context.requestID, clientAddress: context.clientAddress,
                                                    details: ["node": node.id]))
+        }
+    }
+}
+
+/// Writes lease changes in batches, as `AckRecorder` does acknowledgements: whatever arrived
+/// while the previous batch was being written goes in the next transaction.
+final class LeaseRecorder: Sendable {
+    private struct State {
+        var pending: [(change: LeaseChange, continuation: CheckedContinuation<Void, any Error>?)] = []
+        var flushing = false
+    }
+
+    private let registry: Registry
+    private let state = NIOLockedValueBox(State())
+
+    init(registry: Registry) {
+        self.registry = registry
+    }
+
+    /// Returns once the change is stored.
+    func record(_ change: LeaseChange) async throws {
+        try await withCheckedThrowingContinuation { continuation in
+            enqueue(change, continuation)
+        }
+    }
+
+    /// Stored soon; nobody waits (a lease that ended, or whose key was dropped: keeping it a
+    /// little longer only makes the exposure bound cautious).
+    func forget(_ change: LeaseChange) { enqueue(change, nil) }
+
+    private func enqueue(_ change: LeaseChange, _ continuation: CheckedContinuation<Void, any Error>?) {
+        let startFlushing = state.withLockedValue { state -> Bool in
+            state.pending.append((change, continuation))
+            guard !state.flushing else { return false }
+            state.flushing = true
+            return true
+        }
+        if startFlushing { Task { await self.flush() } }
+    }
+
+    private func flush() async {
+        while true {
+            let batch = state.withLockedValue { state -> [(change: LeaseChange, continuation: CheckedContinuation<Void, any Error>?)] in
+                defer { state.pending.removeAll(keepingCapacity: true) }
+                if state.pending.isEmpty { state.flushing = false }
+                return state.pending
+            }
+            guard !batch.isEmpty else { return }
+            do {
+                try await registry.applyLeases(batch.map(\.change))
+                for item in batch { item.continuation?.resume() }
+            } catch {
+                for item in batch { item.continuation?.resume(throwing: error) }
+            }
         }
     }
 }

@@ -63,10 +63,11 @@ public final class Gateway: Sendable {
     /// every signed request.
     let knownNodes = NIOLockedValueBox<[String: (node: Node, touched: Date)]>([:])
     static let nodeTouchInterval: TimeInterval = 5
-    /// Outstanding leases, by node and tenant (in memory: a restart forgets them, and every
-    /// node's lease ends within `leaseDuration` anyway).
+    /// Outstanding leases, by node and tenant; kept in the registry too (`LeaseRecorder`) and
+    /// read back at start, so that a restart forgets no exposure.
     let leases = NIOLockedValueBox<[LeaseKey: Date]>([:])
     let ackRecorder: AckRecorder
+    let leaseRecorder: LeaseRecorder
     /// Open portal dashboards, woken on changes.
     let dashboard = DashboardFeed()
     /// Approvals, the shred's waiting period.
@@ -78,7 +79,9 @@ public final class Gateway: Sendable {
     /// How long after a revocation its fence runs: after the nodes' acknowledgements, which the
     /// checkpoint's fsyncs would otherwise delay (D76).
     static let fenceDelay: Duration = .seconds(1)
-    /// Signs applications' credentials for nodes.
+    /// The gateway's signing key: applications' credentials for nodes, and its answers to nodes
+    /// (unseal answers, events, stream heartbeats), each under its own statement type; nodes pin
+    /// its public half at enrolment.
     let appCredentialKey: Curve25519.Signing.PrivateKey
     /// The newest event sequence announced to the streams by `announceForeignEvents`.
     let announced = NIOLockedValueBox<Int64>(0)
@@ -93,10 +96,11 @@ public final class Gateway: Sendable {
         self.lifecycle = lifecycle
         self.ivkLabelPrefix = ivkLabelPrefix
         self.audit = audit
-        self.broadcaster = EventBroadcaster(heartbeat: streamHeartbeat)
+        self.broadcaster = EventBroadcaster(heartbeat: streamHeartbeat, signer: appCredentialKey)
         self.leaseDuration = leaseDuration
         self.registry = registry
         self.ackRecorder = AckRecorder(registry: registry)
+        self.leaseRecorder = LeaseRecorder(registry: registry)
         self.keystores = keystores
         self.platform = platform
         self.pkcs11 = pkcs11
@@ -120,6 +124,9 @@ public final class Gateway: Sendable {
                               appCredentialKey: try loadAppCredentialKey(configuration.appCredentialKeyPath, logger: logger), logger: logger)
         let head = (try? await registry.latestEventSequence()) ?? 0
         gateway.announced.withLockedValue { $0 = head }
+        for lease in try await registry.leases() {
+            if let expiresAt = lease.expiresAt { gateway.leases.withLockedValue { $0[LeaseKey(node: lease.node, tenant: lease.tenant)] = expiresAt } }
+        }
         try await gateway.recoverRevocationRecords()
         await gateway.drainHostActions()
         // A crash between a revocation (or a shred) and its fence leaves the overwritten pages

@@ -1,4 +1,5 @@
 import Audit
+import Crypto
 import Foundation
 import Hummingbird
 import NIOCore
@@ -44,6 +45,9 @@ struct NodeController {
         /// At enrolment only: the newest event sequence number, where the node's stream starts
         /// (events before its enrolment are not its concern).
         var eventSequence: Int64?
+        /// At enrolment only: the gateway's public signing key (base64), which the node pins to
+        /// check every answer and event it receives.
+        var gatewayKey: String?
     }
 
     struct HeartbeatRequest: Codable, Sendable {
@@ -79,6 +83,9 @@ struct NodeController {
         /// The lease length: a node counts it from before it sent the request, so that clock
         /// differences never lengthen a lease.
         var leaseSeconds: Int
+        /// Base64 Ed25519 signature by the gateway over `GatewayStatement.unseal`, bound to the
+        /// request's nonce: an old answer replayed to the node does not verify.
+        var signature: String
     }
 
     struct AckRequest: Codable, Sendable {
@@ -95,6 +102,8 @@ struct NodeController {
         var link: String?
         var payload: String
         var createdAt: Date
+        /// Base64 Ed25519 signature by the gateway over `GatewayStatement.event`.
+        var signature: String?
     }
 
     struct RevocationResponse: Codable, Sendable {
@@ -283,22 +292,42 @@ struct NodeController {
     }
 
     /// One server-sent event: `id` (the sequence number), `event` (the type), `data` (JSON).
-    static func writeFrame(_ event: OutboxEvent, into buffer: inout ByteBuffer) {
-        let data = (try? JSONEncoder.api.encode(EventResponse(
-            sequence: event.sequence, id: event.id, type: event.type, tenant: event.tenantID, link: event.linkID,
-            payload: event.payload, createdAt: event.createdAt))) ?? Data()
+    static func writeFrame(_ event: OutboxEvent, signer: Curve25519.Signing.PrivateKey, into buffer: inout ByteBuffer) {
+        let data = (try? JSONEncoder.api.encode(response(event, signer: signer))) ?? Data()
         buffer.writeString("id: \(event.sequence)\nevent: \(event.type)\ndata: ")
         buffer.writeBytes(data)
         buffer.writeString("\n\n")
     }
 
+    /// An event as nodes receive it, signed.
+    static func response(_ event: OutboxEvent, signer: Curve25519.Signing.PrivateKey) -> EventResponse {
+        let statement = try? GatewayStatement.event(sequence: event.sequence, id: event.id, type: event.type, tenant: event.tenantID,
+                                                    link: event.linkID, payload: event.payload)
+        return EventResponse(sequence: event.sequence, id: event.id, type: event.type, tenant: event.tenantID, link: event.linkID,
+                             payload: event.payload, createdAt: event.createdAt,
+                             signature: statement.flatMap { try? signer.signature(for: $0).base64EncodedString() })
+    }
+
+    /// A signed heartbeat: the last sequence sent on this stream, bound to its nonce.
+    static func heartbeatFrame(node: String, nonce: String, sequence: Int64, signer: Curve25519.Signing.PrivateKey) -> ByteBuffer {
+        let time = Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+        guard let statement = try? GatewayStatement.heartbeat(node: node, nonce: nonce, sequence: sequence, time: time),
+              let signature = try? signer.signature(for: statement),
+              let data = try? JSONValue.object(["type": .string(GatewayStatement.heartbeatEvent), "sequence": .integer(sequence),
+                                                "time": .integer(time), "signature": .string(signature.base64EncodedString())]).canonicalBytes() else {
+            return ByteBuffer(string: ": heartbeat\n\n")
+        }
+        var buffer = ByteBuffer(string: "event: \(GatewayStatement.heartbeatEvent)\ndata: ")
+        buffer.writeBytes(data)
+        buffer.writeString("\n\n")
+        return buffer
+    }
+
     /// Events after `after` (an event sequence number), oldest first: what a node missed.
     @Sendable func events(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let after = try Self.after(request)
-        let items = try await gateway.registry.events(after: after, limit: 500).map {
-            EventResponse(sequence: $0.sequence, id: $0.id, type: $0.type, tenant: $0.tenantID, link: $0.linkID, payload: $0.payload,
-                          createdAt: $0.createdAt)
-        }
+        let signer = gateway.appCredentialKey
+        let items = try await gateway.registry.events(after: after, limit: 500).map { Self.response($0, signer: signer) }
         return try ManagementController.json(PageResponse(items: items, nextCursor: nil), context: context).response
     }
 
@@ -310,6 +339,10 @@ struct NodeController {
         if let last = request.headers[.init("Last-Event-ID")!], let value = Int64(last) { start = max(start, value) }
         let registry = gateway.registry
         let node = try Self.node(context)
+        let signer = gateway.appCredentialKey
+        // The stream request's nonce (verified by the node authentication): every heartbeat on
+        // this stream is bound to it.
+        let streamNonce = request.headers[.init(NodeProtocol.Header.nonce)!] ?? ""
         guard let (stream, end) = gateway.broadcaster.subscribe(node: node.id) else {
             throw APIError(.tooManyRequests, code: "too_many_streams",
                            "node \(node.id) already has \(EventBroadcaster.maxPerNode) event streams open (or the gateway is at its limit); close one first")
@@ -334,7 +367,7 @@ struct NodeController {
                         page = try await registry.events(after: cursor, limit: 500)
                         var buffer = ByteBuffer()
                         for event in page {
-                            Self.writeFrame(event, into: &buffer)
+                            Self.writeFrame(event, signer: signer, into: &buffer)
                             cursor = event.sequence
                         }
                         if buffer.readableBytes > 0 { try await writer.write(buffer) }
@@ -352,7 +385,7 @@ struct NodeController {
                         pending = true
                     }
                 case .heartbeat:
-                    try await writer.write(ByteBuffer(string: ": heartbeat\n\n"))
+                    try await writer.write(Self.heartbeatFrame(node: node.id, nonce: streamNonce, sequence: cursor, signer: signer))
                 }
             }
             } onGracefulShutdown: {
@@ -444,7 +477,8 @@ struct NodeController {
         let node = try await gateway.enrol(token: input.token, signingKey: signingKey, hpkeKey: hpkeKey, proof: proof,
                                            clientAddress: context.clientAddress)
         return try ManagementController.json(NodeResponse(id: node.id, region: node.region, enrolledAt: node.enrolledAt,
-                                                          lastSeenAt: nil, leaseExpiresAt: nil, eventSequence: head),
+                                                          lastSeenAt: nil, leaseExpiresAt: nil, eventSequence: head,
+                                                          gatewayKey: gateway.appCredentialKey.publicKey.rawRepresentation.base64EncodedString()),
                                              status: .created, context: context).response
     }
 
@@ -452,9 +486,14 @@ struct NodeController {
         let node = try Self.node(context)
         let input = try await ManagementController.decode(UnsealRequest.self, request, context)
         let sealed = try await gateway.unseal(tenantID: input.tenant, for: node, by: context.audit)
+        let leaseSeconds = Int(gateway.leaseDuration.components.seconds)
+        let statement = try GatewayStatement.unseal(node: node.id, tenant: sealed.tenant, l2Ref: sealed.l2Ref, link: sealed.link, epoch: sealed.epoch,
+                                                    leaseSeconds: leaseSeconds, nonce: request.headers[.init(NodeProtocol.Header.nonce)!] ?? "",
+                                                    encapsulatedKey: sealed.encapsulatedKey, ciphertext: sealed.ciphertext)
         return try ManagementController.json(UnsealResponse(
             tenant: sealed.tenant, l2Ref: sealed.l2Ref, link: sealed.link, epoch: sealed.epoch, suite: NodeProtocol.hpkeSuiteName,
             encapsulatedKey: sealed.encapsulatedKey.base64EncodedString(), ciphertext: sealed.ciphertext.base64EncodedString(),
-            leaseExpiresAt: sealed.leaseExpiresAt, leaseSeconds: Int(gateway.leaseDuration.components.seconds)), context: context).response
+            leaseExpiresAt: sealed.leaseExpiresAt, leaseSeconds: leaseSeconds,
+            signature: try gateway.appCredentialKey.signature(for: statement).base64EncodedString()), context: context).response
     }
 }

@@ -41,9 +41,19 @@ public final class GatewayClient: Sendable {
         public var link: String?
         /// The event's payload, JSON text (`epoch`, `allowedRegions`, …).
         public var payload: String?
+        /// The gateway's signature over `GatewayStatement.event`.
+        public var signature: String?
 
-        public init(sequence: Int64, id: String, type: String, tenant: String, link: String?, payload: String? = nil) {
-            (self.sequence, self.id, self.type, self.tenant, self.link, self.payload) = (sequence, id, type, tenant, link, payload)
+        public init(sequence: Int64, id: String, type: String, tenant: String, link: String?, payload: String? = nil, signature: String? = nil) {
+            (self.sequence, self.id, self.type, self.tenant, self.link, self.payload, self.signature) = (sequence, id, type, tenant, link, payload, signature)
+        }
+
+        /// Whether the gateway signed exactly this event.
+        public func isSigned(by key: Curve25519.Signing.PublicKey) -> Bool {
+            guard let signature = signature.flatMap({ Data(base64Encoded: $0) }),
+                  let statement = try? GatewayStatement.event(sequence: sequence, id: id, type: type, tenant: tenant, link: link, payload: payload ?? "")
+            else { return false }
+            return key.isValidSignature(signature, for: statement)
         }
 
         private var fields: [String: Any] {
@@ -64,6 +74,9 @@ public final class GatewayClient: Sendable {
 
     public let base: String
     public let nodeID: String
+    /// The gateway's public key, pinned at enrolment (or at the first connection of a node
+    /// enrolled before keys were pinned): every unseal answer and event must verify with it.
+    public let gatewayKey = NIOLockedValueBox<Curve25519.Signing.PublicKey?>(nil)
     private let signingKey: Curve25519.Signing.PrivateKey
     private let hpkeKey: Curve25519.KeyAgreement.PrivateKey
     private let http: HTTPClient
@@ -86,6 +99,8 @@ public final class GatewayClient: Sendable {
         public var region: String
         public var enrolledAt: Date
         public var eventSequence: Int64?
+        /// The gateway's public signing key (base64), to pin.
+        public var gatewayKey: String?
     }
 
     public static func enrol(base: String, token: String, signingKey: Curve25519.Signing.PrivateKey,
@@ -113,12 +128,23 @@ public final class GatewayClient: Sendable {
             var ciphertext: String
             var leaseSeconds: Int
             var epoch: Int?
+            var signature: String?
         }
-        let (status, data) = try await call(.POST, "/node/v1/unseal", body: try JSONEncoder().encode(["tenant": tenant]))
+        let nonce = NodeProtocol.randomNonce()
+        let (status, data) = try await call(.POST, "/node/v1/unseal", body: try JSONEncoder().encode(["tenant": tenant]), nonce: nonce)
         guard status == 200 else { throw Self.failure(status: status, data) }
         let response = try Self.decode(Response.self, data)
         guard let encapsulated = Data(base64Encoded: response.encapsulatedKey), let ciphertext = Data(base64Encoded: response.ciphertext) else {
             throw Failure(status: status, code: "invalid_response", message: "the unseal response is not base64")
+        }
+        // Bound to this request's nonce and signed by the pinned gateway key: an old answer (with
+        // its lease) replayed, or an answer from anyone else, is refused.
+        guard let key = gatewayKey.withLockedValue({ $0 }), let signature = response.signature.flatMap({ Data(base64Encoded: $0) }),
+              let statement = try? GatewayStatement.unseal(node: nodeID, tenant: tenant, l2Ref: response.l2Ref, link: response.link,
+                                                           epoch: response.epoch ?? 1, leaseSeconds: response.leaseSeconds, nonce: nonce,
+                                                           encapsulatedKey: encapsulated, ciphertext: ciphertext),
+              key.isValidSignature(signature, for: statement) else {
+            throw Failure(status: status, code: "invalid_response", message: "the unseal answer is not signed by the gateway for this request")
         }
         do {
             var recipient = try HPKE.Recipient(privateKey: hpkeKey, ciphersuite: NodeProtocol.hpkeSuite,
@@ -188,9 +214,17 @@ public final class GatewayClient: Sendable {
         let path = "/node/v1/stream?after=\(after)"
         var request = HTTPClientRequest(url: base + path)
         request.method = .GET
-        for (name, value) in try NodeProtocol.signedHeaders(node: nodeID, key: signingKey, method: "GET", path: path, body: Data()) {
+        let streamNonce = NodeProtocol.randomNonce()
+        for (name, value) in try NodeProtocol.signedHeaders(node: nodeID, key: signingKey, method: "GET", path: path, body: Data(), nonce: streamNonce) {
             request.headers.add(name: name, value: value)
         }
+        guard let key = gatewayKey.withLockedValue({ $0 }) else {
+            throw Failure.unreachable("the gateway's key is not pinned yet")
+        }
+        let nodeID = self.nodeID
+        // The last sequence received on this stream: a signed heartbeat naming a later one means
+        // events were held back on the way.
+        let received = NIOLockedValueBox(after)
         request.headers.add(name: "Accept", value: "text/event-stream")
         let http = self.http, streamRequest = request
         let lastActivity = NIOLockedValueBox(ContinuousClock.now)
@@ -213,7 +247,16 @@ public final class GatewayClient: Sendable {
                     lastActivity.withLockedValue { $0 = .now }
                     for message in parser.feed(chunk) {
                         guard let data = message.data else { continue }
-                        try await handle(try Self.decode(Event.self, Data(data.utf8)))
+                        if message.event == GatewayStatement.heartbeatEvent {
+                            try Self.checkHeartbeat(data, node: nodeID, nonce: streamNonce, key: key, received: received.withLockedValue { $0 })
+                            continue
+                        }
+                        let event = try Self.decode(Event.self, Data(data.utf8))
+                        guard event.isSigned(by: key) else {
+                            throw Failure(status: nil, code: "invalid_event", message: "event \(event.sequence) is not signed by the gateway")
+                        }
+                        try await handle(event)
+                        received.withLockedValue { $0 = max($0, event.sequence) }
                     }
                 }
                 throw Failure.unreachable("the gateway closed the event stream")
@@ -233,8 +276,8 @@ public final class GatewayClient: Sendable {
 
     // MARK: Transport
 
-    private func call(_ method: HTTPMethod, _ path: String, body: Data) async throws -> (Int, Data) {
-        let headers = try NodeProtocol.signedHeaders(node: nodeID, key: signingKey, method: method.rawValue, path: path, body: body)
+    private func call(_ method: HTTPMethod, _ path: String, body: Data, nonce: String = NodeProtocol.randomNonce()) async throws -> (Int, Data) {
+        let headers = try NodeProtocol.signedHeaders(node: nodeID, key: signingKey, method: method.rawValue, path: path, body: body, nonce: nonce)
         return try await Self.send(http: http, url: base + path, method: method, body: body, headers: headers, timeout: timeout)
     }
 
@@ -255,6 +298,20 @@ public final class GatewayClient: Sendable {
             throw error
         } catch {
             throw Failure.unreachable("\(error)")
+        }
+    }
+
+    /// A stream heartbeat must be the gateway's, for this stream, and say no later sequence than
+    /// the node received on it.
+    static func checkHeartbeat(_ data: String, node: String, nonce: String, key: Curve25519.Signing.PublicKey, received: Int64) throws {
+        guard let value = try? CanonicalJSON.parse(Array(data.utf8)), let sequence = value["sequence"]?.integerValue,
+              let time = value["time"]?.integerValue, let signature = value["signature"]?.stringValue.flatMap({ Data(base64Encoded: $0) }),
+              let statement = try? GatewayStatement.heartbeat(node: node, nonce: nonce, sequence: sequence, time: time),
+              key.isValidSignature(signature, for: statement) else {
+            throw Failure(status: nil, code: "invalid_event", message: "a stream heartbeat is not signed by the gateway for this stream")
+        }
+        guard sequence <= received else {
+            throw Failure(status: nil, code: "events_withheld", message: "the gateway sent events up to \(sequence), this node received up to \(received)")
         }
     }
 

@@ -25,6 +25,9 @@ public struct NodeIdentity: Sendable {
         /// The sequence number of the last event handled: the stream resumes after it.
         /// In `node.json`, the newest event at enrolment; the `cursor` file moves it on.
         public var lastEvent: Int64 = 0
+        /// The gateway's public signing key (base64), pinned at enrolment (or at the first
+        /// connection of a node enrolled before keys were pinned).
+        public var gatewayKey: String?
     }
 
     public let directory: String

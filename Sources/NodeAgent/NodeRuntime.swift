@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Crypto
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
@@ -108,6 +109,7 @@ public final class NodeRuntime: Service, Sendable {
                     $0.gateway = configuration.gateway
                     $0.enrolledAt = enrolment.enrolledAt
                     $0.lastEvent = enrolment.eventSequence ?? 0
+                    $0.gatewayKey = enrolment.gatewayKey
                 }
                 logger.notice("node enrolled", metadata: ["node": "\(enrolment.id)", "region": "\(enrolment.region)"])
             }
@@ -155,6 +157,9 @@ public final class NodeRuntime: Service, Sendable {
         let id = identity.state.id!
         keyring = NodeKeyring(nodeID: id, signingKey: identity.signingKey)
         client = GatewayClient(base: configuration.gateway, nodeID: id, signingKey: identity.signingKey, hpkeKey: identity.hpkeKey, http: http)
+        if let pinned = identity.state.gatewayKey.flatMap({ Data(base64Encoded: $0) }).flatMap({ try? Curve25519.Signing.PublicKey(rawRepresentation: $0) }) {
+            client.gatewayKey.withLockedValue { $0 = pinned }
+        }
         self.http = http
         self.ownsHTTP = ownsHTTP
         self.identity = identity
@@ -264,12 +269,27 @@ public final class NodeRuntime: Service, Sendable {
                             leaseSeconds: unsealed.leaseSeconds)
     }
 
+    /// A node enrolled before the gateway's key was given at enrolment pins it at its first
+    /// connection (trust on first use), and keeps it in `node.json`.
+    func pinGatewayKeyIfNeeded() async throws {
+        guard client.gatewayKey.withLockedValue({ $0 }) == nil else { return }
+        let (key, _) = try await client.appCredentialState()
+        var copy = identity
+        try copy.update { $0.gatewayKey = key.rawRepresentation.base64EncodedString() }
+        client.gatewayKey.withLockedValue { $0 = key }
+        logger.notice("pinned the gateway's signing key (first connection)")
+    }
+
     /// The gateway's app credential key and the revocations so far, at every connection (an
     /// event missed while disconnected is in the list).
     func refreshAppCredentials() async {
         do {
             let (key, revoked) = try await client.appCredentialState()
-            applications.setKey(key)
+            guard let pinned = client.gatewayKey.withLockedValue({ $0 }), pinned.rawRepresentation == key.rawRepresentation else {
+                logger.error("the gateway presents another signing key than the one pinned; applications stay refused")
+                return
+            }
+            applications.setKey(pinned)
             applications.setRevoked(revoked)
         } catch {
             cutOffIfRefused(error)
@@ -295,6 +315,7 @@ public final class NodeRuntime: Service, Sendable {
         var backoff = Duration.milliseconds(100)
         while !Task.isCancelled {
             do {
+                try await pinGatewayKeyIfNeeded()
                 try await client.stream(after: lastEvent, idleTimeout: configuration.streamIdleTimeout, onOpen: { [self] in
                     state.withLockedValue { $0.connected = true; $0.cutOff = false }
                     await refreshAppCredentials()

@@ -161,3 +161,41 @@ public enum AppCredential {
         return Data(base64Encoded: base64)
     }
 }
+
+/// What the gateway signs in its answers to nodes (with the key whose public half a node pins
+/// at enrolment, `gatewayKey`), so that an on-path attacker cannot replay an old unseal (a long
+/// lease), inject an event, or suppress one unseen. Each is canonical JSON with its own `type`.
+public enum GatewayStatement {
+    public static let unsealType = "openkcm-unseal/v1"
+    public static let eventType = "openkcm-event/v1"
+    public static let heartbeatType = "openkcm-stream-heartbeat/v1"
+    /// The SSE event name of a signed stream heartbeat.
+    public static let heartbeatEvent = "stream.heartbeat"
+
+    /// An unseal answer, bound to the request's nonce and to the sealed bytes.
+    public static func unseal(node: String, tenant: String, l2Ref: String, link: String, epoch: Int, leaseSeconds: Int, nonce: String,
+                              encapsulatedKey: Data, ciphertext: Data) throws -> [UInt8] {
+        try JSONValue.object([
+            "type": .string(unsealType), "node": .string(node), "tenant": .string(tenant), "l2Ref": .string(l2Ref), "link": .string(link),
+            "epoch": .integer(Int64(epoch)), "leaseSeconds": .integer(Int64(leaseSeconds)), "nonce": .string(nonce),
+            "sealedSHA256": .string(Hex.encode(SHA256.hash(data: encapsulatedKey + ciphertext))),
+        ]).canonicalBytes()
+    }
+
+    /// An outbox event as pushed (the same for every node: signed once).
+    public static func event(sequence: Int64, id: String, type: String, tenant: String, link: String?, payload: String) throws -> [UInt8] {
+        try JSONValue.object([
+            "type": .string(eventType), "sequence": .integer(sequence), "id": .string(id), "event": .string(type), "tenant": .string(tenant),
+            "link": link.map(JSONValue.string) ?? .null, "payload": .string(payload),
+        ]).canonicalBytes()
+    }
+
+    /// A stream's heartbeat: bound to the stream request's nonce, it says the last sequence the
+    /// gateway sent on this stream, so a node that did not receive it knows events were held back.
+    public static func heartbeat(node: String, nonce: String, sequence: Int64, time: Int64) throws -> [UInt8] {
+        try JSONValue.object([
+            "type": .string(heartbeatType), "node": .string(node), "nonce": .string(nonce), "sequence": .integer(sequence),
+            "time": .integer(time),
+        ]).canonicalBytes()
+    }
+}

@@ -287,6 +287,18 @@ enum RegistrySchema {
                 CREATE INDEX app_credential_revoked ON app_credential(expires_at) WHERE revoked_at IS NOT NULL;
                 """)
         }
+        // Outstanding leases (issue 15): how long each node may still hold a tenant's key, kept
+        // across a restart so that revocation progress and its exposure bound stay true.
+        migrator.registerMigration("v9-node-leases") { db in
+            try db.execute(sql: """
+                CREATE TABLE node_lease (
+                    node_id TEXT NOT NULL,
+                    tenant_id TEXT NOT NULL,
+                    expires_at INTEGER NOT NULL,
+                    PRIMARY KEY (node_id, tenant_id)
+                ) STRICT, WITHOUT ROWID;
+                """)
+        }
         return migrator
     }
 

@@ -3,6 +3,9 @@ import Foundation
 import Hummingbird
 import HummingbirdTesting
 import Registry
+import Crypto
+import NodeProtocol
+@testable import NodeAgent
 import Testing
 import TestSupport
 @testable import CMKServer
@@ -263,5 +266,85 @@ import TestSupport
             return operations.isSuperset(of: ["user.create", "token.create"])
                 && records.allSatisfy { (($0["details"] as? [String: Any])?["hostUser"] as? String)?.contains("@") == true }
         }
+    }
+}
+
+/// The gateway's answers to nodes are authenticated (issue 15).
+@Suite(.serialized) struct SignedAnswerTests: ChildProcessTests {
+    /// Before: an unseal answer carried no signature; an on-path attacker could replay an old one
+    /// (with its lease) or forge one.
+    @Test func anUnsealAnswerIsBoundToItsRequestsNonceAndEventsAndHeartbeatsAreSigned() async throws {
+        try await ServerHarness().test { client, gateway in
+            _ = try await client.execute(uri: "/api/v1/tenants", method: .post, headers: ServerHarness.auth, body: ServerHarness.body(#"{"id":"signed","name":"S"}"#))
+            _ = try await client.execute(uri: "/api/v1/tenants/signed/l1-links", method: .post, headers: ServerHarness.auth,
+                                         body: ServerHarness.body(#"{"provider":"pkcs11","keystore":"hsm","key":"pkcs11:object=l1"}"#))
+            let issued = try await client.execute(uri: "/api/v1/nodes/enrolments", method: .post, headers: ServerHarness.operatorAuth,
+                                                  body: ServerHarness.body(#"{"region":"eu-west-1"}"#))
+            var node = SimulatedNode()
+            let token = try #require(try issued.json()["token"] as? String)
+            let enrolled = try await client.execute(uri: "/node/v1/enrol", method: .post, headers: [.contentType: "application/json"],
+                                                    body: ServerHarness.body(try node.enrolBody(token: token)))
+            let enrolment = try enrolled.json()
+            node.id = try #require(enrolment["id"] as? String)
+            let keyText = try #require(enrolment["gatewayKey"] as? String, "the key to pin comes with the enrolment")
+            let keyBytes = try #require(Data(base64Encoded: keyText))
+            let key = try Curve25519.Signing.PublicKey(rawRepresentation: keyBytes)
+            let body = #"{"tenant":"signed"}"#, nonce = "0123456789abcdef0123456789abcdef"
+            let answer = try await client.execute(uri: "/node/v1/unseal", method: .post,
+                                                  headers: try node.headers("POST", "/node/v1/unseal", body: body, nonce: nonce), body: ServerHarness.body(body))
+            let json = try answer.json()
+            let signatureText = try #require(json["signature"] as? String)
+            let signature = try #require(Data(base64Encoded: signatureText))
+            func statement(_ nonce: String) throws -> [UInt8] {
+                try GatewayStatement.unseal(node: node.id, tenant: "signed", l2Ref: json["l2Ref"] as? String ?? "", link: json["link"] as? String ?? "",
+                                            epoch: json["epoch"] as? Int ?? 0, leaseSeconds: json["leaseSeconds"] as? Int ?? 0, nonce: nonce,
+                                            encapsulatedKey: Data(base64Encoded: json["encapsulatedKey"] as? String ?? "") ?? Data(),
+                                            ciphertext: Data(base64Encoded: json["ciphertext"] as? String ?? "") ?? Data())
+            }
+            #expect(key.isValidSignature(signature, for: try statement(nonce)))
+            #expect(!key.isValidSignature(signature, for: try statement("another request's nonce0000000000")), "a replay to another request fails")
+
+            // Events carry the gateway's signature; a changed one does not verify.
+            let events = try await client.execute(uri: "/node/v1/events?after=0", method: .get, headers: try node.headers("GET", "/node/v1/events?after=0", body: ""))
+            let items = try #require(try events.json()["items"] as? [[String: Any]])
+            _ = try await gateway.revoke(tenantID: "signed", linkID: json["link"] as? String ?? "", expectedVersion: nil)
+            let after = try await client.execute(uri: "/node/v1/events?after=0", method: .get, headers: try node.headers("GET", "/node/v1/events?after=0", body: ""))
+            let revocation = try #require((try after.json()["items"] as? [[String: Any]])?.first { $0["type"] as? String == "l1.revoked" })
+            var event = GatewayClient.Event(sequence: revocation["sequence"] as? Int64 ?? Int64(revocation["sequence"] as? Int ?? 0),
+                                            id: revocation["id"] as? String ?? "", type: "l1.revoked", tenant: "signed",
+                                            link: revocation["link"] as? String, payload: revocation["payload"] as? String,
+                                            signature: revocation["signature"] as? String)
+            #expect(event.isSigned(by: key))
+            event.tenant = "another"
+            #expect(!event.isSigned(by: key), "an altered event is refused")
+            #expect(items.count <= 1)
+
+            // A heartbeat saying a later sequence than received means events were held back.
+            let frame = NodeController.heartbeatFrame(node: node.id, nonce: nonce, sequence: 7, signer: gateway.appCredentialKey)
+            let data = String(String(buffer: frame).split(separator: "\n")[1].dropFirst("data: ".count))
+            #expect(throws: Never.self) { try GatewayClient.checkHeartbeat(data, node: node.id, nonce: nonce, key: key, received: 7) }
+            #expect(throws: GatewayClient.Failure.self) { try GatewayClient.checkHeartbeat(data, node: node.id, nonce: nonce, key: key, received: 6) }
+            #expect(throws: GatewayClient.Failure.self) { try GatewayClient.checkHeartbeat(data, node: node.id, nonce: "other stream", key: key, received: 7) }
+        }
+    }
+
+    /// Before: leases lived in memory only; after a gateway restart the revocation view and its
+    /// exposure bound forgot the keys nodes still held.
+    @Test func leasesSurviveAGatewayRestart() async throws {
+        let server = try ChildServer(token: "orbital", fixture: SoftHSMFixture.shared, logLevel: "info")
+        var nodes: [ChildNode] = []
+        defer { for node in nodes { node.child.stop(SIGKILL) }; server.stopAndRemove() }
+        try await waitUntilUp(server.base)
+        try server.logIn()
+        _ = try linkedTenant(server, "leased")
+        nodes.append(try await startNode(server, region: "eu-west-1", name: "holder"))
+        #expect(try application(nodes[0], "leased", "encrypt", #"{"plaintext":"aGk="}"#).status == 200)
+        nodes[0].child.stop(SIGKILL)   // it will not renew or report: only the stored lease says it may hold the key
+        server.child.stop(SIGKILL)
+        try server.child.start()
+        try await waitUntilUp(server.base)
+        try server.logIn()
+        let listed = try admin(server, "GET", "/api/v1/nodes").json["items"] as? [[String: Any]] ?? []
+        #expect(listed.first?["leaseExpiresAt"] as? String != nil, "\(listed)")
     }
 }

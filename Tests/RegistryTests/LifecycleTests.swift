@@ -282,7 +282,7 @@ import Testing
             #expect(try await registry.l1KeyVersions(linkID: "old").map(\.keyReference) == ["pkcs11:object=l1"])
             #expect(try await registry.account(username: "ana")?.role == .securityAdmin)
             #expect(try await registry.consistencyProblems().isEmpty)
-            #expect(try await registry.storageSettings().appliedMigrations.last == "v8-app-credentials")
+            #expect(try await registry.storageSettings().appliedMigrations.last == "v9-node-leases")
         }
     }
 }

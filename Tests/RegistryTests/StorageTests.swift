@@ -16,7 +16,7 @@ import GRDB
             #expect(during == 2)
             #expect(try await registry.storageSettings().synchronous == 1)
             #expect(settings.foreignKeys)
-            #expect(settings.appliedMigrations == ["v1", "v2-nodes", "v3-node-acks", "v4-accounts", "v5-lifecycle", "v6-accounts-cli-audit", "v7-node-lifecycle", "v8-app-credentials"])
+            #expect(settings.appliedMigrations == ["v1", "v2-nodes", "v3-node-acks", "v4-accounts", "v5-lifecycle", "v6-accounts-cli-audit", "v7-node-lifecycle", "v8-app-credentials", "v9-node-leases"])
             #expect(settings.indexes.contains("l1_link_one_live_per_tenant"))
             #expect(registry.path == path)
         }
@@ -39,7 +39,7 @@ import GRDB
             let registry = try Registry(path: path)
             let mode = (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? NSNumber)?.intValue
             #expect(mode == 0o600)
-            #expect(try await registry.storageSettings().appliedMigrations == ["v1", "v2-nodes", "v3-node-acks", "v4-accounts", "v5-lifecycle", "v6-accounts-cli-audit", "v7-node-lifecycle", "v8-app-credentials"], "an empty file is a new registry")
+            #expect(try await registry.storageSettings().appliedMigrations == ["v1", "v2-nodes", "v3-node-acks", "v4-accounts", "v5-lifecycle", "v6-accounts-cli-audit", "v7-node-lifecycle", "v8-app-credentials", "v9-node-leases"], "an empty file is a new registry")
         }
     }
 
@@ -53,13 +53,13 @@ import GRDB
                 linkID = link.id
             }
             let reopened = try Registry(path: path)
-            #expect(try await reopened.storageSettings().appliedMigrations == ["v1", "v2-nodes", "v3-node-acks", "v4-accounts", "v5-lifecycle", "v6-accounts-cli-audit", "v7-node-lifecycle", "v8-app-credentials"])
+            #expect(try await reopened.storageSettings().appliedMigrations == ["v1", "v2-nodes", "v3-node-acks", "v4-accounts", "v5-lifecycle", "v6-accounts-cli-audit", "v7-node-lifecycle", "v8-app-credentials", "v9-node-leases"])
             #expect(try await reopened.tenant("acme").name == "Acme acme")
             #expect(try await reopened.link(tenantID: "acme", id: linkID).state == .linked)
             #expect(try await reopened.currentIVK()?.version == 1)
             // And a third open on the same file while the second is still open.
             let third = try Registry(path: path)
-            #expect(try await third.storageSettings().appliedMigrations == ["v1", "v2-nodes", "v3-node-acks", "v4-accounts", "v5-lifecycle", "v6-accounts-cli-audit", "v7-node-lifecycle", "v8-app-credentials"])
+            #expect(try await third.storageSettings().appliedMigrations == ["v1", "v2-nodes", "v3-node-acks", "v4-accounts", "v5-lifecycle", "v6-accounts-cli-audit", "v7-node-lifecycle", "v8-app-credentials", "v9-node-leases"])
             #expect(try await third.tenants(limit: 10, after: nil).items.map(\.id) == ["acme"])
             #expect(try await reopened.consistencyProblems().isEmpty)
         }
@@ -97,7 +97,7 @@ import GRDB
         let registry = try Registry.inMemory()
         #expect(registry.path == nil)
         let settings = try await registry.storageSettings()
-        #expect(settings.appliedMigrations == ["v1", "v2-nodes", "v3-node-acks", "v4-accounts", "v5-lifecycle", "v6-accounts-cli-audit", "v7-node-lifecycle", "v8-app-credentials"] && settings.foreignKeys)
+        #expect(settings.appliedMigrations == ["v1", "v2-nodes", "v3-node-acks", "v4-accounts", "v5-lifecycle", "v6-accounts-cli-audit", "v7-node-lifecycle", "v8-app-credentials", "v9-node-leases"] && settings.foreignKeys)
         #expect(settings.indexes.contains("l1_link_one_live_per_tenant"))
     }
 
