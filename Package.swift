@@ -22,6 +22,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth", from: "2.5.0"),
         .package(url: "https://github.com/vapor/jwt-kit", from: "5.8.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.29.0"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
     ],
     targets: [
         // The PKCS#11 headers as libp11-kit-dev ships them, plus a few inline helpers that
@@ -118,6 +121,21 @@ let package = Package(
             name: "NodeProtocol",
             dependencies: ["Audit", .product(name: "Crypto", package: "swift-crypto")]
         ),
+        // TLS for the listeners: certificate files read again when they change (no restart),
+        // optional client certificates, the loopback rule for plain HTTP.
+        .target(
+            name: "TLSSupport",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ]
+        ),
         // The regional node: identity, keys under leases, application crypto, the Orbital
         // stream client, purge and signed acknowledgements, its local API.
         .target(
@@ -126,12 +144,16 @@ let package = Package(
                 "Audit",
                 "PKCS11",
                 "NodeProtocol",
+                "TLSSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -149,8 +171,12 @@ let package = Package(
                 "Registry",
                 "Audit",
                 "NodeProtocol",
+                "TLSSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -173,8 +199,11 @@ let package = Package(
                 "Registry",
                 "Audit",
                 "NodeAgent",
+                "TLSSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -202,7 +231,10 @@ let package = Package(
         ),
         // Provisions the SoftHSM token directory the tests share (one per test process:
         // SoftHSM reads SOFTHSM2_CONF once, at C_Initialize).
-        .target(name: "TestSupport", dependencies: ["PKCS11", "KSI", "Audit", "AWSKMS", "GCPKMS", "AzureKeyVault"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["PKCS11", "KSI", "Audit", "AWSKMS", "GCPKMS", "AzureKeyVault",
+                                                  .product(name: "X509", package: "swift-certificates"),
+                                                  .product(name: "SwiftASN1", package: "swift-asn1"),
+                                                  .product(name: "Crypto", package: "swift-crypto")], path: "Tests/TestSupport"),
         .testTarget(name: "PKCS11Tests", dependencies: ["PKCS11", "KSI", "TestSupport"]),
         .testTarget(name: "KSITests", dependencies: ["KSI", "PKCS11", "TestSupport"]),
         .testTarget(
@@ -225,7 +257,8 @@ let package = Package(
         .testTarget(
             name: "CMKServerTests",
             dependencies: [
-                "CMKServer", "KSI", "PKCS11", "Registry", "TestSupport", "Audit", "NodeProtocol", "NodeAgent",
+                "CMKServer", "KSI", "PKCS11", "Registry", "TestSupport", "Audit", "NodeProtocol", "NodeAgent", "TLSSupport",
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

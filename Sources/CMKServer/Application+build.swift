@@ -7,6 +7,9 @@ import Metrics
 import Prometheus
 import Registry
 import ServiceLifecycle
+import HummingbirdCore
+import HummingbirdTLS
+import TLSSupport
 
 /// The process's Prometheus registry, bootstrapped into swift-metrics once.
 enum MetricsBootstrap {
@@ -21,11 +24,12 @@ enum MetricsBootstrap {
 /// `/api/v1` behind the authentication middleware.
 public func buildRouter(gateway: Gateway, openAPI: ByteBuffer?,
                         sessions settings: SessionSettings = SessionSettings(),
-                        assertions: IdentityAssertionVerifier? = nil) -> Router<CMKRequestContext> {
+                        assertions: IdentityAssertionVerifier? = nil, tls: ListenerTLS? = nil) -> Router<CMKRequestContext> {
     let prometheus = MetricsBootstrap.registry
     let router = Router(context: CMKRequestContext.self)
     router.add(middleware: ErrorMiddleware())
     router.add(middleware: MetricsMiddleware())
+    if tls != nil { router.add(middleware: StrictTransportSecurityMiddleware()) }
     router.get("healthz") { _, _ in
         Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#)))
     }
@@ -36,8 +40,14 @@ public func buildRouter(gateway: Gateway, openAPI: ByteBuffer?,
         if await gateway.platform.status().state != .available { reasons.append("the platform token is not available") }
         if gateway.audit.store.failure != nil { reasons.append("the audit log cannot record; see the server log") }
         if let witness = gateway.audit.witnessProblem() { reasons.append(witness) }
-        let body = reasons.isEmpty ? #"{"status":"ready"}"# : String(decoding: (try? JSONEncoder.api.encode(
-            ["status": "not_ready", "reason": reasons.joined(separator: "; ")])) ?? Data(#"{"status":"not_ready"}"#.utf8), as: UTF8.self)
+        let certificate = tls?.files.status
+        if let certificate, certificate.notAfter <= Date() {
+            reasons.append("the TLS certificate in service expired at \(certificate.notAfter); renew \(certificate.certificate)")
+        }
+        struct Readiness: Encodable { var status: String; var reason: String?; var tls: CertificateFiles.Status? }
+        let readiness = Readiness(status: reasons.isEmpty ? "ready" : "not_ready", reason: reasons.isEmpty ? nil : reasons.joined(separator: "; "),
+                                  tls: certificate)
+        let body = String(decoding: (try? JSONEncoder.api.encode(readiness)) ?? Data(#"{"status":"not_ready"}"#.utf8), as: UTF8.self)
         return Response(status: reasons.isEmpty ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
                         body: .init(byteBuffer: ByteBuffer(string: body)))
     }
@@ -64,9 +74,33 @@ public func buildRouter(gateway: Gateway, openAPI: ByteBuffer?,
     LifecycleController(gateway: gateway).register(on: api)
     let nodes = NodeController(gateway: gateway)
     nodes.registerAdministrative(on: api)
-    nodes.registerNode(open: router.group("node/v1"),
-                       signed: router.group("node/v1").add(middleware: NodeAuthenticationMiddleware(gateway: gateway, nonces: NonceCache())))
+    let open = router.group("node/v1"), signed = router.group("node/v1")
+    if tls?.requireNodeClientCertificates == true {
+        open.add(middleware: NodeClientCertificateMiddleware())
+        signed.add(middleware: NodeClientCertificateMiddleware())
+    }
+    nodes.registerNode(open: open, signed: signed.add(middleware: NodeAuthenticationMiddleware(gateway: gateway, nonces: NonceCache())))
     return router
+}
+
+/// The listener's TLS: the certificate files in service and whether nodes must present a client
+/// certificate (`tls.nodeClientCA`).
+public struct ListenerTLS: Sendable {
+    public let files: CertificateFiles
+    public let configuration: TLSConfiguration
+    public let requireNodeClientCertificates: Bool
+
+    /// Reads the files; a problem is a `ConfigurationError` naming the file.
+    public init(_ settings: TLSSettings) throws {
+        do {
+            files = try CertificateFiles(certificate: settings.certificate, key: settings.privateKey, metrics: MetricsBootstrap.registry, prefix: "cmk")
+            let clientCA = try settings.nodeClientCA.map(ServerTLS.certificates(at:))
+            configuration = ServerTLS.configuration(files, clientCertificates: clientCA.map { .optional(ca: $0) } ?? .none)
+            requireNodeClientCertificates = clientCA != nil
+        } catch let failure as CertificateFiles.Failure {
+            throw ConfigurationError("tls: \(failure)")
+        }
+    }
 }
 
 /// Re-probes every linked key on a schedule; stops with the service group.
@@ -212,6 +246,8 @@ extension Task where Success == Never, Failure == Never {
 public func buildApplication(_ configuration: ServerConfiguration, openAPIPath: String? = nil) async throws -> some ApplicationProtocol {
     var logger = Logger(label: "cmk")
     logger.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
+    // Read first: a bad certificate stops the start before any keystore is opened.
+    let tls = try configuration.tls.map(ListenerTLS.init)
     let pkcs11 = PKCS11Keystore()
     let audit = try await openAuditLog(configuration.audit, pkcs11: pkcs11, logger: logger)
     let gateway = try await Gateway.start(configuration, audit: audit, pkcs11: pkcs11, logger: logger)
@@ -225,12 +261,26 @@ public func buildApplication(_ configuration: ServerConfiguration, openAPIPath: 
     if configuration.probeIntervalSeconds > 0 {
         services.append(ProbeScheduler(gateway: gateway, interval: .seconds(configuration.probeIntervalSeconds)))
     }
+    // A connection that sends nothing (or trickles a request's head) is closed after the
+    // idle timeout; responses being written, event streams among them, are not cut.
+    let http1 = HTTP1Channel.Configuration(idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds)))
+    let server: HTTPServerBuilder
+    if let settings = configuration.tls, let listener = tls {
+        server = try .tls(.http1(configuration: http1), tlsConfiguration: listener.configuration)
+        services.append(CertificateReloader(files: [listener.files], interval: .seconds(settings.reloadIntervalSeconds), logger: logger))
+        logger.notice("serving HTTPS", metadata: ["fingerprint": "\(listener.files.status.fingerprint)", "notAfter": "\(listener.files.status.notAfter)",
+                                                 "nodeClientCertificates": "\(listener.requireNodeClientCertificates ? "required" : "not asked")"])
+    } else {
+        server = .http1(configuration: http1)
+        if !ServerTLS.isLoopback(configuration.host) {
+            logger.warning("serving plain HTTP on a non-loopback address: session cookies, codes and node traffic cross the network in clear, and browsers keep no Secure cookie off localhost; configure \"tls\"",
+                           metadata: ["host": "\(configuration.host)"])
+        }
+    }
     var application = Application(
         router: buildRouter(gateway: gateway, openAPI: openAPI, sessions: configuration.sessions,
-                            assertions: assertions),
-        // A connection that sends nothing (or trickles a request's head) is closed after the
-        // idle timeout; responses being written, event streams among them, are not cut.
-        server: .http1(configuration: .init(idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds)))),
+                            assertions: assertions, tls: tls),
+        server: server,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "openkcm-cmk"),
         logger: logger)
     for service in services { application.addServices(service) }

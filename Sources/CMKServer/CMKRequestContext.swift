@@ -1,6 +1,7 @@
 import Audit
 import Foundation
 import Hummingbird
+import NIOCore
 import Registry
 
 /// Who is calling. Set by `AuthenticationMiddleware`; every `/api/v1` route requires one.
@@ -20,6 +21,8 @@ public struct CMKRequestContext: RequestContext {
     public var node: Node?
     /// The client's IP address, for the audit record.
     public let clientAddress: String?
+    /// The connection: its TLS client certificate, if any, is read from it.
+    public let channel: any Channel
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
@@ -27,6 +30,7 @@ public struct CMKRequestContext: RequestContext {
         self.principal = nil
         self.node = nil
         self.clientAddress = source.channel.remoteAddress?.ipAddress
+        self.channel = source.channel
     }
 
     /// The caller as the audit log records it.

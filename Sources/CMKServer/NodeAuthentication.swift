@@ -2,9 +2,11 @@ import Audit
 import Crypto
 import Foundation
 import Hummingbird
+import Metrics
 import NIOConcurrencyHelpers
 import NodeProtocol
 import Registry
+import TLSSupport
 
 /// Authenticates regional nodes by their identity: every request carries the node id, a
 /// timestamp, a nonce and an Ed25519 signature over
@@ -92,4 +94,32 @@ final class NonceCache: Sendable {
     }
 
     var count: Int { state.withLockedValue { $0.seen.count } }
+}
+
+/// With `tls.nodeClientCA` set, every `/node/v1` call (enrolment and acknowledgements
+/// included) must come on a connection whose client certificate that CA issued. The TLS layer
+/// has already verified any certificate presented; this refuses connections that presented none
+/// (the listener cannot require one of everyone: browsers use it too).
+struct NodeClientCertificateMiddleware: RouterMiddleware {
+    typealias Context = CMKRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard await ServerTLS.peerCertificate(of: context.channel) != nil else {
+            Counter(label: "cmk_node_client_certificate_refusals_total").increment()
+            throw APIError(.unauthorized, code: "client_certificate_required",
+                           "this gateway requires nodes to present a client certificate from the nodes' CA (tls.nodeClientCA)")
+        }
+        return try await next(request, context)
+    }
+}
+
+/// HTTPS only, once a browser has seen it (the session cookie is `Secure` already).
+struct StrictTransportSecurityMiddleware: RouterMiddleware {
+    typealias Context = CMKRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var response = try await next(request, context)
+        response.headers[.strictTransportSecurity] = "max-age=31536000"
+        return response
+    }
 }

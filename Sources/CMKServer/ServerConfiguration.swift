@@ -194,6 +194,8 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     /// Seconds a connection may stay idle, or take to send a request's head, before it is closed
     /// (5–600). Responses being written, event streams among them, are not cut.
     public var idleTimeoutSeconds: Int = 30
+    /// HTTPS for the listener (portal, Management API, node API); nil: plain HTTP, for loopback.
+    public var tls: TLSSettings?
 
     public init(host: String = "127.0.0.1", port: Int = 8080, database: String = "cmk.sqlite", keystores: [Keystore] = [],
                 platform: Platform, probeIntervalSeconds: Int = 60,
@@ -211,7 +213,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case host, port, database, keystores, platform, probeIntervalSeconds, logLevel, audit, leaseSeconds, sessions, streamHeartbeatSeconds
-        case lifecycle, idleTimeoutSeconds, appCredentialSigningKey
+        case lifecycle, idleTimeoutSeconds, appCredentialSigningKey, tls
     }
 
     public init(from decoder: any Decoder) throws {
@@ -230,6 +232,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         lifecycle = try container.decodeIfPresent(LifecycleSettings.self, forKey: .lifecycle) ?? LifecycleSettings()
         idleTimeoutSeconds = try container.decodeIfPresent(Int.self, forKey: .idleTimeoutSeconds) ?? 30
         appCredentialSigningKey = try container.decodeIfPresent(String.self, forKey: .appCredentialSigningKey)
+        tls = try container.decodeIfPresent(TLSSettings.self, forKey: .tls)
     }
 
     /// Where the app credential signing key is.
@@ -240,7 +243,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     static let allowedKeys: Set<String> = ["host", "port", "database", "keystores", "platform",
                                            "probeIntervalSeconds", "logLevel", "audit", "leaseSeconds", "sessions",
                                            "streamHeartbeatSeconds", "lifecycle", "idleTimeoutSeconds",
-                                           "appCredentialSigningKey"]
+                                           "appCredentialSigningKey", "tls"]
 
     /// Reads `path`, applies `CMK_*` overrides from `environment`, validates.
     public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ServerConfiguration {
@@ -267,6 +270,12 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
                 guard unknownApprovals.isEmpty else {
                     throw ConfigurationError("\(path) has unknown keys in \"lifecycle.approvals\": \(unknownApprovals.sorted().joined(separator: ", "))")
                 }
+            }
+        }
+        if let tls = object["tls"] as? [String: Any] {
+            let unknownTLS = Set(tls.keys).subtracting(TLSSettings.allowedKeys)
+            guard unknownTLS.isEmpty else {
+                throw ConfigurationError("\(path) has unknown keys in \"tls\": \(unknownTLS.sorted().joined(separator: ", "))")
             }
         }
         if let audit = object["audit"] as? [String: Any] {
@@ -296,6 +305,10 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         configuration.audit.signingKey = resolve(configuration.audit.signingKey)
         configuration.audit.witnessDirectory = configuration.audit.witnessDirectory.map(resolve)
         configuration.audit.hsm = configuration.audit.hsm.map { .init(profile: resolve($0.profile), keyLabel: $0.keyLabel) }
+        if var tls = configuration.tls {
+            (tls.certificate, tls.privateKey, tls.nodeClientCA) = (resolve(tls.certificate), resolve(tls.privateKey), tls.nodeClientCA.map(resolve))
+            configuration.tls = tls
+        }
         if let jwks = configuration.sessions.identityAssertion?.jwksFile { configuration.sessions.identityAssertion?.jwksFile = resolve(jwks) }
         try configuration.validate()
         return configuration
@@ -336,12 +349,44 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         }
         try lifecycle.validate()
         guard (5...600).contains(idleTimeoutSeconds) else { throw ConfigurationError("idleTimeoutSeconds must be between 5 and 600") }
+        if let tls, !(1...86_400).contains(tls.reloadIntervalSeconds) {
+            throw ConfigurationError("tls.reloadIntervalSeconds must be between 1 and 86400")
+        }
         guard audit.checkpointEvery > 0, audit.checkpointIntervalSeconds > 0 else {
             throw ConfigurationError("audit.checkpointEvery and audit.checkpointIntervalSeconds must be positive")
         }
         guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel) else {
             throw ConfigurationError("logLevel must be one of trace, debug, info, notice, warning, error, critical")
         }
+    }
+}
+
+/// `tls` in the configuration (Docs/Configuration.md §TLS).
+public struct TLSSettings: Codable, Sendable, Equatable {
+    /// PEM certificate chain, the server's certificate first.
+    public var certificate: String
+    /// PEM private key (unencrypted; no access for other users).
+    public var privateKey: String
+    /// PEM bundle of the CA(s) that issue nodes' client certificates. Set: every `/node/v1` call
+    /// must arrive on a connection whose client certificate this CA issued (mTLS); browsers and
+    /// API clients are not asked for one. Read at start.
+    public var nodeClientCA: String?
+    /// How often the certificate and key files are read again (SIGHUP: at once).
+    public var reloadIntervalSeconds: Int = 30
+
+    public init(certificate: String, privateKey: String, nodeClientCA: String? = nil, reloadIntervalSeconds: Int = 30) {
+        (self.certificate, self.privateKey, self.nodeClientCA, self.reloadIntervalSeconds) = (certificate, privateKey, nodeClientCA, reloadIntervalSeconds)
+    }
+
+    enum CodingKeys: String, CodingKey { case certificate, privateKey, nodeClientCA, reloadIntervalSeconds }
+    static let allowedKeys: Set<String> = ["certificate", "privateKey", "nodeClientCA", "reloadIntervalSeconds"]
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        certificate = try c.decode(String.self, forKey: .certificate)
+        privateKey = try c.decode(String.self, forKey: .privateKey)
+        nodeClientCA = try c.decodeIfPresent(String.self, forKey: .nodeClientCA)
+        reloadIntervalSeconds = try c.decodeIfPresent(Int.self, forKey: .reloadIntervalSeconds) ?? 30
     }
 }
 

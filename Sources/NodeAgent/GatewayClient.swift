@@ -7,6 +7,7 @@ import NIOCore
 import NIOHTTP1
 import NodeProtocol
 import PKCS11
+import TLSSupport
 
 /// The node's side of the gateway's `/node/v1` API: every call signed with the node's identity
 /// (see `NodeProtocol.requestMessage`), bounded by a timeout, and answered with typed values
@@ -80,10 +81,13 @@ public final class GatewayClient: Sendable {
     private let signingKey: Curve25519.Signing.PrivateKey
     private let hpkeKey: Curve25519.KeyAgreement.PrivateKey
     private let http: HTTPClient
+    /// For an HTTPS gateway: its CA and this node's client certificate (nil: system roots, none).
+    private let tls: ClientTLS?
     public let timeout: TimeAmount
 
     public init(base: String, nodeID: String, signingKey: Curve25519.Signing.PrivateKey, hpkeKey: Curve25519.KeyAgreement.PrivateKey,
-                http: HTTPClient, timeout: TimeAmount = .seconds(10)) {
+                http: HTTPClient, tls: ClientTLS? = nil, timeout: TimeAmount = .seconds(10)) {
+        self.tls = tls
         self.base = base.hasSuffix("/") ? String(base.dropLast()) : base
         self.nodeID = nodeID
         self.signingKey = signingKey
@@ -104,7 +108,7 @@ public final class GatewayClient: Sendable {
     }
 
     public static func enrol(base: String, token: String, signingKey: Curve25519.Signing.PrivateKey,
-                             hpkeKey: Curve25519.KeyAgreement.PublicKey, http: HTTPClient) async throws -> Enrolment {
+                             hpkeKey: Curve25519.KeyAgreement.PublicKey, http: HTTPClient, tls: ClientTLS? = nil) async throws -> Enrolment {
         let signing = signingKey.publicKey.rawRepresentation, hpke = hpkeKey.rawRepresentation
         let proof = try signingKey.signature(for: NodeProtocol.enrolmentProofMessage(token: token, signingKey: signing, hpkeKey: hpke))
         let body = try JSONEncoder().encode([
@@ -112,7 +116,8 @@ public final class GatewayClient: Sendable {
             "proof": proof.base64EncodedString(),
         ])
         let base = base.hasSuffix("/") ? String(base.dropLast()) : base
-        let (status, data) = try await send(http: http, url: base + "/node/v1/enrol", method: .POST, body: body, headers: [], timeout: .seconds(10))
+        let (status, data) = try await send(http: http, tls: tls, url: base + "/node/v1/enrol", method: .POST, body: body, headers: [],
+                                            timeout: .seconds(10))
         guard status == 201 else { throw failure(status: status, data) }
         return try decode(Enrolment.self, data)
     }
@@ -170,7 +175,7 @@ public final class GatewayClient: Sendable {
     public func acknowledge(statement: String, signature: Data) async throws {
         let body = try JSONEncoder().encode(["statement": statement, "signature": signature.base64EncodedString()])
         // Self-authenticating: the statement is signed with this node's key and names it.
-        let (status, data) = try await Self.send(http: http, url: base + "/node/v1/acks", method: .POST, body: body, headers: [],
+        let (status, data) = try await Self.send(http: http, tls: tls, url: base + "/node/v1/acks", method: .POST, body: body, headers: [],
                                                  timeout: timeout)
         guard status == 201 else {
             let failure = Self.failure(status: status, data)
@@ -226,6 +231,7 @@ public final class GatewayClient: Sendable {
         // events were held back on the way.
         let received = NIOLockedValueBox(after)
         request.headers.add(name: "Accept", value: "text/event-stream")
+        request.tlsConfiguration = tls?.configuration
         let http = self.http, streamRequest = request
         let lastActivity = NIOLockedValueBox(ContinuousClock.now)
         // Liveness comes from the gateway's heartbeats: a watchdog ends a silent connection.
@@ -278,12 +284,13 @@ public final class GatewayClient: Sendable {
 
     private func call(_ method: HTTPMethod, _ path: String, body: Data, nonce: String = NodeProtocol.randomNonce()) async throws -> (Int, Data) {
         let headers = try NodeProtocol.signedHeaders(node: nodeID, key: signingKey, method: method.rawValue, path: path, body: body, nonce: nonce)
-        return try await Self.send(http: http, url: base + path, method: method, body: body, headers: headers, timeout: timeout)
+        return try await Self.send(http: http, tls: tls, url: base + path, method: method, body: body, headers: headers, timeout: timeout)
     }
 
-    private static func send(http: HTTPClient, url: String, method: HTTPMethod, body: Data, headers: [(String, String)],
+    private static func send(http: HTTPClient, tls: ClientTLS?, url: String, method: HTTPMethod, body: Data, headers: [(String, String)],
                              timeout: TimeAmount) async throws -> (Int, Data) {
         var request = HTTPClientRequest(url: url)
+        request.tlsConfiguration = tls?.configuration
         request.method = method
         request.headers.add(name: "Content-Type", value: "application/json")
         for (name, value) in headers { request.headers.add(name: name, value: value) }

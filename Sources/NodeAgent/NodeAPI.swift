@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import TLSSupport
 
 /// The node's application API, for the programs next to it (bind it to loopback, or protect
 /// it at the network layer — see Docs/Architecture.md §13):
@@ -19,10 +20,13 @@ import NIOCore
 /// `unknown_tenant` (404), `invalid_ciphertext` (422), `bad_request` (400).
 public struct NodeAPI: Sendable {
     let runtime: NodeRuntime
+    /// The API's own certificate, when it serves HTTPS.
+    let listenerTLS: CertificateFiles?
     static let maxBody = 1024 * 1024
 
-    public init(runtime: NodeRuntime) {
+    public init(runtime: NodeRuntime, listenerTLS: CertificateFiles? = nil) {
         self.runtime = runtime
+        self.listenerTLS = listenerTLS
     }
 
     struct Failure: HTTPResponseError {
@@ -123,6 +127,9 @@ public struct NodeAPI: Sendable {
         var leases: [Lease]
         /// Application requests refused, by reason.
         var refusals: [String: Int]
+        /// The API's certificate and the client certificate presented to the gateway, when used.
+        var tls: CertificateFiles.Status?
+        var gatewayClientCertificate: CertificateFiles.Status?
     }
 
     func status() -> Status {
@@ -132,7 +139,8 @@ public struct NodeAPI: Sendable {
                       leases: runtime.keyring.leases.sorted { $0.key < $1.key }.map {
                           Status.Lease(tenant: $0.key, expiresAt: $0.value, remainingSeconds: max(0, $0.value.timeIntervalSince(now)))
                       },
-                      refusals: Dictionary(uniqueKeysWithValues: runtime.applications.refusals.map { ($0.key.rawValue, $0.value) }))
+                      refusals: Dictionary(uniqueKeysWithValues: runtime.applications.refusals.map { ($0.key.rawValue, $0.value) }),
+                      tls: listenerTLS?.status, gatewayClientCertificate: runtime.configuration.gatewayTLS?.identity?.status)
     }
 
     private func json(_ value: some Encodable) throws -> Response {

@@ -4,7 +4,9 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NodeProtocol
+import Prometheus
 import ServiceLifecycle
+import TLSSupport
 
 /// A running regional node: its identity, the keys it holds (`NodeKeyring`), and the loops
 /// that keep them honest — the Orbital event stream (purge and signed acknowledgement on a
@@ -26,6 +28,10 @@ public final class NodeRuntime: Service, Sendable {
         public var maximumBackoff: Duration = .seconds(5)
         /// Replace the node's keys at start (a routine rotation; `cmk node --rekey`).
         public var rekey = false
+        /// For an HTTPS gateway: the CA to trust and the node's client certificate (mTLS).
+        public var gatewayTLS: ClientTLS?
+        /// The node's `/metrics` registry (application refusals, TLS reloads).
+        public var metrics = PrometheusCollectorRegistry()
 
         public init(gateway: String, region: String, dataDirectory: String, enrolmentToken: String? = nil) {
             self.gateway = gateway
@@ -67,7 +73,7 @@ public final class NodeRuntime: Service, Sendable {
     public let configuration: Configuration
     public let keyring: NodeKeyring
     /// Who may use the application API (credentials the gateway signed).
-    public let applications = AppAuthenticator()
+    public let applications: AppAuthenticator
     public let client: GatewayClient
     public let http: HTTPClient
     private let ownsHTTP: Bool
@@ -96,7 +102,8 @@ public final class NodeRuntime: Service, Sendable {
                 let enrolment: GatewayClient.Enrolment
                 do {
                     enrolment = try await GatewayClient.enrol(base: configuration.gateway, token: token, signingKey: identity.signingKey,
-                                                              hpkeKey: identity.hpkeKey.publicKey, http: client)
+                                                              hpkeKey: identity.hpkeKey.publicKey, http: client,
+                                                              tls: configuration.gatewayTLS)
                 } catch let failure as GatewayClient.Failure {
                     throw Failure(description: "enrolment refused: \(failure)")
                 }
@@ -126,7 +133,8 @@ public final class NodeRuntime: Service, Sendable {
     static func settleKeys(_ identity: NodeIdentity, configuration: Configuration, http: HTTPClient, logger: Logger) async throws -> NodeIdentity {
         guard let id = identity.state.id else { return identity }
         func client(_ identity: NodeIdentity) -> GatewayClient {
-            GatewayClient(base: configuration.gateway, nodeID: id, signingKey: identity.signingKey, hpkeKey: identity.hpkeKey, http: http)
+            GatewayClient(base: configuration.gateway, nodeID: id, signingKey: identity.signingKey, hpkeKey: identity.hpkeKey, http: http,
+                          tls: configuration.gatewayTLS)
         }
         var identity = identity
         if identity.pendingKeys != nil {
@@ -154,9 +162,11 @@ public final class NodeRuntime: Service, Sendable {
 
     private init(configuration: Configuration, identity: NodeIdentity, http: HTTPClient, ownsHTTP: Bool, logger: Logger) {
         self.configuration = configuration
+        applications = AppAuthenticator(metrics: configuration.metrics)
         let id = identity.state.id!
         keyring = NodeKeyring(nodeID: id, signingKey: identity.signingKey)
-        client = GatewayClient(base: configuration.gateway, nodeID: id, signingKey: identity.signingKey, hpkeKey: identity.hpkeKey, http: http)
+        client = GatewayClient(base: configuration.gateway, nodeID: id, signingKey: identity.signingKey, hpkeKey: identity.hpkeKey, http: http,
+                               tls: configuration.gatewayTLS)
         if let pinned = identity.state.gatewayKey.flatMap({ Data(base64Encoded: $0) }).flatMap({ try? Curve25519.Signing.PublicKey(rawRepresentation: $0) }) {
             client.gatewayKey.withLockedValue { $0 = pinned }
         }

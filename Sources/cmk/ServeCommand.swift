@@ -22,7 +22,13 @@ struct Serve: AsyncParsableCommand {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             throw ExitCode(ExitStatus.badInput.rawValue)
         }
-        let application = try await buildApplication(configuration, openAPIPath: openAPI)
+        let application: any ApplicationProtocol
+        do {
+            application = try await buildApplication(configuration, openAPIPath: openAPI)
+        } catch let error as ConfigurationError {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(ExitStatus.badInput.rawValue)
+        }
         try await application.runService()
     }
 }

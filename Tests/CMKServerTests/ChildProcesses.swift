@@ -74,21 +74,43 @@ struct ChildServer {
     let credentials = Credentials()
     static let adminPassword = "child admin passphrase 0123"
 
+    /// HTTPS for the child: its certificate files, the CA curl trusts, the host name it is
+    /// called by (resolved to 127.0.0.1 by curl).
+    struct TLS {
+        var certificate: String
+        var key: String
+        var ca: String
+        var host = "localhost"
+        var nodeClientCA: String?
+        var reloadIntervalSeconds = 3600
+    }
+    /// What every curl call to this server needs (the CA, the name's address); empty for HTTP.
+    let curlOptions: [String]
+
     /// `keystores` adds JSON keystore entries (cloud keystores) after `hsm`.
     /// `extraConfiguration`: more top-level members of cmk.json (`"lifecycle": {…}`).
     init(token: String, fixture: SoftHSMFixture, logLevel: String, leaseSeconds: Int = 30, environment: [String: String] = [:],
-         keystores: [String] = [], extraConfiguration: String? = nil, probeIntervalSeconds: Int = 0) throws {
+         keystores: [String] = [], extraConfiguration: String? = nil, probeIntervalSeconds: Int = 0, tls: TLS? = nil) throws {
         let cmk = try builtProduct("cmk")
         directory = NSTemporaryDirectory() + "cmk-child-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try JSONEncoder().encode(fixture.profile(token)).write(to: URL(fileURLWithPath: "\(directory)/profile.json"))
         self.fixture = fixture
         port = Int.random(in: 20_000...45_000)
-        base = "http://127.0.0.1:\(port)"
+        var extra = extraConfiguration.map { [$0] } ?? []
+        if let tls {
+            base = "https://\(tls.host):\(port)"
+            curlOptions = ["--cacert", tls.ca, "--resolve", "\(tls.host):\(port):127.0.0.1"]
+            extra.append(#""tls": {"certificate": "\#(tls.certificate)", "privateKey": "\#(tls.key)", "reloadIntervalSeconds": \#(tls.reloadIntervalSeconds)"#
+                         + (tls.nodeClientCA.map { #", "nodeClientCA": "\#($0)""# } ?? "") + "}")
+        } else {
+            base = "http://127.0.0.1:\(port)"
+            curlOptions = []
+        }
         let config = """
         {"port": \(port), "database": "cmk.sqlite", "keystores": [{"id": "hsm", "profile": "profile.json"}\(keystores.map { ", " + $0 }.joined())],
          "platform": {"profile": "profile.json"}, "probeIntervalSeconds": \(probeIntervalSeconds), "logLevel": "\(logLevel)",
-         "leaseSeconds": \(leaseSeconds)\(extraConfiguration.map { ", " + $0 } ?? "")}
+         "leaseSeconds": \(leaseSeconds)\(extra.map { ", " + $0 }.joined())}
         """
         try Data(config.utf8).write(to: URL(fileURLWithPath: "\(directory)/cmk.json"))
         child = ChildProcess(executable: cmk, arguments: ["serve", "--config", "\(directory)/cmk.json"], logPath: "\(directory)/server.log",
@@ -106,7 +128,7 @@ struct ChildServer {
     var logs: Data { FileManager.default.contents(atPath: child.logPath) ?? Data() }
     /// curl arguments for an administrator's request: the session cookie and CSRF header.
     var auth: [String] {
-        ["-H", "Cookie: cmk_session=\(credentials.cookie)", "-H", "X-CSRF-Token: \(credentials.csrf)", "-H", "Content-Type: application/json"]
+        curlOptions + ["-H", "Cookie: cmk_session=\(credentials.cookie)", "-H", "X-CSRF-Token: \(credentials.csrf)", "-H", "Content-Type: application/json"]
     }
 
     func cmk(_ arguments: [String]) throws -> SoftHSMFixture.RunResult {
@@ -135,7 +157,7 @@ struct ChildServer {
         // A step not used before by this account (steps only move forward).
         let code = totp.code(secret: secret, step: totp.step(at: Date()) + (credentials.cookie.isEmpty ? 0 : 1))
         let login = try SoftHSMFixture.run("/usr/bin/env", [
-            "curl", "-s", "-D", "-", "--max-time", "20", "-H", "Content-Type: application/json",
+            "curl", "-s", "-D", "-", "--max-time", "20", "-H", "Content-Type: application/json"] + curlOptions + [
             "-d", #"{"username":"admin","password":"\#(Self.adminPassword)","totp":"\#(code)"}"#, "\(base)/api/v1/session"])
         guard let cookieLine = login.output.split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("set-cookie: cmk_session=") }),
               let body = login.output.components(separatedBy: "\r\n\r\n").last,
@@ -156,7 +178,7 @@ struct ChildServer {
             throw SoftHSMFixture.FixtureError(message: "cmk admin create \(username): \(created.error)")
         }
         let person = Person(username: username, secret: Base32.decode(String(line.split(separator: " ").last!)) ?? [])
-        try person.logIn(base)
+        try person.logIn(base, curlOptions: curlOptions)
         return person
     }
 
@@ -198,6 +220,7 @@ final class Person: @unchecked Sendable {
     let secret: [UInt8]
     var cookie = ""
     var csrf = ""
+    var curlOptions: [String] = []
     private var lastStep: Int64 = 0
 
     init(username: String, secret: [UInt8]) {
@@ -213,9 +236,10 @@ final class Person: @unchecked Sendable {
         return totp.code(secret: secret, step: step)
     }
 
-    func logIn(_ base: String) throws {
+    func logIn(_ base: String, curlOptions: [String] = []) throws {
+        self.curlOptions = curlOptions
         let login = try SoftHSMFixture.run("/usr/bin/env", [
-            "curl", "-s", "-D", "-", "--max-time", "20", "-H", "Content-Type: application/json",
+            "curl", "-s", "-D", "-", "--max-time", "20", "-H", "Content-Type: application/json"] + curlOptions + [
             "-d", #"{"username":"\#(username)","password":"\#(ChildServer.adminPassword)","totp":"\#(nextCode())"}"#, "\(base)/api/v1/session"])
         guard let cookieLine = login.output.split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("set-cookie: cmk_session=") }),
               let body = login.output.components(separatedBy: "\r\n\r\n").last,
@@ -227,7 +251,7 @@ final class Person: @unchecked Sendable {
     }
 
     var auth: [String] {
-        ["-H", "Cookie: cmk_session=\(cookie)", "-H", "X-CSRF-Token: \(csrf)", "-H", "Content-Type: application/json"]
+        curlOptions + ["-H", "Cookie: cmk_session=\(cookie)", "-H", "X-CSRF-Token: \(csrf)", "-H", "Content-Type: application/json"]
     }
 }
 
@@ -238,12 +262,15 @@ struct ChildNode {
     let child: ChildProcess
     /// The server whose app credentials the tests' application calls present.
     var issuer: ChildServer?
+    /// For an API served over HTTPS (`--tls-certificate` in `extraArguments`): the CA to trust.
+    let curlOptions: [String]
 
     init(gateway: String, region: String, enrolmentToken: String?, in parent: String, name: String, port: Int = Int.random(in: 20_000...45_000),
-         extraArguments: [String] = [], issuer: ChildServer? = nil) throws {
+         extraArguments: [String] = [], issuer: ChildServer? = nil, apiCA: String? = nil) throws {
         self.issuer = issuer
         directory = "\(parent)/\(name)"
-        base = "http://127.0.0.1:\(port)"
+        base = apiCA == nil ? "http://127.0.0.1:\(port)" : "https://localhost:\(port)"
+        curlOptions = apiCA.map { ["--cacert", $0] } ?? []
         var arguments = ["node", "--gateway", gateway, "--region", region, "--data-dir", directory, "--listen", "127.0.0.1:\(port)",
                          "--log-level", "debug"] + extraArguments
         if let enrolmentToken {
@@ -295,8 +322,8 @@ extension ChildProcessTests {
         throw SoftHSMFixture.FixtureError(message: "timed out waiting for \(what)")
     }
 
-    func waitUntilUp(_ base: String) async throws {
-        try await eventually(20, "\(base) to answer") { try http(["\(base)/healthz"]).status == 200 }
+    func waitUntilUp(_ base: String, curlOptions: [String] = []) async throws {
+        try await eventually(20, "\(base) to answer") { try http(curlOptions + ["\(base)/healthz"]).status == 200 }
     }
 
     /// A tenant with a linked L1 key; returns the link id.
@@ -311,7 +338,7 @@ extension ChildProcessTests {
 
     func enrolmentToken(_ server: ChildServer, region: String) throws -> String {
         // Node enrolment is the platform operator's duty, not a security administrator's.
-        let issued = try http(["-H", "Authorization: Bearer \(try server.operatorToken())", "-H", "Content-Type: application/json",
+        let issued = try http(server.curlOptions + ["-H", "Authorization: Bearer \(try server.operatorToken())", "-H", "Content-Type: application/json",
                                "-d", #"{"region":"\#(region)"}"#, "\(server.base)/api/v1/nodes/enrolments"])
         guard let token = issued.json["token"] as? String else { throw SoftHSMFixture.FixtureError(message: "no token: \(issued.body)") }
         return token
@@ -325,11 +352,11 @@ extension ChildProcessTests {
         return node
     }
 
-    func status(_ node: ChildNode) throws -> [String: Any] { try http(["\(node.base)/v1/status"]).json }
+    func status(_ node: ChildNode) throws -> [String: Any] { try http(node.curlOptions + ["\(node.base)/v1/status"]).json }
 
     /// An application's call to a node for `tenant`, with the tenant's app credential.
     func application(_ node: ChildNode, _ tenant: String, _ operation: String, _ body: String) throws -> HTTPResult {
         let bearer = try node.issuer.map { ["-H", "Authorization: Bearer \(try $0.appCredential(for: tenant))"] } ?? []
-        return try http(bearer + ["-d", body, "\(node.base)/v1/tenants/\(tenant)/\(operation)"])
+        return try http(node.curlOptions + bearer + ["-d", body, "\(node.base)/v1/tenants/\(tenant)/\(operation)"])
     }
 }
