@@ -265,8 +265,8 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "JWTKit", package: "jwt-kit"),
             ],
-            // The browser walk, run by PortalTests and Scripts/screenshots with python3.
-            exclude: ["portal_e2e.py"]
+            // The browser walks, run by PortalTests (and Scripts/screenshots) with python3.
+            exclude: ["portal_e2e.py", "portal_tls.py"]
         ),
     ],
     swiftLanguageModes: [.v6]

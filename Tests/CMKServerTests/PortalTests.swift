@@ -133,6 +133,39 @@ import TestSupport
         #expect(link?["state"] as? String == "LINKED" && link?["epoch"] as? Int == 2, "\(links.body)")
     }
 
+    /// The portal over HTTPS on a real host name (cmk.example.test, a certificate from a CA made
+    /// here and trusted by the browser as a company CA would be): log in, the session cookie is
+    /// Secure, HttpOnly, SameSite=Strict and host-only, it survives a reload and carries a change.
+    /// The steps are in portal_tls.py.
+    @Test func thePortalWorksOverTLSOnARealHostName() async throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/chromium"), FileManager.default.isExecutableFile(atPath: "/usr/bin/certutil") else {
+            throw SoftHSMFixture.FixtureError(message: "install chromium, chromium-driver and libnss3-tools (Scripts/test does)")
+        }
+        let pki = NSTemporaryDirectory() + "cmk-portal-tls-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: pki) }
+        let ca = try TestCA(directory: pki + "/ca")
+        let issued = try ca.issue("gateway", commonName: "cmk.example.test", dnsNames: ["cmk.example.test"])
+        let server = try ChildServer(token: "orbital", fixture: SoftHSMFixture.shared, logLevel: "info",
+                                     tls: .init(certificate: issued.certificate, key: issued.key, ca: ca.certificatePath, host: "cmk.example.test"))
+        defer { server.stopAndRemove() }
+        try await waitUntilUp(server.base, curlOptions: server.curlOptions)
+        try server.createAdmin()
+        let totp = TOTP()
+        let code = totp.code(secret: Base32.decode(server.credentials.totpSecret) ?? [], step: totp.step(at: Date()))
+        let script = SoftHSMFixture.repositoryRoot + "/Tests/CMKServerTests/portal_tls.py"
+        let result = try SoftHSMFixture.run("/usr/bin/env", ["python3", script, "--base", server.base, "--ca", ca.certificatePath, "--home", pki + "/home"],
+                                            environment: ["SE_OFFLINE": "true", "PORTAL_USERNAME": "admin", "PORTAL_PASSWORD": ChildServer.adminPassword,
+                                                          "PORTAL_TOTP_CODE": code])
+        #expect(result.status == 0, "\(result.output)\n\(result.error)")
+        for step in ["login page over https on cmk.example.test", "dashboard: admin", "cookie: Secure HttpOnly SameSite=Strict, host-only on cmk.example.test",
+                     "session kept across a reload", "a change made with the cookie and the CSRF header: 201", "portal over TLS: passed"] {
+            #expect(result.output.contains(step), "missing step \(step): \(result.output)")
+        }
+        #expect(try admin(server, "GET", "/api/v1/tenants/tls-tenant").status == 401, "curl holds no session: the browser made the tenant")
+        let token = try server.automationToken()
+        #expect(try http(server.curlOptions + ["-H", "Authorization: Bearer \(token)", "\(server.base)/api/v1/tenants/tls-tenant"]).status == 200)
+    }
+
     /// A person made with `cmk admin create` who has not logged in yet (the browser does, with
     /// the first code): returns the TOTP secret. The password is `ChildServer.adminPassword`.
     func newPerson(_ server: ChildServer, _ username: String, role: String) throws -> String {
