@@ -20,17 +20,7 @@ public struct Ed25519FileSigner: CheckpointSigner {
     public let verifierKey: VerifierKey
 
     public init(path: String, keyName: String) throws {
-        var status = stat()
-        guard stat(path, &status) == 0 else {
-            throw AuditError(.invalidInput, "cannot read the audit signing key file \(path): \(String(cString: strerror(errno)))")
-        }
-        guard status.st_mode & 0o077 == 0 else {
-            throw AuditError(.invalidInput, "the audit signing key file \(path) is readable by others; chmod 600 it")
-        }
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw AuditError(.invalidInput, "cannot read the audit signing key file \(path)")
-        }
-        try self.init(pem: text, keyName: keyName)
+        try self.init(pem: try Ed25519Keys.readPrivateKeyFile(path, what: "the audit signing key file"), keyName: keyName)
     }
 
     public init(pem: String, keyName: String) throws {
@@ -51,6 +41,22 @@ public enum Ed25519Keys {
     /// id-X25519 (1.3.101.110) in place of id-Ed25519 (1.3.101.112).
     static let x25519PKCS8Prefix: [UInt8] = [0x30, 0x2E, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2B, 0x65, 0x6E, 0x04, 0x22, 0x04, 0x20]
     static let spkiPrefix: [UInt8] = [0x30, 0x2A, 0x30, 0x05, 0x06, 0x03, 0x2B, 0x65, 0x70, 0x03, 0x21, 0x00]
+
+    /// The text of a private key file, refused when group or others have any access to it: a key
+    /// anyone else on the host could have read is not a secret any more.
+    public static func readPrivateKeyFile(_ path: String, what: String) throws -> String {
+        var status = stat()
+        guard stat(path, &status) == 0 else {
+            throw AuditError(.invalidInput, "cannot read \(what) \(path): \(String(cString: strerror(errno)))")
+        }
+        guard status.st_mode & 0o077 == 0 else {
+            throw AuditError(.invalidInput, "\(what) \(path) is readable by others; chmod 600 it")
+        }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw AuditError(.invalidInput, "cannot read \(what) \(path)")
+        }
+        return text
+    }
 
     /// Makes a new key, writes it to `path` (mode 0600, refusing to overwrite) and returns the
     /// public key PEM.

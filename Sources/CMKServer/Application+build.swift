@@ -27,9 +27,10 @@ public func buildRouter(gateway: Gateway, openAPI: ByteBuffer?,
                         assertions: IdentityAssertionVerifier? = nil, tls: ListenerTLS? = nil) -> Router<CMKRequestContext> {
     let prometheus = MetricsBootstrap.registry
     let router = Router(context: CMKRequestContext.self)
+    // Outside the error middleware, so that error answers carry it too.
+    if tls != nil { router.add(middleware: StrictTransportSecurityMiddleware()) }
     router.add(middleware: ErrorMiddleware())
     router.add(middleware: MetricsMiddleware())
-    if tls != nil { router.add(middleware: StrictTransportSecurityMiddleware()) }
     router.get("healthz") { _, _ in
         Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#)))
     }

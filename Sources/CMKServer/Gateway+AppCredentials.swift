@@ -14,8 +14,9 @@ extension Gateway {
             _ = try Ed25519Keys.generate(path: path)
             logger.notice("made a new app credential signing key", metadata: ["path": "\(path)"])
         }
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw ConfigurationError("cannot read the app credential signing key \(path)")
+        let text: String
+        do { text = try Ed25519Keys.readPrivateKeyFile(path, what: "the app credential signing key") } catch let error as AuditError {
+            throw ConfigurationError(error.reason)
         }
         return try Ed25519Keys.signingKey(pem: text)
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import Logging
 @testable import CMKServer
 
 @Suite struct ConfigurationTests {
@@ -55,5 +56,23 @@ import Testing
         for bad in ["0", "31"] {
             #expect(throws: ConfigurationError.self) { try ServerConfiguration.load(path: path, environment: ["CMK_STREAM_HEARTBEAT_SECONDS": bad]) }
         }
+    }
+}
+
+extension ConfigurationTests {
+    /// The gateway's signing key signs app credentials and every answer to nodes: a copy others
+    /// could have read is refused at start, with the reason, and the file is left as it was.
+    @Test func theGatewaySigningKeyIsRefusedWhenOthersCanReadIt() throws {
+        let directory = URL(fileURLWithPath: try write("{}")).deletingLastPathComponent().path
+        let path = directory + "/app-credential-signing.key"
+        let made = try Gateway.loadAppCredentialKey(path, logger: .init(label: "test"))
+        #expect(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int == 0o600)
+        #expect(try Gateway.loadAppCredentialKey(path, logger: .init(label: "test")).publicKey.rawRepresentation == made.publicKey.rawRepresentation)
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: path)
+        let before = try Data(contentsOf: URL(fileURLWithPath: path))
+        #expect { try Gateway.loadAppCredentialKey(path, logger: .init(label: "test")) } throws: { error in
+            error is ConfigurationError && "\(error)".contains("readable by others")
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before)
     }
 }

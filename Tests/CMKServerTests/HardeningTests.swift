@@ -161,6 +161,23 @@ import TestSupport
         }
     }
 
+    /// Before: every refused step-up was one audit record, so a session holder could write
+    /// records without bound once the account was locked.
+    @Test func aFloodOfRefusedStepUpsWritesABoundedNumberOfRecords() async throws {
+        try await ServerHarness().test { client, gateway in
+            var ana = try await TestUser.make(gateway, "ana", role: .securityAdmin)
+            try await ana.logIn(client)
+            for _ in 0..<200 {
+                let refused = try await client.execute(uri: "/api/v1/session/step-up", method: .post, headers: ana.headers,
+                                                       body: ServerHarness.body(#"{"totp":"000000"}"#))
+                #expect(refused.status == .unauthorized || refused.status == .tooManyRequests)
+            }
+            let records = try Self.records(gateway, "auth.step_up")
+            #expect(records.filter { $0.errorCode == "invalid_credentials" }.count <= 5)
+            #expect(records.filter { $0.errorCode == "locked" }.count == 1, "one record a minute for a locked account: \(records.count)")
+        }
+    }
+
     @Test func aSuccessResetsTheFailureCount() async throws {
         try await ServerHarness().test { client, gateway in
             var ana = try await TestUser.make(gateway, "ana", role: .securityAdmin)

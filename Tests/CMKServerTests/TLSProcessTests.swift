@@ -39,6 +39,9 @@ import TLSSupport
         // HTTPS only, and only to clients that trust the CA.
         let health = try SoftHSMFixture.run("/usr/bin/env", ["curl", "-s", "-D", "-", "-o", "/dev/null"] + server.curlOptions + ["\(server.base)/healthz"])
         #expect(health.output.lowercased().contains("strict-transport-security: max-age=31536000"), "\(health.output)")
+        let refusal = try SoftHSMFixture.run("/usr/bin/env", ["curl", "-s", "-D", "-", "-o", "/dev/null"] + server.curlOptions + ["\(server.base)/api/v1/tenants"])
+        #expect(refusal.output.hasPrefix("HTTP/1.1 401") && refusal.output.lowercased().contains("strict-transport-security: max-age=31536000"),
+                "error answers carry HSTS too: \(refusal.output)")
         #expect(try http(["http://127.0.0.1:\(server.port)/healthz"]).status == 0, "plain HTTP is not answered")
         #expect(try http(["--resolve", "localhost:\(server.port):127.0.0.1", "\(server.base)/healthz"]).status == 0,
                 "a client that does not trust the CA does not get through")

@@ -114,7 +114,7 @@ public enum AccessPolicy {
     /// Answer without any credential.
     public static let publicRoutes: [(method: String, path: String)] = [
         ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/openapi.yaml"), ("POST", "/api/v1/session"),
-        ("GET", "/"), ("GET", "/portal/portal.js"), ("GET", "/portal/portal.css"),
+        ("GET", "/"), ("GET", "/portal/portal.js"), ("GET", "/portal/portal.css"), ("GET", "/portal/verify.js"),
         ("POST", "/node/v1/enrol"), ("POST", "/node/v1/acks"),
     ]
 

@@ -141,8 +141,11 @@ struct SessionController {
         do {
             try await sessions.stepUp(sessionID: id, username: principal.name, totp: input.totp)
         } catch let failure as SessionManager.Failure {
-            _ = try await gateway.audit.append(AuditRecord(actor: principal.auditActor, operation: "auth.step_up", outcome: .denied,
-                                                           errorCode: failure.code.rawValue, requestID: context.id, clientAddress: context.clientAddress))
+            if let suppressed = sessions.admitStepUpFailureRecord(username: principal.name, failure.code) {
+                _ = try await gateway.audit.append(AuditRecord(actor: principal.auditActor, operation: "auth.step_up", outcome: .denied,
+                                                               errorCode: failure.code.rawValue, requestID: context.id, clientAddress: context.clientAddress,
+                                                               details: suppressed > 0 ? ["suppressedBefore": String(suppressed)] : [:]))
+            }
             throw APIError(failure)
         }
         _ = try await gateway.audit.append(AuditRecord(actor: principal.auditActor, operation: "auth.step_up", outcome: .success,

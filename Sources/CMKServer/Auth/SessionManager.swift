@@ -404,6 +404,14 @@ public final class SessionManager: Sendable {
         try await registry.revokeSession(id: sessionID, at: now())
     }
 
+    /// Whether a refused step-up gets an audit record, and how many were not recorded before it.
+    /// The same bounds as refused logins: a locked account's refusals once a minute, refusals at
+    /// most `FailureRecords.perSecond` a second in all, so a session holder hammering the
+    /// step-up cannot fill the audit disk.
+    func admitStepUpFailureRecord(username: String, _ code: Failure.Code) -> Int? {
+        failureRecords.withLockedValue { $0.admit(key: code == .locked ? "step-up-locked:\(username)" : nil, at: now()) }
+    }
+
     /// A fresh TOTP for the session: revocations and restores need one within five minutes.
     ///
     /// Wrong codes count as failed logins of the account, so guessing codes at the step-up locks
