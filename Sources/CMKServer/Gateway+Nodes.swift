@@ -199,7 +199,7 @@ extension Gateway {
             let expiresAt = Date().addingTimeInterval(Double(leaseDuration.components.seconds))
             leases.withLockedValue { $0[LeaseKey(node: node.id, tenant: tenantID)] = expiresAt }
             // Durable with the audit record (both awaited, written side by side): a restart keeps it.
-            async let leased: Void = leaseRecorder.record(LeaseChange(node: node.id, tenant: tenantID, expiresAt: expiresAt))
+            async let leased: Void = leaseRecorder.submit(LeaseChange(node: node.id, tenant: tenantID, expiresAt: expiresAt))
             try await record(.success, nil)
             try await leased
             return Unsealed(tenant: tenantID, l2Ref: l2.id, link: link.id, epoch: link.epoch, encapsulatedKey: sender.encapsulatedKey, ciphertext: ciphertext,
@@ -254,11 +254,11 @@ extension Gateway {
         }
         let ack = NodeAck(eventID: eventID, nodeID: node.id, linkID: linkID, keysDropped: dropped, statement: statement,
                           signature: signature, receivedAt: Date())
-        guard try await ackRecorder.record(ack) else {
+        guard try await ackRecorder.submit(ack) else {
             throw APIError(.conflict, code: "already_acknowledged", "node \(node.id) already acknowledged event \(eventID)")
         }
         leases.withLockedValue { $0[LeaseKey(node: node.id, tenant: event.tenantID)] = nil }
-        leaseRecorder.forget(LeaseChange(node: node.id, tenant: event.tenantID, expiresAt: nil))
+        leaseRecorder.submitWithoutWaiting(LeaseChange(node: node.id, tenant: event.tenantID, expiresAt: nil))
         _ = try await audit.append(AuditRecord(actor: context.actor, operation: "node.purge_ack", outcome: .success,
                                                tenant: event.tenantID, target: linkID, requestID: context.requestID,
                                                clientAddress: context.clientAddress,
@@ -306,7 +306,7 @@ extension Gateway {
         guard !leaseDrops.isEmpty else { return }
         try auditReady()
         leases.withLockedValue { leases in for tenant in leaseDrops { leases[LeaseKey(node: node.id, tenant: tenant)] = nil } }
-        for tenant in leaseDrops { leaseRecorder.forget(LeaseChange(node: node.id, tenant: tenant, expiresAt: nil)) }
+        for tenant in leaseDrops { leaseRecorder.submitWithoutWaiting(LeaseChange(node: node.id, tenant: tenant, expiresAt: nil)) }
         logger.warning("node dropped keys when their lease ended", metadata: ["node": "\(node.id)", "tenants": "\(leaseDrops.count)"])
         for tenant in leaseDrops {
             _ = try await audit.append(AuditRecord(actor: context.actor, operation: "node.lease_expired", outcome: .success, tenant: tenant,
@@ -316,68 +316,15 @@ extension Gateway {
     }
 }
 
-/// Writes lease changes in batches, as `AckRecorder` does acknowledgements: whatever arrived
-/// while the previous batch was being written goes in the next transaction.
-final class LeaseRecorder: Sendable {
-    private struct State {
-        var pending: [(change: LeaseChange, continuation: CheckedContinuation<Void, any Error>?)] = []
-        var flushing = false
-    }
-
-    private let registry: Registry
-    private let state = NIOLockedValueBox(State())
-
-    init(registry: Registry) {
-        self.registry = registry
-    }
-
-    /// Returns once the change is stored.
-    func record(_ change: LeaseChange) async throws {
-        try await withCheckedThrowingContinuation { continuation in
-            enqueue(change, continuation)
-        }
-    }
-
-    /// Stored soon; nobody waits (a lease that ended, or whose key was dropped: keeping it a
-    /// little longer only makes the exposure bound cautious).
-    func forget(_ change: LeaseChange) { enqueue(change, nil) }
-
-    private func enqueue(_ change: LeaseChange, _ continuation: CheckedContinuation<Void, any Error>?) {
-        let startFlushing = state.withLockedValue { state -> Bool in
-            state.pending.append((change, continuation))
-            guard !state.flushing else { return false }
-            state.flushing = true
-            return true
-        }
-        if startFlushing { Task { await self.flush() } }
-    }
-
-    private func flush() async {
-        while true {
-            let batch = state.withLockedValue { state -> [(change: LeaseChange, continuation: CheckedContinuation<Void, any Error>?)] in
-                defer { state.pending.removeAll(keepingCapacity: true) }
-                if state.pending.isEmpty { state.flushing = false }
-                return state.pending
-            }
-            guard !batch.isEmpty else { return }
-            do {
-                try await registry.applyLeases(batch.map(\.change))
-                for item in batch { item.continuation?.resume() }
-            } catch {
-                for item in batch { item.continuation?.resume(throwing: error) }
-            }
-        }
-    }
-}
-
-/// Stores acknowledgements in batches: whatever arrived while the previous batch was being
-/// written goes in the next transaction. After a revocation every node acknowledges at once;
-/// one transaction (and one hand-off to the registry's writer) per batch instead of per
-/// acknowledgement, as the audit log does with its appends.
-final class AckRecorder: Sendable {
+/// Writes items in batches: whatever arrived while the previous batch was being written goes
+/// in the next transaction. After a revocation every node acknowledges at once, and every
+/// unseal stores its lease; one transaction (and one hand-off to the registry's writer) per
+/// batch instead of per item, as the audit log does with its appends.
+final class BatchWriter<Item: Sendable, Output: Sendable>: Sendable {
     private struct Pending {
-        var ack: NodeAck
-        var continuation: CheckedContinuation<Bool, any Error>
+        var item: Item
+        /// Nil: nobody waits for this one.
+        var continuation: CheckedContinuation<Output, any Error>?
     }
 
     private struct State {
@@ -385,24 +332,31 @@ final class AckRecorder: Sendable {
         var flushing = false
     }
 
-    private let registry: Registry
+    /// Stores a batch in one transaction and returns one output per item, in order.
+    private let write: @Sendable ([Item]) async throws -> [Output]
+    private struct MismatchedBatch: Error { var items: Int, outputs: Int }
     private let state = NIOLockedValueBox(State())
 
-    init(registry: Registry) {
-        self.registry = registry
+    init(write: @escaping @Sendable ([Item]) async throws -> [Output]) {
+        self.write = write
     }
 
-    /// True once stored; false if the node had already acknowledged the event.
-    func record(_ ack: NodeAck) async throws -> Bool {
-        try await withCheckedThrowingContinuation { continuation in
-            let startFlushing = state.withLockedValue { state -> Bool in
-                state.pending.append(Pending(ack: ack, continuation: continuation))
-                guard !state.flushing else { return false }
-                state.flushing = true
-                return true
-            }
-            if startFlushing { Task { await self.flush() } }
+    /// Returns once the item is stored.
+    func submit(_ item: Item) async throws -> Output {
+        try await withCheckedThrowingContinuation { continuation in enqueue(Pending(item: item, continuation: continuation)) }
+    }
+
+    /// Stored soon; nobody waits.
+    func submitWithoutWaiting(_ item: Item) { enqueue(Pending(item: item, continuation: nil)) }
+
+    private func enqueue(_ pending: Pending) {
+        let startFlushing = state.withLockedValue { state -> Bool in
+            state.pending.append(pending)
+            guard !state.flushing else { return false }
+            state.flushing = true
+            return true
         }
+        if startFlushing { Task { await self.flush() } }
     }
 
     private func flush() async {
@@ -414,10 +368,12 @@ final class AckRecorder: Sendable {
             }
             guard !batch.isEmpty else { return }
             do {
-                let stored = try await registry.recordAcks(batch.map(\.ack))
-                for (pending, stored) in zip(batch, stored) { pending.continuation.resume(returning: stored) }
+                let outputs = try await write(batch.map(\.item))
+                // Every waiter must be resumed: a writer that answers for fewer items fails them all.
+                guard outputs.count == batch.count else { throw MismatchedBatch(items: batch.count, outputs: outputs.count) }
+                for (pending, output) in zip(batch, outputs) { pending.continuation?.resume(returning: output) }
             } catch {
-                for pending in batch { pending.continuation.resume(throwing: error) }
+                for pending in batch { pending.continuation?.resume(throwing: error) }
             }
         }
     }

@@ -66,8 +66,12 @@ public final class Gateway: Sendable {
     /// Outstanding leases, by node and tenant; kept in the registry too (`LeaseRecorder`) and
     /// read back at start, so that a restart forgets no exposure.
     let leases = NIOLockedValueBox<[LeaseKey: Date]>([:])
-    let ackRecorder: AckRecorder
-    let leaseRecorder: LeaseRecorder
+    /// Acknowledgements, stored in batches; true once stored, false if the node had already
+    /// acknowledged the event.
+    let ackRecorder: BatchWriter<NodeAck, Bool>
+    /// Lease changes, stored in batches (a lease that ended, or whose key was dropped, is
+    /// forgotten without waiting: keeping it a little longer only makes the exposure bound cautious).
+    let leaseRecorder: BatchWriter<LeaseChange, Void>
     /// Open portal dashboards, woken on changes.
     let dashboard = DashboardFeed()
     /// Approvals, the shred's waiting period.
@@ -99,8 +103,11 @@ public final class Gateway: Sendable {
         self.broadcaster = EventBroadcaster(heartbeat: streamHeartbeat, signer: appCredentialKey)
         self.leaseDuration = leaseDuration
         self.registry = registry
-        self.ackRecorder = AckRecorder(registry: registry)
-        self.leaseRecorder = LeaseRecorder(registry: registry)
+        self.ackRecorder = BatchWriter { [registry] in try await registry.recordAcks($0) }
+        self.leaseRecorder = BatchWriter { [registry] changes in
+            try await registry.applyLeases(changes)
+            return changes.map { _ in () }
+        }
         self.keystores = keystores
         self.platform = platform
         self.pkcs11 = pkcs11
