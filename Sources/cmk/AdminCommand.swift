@@ -49,6 +49,24 @@ struct AdminCommand: AsyncParsableCommand {
             let pkcs11 = PKCS11Keystore()
             return (try await Gateway.administration(configuration, pkcs11: pkcs11, logger: logger), pkcs11)
         }
+
+        /// Runs `body` on the registry and platform token, then closes them. A refusal ends the
+        /// process with its message: a `SessionManager.Failure` with `status(code)`, a registry
+        /// error (no such account, a rule of the registry) as refused.
+        func withManager(failureStatus status: (SessionManager.Failure.Code) -> ExitStatus = { _ in .refused },
+                         _ body: (SessionManager) async throws -> Void) async throws {
+            let (manager, pkcs11) = try await manager()
+            do {
+                try await body(manager)
+            } catch let failure as SessionManager.Failure {
+                await pkcs11.shutdown()
+                fail(failure.message, status: status(failure.code))
+            } catch let error as RegistryError {
+                await pkcs11.shutdown()
+                fail(error.message, status: .refused)
+            }
+            await pkcs11.shutdown()
+        }
     }
 
     struct Create: AsyncParsableCommand {
@@ -67,8 +85,7 @@ struct AdminCommand: AsyncParsableCommand {
         func run() async throws {
             guard let role = options.adminRole else { fail("--role is security-admin, auditor or platform-operator") }
             let password = try readPassword()
-            let (manager, pkcs11) = try await options.manager()
-            do {
+            try await options.withManager(failureStatus: { $0 == .conflict ? .refused : .badInput }) { manager in
                 let created = try await manager.createAccount(username: username, password: password, role: role, tenants: options.tenantList,
                                                               createdBy: "cli:\(ProcessInfo.processInfo.environment["USER"] ?? "unknown")")
                 try await manager.recordHostAction("user.create", target: username, details: ["role": role.rawValue])
@@ -77,10 +94,7 @@ struct AdminCommand: AsyncParsableCommand {
                     TOTP secret (shown once; add it to an authenticator app): \(created.totpSecret)
                     \(created.totpURI)
                     """)
-            } catch let failure as SessionManager.Failure {
-                fail(failure.message, status: failure.code == .conflict ? .refused : .badInput)
             }
-            await pkcs11.shutdown()
         }
 
         func readPassword() throws -> String {
@@ -111,16 +125,12 @@ struct AdminCommand: AsyncParsableCommand {
 
         func run() async throws {
             guard let role = options.adminRole else { fail("--role is security-admin, auditor or platform-operator") }
-            let (manager, pkcs11) = try await options.manager()
-            do {
+            try await options.withManager(failureStatus: { _ in .badInput }) { manager in
                 let created = try await manager.createToken(name: name, role: role, tenants: options.tenantList,
                                                             ttl: TimeInterval(ttlHours) * 3600, createdBy: "cli")
                 try await manager.recordHostAction("token.create", target: name, details: ["role": role.rawValue, "token": created.token.id])
                 print(created.secret)
-            } catch let failure as SessionManager.Failure {
-                fail(failure.message)
             }
-            await pkcs11.shutdown()
         }
     }
 }
@@ -136,16 +146,11 @@ extension AdminCommand {
         @OptionGroup var options: Options
 
         func run() async throws {
-            let (manager, pkcs11) = try await options.manager()
-            do {
+            try await options.withManager { manager in
                 let account = try await manager.unlock(username: username)
                 try await manager.recordHostAction("user.unlock", target: account.username)
                 print("unlocked \(account.username)")
-            } catch let failure as SessionManager.Failure {
-                await pkcs11.shutdown()
-                fail(failure.message, status: .refused)
             }
-            await pkcs11.shutdown()
         }
     }
 }
@@ -175,17 +180,12 @@ extension AdminCommand {
     }
 
     static func setDisabled(_ username: String, _ disabled: Bool, _ options: Options) async throws {
-        let (manager, pkcs11) = try await options.manager()
-        do {
+        try await options.withManager { manager in
             guard let account = try await manager.registry.account(username: username) else { throw RegistryError(.notFound, "no user \(username)") }
             try await manager.registry.setAccountDisabled(id: account.id, disabled)
             try await manager.recordHostAction(disabled ? "user.disable" : "user.enable", target: username)
             print("\(disabled ? "disabled" : "enabled") \(username)")
-        } catch let error as RegistryError {
-            await pkcs11.shutdown()
-            fail(error.message, status: .refused)
         }
-        await pkcs11.shutdown()
     }
 }
 
