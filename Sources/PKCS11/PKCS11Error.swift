@@ -57,6 +57,9 @@ public struct PKCS11Error: Error, Sendable, CustomStringConvertible {
     public let module: String?
     /// Words an operator can act on. Never holds a PIN or key material.
     public let reason: String
+    /// The token the error arose on (its label, or serial), where known: set by the session
+    /// pool for everything that goes wrong in a borrow, so a log line names the HSM partition.
+    public private(set) var token: String?
 
     public init(_ code: Code, function: PKCS11Function? = nil, module: String? = nil, reason: String = "") {
         self.code = code
@@ -79,8 +82,20 @@ public struct PKCS11Error: Error, Sendable, CustomStringConvertible {
             text = code.description
         }
         if !reason.isEmpty { text += ": \(reason)" }
-        if let module { text += " [module \(module)]" }
+        switch (module, token) {
+        case let (module?, token?): text += " [module \(module), token \"\(token)\"]"
+        case let (module?, nil): text += " [module \(module)]"
+        case let (nil, token?): text += " [token \"\(token)\"]"
+        case (nil, nil): break
+        }
         return text
+    }
+
+    /// This error, naming `token` as where it arose unless it names one already.
+    public func on(token: String) -> PKCS11Error {
+        var located = self
+        if located.token == nil { located.token = token }
+        return located
     }
 
     /// The recovery this error calls for (see `Docs/PKCS11Recovery.md`).

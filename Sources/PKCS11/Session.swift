@@ -9,8 +9,10 @@ public struct ObjectHandle: RawRepresentable, Hashable, Sendable, CustomStringCo
 }
 
 /// One PKCS#11 session. Not thread-safe, by the specification: a session is used by one thread
-/// at a time, which `SessionPool` guarantees by lending it to one caller. Closed in `deinit`.
-public final class Session: @unchecked Sendable {
+/// at a time. It is deliberately not `Sendable`: the compiler keeps it inside the closure that
+/// borrowed it (`SessionPool.withSession`, whose result must be `Sendable`), so it cannot be
+/// stored, captured by another task or returned. Closed in `deinit`.
+public final class Session {
     public let module: Module
     public let slot: SlotID
     let handle: CK_SESSION_HANDLE

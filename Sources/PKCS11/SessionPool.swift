@@ -68,11 +68,23 @@ public final class SessionPool: Sendable {
         public var cachedHandles: Int
     }
 
-    struct Connection: @unchecked Sendable {
+    /// A session while the pool owns it (idle, or the login session). The only place a
+    /// `Session` crosses threads: the pool hands each to one borrower at a time, on its own
+    /// threads, and takes it back when the borrow ends.
+    struct Owned: @unchecked Sendable {
+        let session: Session
+    }
+
+    struct Connection: Sendable {
         var slot: SlotID
         var info: TokenInfo
-        var loginSession: Session
+        private var owned: Owned
         var generation: Int
+        var loginSession: Session { owned.session }
+
+        init(slot: SlotID, info: TokenInfo, loginSession: Session, generation: Int) {
+            (self.slot, self.info, self.owned, self.generation) = (slot, info, Owned(session: loginSession), generation)
+        }
     }
 
     private enum Phase {
@@ -90,7 +102,7 @@ public final class SessionPool: Sendable {
 
     private struct State {
         var phase: Phase = .notConnected
-        var idle: [(session: Session, generation: Int)] = []
+        var idle: [(owned: Owned, generation: Int)] = []
         var openSessions = 0
         var inUse = 0
         var capacity: Int
@@ -128,11 +140,18 @@ public final class SessionPool: Sendable {
     /// Runs `body` with a session of this token, on one of the pool's threads. The session is
     /// the caller's alone until `body` returns; it must not escape.
     public func withSession<T: Sendable>(_ body: @escaping @Sendable (Session) throws -> T) async throws -> T {
-        try await reserve()
+        do {
+            try await reserve()
+        } catch let error as PKCS11Error {
+            throw error.on(token: configuredLabel)
+        }
         do {
             let result = try await executor.run { try self.run(body) }
             release()
             return result
+        } catch let error as PKCS11Error {
+            release()
+            throw error.on(token: configuredLabel)
         } catch {
             release()
             throw error
@@ -162,7 +181,11 @@ public final class SessionPool: Sendable {
 
     /// Connects now (finds the token, opens the login session, logs in) instead of at first use.
     public func connect() async throws {
-        _ = try await executor.run { try self.ensureConnected() }
+        do {
+            _ = try await executor.run { try self.ensureConnected() }
+        } catch let error as PKCS11Error {
+            throw error.on(token: configuredLabel)
+        }
     }
 
     public var health: Health {
@@ -217,20 +240,20 @@ public final class SessionPool: Sendable {
 
     /// Closes the idle working sessions (they reopen on demand); the login session stays.
     public func closeIdleSessions() async {
-        let idle = state.withLockedValue { state -> [Session] in
-            let sessions = state.idle.map(\.session)
+        let idle = state.withLockedValue { state -> [Owned] in
+            let sessions = state.idle.map(\.owned)
             state.openSessions -= sessions.count
             state.idle.removeAll()
             return sessions
         }
-        _ = try? await executor.run { for session in idle { session.close() } }
+        _ = try? await executor.run { for owned in idle { owned.session.close() } }
     }
 
     /// Closes every session and stops the pool's threads. Waiting callers get `poolClosed`.
     public func shutdown() async {
-        let (sessions, waiters) = state.withLockedValue { state -> ([Session], [Waiter]) in
-            var sessions = state.idle.map(\.session)
-            if case .connected(let connection) = state.phase { sessions.append(connection.loginSession) }
+        let (sessions, waiters) = state.withLockedValue { state -> ([Owned], [Waiter]) in
+            var sessions = state.idle.map(\.owned)
+            if case .connected(let connection) = state.phase { sessions.append(Owned(session: connection.loginSession)) }
             state.idle.removeAll()
             state.openSessions = state.inUse
             state.phase = .closed
@@ -241,7 +264,7 @@ public final class SessionPool: Sendable {
         for waiter in waiters {
             waiter.continuation.resume(throwing: PKCS11Error(.poolClosed, module: module.path))
         }
-        _ = try? await executor.run { for session in sessions { session.close() } }
+        _ = try? await executor.run { for owned in sessions { owned.session.close() } }
         executor.shutdown()
     }
 
@@ -309,68 +332,58 @@ public final class SessionPool: Sendable {
     private func run<T>(_ body: (Session) throws -> T) throws -> T {
         var connection = try ensureConnected()
         var lease = try checkOut(connection)
-        do {
-            let result = try body(lease.session)
-            checkIn(lease)
-            return result
-        } catch let error as PKCS11Error {
-            switch error.recovery {
-            case .report:
+        // One attempt, and after a recovery one retry, whose failure is reported.
+        for retry in [true, false] {
+            do {
+                let result = try body(lease.session)
+                checkIn(lease)
+                return result
+            } catch let error as PKCS11Error {
+                try recover(from: error, lease: lease, connection: &connection, retry: retry)
+                lease = try checkOut(connection)
+            } catch {
+                // An error of the caller's own (a KSI check): the session is fine.
                 checkIn(lease)
                 throw error
-            case .refindObject:
-                invalidateHandles()
-                checkIn(lease)
-                lease = try checkOut(connection)
-            case .replaceSession:
-                discard(lease)
-                // If every session was closed (C_CloseAllSessions, a module restart), the login
-                // went with them: reconnect, which logs in again from the PIN source.
-                if !connection.loginSession.isLoggedIn && configuration.pinSource != nil {
-                    disconnect(after: error, generation: connection.generation)
-                    connection = try ensureConnected()
-                }
-                lease = try checkOut(connection)
-            case .loginAgain:
-                discard(lease)
-                try relogin(connection)
-                lease = try checkOut(connection)
-            case .reinitializeToken:
-                discard(lease)
+            }
+        }
+        preconditionFailure("the last attempt returns or throws")
+    }
+
+    /// Does what the recovery table says for `error` (Docs/PKCS11Recovery.md) with the borrowed
+    /// session, and returns when the operation may be tried again (`retry`, on a fresh session
+    /// of `connection`); otherwise throws `error`.
+    private func recover(from error: PKCS11Error, lease: Lease, connection: inout Connection, retry: Bool) throws {
+        switch error.recovery {
+        case .report:
+            checkIn(lease)
+            throw error
+        case .refindObject:
+            checkIn(lease)
+            guard retry else { throw error }
+            invalidateHandles()
+        case .replaceSession:
+            discard(lease)
+            guard retry else { throw error }
+            // If every session was closed (C_CloseAllSessions, a module restart), the login
+            // went with them: reconnect, which logs in again from the PIN source.
+            if !connection.loginSession.isLoggedIn && configuration.pinSource != nil {
                 disconnect(after: error, generation: connection.generation)
                 connection = try ensureConnected()
-                lease = try checkOut(connection)
-            case .neverRetry:
-                discard(lease)
-                state.withLockedValue { $0.phase = .loginRefused(error) }
-                throw error
             }
-        } catch {
-            // An error of the caller's own (a KSI check): the session is fine.
-            checkIn(lease)
-            throw error
-        }
-        // The one retry. Its failure is reported, with the same bookkeeping as above.
-        do {
-            let result = try body(lease.session)
-            checkIn(lease)
-            return result
-        } catch let error as PKCS11Error {
-            switch error.recovery {
-            case .report, .refindObject:
-                checkIn(lease)
-            case .reinitializeToken:
-                discard(lease)
-                disconnect(after: error, generation: connection.generation, markUnavailable: true)
-            case .neverRetry:
-                discard(lease)
-                state.withLockedValue { $0.phase = .loginRefused(error) }
-            default:
-                discard(lease)
-            }
-            throw error
-        } catch {
-            checkIn(lease)
+        case .loginAgain:
+            discard(lease)
+            guard retry else { throw error }
+            try relogin(connection)
+        case .reinitializeToken:
+            discard(lease)
+            // A second failure after re-initialising marks the token unavailable (backoff).
+            disconnect(after: error, generation: connection.generation, markUnavailable: !retry)
+            guard retry else { throw error }
+            connection = try ensureConnected()
+        case .neverRetry:
+            discard(lease)
+            state.withLockedValue { $0.phase = .loginRefused(error) }
             throw error
         }
     }
@@ -382,10 +395,10 @@ public final class SessionPool: Sendable {
 
     private func checkOut(_ connection: Connection) throws -> Lease {
         let reused = state.withLockedValue { state -> Lease? in
-            while let (session, generation) = state.idle.popLast() {
-                if generation == state.generation { return Lease(session: session, generation: generation) }
+            while let (owned, generation) = state.idle.popLast() {
+                if generation == state.generation { return Lease(session: owned.session, generation: generation) }
                 state.openSessions -= 1
-                session.close()
+                owned.session.close()
             }
             state.openSessions += 1
             return nil
@@ -409,7 +422,7 @@ public final class SessionPool: Sendable {
                 state.openSessions -= 1
                 return true
             }
-            state.idle.append((lease.session, lease.generation))
+            state.idle.append((Owned(session: lease.session), lease.generation))
             return false
         }
         if stale { lease.session.close() }
@@ -526,17 +539,17 @@ public final class SessionPool: Sendable {
     }
 
     private func disconnect(after error: PKCS11Error, generation: Int, markUnavailable mark: Bool = false) {
-        let sessions = state.withLockedValue { state -> [Session] in
+        let sessions = state.withLockedValue { state -> [Owned] in
             guard case .connected(let connection) = state.phase, connection.generation == generation else { return [] }
-            var sessions = state.idle.map(\.session)
-            sessions.append(connection.loginSession)
+            var sessions = state.idle.map(\.owned)
+            sessions.append(Owned(session: connection.loginSession))
             state.openSessions -= state.idle.count
             state.idle.removeAll()
             state.handles.removeAll()
             state.phase = .notConnected
             return sessions
         }
-        for session in sessions { session.close() }
+        for owned in sessions { owned.session.close() }
         if mark { markUnavailable(error) }
     }
 

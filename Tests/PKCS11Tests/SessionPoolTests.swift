@@ -76,6 +76,22 @@ import TestSupport
         await pool.shutdown()
     }
 
+    /// An error in a borrow says on which token it arose, beside the function and module.
+    @Test func errorsNameTheTokenTheyAroseOn() async throws {
+        let pool = try fixture.pool("pool", maxSessions: 1)
+        let error = await #expect(throws: PKCS11Error(.objectNotFound)) {
+            try await pool.withSession { session in _ = try pool.resolve(ObjectQuery(label: "no-such-key", objectClass: .secretKey), in: session) }
+        }
+        #expect(error?.token == "pool")
+        #expect(error?.description.contains(#"token "pool""#) == true, "\(String(describing: error))")
+        let refused = await #expect(throws: PKCS11Error.self) {
+            try await pool.withSession { session in _ = try session.unwrapKey([1, 2, 3], with: ObjectHandle(rawValue: 0xFFFF_FFF0), mechanism: .aesKeyWrapPad,
+                                                                          template: [.class(.secretKey), .keyType(.aes), .token(false)]) }
+        }
+        #expect(refused?.function == .C_UnwrapKey && refused?.token == "pool", "\(String(describing: refused))")
+        await pool.shutdown()
+    }
+
     @Test func recoversWhenSessionsAreClosedBehindItsBack() async throws {
         let pool = try fixture.pool("pool")
         try await pool.withSession { try Self.roundTrip($0, pool) }
