@@ -1,10 +1,10 @@
-import CloudKMS
+public import CloudKMS
 import Crypto
 import Foundation
-import KSI
+public import KSI
 import NIOConcurrencyHelpers
 import NIOHTTP1
-import PKCS11
+public import PKCS11
 
 /// An AWS KMS key store as a token: the JSON 1.1 protocol (`X-Amz-Target: TrentService.*`)
 /// signed with SigV4. Wraps are `Encrypt`, unwraps `Decrypt`, both with an encryption context

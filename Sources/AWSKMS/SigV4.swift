@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+public import Foundation
 
 /// AWS Signature Version 4, written once (checked against the published SigV4 test suite).
 /// It signs every header it is given plus `host` and `x-amz-date`; the payload is hashed.

@@ -1,6 +1,6 @@
 import Crypto
 import CSHA256
-import Foundation
+public import Foundation
 
 /// A SHA-256 value.
 public typealias Hash = [UInt8]

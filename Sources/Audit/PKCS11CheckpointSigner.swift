@@ -1,4 +1,4 @@
-import KSI
+public import KSI
 
 /// Signs checkpoints with an Ed25519 key that lives on a PKCS#11 token and never leaves it
 /// (`CKM_EDDSA` through the KSI). The key pair is made on the token at first use if missing.

@@ -1,9 +1,9 @@
-import CloudKMS
+public import CloudKMS
 import Foundation
-import KSI
+public import KSI
 import NIOConcurrencyHelpers
 import NIOHTTP1
-import PKCS11
+public import PKCS11
 
 /// Azure Key Vault or Managed HSM as a token: REST `wrapkey` / `unwrapkey` (RSA-OAEP-256 with
 /// RSA keys, A256KW with a Managed HSM's `oct-HSM` keys), key URIs with or without a version,

@@ -1,8 +1,9 @@
 import Audit
 import Foundation
-import Hummingbird
+public import Hummingbird
+public import KSI
+import Logging
 import NIOCore
-import KSI
 import Registry
 
 /// The API's one error type and one JSON shape: `{"error":{"code","message","requestId"}}`.

@@ -1,15 +1,16 @@
 import Audit
 import Foundation
-import Hummingbird
+public import Hummingbird
+import HummingbirdCore
+public import HummingbirdTLS
 import KSI
 import Logging
 import Metrics
+import NIOFoundationEssentialsCompat
 import Prometheus
 import Registry
 import ServiceLifecycle
-import HummingbirdCore
-import HummingbirdTLS
-import TLSSupport
+public import TLSSupport
 
 /// The process's Prometheus registry, bootstrapped into swift-metrics once.
 enum MetricsBootstrap {

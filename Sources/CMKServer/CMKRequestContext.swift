@@ -1,8 +1,8 @@
 import Audit
 import Foundation
-import Hummingbird
-import NIOCore
-import Registry
+public import Hummingbird
+public import NIOCore
+public import Registry
 
 /// Who is calling. Set by `AuthenticationMiddleware`; every `/api/v1` route requires one.
 public struct Identity: Sendable, Equatable {

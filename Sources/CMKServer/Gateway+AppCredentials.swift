@@ -1,9 +1,10 @@
 import Audit
 import Crypto
-import Foundation
-import Logging
+public import Foundation
+public import Logging
+import NIOConcurrencyHelpers
 import NodeProtocol
-import Registry
+public import Registry
 
 /// Applications' credentials for nodes: signed here, checked by nodes offline, revoked with an
 /// event nodes receive at once (Decisions D88).

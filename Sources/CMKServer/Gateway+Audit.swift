@@ -1,6 +1,7 @@
-import Audit
+public import Audit
 import Foundation
 import KSI
+import Logging
 import Registry
 
 /// Who asks, as the audit log records it.

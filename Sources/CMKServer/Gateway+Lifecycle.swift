@@ -1,9 +1,12 @@
 import Audit
 import Crypto
-import Foundation
+public import Foundation
+import HTTPTypes
 import KSI
+import Logging
+import NIOConcurrencyHelpers
 import PKCS11
-import Registry
+public import Registry
 
 /// The key lifecycle past the kill-switch: restore with L1, crypto-shred with a waiting period,
 /// and the four-eyes approvals both need (Docs/Architecture.md, "The key lifecycle").

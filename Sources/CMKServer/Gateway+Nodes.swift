@@ -1,11 +1,13 @@
 import Audit
 import Crypto
-import Foundation
+public import Foundation
+import HTTPTypes
 import KSI
-import NodeProtocol
+import Logging
 import NIOConcurrencyHelpers
+import NodeProtocol
 import PKCS11
-import Registry
+public import Registry
 
 /// Regional nodes: one-time enrolment, and unseal (L2 sealed to the node's HPKE key, under a lease).
 extension Gateway {

@@ -1,7 +1,9 @@
 import Audit
 import Foundation
+import HTTPTypes
 import KSI
-import Registry
+import Logging
+public import Registry
 
 /// Rotations that keep every L2 and re-wrap what protects it: L1 rotation (a tenant's sovereign
 /// binding under a new L1 key, or a new version of a cloud key) and IVK rotation (active

@@ -1,12 +1,13 @@
-import Audit
+public import Audit
 import Crypto
 import Foundation
-import KSI
-import Logging
+import HTTPTypes
+public import KSI
+public import Logging
 import Metrics
 import NIOConcurrencyHelpers
 import PKCS11
-import Registry
+public import Registry
 
 /// The gateway's operations, between the HTTP routes and the lower layers: the handshake, the
 /// re-probe, the kill-switch, keystore listings. Routes stay thin; this type holds the rules.

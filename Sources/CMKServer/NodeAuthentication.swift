@@ -4,6 +4,7 @@ import Foundation
 import Hummingbird
 import Metrics
 import NIOConcurrencyHelpers
+import NIOFoundationEssentialsCompat
 import NodeProtocol
 import Registry
 import TLSSupport

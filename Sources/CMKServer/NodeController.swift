@@ -2,6 +2,7 @@ import Audit
 import Crypto
 import Foundation
 import Hummingbird
+import NIOConcurrencyHelpers
 import NIOCore
 import NodeProtocol
 import Registry

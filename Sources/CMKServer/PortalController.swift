@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOFoundationEssentialsCompat
 import ServiceLifecycle
 
 /// The Sovereign Portal's files (plain HTML, CSS and JavaScript shipped in the package, no

@@ -1,7 +1,8 @@
+import Audit
 import Foundation
 import Hummingbird
-import Audit
 import KSI
+import NIOFoundationEssentialsCompat
 import Registry
 
 /// The Management API under `/api/v1`. Handlers parse, call the gateway, shape the answer.

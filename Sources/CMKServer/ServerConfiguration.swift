@@ -1,9 +1,9 @@
-import AWSKMS
-import AzureKeyVault
-import Foundation
-import GCPKMS
-import KSI
-import Registry
+public import AWSKMS
+public import AzureKeyVault
+public import Foundation
+public import GCPKMS
+public import KSI
+public import Registry
 
 /// `cmk serve`'s configuration: a JSON file (`--config`), then environment variables that
 /// override single values (`CMK_*`, for containers). Documented in `Docs/Configuration.md`.

@@ -1,9 +1,9 @@
-import AsyncHTTPClient
-import Foundation
-import KSI
-import PKCS11
+public import AsyncHTTPClient
+public import Foundation
+public import KSI
 import NIOCore
-import NIOHTTP1
+public import NIOHTTP1
+public import PKCS11
 
 /// One HTTP exchange with a cloud KMS, as the drivers see it.
 public struct CloudResponse: Sendable {

@@ -1,5 +1,5 @@
-import Foundation
-import PKCS11
+public import Foundation
+public import PKCS11
 
 /// How the gateway loads one vendor's PKCS#11 module and finds its token: the JSON files of
 /// `HSMConfig/` (format in `HSMConfig/README.md`). A profile names where the PIN is, never the PIN.

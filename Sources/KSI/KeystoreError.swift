@@ -1,4 +1,4 @@
-import PKCS11
+public import PKCS11
 
 /// The one error type of the KSI: a small stable code that the HTTP layer and the CLI map to a
 /// status or an exit code in one `switch`, a reason written for the operator, and the

@@ -1,6 +1,6 @@
 import Foundation
 import NIOConcurrencyHelpers
-import PKCS11
+public import PKCS11
 
 /// Turns a PKCS#11 URI (and optionally a profile) into the `PKCS11Token` it names, one token
 /// object per (module, token, PIN source), all sharing one `ModuleManager` so each module is

@@ -1,6 +1,6 @@
 import Foundation
 import NIOConcurrencyHelpers
-import PKCS11
+public import PKCS11
 
 /// The KSI driver for a token reached through a PKCS#11 module.
 public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {

@@ -1,8 +1,8 @@
-import Crypto
-import Foundation
+public import Crypto
+public import Foundation
 import NIOConcurrencyHelpers
-import NodeProtocol
-import Prometheus
+public import NodeProtocol
+public import Prometheus
 
 /// Who may use the node's application API: an application presents a credential the gateway
 /// signed (`AppCredential`), naming the tenants it may use; the node checks it offline against

@@ -1,13 +1,14 @@
+public import AsyncHTTPClient
 import Audit
-import AsyncHTTPClient
-import Crypto
-import Foundation
-import NIOConcurrencyHelpers
-import NIOCore
+public import Crypto
+public import Foundation
+public import NIOConcurrencyHelpers
+public import NIOCore
+import NIOFoundationEssentialsCompat
 import NIOHTTP1
 import NodeProtocol
-import PKCS11
-import TLSSupport
+public import PKCS11
+public import TLSSupport
 
 /// The node's side of the gateway's `/node/v1` API: every call signed with the node's identity
 /// (see `NodeProtocol.requestMessage`), bounded by a timeout, and answered with typed values

@@ -1,9 +1,11 @@
 import Audit
 import Foundation
-import Hummingbird
+public import Hummingbird
 import Logging
 import NIOCore
-import TLSSupport
+import NIOFoundationEssentialsCompat
+import Prometheus
+public import TLSSupport
 
 /// The node's application API, for the programs next to it (bind it to loopback, or protect
 /// it at the network layer — see Docs/Architecture.md §13):

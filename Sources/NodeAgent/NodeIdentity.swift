@@ -1,6 +1,6 @@
 import Audit
-import Crypto
-import Foundation
+public import Crypto
+public import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif

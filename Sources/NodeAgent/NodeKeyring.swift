@@ -1,9 +1,9 @@
 import Audit
-import Crypto
-import Foundation
+public import Crypto
+public import Foundation
 import NIOConcurrencyHelpers
 import NodeProtocol
-import PKCS11
+public import PKCS11
 
 /// What a regional node holds: each tenant's L2, in wiped memory, under a lease; application
 /// encryption under data keys derived from it; and the purge that drops a revoked link's keys

@@ -1,12 +1,13 @@
-import AsyncHTTPClient
+public import AsyncHTTPClient
 import Crypto
 import Foundation
-import Logging
+public import Logging
 import NIOConcurrencyHelpers
+import NIOCore
 import NodeProtocol
-import Prometheus
-import ServiceLifecycle
-import TLSSupport
+public import Prometheus
+public import ServiceLifecycle
+public import TLSSupport
 
 /// A running regional node: its identity, the keys it holds (`NodeKeyring`), and the loops
 /// that keep them honest — the Orbital event stream (purge and signed acknowledgement on a
@@ -63,7 +64,7 @@ public final class NodeRuntime: Service, Sendable {
         var heartbeating = false
         /// Signed acknowledgements not yet accepted, by event id: a retry resends the same statement.
         var unsentAcks: [String: (statement: String, signature: Data, tenant: String, dropped: Int)] = [:]
-        var unsealing: [String: Task<Void, Error>] = [:]
+        var unsealing: [String: Task<Void, any Error>] = [:]
         var lastRecheck: [String: ContinuousClock.Instant] = [:]
         /// The gateway said this node is disabled or removed (logged once).
         var cutOff = false
@@ -235,7 +236,7 @@ public final class NodeRuntime: Service, Sendable {
 
     /// Unseals the tenant's key (one request per tenant at a time, however many callers wait).
     func unseal(tenant: String) async throws {
-        let task = state.withLockedValue { state -> Task<Void, Error> in
+        let task = state.withLockedValue { state -> Task<Void, any Error> in
             if let running = state.unsealing[tenant] { return running }
             let task = Task { try await self.fetch(tenant: tenant) }
             state.unsealing[tenant] = task

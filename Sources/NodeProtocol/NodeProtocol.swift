@@ -1,6 +1,6 @@
 import Audit
-import Crypto
-import Foundation
+public import Crypto
+public import Foundation
 
 /// The wire contract between the gateway and its regional nodes, in one place so that both
 /// sides (and independent verifiers) build exactly the same bytes: the signed-request message,

@@ -1,4 +1,5 @@
 import CPKCS11
+import Foundation
 
 /// A summary of an object's public attributes, for listing keys. Never holds key material.
 public struct ObjectInfo: Sendable, Hashable, Codable {

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import GRDB
 
 /// An administrative role. Nodes are not accounts: they authenticate by their enrolled keys.

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import GRDB
 
 /// An operation that may need more than one person (four-eyes, M-of-N).

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import GRDB
 
 /// One handshake, passed or failed, kept so that an administrator can see why onboarding did

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import GRDB
 
 /// One version of the Internal Versioned Key: a reference to a key in the platform's own

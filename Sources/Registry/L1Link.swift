@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import GRDB
 
 /// Where a link stands (Docs/Architecture.md, "The key lifecycle"):

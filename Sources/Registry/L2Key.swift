@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import GRDB
 
 /// `ACTIVE ⇄ LOCKED → SHREDDED`. A locked L2 has lost its active binding: only L1 can open its

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import GRDB
 
 /// A regional node: the gateway knows it by its identity keys, never by a shared secret.

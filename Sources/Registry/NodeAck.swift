@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import GRDB
 
 /// A node's signed acknowledgement that it dropped the keys of a revoked link.

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import GRDB
 
 /// An event written in the same transaction as the change it announces, so that a crash can

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import GRDB
 
 /// A credential an application presents to a node: what it grants (tenants) and until when.

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import GRDB
 
 /// A lease change: a node may hold a tenant's key until `expiresAt`, or (nil) no longer holds it.

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import GRDB
 
 /// The way back from a revocation (restore) and the way beyond it (crypto-shred), each in one

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import GRDB
 
 /// An administrative action taken on the gateway's host (`cmk admin`), waiting for the server

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import GRDB
 
 /// A rotation that re-wraps many records: `l1` moves every sovereign binding made by one L1 key

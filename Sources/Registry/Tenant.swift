@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import GRDB
 
 /// A customer of the platform: the boundary inside which L1 links, L2 keys and handshake

@@ -1,8 +1,8 @@
 import Crypto
-import Foundation
+public import Foundation
 import NIOConcurrencyHelpers
-import NIOSSL
-import Prometheus
+public import NIOSSL
+public import Prometheus
 
 /// A certificate chain and its private key, read from PEM files and read again when they
 /// change, so that a renewed certificate is served without a restart (see `CertificateReloader`).

@@ -1,6 +1,6 @@
 import NIOConcurrencyHelpers
-import NIOSSL
-import Prometheus
+public import NIOSSL
+public import Prometheus
 
 /// How a node reaches an HTTPS gateway: the CA its certificate must chain to (nil: the
 /// system's roots) and, for a gateway that requires them, the node's client certificate, read

@@ -1,8 +1,8 @@
 import Foundation
-import Logging
-import NIOCore
-import NIOSSL
-import ServiceLifecycle
+public import Logging
+public import NIOCore
+public import NIOSSL
+public import ServiceLifecycle
 import UnixSignals
 
 /// TLS for a listener (the gateway's, a node's application API): TLS 1.2 or later, the

@@ -10,6 +10,7 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOFoundationEssentialsCompat
 import NIOHTTP1
 import NodeAgent
 import ServiceLifecycle

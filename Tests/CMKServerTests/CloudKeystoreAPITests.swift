@@ -1,11 +1,13 @@
 import AWSKMS
 import AzureKeyVault
+@testable import CMKServer
 import Foundation
 import GCPKMS
 import Hummingbird
 import HummingbirdTesting
 import KSI
-@testable import CMKServer
+import NIOFoundationEssentialsCompat
+import PKCS11
 import Registry
 import Testing
 import TestSupport

@@ -1,7 +1,8 @@
-import Foundation
-import Testing
-import Logging
 @testable import CMKServer
+import Crypto
+import Foundation
+import Logging
+import Testing
 
 @Suite struct ConfigurationTests {
     func write(_ json: String) throws -> String {

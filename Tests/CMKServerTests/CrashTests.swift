@@ -1,6 +1,7 @@
 import Audit
 import Foundation
 import KSI
+import PKCS11
 import Registry
 import Testing
 import TestSupport

@@ -1,10 +1,11 @@
+@testable import CMKServer
 import Crypto
 import Foundation
 import Hummingbird
 import HummingbirdTesting
 import JWTKit
+import Registry
 import Testing
-@testable import CMKServer
 
 /// Gateway mode against a test JWKS: what Envoy's jwt_authn filter forwards.
 @Suite(.serialized) struct IdentityAssertionTests {

@@ -1,15 +1,17 @@
 import AsyncHTTPClient
 import Audit
+@testable import CMKServer
 import Crypto
 import Foundation
 import Hummingbird
 import HummingbirdTesting
 import KSI
+import NIOHTTP1
 import NodeProtocol
+import PKCS11
 import Registry
 import Testing
 import TestSupport
-@testable import CMKServer
 
 /// A regional node played in process: its identity keys, and signed requests.
 struct SimulatedNode {

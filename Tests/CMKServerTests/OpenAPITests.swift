@@ -1,7 +1,8 @@
+@testable import CMKServer
 import Foundation
 import Hummingbird
 import HummingbirdTesting
-@testable import CMKServer
+import NIOFoundationEssentialsCompat
 import Testing
 import TestSupport
 

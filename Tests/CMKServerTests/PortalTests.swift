@@ -1,11 +1,12 @@
 import AsyncHTTPClient
+@testable import CMKServer
 import Foundation
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
+import NIOHTTP1
 import Testing
 import TestSupport
-@testable import CMKServer
 
 @Suite(.serialized) struct PortalTests: ChildProcessTests {
     @Test func thePortalIsServedUnderAStrictContentSecurityPolicy() async throws {

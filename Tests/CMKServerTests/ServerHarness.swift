@@ -1,9 +1,10 @@
+@testable import CMKServer
 import Foundation
 import Hummingbird
 import HummingbirdTesting
 import KSI
 import Logging
-@testable import CMKServer
+import NIOFoundationEssentialsCompat
 import Registry
 import TestSupport
 

@@ -1,9 +1,10 @@
+@testable import CMKServer
 import Foundation
 import Hummingbird
 import HummingbirdTesting
 import KSI
+import NIOFoundationEssentialsCompat
 import PKCS11
-@testable import CMKServer
 import Registry
 import Testing
 import TestSupport

@@ -1,7 +1,8 @@
+import Crypto
 import Foundation
 import NIOCore
-import Testing
 @testable import NodeAgent
+import Testing
 
 @Suite struct NodeIdentityTests {
     func temporaryDirectory() -> String {

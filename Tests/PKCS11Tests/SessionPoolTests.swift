@@ -1,6 +1,7 @@
+import CPKCS11
 import Foundation
-import Testing
 @testable import PKCS11
+import Testing
 import TestSupport
 
 /// The pool on the `pool` token: concurrency, bounds, recovery.

@@ -1,6 +1,7 @@
 import Foundation
-import Testing
+import GRDB
 @testable import Registry
+import Testing
 
 /// The schema's own backstops, hit directly with SQL that bypasses the Swift checks: a bug in a
 /// later version, or another program writing the file, still cannot break the rules.

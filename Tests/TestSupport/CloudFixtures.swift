@@ -1,7 +1,7 @@
-import AWSKMS
-import AzureKeyVault
+public import AWSKMS
+public import AzureKeyVault
 import Foundation
-import GCPKMS
+public import GCPKMS
 
 /// Local stand-ins: drongo behind the GCP front (tokens, CRC32C checks), and the Key Vault fake.
 public enum CloudFixtures {

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// A Python server the tests start on loopback (moto, drongo, the Key Vault fake): started once per
 /// test process on a free port, waited for with a plain TCP connect (an HTTP request could

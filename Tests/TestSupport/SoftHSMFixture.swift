@@ -1,6 +1,6 @@
 import Foundation
-import KSI
-import PKCS11
+public import KSI
+public import PKCS11
 
 /// A private SoftHSM token directory, provisioned once per test process with
 /// `Scripts/softhsm-provision` (so the script is exercised too), before any test loads the module.

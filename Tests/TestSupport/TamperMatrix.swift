@@ -1,4 +1,4 @@
-import Audit
+public import Audit
 
 /// The tamper matrix: each way of altering an export is detected, and the failure names the
 /// record at fault. The server's tests run it too, on the export of a real API run.

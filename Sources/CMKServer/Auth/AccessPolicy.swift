@@ -1,4 +1,4 @@
-import Registry
+public import Registry
 
 /// Who may call what: one table, read by the authorization middleware, by the tests (which
 /// generate the whole route × role matrix from it) and by Docs/Authorization.md (checked

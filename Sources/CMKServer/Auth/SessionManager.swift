@@ -1,12 +1,12 @@
-import Audit
+public import Audit
 import Crypto
-import Foundation
+public import Foundation
 import HummingbirdBcrypt
-import KSI
-import Logging
+public import KSI
+public import Logging
 import NIOConcurrencyHelpers
 import NIOPosix
-import Registry
+public import Registry
 
 /// Session settings (`sessions` in the configuration).
 public struct SessionSettings: Codable, Sendable, Equatable {
