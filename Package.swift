@@ -44,16 +44,24 @@ let package = Package(
             pkgConfig: "libcrypto",
             providers: [.apt(["libssl-dev"])]
         ),
+        // The leaf every other target may share, and that imports none of ours: secret bytes that
+        // wipe themselves, canonical JSON (RFC 8785), RFC 3339 dates, lowercase hex, Ed25519 and
+        // X25519 key files. The node and the offline verifier need nothing heavier for these.
+        .target(
+            name: "CMKCore",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")]
+        ),
         .target(
             name: "PKCS11",
             dependencies: [
+                "CMKCore",
                 "CPKCS11",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         .target(
             name: "KSI",
-            dependencies: [
+            dependencies: ["CMKCore", 
                 "PKCS11",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
@@ -62,9 +70,8 @@ let package = Package(
         // backoff and jitter on throttling), credential sources, the probe report builder.
         .target(
             name: "CloudKMS",
-            dependencies: [
+            dependencies: ["CMKCore", 
                 "KSI",
-                "PKCS11",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -74,8 +81,8 @@ let package = Package(
         // AWS KMS as a token: JSON 1.1 protocol, SigV4.
         .target(
             name: "AWSKMS",
-            dependencies: [
-                "CloudKMS", "KSI", "PKCS11",
+            dependencies: ["CMKCore", 
+                "CloudKMS", "KSI",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -84,8 +91,8 @@ let package = Package(
         // GCP Cloud KMS as a token: REST v1 with CRC32C both ways, service-account JWT grant.
         .target(
             name: "GCPKMS",
-            dependencies: [
-                "CloudKMS", "KSI", "PKCS11",
+            dependencies: ["CMKCore", 
+                "CloudKMS", "KSI",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -95,8 +102,8 @@ let package = Package(
         // Azure Key Vault / Managed HSM as a token: wrapkey/unwrapkey, client-credentials tokens.
         .target(
             name: "AzureKeyVault",
-            dependencies: [
-                "CloudKMS", "KSI", "PKCS11",
+            dependencies: ["CMKCore", 
+                "CloudKMS", "KSI",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
@@ -111,8 +118,8 @@ let package = Package(
         .target(
             name: "Audit",
             dependencies: [
+                "CMKCore",
                 "CSHA256",
-                "PKCS11",
                 "KSI",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -122,7 +129,7 @@ let package = Package(
         // The gateway–node wire contract: signed requests, enrolment proof, HPKE binding, acks.
         .target(
             name: "NodeProtocol",
-            dependencies: ["Audit", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["CMKCore", .product(name: "Crypto", package: "swift-crypto")]
         ),
         // TLS for the listeners: certificate files read again when they change (no restart),
         // optional client certificates, the loopback rule for plain HTTP.
@@ -144,8 +151,7 @@ let package = Package(
         .target(
             name: "NodeAgent",
             dependencies: [
-                "Audit",
-                "PKCS11",
+                "CMKCore",
                 "NodeProtocol",
                 "TLSSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -153,11 +159,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOFoundationEssentialsCompat", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdTLS", package: "hummingbird"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -166,7 +169,7 @@ let package = Package(
         // The gateway: configuration, Management API, handshake, kill-switch state.
         .target(
             name: "CMKServer",
-            dependencies: [
+            dependencies: ["CMKCore", 
                 "KSI",
                 "AWSKMS",
                 "GCPKMS",
@@ -180,7 +183,6 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -198,7 +200,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "cmk",
-            dependencies: [
+            dependencies: ["CMKCore", 
                 "KSI",
                 "PKCS11",
                 "CMKServer",
@@ -214,7 +216,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        .executableTarget(name: "audit-bench", dependencies: ["Audit"], path: "Sources/audit-bench"),
+        .executableTarget(name: "audit-bench", dependencies: ["CMKCore", "Audit"], path: "Sources/audit-bench"),
         .executableTarget(
             name: "killswitch-bench",
             dependencies: [
@@ -242,29 +244,29 @@ let package = Package(
                                                   .product(name: "X509", package: "swift-certificates"),
                                                   .product(name: "SwiftASN1", package: "swift-asn1"),
                                                   .product(name: "Crypto", package: "swift-crypto")], path: "Tests/TestSupport"),
-        .testTarget(name: "PKCS11Tests", dependencies: ["CPKCS11", "PKCS11", "KSI", "TestSupport"]),
-        .testTarget(name: "KSITests", dependencies: ["KSI", "PKCS11", "TestSupport"]),
+        .testTarget(name: "PKCS11Tests", dependencies: ["CMKCore", "CPKCS11", "PKCS11", "KSI", "TestSupport"]),
+        .testTarget(name: "KSITests", dependencies: ["CMKCore", "KSI", "PKCS11", "TestSupport"]),
         .testTarget(
             name: "CloudKMSTests",
-            dependencies: ["CloudKMS", "AWSKMS", "GCPKMS", "AzureKeyVault", "KSI", "PKCS11", "TestSupport",
+            dependencies: ["CMKCore", "CloudKMS", "AWSKMS", "GCPKMS", "AzureKeyVault", "KSI", "PKCS11", "TestSupport",
                            .product(name: "NIOHTTP1", package: "swift-nio")],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(
             name: "AuditTests",
-            dependencies: ["Audit", "TestSupport", "PKCS11", "KSI", .product(name: "Crypto", package: "swift-crypto"),
+            dependencies: ["CMKCore", "Audit", "TestSupport", "PKCS11", "KSI", .product(name: "Crypto", package: "swift-crypto"),
                            .product(name: "GRDB", package: "GRDB.swift")],
             resources: [.copy("Vectors")]
         ),
         .testTarget(
             name: "NodeAgentTests",
-            dependencies: ["NodeAgent", "NodeProtocol", "Audit", "PKCS11", .product(name: "Crypto", package: "swift-crypto"),
+            dependencies: ["CMKCore", "NodeAgent", "NodeProtocol", "Audit", "PKCS11", .product(name: "Crypto", package: "swift-crypto"),
                            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"), .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(
             name: "CMKServerTests",
-            dependencies: [
+            dependencies: ["CMKCore", 
                 "CMKServer", "KSI", "PKCS11", "Registry", "TestSupport", "Audit", "NodeProtocol", "NodeAgent", "TLSSupport",
                 "AWSKMS", "GCPKMS", "AzureKeyVault",
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -1,10 +1,10 @@
 public import CloudKMS
+public import CMKCore
 import Crypto
 import Foundation
 public import KSI
 import NIOConcurrencyHelpers
 import NIOHTTP1
-public import PKCS11
 
 /// An AWS KMS key store as a token: the JSON 1.1 protocol (`X-Amz-Target: TrentService.*`)
 /// signed with SigV4. Wraps are `Encrypt`, unwraps `Decrypt`, both with an encryption context

@@ -1,3 +1,4 @@
+import CMKCore
 /// The canonical encoding written directly, member by member in JCS order, without building a
 /// `JSONValue` (the store encodes every record; a test holds this against the general encoder).
 ///

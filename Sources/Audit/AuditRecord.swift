@@ -1,3 +1,4 @@
+public import CMKCore
 /// Who made a request: an administrator, an automation token, a regional node, or the platform
 /// itself (the scheduled prober).
 public struct AuditActor: Sendable, Equatable, Codable {

@@ -1,3 +1,4 @@
+import CMKCore
 import Dispatch
 import Foundation
 import GRDB

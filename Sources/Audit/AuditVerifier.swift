@@ -1,3 +1,4 @@
+import CMKCore
 import Crypto
 import Foundation
 #if canImport(Glibc)

@@ -1,3 +1,4 @@
+import CMKCore
 import Crypto
 import Foundation
 
@@ -131,7 +132,11 @@ public struct VerifierKey: Sendable, Equatable, CustomStringConvertible {
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
         if trimmed.hasPrefix("-----BEGIN PUBLIC KEY-----") {
             guard let defaultName else { throw AuditError(.invalidInput, "a PEM public key needs the log's key name") }
-            try self.init(name: defaultName, publicKey: try Ed25519Keys.publicKey(pem: trimmed))
+            do {
+                try self.init(name: defaultName, publicKey: try Ed25519Keys.publicKey(pem: trimmed))
+            } catch let error as KeyFileError {
+                throw AuditError(.invalidInput, error.reason)
+            }
             return
         }
         let parts = trimmed.split(separator: "+", maxSplits: 2)

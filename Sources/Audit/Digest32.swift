@@ -1,3 +1,4 @@
+import CMKCore
 import CSHA256
 
 /// A SHA-256 value held inline (no heap allocation): the verifier's hot path handles a few of

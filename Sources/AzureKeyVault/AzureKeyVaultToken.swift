@@ -1,9 +1,9 @@
 public import CloudKMS
+public import CMKCore
 import Foundation
 public import KSI
 import NIOConcurrencyHelpers
 import NIOHTTP1
-public import PKCS11
 
 /// Azure Key Vault or Managed HSM as a token: REST `wrapkey` / `unwrapkey` (RSA-OAEP-256 with
 /// RSA keys, A256KW with a Managed HSM's `oct-HSM` keys), key URIs with or without a version,

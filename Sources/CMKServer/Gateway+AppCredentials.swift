@@ -1,4 +1,5 @@
 import Audit
+import CMKCore
 import Crypto
 public import Foundation
 public import Logging
@@ -16,7 +17,7 @@ extension Gateway {
             logger.notice("made a new app credential signing key", metadata: ["path": "\(path)"])
         }
         let text: String
-        do { text = try Ed25519Keys.readPrivateKeyFile(path, what: "the app credential signing key") } catch let error as AuditError {
+        do { text = try Ed25519Keys.readPrivateKeyFile(path, what: "the app credential signing key") } catch let error as KeyFileError {
             throw ConfigurationError(error.reason)
         }
         return try Ed25519Keys.signingKey(pem: text)

@@ -1,4 +1,5 @@
 public import Audit
+import CMKCore
 import Foundation
 import KSI
 import Logging

@@ -1,4 +1,5 @@
 import Audit
+import CMKCore
 import Crypto
 public import Foundation
 import HTTPTypes

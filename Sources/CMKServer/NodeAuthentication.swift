@@ -1,4 +1,5 @@
 import Audit
+import CMKCore
 import Crypto
 import Foundation
 import Hummingbird

@@ -1,4 +1,5 @@
 import Audit
+import CMKCore
 import Foundation
 import Hummingbird
 import KSI

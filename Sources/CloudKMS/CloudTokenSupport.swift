@@ -1,7 +1,7 @@
+public import CMKCore
 import Foundation
 public import KSI
 import NIOConcurrencyHelpers
-public import PKCS11
 
 /// A cloud token's health without a request per look (D67): the credentials can be read, and
 /// the last call's outcome.

@@ -1,9 +1,9 @@
 public import AsyncHTTPClient
+public import CMKCore
 public import Foundation
 public import KSI
 import NIOCore
 public import NIOHTTP1
-public import PKCS11
 
 /// One HTTP exchange with a cloud KMS, as the drivers see it.
 public struct CloudResponse: Sendable {

@@ -1,11 +1,11 @@
 public import CloudKMS
+public import CMKCore
 import Crypto
 import _CryptoExtras
 import Foundation
 public import KSI
 import NIOConcurrencyHelpers
 import NIOHTTP1
-public import PKCS11
 
 /// GCP Cloud KMS as a token: REST v1 `:encrypt` / `:decrypt` with additional authenticated
 /// data binding tenant and L2Ref, and the CRC32C integrity fields checked both ways (sent with

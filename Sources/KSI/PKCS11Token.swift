@@ -1,3 +1,4 @@
+public import CMKCore
 import Foundation
 import NIOConcurrencyHelpers
 public import PKCS11

@@ -1,4 +1,5 @@
-public import PKCS11
+public import CMKCore
+import PKCS11
 
 /// Which kind of keystore a token is.
 public enum Provider: String, Sendable, Codable, CaseIterable {

@@ -1,5 +1,5 @@
 public import AsyncHTTPClient
-import Audit
+public import CMKCore
 public import Crypto
 public import Foundation
 public import NIOConcurrencyHelpers
@@ -7,7 +7,6 @@ public import NIOCore
 import NIOFoundationEssentialsCompat
 import NIOHTTP1
 import NodeProtocol
-public import PKCS11
 public import TLSSupport
 
 /// The node's side of the gateway's `/node/v1` API: every call signed with the node's identity

@@ -1,4 +1,4 @@
-import Audit
+import CMKCore
 import Foundation
 public import Hummingbird
 import Logging

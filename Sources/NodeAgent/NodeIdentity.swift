@@ -1,4 +1,4 @@
-import Audit
+import CMKCore
 public import Crypto
 public import Foundation
 #if canImport(Glibc)
@@ -121,11 +121,9 @@ public struct NodeIdentity: Sendable {
     }
 
     private static func readPrivate(_ path: String) throws -> String {
-        var status = stat()
-        guard stat(path, &status) == 0 else { throw Failure(description: "cannot read \(path): \(String(cString: strerror(errno)))") }
-        guard status.st_mode & 0o077 == 0 else { throw Failure(description: "\(path) is readable by others; chmod 600 it") }
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw Failure(description: "cannot read \(path)") }
-        return text
+        do { return try Ed25519Keys.readPrivateKeyFile(path, what: "the node key") } catch let error as KeyFileError {
+            throw Failure(description: error.reason)
+        }
     }
 
     /// Replaces the state, durably: written to a temporary file, synced, renamed over `node.json`.

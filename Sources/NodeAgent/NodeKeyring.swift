@@ -1,9 +1,8 @@
-import Audit
+public import CMKCore
 public import Crypto
 public import Foundation
 import NIOConcurrencyHelpers
 import NodeProtocol
-public import PKCS11
 
 /// What a regional node holds: each tenant's L2, in wiped memory, under a lease; application
 /// encryption under data keys derived from it; and the purge that drops a revoked link's keys

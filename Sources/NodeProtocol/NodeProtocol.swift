@@ -1,4 +1,4 @@
-import Audit
+import CMKCore
 public import Crypto
 public import Foundation
 

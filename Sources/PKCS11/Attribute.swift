@@ -1,3 +1,4 @@
+import CMKCore
 import CPKCS11
 
 /// An object class (`CK_OBJECT_CLASS`).

@@ -1,3 +1,4 @@
+public import CMKCore
 import Foundation
 
 /// Where a PIN comes from. PINs are never written in configuration files, URIs or command lines

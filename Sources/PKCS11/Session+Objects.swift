@@ -1,3 +1,4 @@
+public import CMKCore
 import CPKCS11
 import Foundation
 

@@ -1,3 +1,4 @@
+public import CMKCore
 import CPKCS11
 
 /// An object handle (`CK_OBJECT_HANDLE`), valid within this process until the object is

@@ -1,4 +1,5 @@
 import Audit
+import CMKCore
 import Foundation
 
 /// The audit log benchmark driver (Scripts/bench-audit runs it):

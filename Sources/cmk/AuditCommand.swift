@@ -1,5 +1,6 @@
 import ArgumentParser
 import Audit
+import CMKCore
 import Foundation
 
 struct AuditCommand: AsyncParsableCommand {
@@ -155,7 +156,7 @@ extension AuditCommand {
                 let (_, publicPEM) = try Ed25519Keys.generate(path: out)
                 try Data(publicPEM.utf8).write(to: URL(fileURLWithPath: out + ".pub"))
                 print("wrote \(out) (private, mode 0600) and \(out).pub:\n\(publicPEM)", terminator: "")
-            } catch let error as AuditError {
+            } catch let error as KeyFileError {
                 FileHandle.standardError.write(Data("cmk: \(error.reason)\n".utf8))
                 Foundation.exit(64)
             }

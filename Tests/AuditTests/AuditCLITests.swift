@@ -1,7 +1,8 @@
+@testable import Audit
+import CMKCore
 import Foundation
 import Testing
 import TestSupport
-@testable import Audit
 
 /// `cmk audit verify` and `cmk audit keygen`, run as a separate process: summaries, exit
 /// codes, the record named on failure, truncation against a witness copy, consistency.

@@ -1,7 +1,8 @@
+@testable import Audit
+import CMKCore
 import Foundation
 import GRDB
 import Testing
-@testable import Audit
 
 @Suite struct AuditStoreTests {
     @Test func concurrentAppendsGetDistinctPositionsAndEveryProofVerifies() async throws {

@@ -1,7 +1,8 @@
+@testable import Audit
+import CMKCore
 import Crypto
 import Foundation
 import Testing
-@testable import Audit
 
 /// The golden vectors in `Vectors/`, written by an independent implementation
 /// (`Scripts/audit-vectors.py`: Python's hashlib, json and pyca/cryptography), run by one runner.

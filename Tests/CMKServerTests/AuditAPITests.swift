@@ -1,11 +1,12 @@
 import Audit
+import CMKCore
+@testable import CMKServer
 import Foundation
 import Hummingbird
 import HummingbirdTesting
 import KSI
 import Testing
 import TestSupport
-@testable import CMKServer
 
 @Suite(.serialized) struct AuditAPITests {
     /// Every path that touches an L1 key leaves exactly one record per request, counted against

@@ -1,5 +1,6 @@
 import AWSKMS
 import AzureKeyVault
+import CMKCore
 @testable import CMKServer
 import Foundation
 import GCPKMS

@@ -1,4 +1,5 @@
 import Audit
+import CMKCore
 import Foundation
 import KSI
 import PKCS11

@@ -1,14 +1,15 @@
 import Audit
+import CMKCore
+@testable import CMKServer
+import Crypto
 import Foundation
 import Hummingbird
 import HummingbirdTesting
-import Registry
-import Crypto
-import NodeProtocol
 @testable import NodeAgent
+import NodeProtocol
+import Registry
 import Testing
 import TestSupport
-@testable import CMKServer
 
 /// Findings of the code review (issue 15), each with the test that failed before its fix.
 @Suite(.serialized) struct HardeningTests {

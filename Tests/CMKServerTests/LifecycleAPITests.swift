@@ -1,4 +1,6 @@
 import Audit
+import CMKCore
+@testable import CMKServer
 import Crypto
 import Foundation
 import Hummingbird
@@ -8,7 +10,6 @@ import PKCS11
 import Registry
 import Testing
 import TestSupport
-@testable import CMKServer
 
 /// Restore with L1 and four-eyes approval, crypto-shred with its waiting period, the fence
 /// around a revoked binding, rotations, and the separation of duties, through the Management

@@ -1,3 +1,4 @@
+import CMKCore
 @testable import CMKServer
 import Foundation
 import Hummingbird

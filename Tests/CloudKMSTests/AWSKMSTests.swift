@@ -1,5 +1,6 @@
 @testable import AWSKMS
 import CloudKMS
+import CMKCore
 import Foundation
 import KSI
 import NIOHTTP1

@@ -1,5 +1,6 @@
 @testable import AzureKeyVault
 import CloudKMS
+import CMKCore
 import Foundation
 @testable import GCPKMS
 import KSI

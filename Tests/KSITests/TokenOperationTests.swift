@@ -1,7 +1,8 @@
+import CMKCore
 import Foundation
-import Testing
 @testable import KSI
 import PKCS11
+import Testing
 import TestSupport
 
 /// Wrap and unwrap through the KSI on the `crypto` token, and interoperability with the

@@ -1,10 +1,11 @@
 import Audit
+import CMKCore
 import Crypto
 import Foundation
 import NIOConcurrencyHelpers
+@testable import NodeAgent
 import PKCS11
 import Testing
-@testable import NodeAgent
 
 @Suite struct NodeKeyringTests {
     final class Clock: Sendable {

@@ -1,6 +1,7 @@
+import CMKCore
 import Foundation
-import Testing
 @testable import PKCS11
+import Testing
 import TestSupport
 
 @Suite struct ModuleTests {

@@ -1,6 +1,7 @@
+import CMKCore
 import Foundation
-import Testing
 @testable import PKCS11
+import Testing
 import TestSupport
 
 /// Key generation, wrapping and encryption on the `crypto` token, through a real SoftHSM.

@@ -1,9 +1,14 @@
-import CPKCS11
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Secret bytes (a PIN, key material) in memory this type owns, overwritten when released.
 ///
 /// Swift arrays copy freely and never promise to wipe; this type keeps one heap buffer, never
-/// prints its contents, and wipes it with `explicit_bzero` in `deinit`.
+/// prints its contents, and wipes it with `explicit_bzero` in `deinit` (a call the optimiser
+/// may not remove, unlike a plain `memset` of memory about to be freed).
 public final class SecretBytes: @unchecked Sendable, CustomStringConvertible, CustomDebugStringConvertible {
     private let buffer: UnsafeMutableRawBufferPointer
     public let count: Int
@@ -42,7 +47,11 @@ public final class SecretBytes: @unchecked Sendable, CustomStringConvertible, Cu
     }
 
     deinit {
-        cpkcs11_wipe(buffer.baseAddress, buffer.count)
+        #if canImport(Glibc)
+        explicit_bzero(buffer.baseAddress!, buffer.count)
+        #else
+        memset_s(buffer.baseAddress!, buffer.count, 0, buffer.count)
+        #endif
         buffer.deallocate()
     }
 

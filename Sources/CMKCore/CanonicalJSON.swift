@@ -32,6 +32,11 @@ public struct CanonicalJSONError: Error, Sendable, Equatable, CustomStringConver
     public let offset: Int
     public let reason: String
     public var description: String { "not canonical JSON at byte \(offset): \(reason)" }
+
+    package init(offset: Int, reason: String) {
+        self.offset = offset
+        self.reason = reason
+    }
 }
 
 // MARK: - Encoding
@@ -45,7 +50,7 @@ extension JSONValue {
         return out
     }
 
-    static func write(_ value: JSONValue, into out: inout [UInt8]) throws {
+    package static func write(_ value: JSONValue, into out: inout [UInt8]) throws {
         switch value {
         case .null: out.append(contentsOf: "null".utf8)
         case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
@@ -76,7 +81,7 @@ extension JSONValue {
         }
     }
 
-    static func writeString(_ s: String, into out: inout [UInt8]) {
+    package static func writeString(_ s: String, into out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
         for byte in s.utf8 {
             switch byte {
@@ -154,19 +159,19 @@ public enum CanonicalJSON {
 
 /// The strict scanner. `value()` builds a `JSONValue`; `skip()` only validates, for the
 /// verifier's hot path, which reads two members of each record and hashes the rest as bytes.
-struct CanonicalScanner {
-    let bytes: UnsafeBufferPointer<UInt8>
-    var position = 0
+package struct CanonicalScanner {
+    package let bytes: UnsafeBufferPointer<UInt8>
+    package var position = 0
     /// Objects and arrays open around the position: bounded, so that hostile input cannot
     /// exhaust the stack (the parser recurses once per level).
-    var depth = 0
-    static let maxDepth = JSONNesting.maxDepth
+    package var depth = 0
+    package static let maxDepth = JSONNesting.maxDepth
 
-    init(_ bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
+    package init(_ bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
 
-    func error(_ reason: String) -> CanonicalJSONError { CanonicalJSONError(offset: position, reason: reason) }
+    package func error(_ reason: String) -> CanonicalJSONError { CanonicalJSONError(offset: position, reason: reason) }
 
-    mutating func expectEnd() throws {
+    package mutating func expectEnd() throws {
         guard position == bytes.count else { throw error("unexpected bytes after the value") }
     }
 
@@ -177,7 +182,7 @@ struct CanonicalScanner {
         position += 1
     }
 
-    mutating func value() throws -> JSONValue {
+    package mutating func value() throws -> JSONValue {
         switch peek() {
         case UInt8(ascii: "{"):
             var members: [String: JSONValue] = [:]
@@ -196,7 +201,7 @@ struct CanonicalScanner {
     }
 
     /// Validates one value without building it.
-    mutating func skip() throws {
+    package mutating func skip() throws {
         switch peek() {
         case UInt8(ascii: "{"): try object { scanner, _ in try scanner.skip() }
         case UInt8(ascii: "["): try array { scanner in try scanner.skip() }
@@ -210,14 +215,14 @@ struct CanonicalScanner {
 
     /// Calls `member` for each member, positioned at its value, after checking that names
     /// ascend strictly in UTF-16 order.
-    mutating func object(_ member: (inout CanonicalScanner, String) throws -> Void) throws {
+    package mutating func object(_ member: (inout CanonicalScanner, String) throws -> Void) throws {
         try objectRanges { scanner, keyRange in
             try member(&scanner, scanner.decode(keyRange))
         }
     }
 
     /// As `object`, giving the name as a range of raw (escaped) bytes.
-    mutating func objectRanges(_ member: (inout CanonicalScanner, Range<Int>) throws -> Void) throws {
+    package mutating func objectRanges(_ member: (inout CanonicalScanner, Range<Int>) throws -> Void) throws {
         try expect(UInt8(ascii: "{"))
         depth += 1
         defer { depth -= 1 }
@@ -245,7 +250,7 @@ struct CanonicalScanner {
         }
     }
 
-    mutating func array(_ item: (inout CanonicalScanner) throws -> Void) throws {
+    package mutating func array(_ item: (inout CanonicalScanner) throws -> Void) throws {
         try expect(UInt8(ascii: "["))
         depth += 1
         defer { depth -= 1 }
@@ -261,7 +266,7 @@ struct CanonicalScanner {
         }
     }
 
-    mutating func literal(_ word: StaticString) throws {
+    package mutating func literal(_ word: StaticString) throws {
         let count = word.utf8CodeUnitCount
         guard position + count <= bytes.count else { throw error("truncated literal") }
         for i in 0..<count where bytes[position + i] != word.utf8Start[i] {
@@ -270,7 +275,7 @@ struct CanonicalScanner {
         position += count
     }
 
-    mutating func integer() throws -> Int64 {
+    package mutating func integer() throws -> Int64 {
         let start = position
         var negative = false
         if peek() == UInt8(ascii: "-") { negative = true; position += 1 }
@@ -293,14 +298,14 @@ struct CanonicalScanner {
         return negative ? -magnitude : magnitude
     }
 
-    mutating func string() throws -> String { decode(try stringRange()) }
+    package mutating func string() throws -> String { decode(try stringRange()) }
 
     /// Whether the last string scanned was plain ASCII without escapes, so that its raw bytes
     /// compare in UTF-16 order as they are.
-    var lastStringPlain = true
+    package var lastStringPlain = true
 
     /// Validates a string and returns the range of its raw content (between the quotes).
-    mutating func stringRange() throws -> Range<Int> {
+    package mutating func stringRange() throws -> Range<Int> {
         try expect(UInt8(ascii: "\""))
         let start = position
         let count = bytes.count
@@ -389,7 +394,7 @@ struct CanonicalScanner {
     }
 
     /// Decodes validated raw string content.
-    func decode(_ range: Range<Int>) -> String {
+    package func decode(_ range: Range<Int>) -> String {
         if !bytes[range].contains(UInt8(ascii: "\\")) {
             return String(decoding: UnsafeBufferPointer(rebasing: bytes[range]), as: UTF8.self)
         }
