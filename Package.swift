@@ -136,6 +136,7 @@ let package = Package(
         .target(
             name: "TLSSupport",
             dependencies: [
+                "CMKCore",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -1,3 +1,4 @@
+import CMKCore
 import Foundation
 
 /// How callers name an object: by label and/or `CKA_ID`, optionally restricted to a class and a
@@ -28,7 +29,7 @@ public struct ObjectQuery: Hashable, Sendable, CustomStringConvertible {
         var parts: [String] = []
         if let objectClass { parts.append(objectClass.uriName) }
         if let label { parts.append("label \"\(label)\"") }
-        if let id { parts.append("id \(id.map { String(format: "%02x", $0) }.joined())") }
+        if let id { parts.append("id \(Hex.encode(id))") }
         return parts.isEmpty ? "any object" : parts.joined(separator: " ")
     }
 }

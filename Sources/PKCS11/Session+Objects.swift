@@ -20,7 +20,7 @@ public struct ObjectInfo: Sendable, Hashable, Codable {
     public var modulusBits: UInt?
 
     /// `CKA_ID` as lowercase hex, as `pkcs11-tool` prints it.
-    public var idHex: String { id.map { String(format: "%02x", $0) }.joined() }
+    public var idHex: String { Hex.encode(id) }
 }
 
 extension Session {

@@ -1,3 +1,4 @@
+import CMKCore
 import Crypto
 public import Foundation
 import NIOConcurrencyHelpers
@@ -146,7 +147,7 @@ public final class CertificateFiles: Sendable {
         let notAfter = Date(timeIntervalSince1970: TimeInterval(leaf.notValidAfter))
         guard now < notAfter else { throw Failure("the certificate in \(certificate) expired at \(notAfter)") }
         guard notBefore <= now else { throw Failure("the certificate in \(certificate) is not valid before \(notBefore)") }
-        let fingerprint = SHA256.hash(data: try leaf.toDERBytes()).map { String(format: "%02x", $0) }.joined()
+        let fingerprint = Hex.encode(SHA256.hash(data: try leaf.toDERBytes()))
         var hash = SHA256()
         hash.update(data: certificateBytes); hash.update(data: [0]); hash.update(data: keyBytes); hash.update(data: [0])
         return Pair(chain: chain, key: privateKey, fingerprint: fingerprint, notAfter: notAfter, filesDigest: hash.finalize())
