@@ -111,7 +111,7 @@ let package = Package(
         // The system of record: tenants, keystores, L1 links, L2 keys, IVK versions, outbox.
         .target(
             name: "Registry",
-            dependencies: [.product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: ["CMKCore", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         // The audit log: canonical records, an RFC 9162 Merkle tree, signed checkpoints, the
         // store with group commit, exports and the offline verifier.
@@ -124,6 +124,20 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        // Orbital: the outbox's events pushed to every node's stream, their signed purge
+        // acknowledgements, and revocation progress (folders in the kill-switch's order).
+        .target(
+            name: "Orbital",
+            dependencies: [
+                "CMKCore",
+                "NodeProtocol",
+                "Registry",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // The gateway–node wire contract: signed requests, enrolment proof, HPKE binding, acks.
@@ -179,6 +193,7 @@ let package = Package(
                 "Registry",
                 "Audit",
                 "NodeProtocol",
+                "Orbital",
                 "TLSSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -221,6 +236,7 @@ let package = Package(
         .executableTarget(
             name: "killswitch-bench",
             dependencies: [
+                "CMKCore",
                 "NodeAgent",
                 "NodeProtocol",
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -264,11 +280,11 @@ let package = Package(
             dependencies: ["CMKCore", "NodeAgent", "NodeProtocol", "Audit", "PKCS11", .product(name: "Crypto", package: "swift-crypto"),
                            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"), .product(name: "NIOCore", package: "swift-nio")]
         ),
-        .testTarget(name: "RegistryTests", dependencies: ["Registry", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "RegistryTests", dependencies: ["CMKCore", "Registry", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(
             name: "CMKServerTests",
             dependencies: ["CMKCore", 
-                "CMKServer", "KSI", "PKCS11", "Registry", "TestSupport", "Audit", "NodeProtocol", "NodeAgent", "TLSSupport",
+                "CMKServer", "KSI", "PKCS11", "Registry", "TestSupport", "Audit", "NodeProtocol", "NodeAgent", "Orbital", "TLSSupport",
                 "AWSKMS", "GCPKMS", "AzureKeyVault",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,76 +1,69 @@
-import Audit
+import CMKCore
 import Foundation
-public import Hummingbird
-public import KSI
+import Hummingbird
+import KSI
 import Logging
 import NIOCore
-import Registry
 
-/// The API's one error type and one JSON shape: `{"error":{"code","message","requestId"}}`.
-/// Codes are stable words; statuses follow from them in one place (`status(for:)`).
-public struct APIError: Error, Sendable {
-    public let status: HTTPResponse.Status
-    public let code: String
-    public let message: String
+/// What a failed request answers over HTTP: the status and the one JSON shape
+/// `{"error":{"code","message","requestId"}}`. Operations throw `DomainError`; this is only the
+/// HTTP side of the translation, made in `ErrorMiddleware`.
+struct APIError: Sendable {
+    let status: HTTPResponse.Status
+    let code: String
+    let message: String
     /// Extra machine-readable detail (the probe report of a failed handshake).
-    public let details: ProbeReport?
+    let details: ProbeReport?
 
-    public init(_ status: HTTPResponse.Status, code: String, _ message: String, details: ProbeReport? = nil) {
+    init(_ status: HTTPResponse.Status, code: String, _ message: String, details: ProbeReport? = nil) {
         self.status = status
         self.code = code
         self.message = message
         self.details = details
     }
 
-    static func badRequest(_ message: String) -> APIError { APIError(.badRequest, code: "invalid_input", message) }
-    static func notFound(_ message: String) -> APIError { APIError(.notFound, code: "not_found", message) }
-    static func conflict(_ message: String) -> APIError { APIError(.conflict, code: "conflict", message) }
+    init(_ error: DomainError) {
+        self.init(Self.status(for: error.kind), code: error.code.rawValue, error.message, details: error.details as? ProbeReport)
+    }
 
-    /// The translation of every lower layer's error, done once, here.
+    /// The HTTP status of each kind of failure: the one place where the domain meets HTTP.
+    static func status(for kind: ErrorKind) -> HTTPResponse.Status {
+        switch kind {
+        case .invalidInput: .badRequest
+        case .unauthenticated: .unauthorized
+        case .permissionDenied: .forbidden
+        case .notFound: .notFound
+        case .methodNotAllowed: .methodNotAllowed
+        case .conflict: .conflict
+        case .gone: .gone
+        case .preconditionFailed: .preconditionFailed
+        case .tooLarge: .contentTooLarge
+        case .unprocessable: .unprocessableContent
+        case .exhausted: .tooManyRequests
+        case .unavailable: .serviceUnavailable
+        case .internal: .internalServerError
+        }
+    }
+
+    /// Every error a request can end with, as HTTP: the domain's (and the lower layers' it
+    /// translates), then the HTTP framework's own. Nil: unexpected, an opaque 500.
     static func from(_ error: any Error) -> APIError? {
+        if let domain = DomainError.from(error) { return APIError(domain) }
         switch error {
-        case let error as APIError:
-            return error
-        case let failure as SessionManager.Failure:
-            return APIError(failure)
-        case let error as RegistryError:
-            switch error.code {
-            case .notFound: return APIError(.notFound, code: "not_found", error.message)
-            case .conflict: return APIError(.conflict, code: "conflict", error.message)
-            case .preconditionFailed: return APIError(.preconditionFailed, code: "precondition_failed", error.message)
-            case .invalidInput: return APIError(.badRequest, code: "invalid_input", error.message)
-            }
-        case let error as KeystoreError:
-            switch error.code {
-            case .invalidInput: return APIError(.badRequest, code: "invalid_input", error.reason)
-            case .notFound: return APIError(.unprocessableContent, code: "keystore_not_found", error.reason)
-            case .permissionDenied: return APIError(.unprocessableContent, code: "keystore_refused", error.reason)
-            case .unsupported: return APIError(.unprocessableContent, code: "keystore_unsupported", error.reason)
-            case .conflict: return APIError(.conflict, code: "conflict", error.reason)
-            case .unavailable: return APIError(.serviceUnavailable, code: "keystore_unavailable", error.reason)
-            case .internal: return nil
-            }
         case let error as HTTPError:
             switch error.status {
-            case .contentTooLarge: return APIError(.contentTooLarge, code: "body_too_large", "the request body is larger than the server accepts")
-            case .notFound: return APIError(.notFound, code: "not_found", "no such resource")
-            case .methodNotAllowed: return APIError(.methodNotAllowed, code: "method_not_allowed", "method not allowed on this resource")
-            case .unauthorized: return APIError(.unauthorized, code: "unauthenticated", "a valid bearer token is required")
-            case .badRequest: return APIError(.badRequest, code: "invalid_input", "the request body is not valid JSON for this route")
-            default: return error.status.code < 500 ? APIError(error.status, code: "invalid_input", error.status.reasonPhrase) : nil
-            }
-        case let error as AuditError:
-            switch error.code {
-            case .invalidInput: return APIError(.badRequest, code: "invalid_input", error.reason)
-            case .notFound: return APIError(.notFound, code: "not_found", error.reason)
-            case .unavailable, .verificationFailed:
-                return APIError(.serviceUnavailable, code: "audit_unavailable",
-                                "the audit log cannot record this request, so it was not carried out; see the server log")
+            case .contentTooLarge: return APIError(DomainError(.bodyTooLarge, "the request body is larger than the server accepts"))
+            case .notFound: return APIError(DomainError(.notFound, "no such resource"))
+            case .methodNotAllowed: return APIError(DomainError(.methodNotAllowed, "method not allowed on this resource"))
+            case .unauthorized: return APIError(DomainError(.unauthenticated, "a valid bearer token is required"))
+            case .badRequest: return APIError(DomainError(.invalidInput, "the request body is not valid JSON for this route"))
+            default:
+                return error.status.code < 500 ? APIError(error.status, code: ErrorCode.invalidInput.rawValue, error.status.reasonPhrase) : nil
             }
         case is NIOTooManyBytesError:
-            return APIError(.contentTooLarge, code: "body_too_large", "the request body is larger than the server accepts (64 KiB)")
+            return APIError(DomainError(.bodyTooLarge, "the request body is larger than the server accepts (64 KiB)"))
         case is DecodingError:
-            return APIError(.badRequest, code: "invalid_input", "the request body is not valid JSON for this route")
+            return APIError(DomainError(.invalidInput, "the request body is not valid JSON for this route"))
         default:
             return nil
         }
@@ -103,7 +96,7 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
                 apiError = translated
             } else {
                 context.logger.error("unexpected error", metadata: ["error.type": "\(String(reflecting: type(of: error)))"])
-                apiError = APIError(.internalServerError, code: "internal", "internal error; quote the request id to the operator")
+                apiError = APIError(DomainError(.internal, "internal error; quote the request id to the operator"))
             }
             let body = ErrorBody(error: .init(code: apiError.code, message: apiError.message, requestId: context.id, probe: apiError.details))
             let encoder = JSONEncoder.api

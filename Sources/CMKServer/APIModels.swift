@@ -36,7 +36,7 @@ struct UpdateTenantRequest: Decodable, Sendable {
 
     init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        guard c.contains(.allowedRegions) else { throw APIError.badRequest("the body names allowedRegions (a list of regions, or null for every region)") }
+        guard c.contains(.allowedRegions) else { throw DomainError.invalidInput("the body names allowedRegions (a list of regions, or null for every region)") }
         allowedRegions = try c.decodeIfPresent([String].self, forKey: .allowedRegions)
     }
 }

@@ -8,6 +8,7 @@ import KSI
 import Logging
 import Metrics
 import NIOFoundationEssentialsCompat
+import Orbital
 import Prometheus
 import Registry
 import ServiceLifecycle
@@ -151,7 +152,7 @@ struct HostActionService: Service {
             while !Task.isCancelledOrShuttingDown {
                 do { try await Task.sleep(for: .seconds(5)) } catch { return }
                 await gateway.drainHostActions()
-                await gateway.announceForeignEvents()
+                await gateway.orbital.announceForeignEvents()
             }
         }
     }
@@ -173,7 +174,7 @@ struct RotationService: Service {
 
 /// Heartbeats on the nodes' event streams.
 struct HeartbeatService: Service {
-    let broadcaster: EventBroadcaster
+    let broadcaster: Dispatcher
     var dashboard: DashboardFeed?
 
     func run() async throws {
@@ -257,7 +258,7 @@ public func buildApplication(_ configuration: ServerConfiguration, openAPIPath: 
     var assertions: IdentityAssertionVerifier?
     if let settings = configuration.sessions.identityAssertion { assertions = try await IdentityAssertionVerifier(settings) }
     let openAPI = (openAPIPath.flatMap { FileManager.default.contents(atPath: $0) }).map { ByteBuffer(data: $0) }
-    var services: [any Service] = [GatewayService(gateway: gateway), HeartbeatService(broadcaster: gateway.broadcaster, dashboard: gateway.dashboard),
+    var services: [any Service] = [GatewayService(gateway: gateway), HeartbeatService(broadcaster: gateway.orbital.dispatcher, dashboard: gateway.dashboard),
                                    AuditCheckpointService(audit: audit, interval: .seconds(configuration.audit.checkpointIntervalSeconds)),
                                    ShredService(gateway: gateway, interval: .seconds(configuration.lifecycle.shredCheckSeconds)),
                                    RotationService(gateway: gateway), HostActionService(gateway: gateway)]

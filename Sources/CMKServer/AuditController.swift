@@ -22,28 +22,28 @@ struct AuditController {
         let q = request.uri.queryParameters
         func text(_ name: String) throws -> String? {
             guard let value = q[Substring(name)].map(String.init) else { return nil }
-            guard !value.isEmpty, value.count <= 2048 else { throw APIError.badRequest("\(name) must be 1-2048 characters") }
+            guard !value.isEmpty, value.count <= 2048 else { throw DomainError.invalidInput("\(name) must be 1-2048 characters") }
             return value
         }
         func time(_ name: String) throws -> Int64? {
             guard let value = try text(name) else { return nil }
-            guard let milliseconds = RFC3339.parseMilliseconds(value) else { throw APIError.badRequest("\(name) must be an RFC 3339 time") }
+            guard let milliseconds = RFC3339.parseMilliseconds(value) else { throw DomainError.invalidInput("\(name) must be an RFC 3339 time") }
             return milliseconds
         }
         var query = AuditQuery(tenant: try text("tenant"), keyReference: try text("key"), actor: try text("actor"),
                                operation: try text("operation"), fromTime: try time("from"), toTime: try time("to"))
         if let outcome = try text("outcome") {
-            guard let value = AuditRecord.Outcome(rawValue: outcome) else { throw APIError.badRequest("outcome must be success, failure or denied") }
+            guard let value = AuditRecord.Outcome(rawValue: outcome) else { throw DomainError.invalidInput("outcome must be success, failure or denied") }
             query.outcome = value
         }
         if let limit = try text("limit") {
             guard let value = Int(limit), (1...AuditQuery.maxLimit).contains(value) else {
-                throw APIError.badRequest("limit must be 1-\(AuditQuery.maxLimit)")
+                throw DomainError.invalidInput("limit must be 1-\(AuditQuery.maxLimit)")
             }
             query.limit = value
         }
         if let cursor = try text("cursor") {
-            guard let value = UInt64(cursor) else { throw APIError.badRequest("cursor is the nextCursor of a previous page") }
+            guard let value = UInt64(cursor) else { throw DomainError.invalidInput("cursor is the nextCursor of a previous page") }
             query.after = value
         }
         let finalQuery = query
@@ -56,9 +56,9 @@ struct AuditController {
     }
 
     @Sendable func record(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        guard let seq = UInt64(try context.parameters.require("seq")) else { throw APIError.badRequest("a record id is its position, an integer") }
+        guard let seq = UInt64(try context.parameters.require("seq")) else { throw DomainError.invalidInput("a record id is its position, an integer") }
         guard let (record, _, leaf) = try await blocking({ try audit.store.record(seq: seq) }) else {
-            throw APIError.notFound("no audit record \(seq)")
+            throw DomainError.notFound("no audit record \(seq)")
         }
         // The proof is against a signed checkpoint: sign one now if the record is newer than the last.
         var checkpoint = try await audit.checkpoint()
@@ -90,10 +90,10 @@ struct AuditController {
     @Sendable func consistency(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let q = request.uri.queryParameters
         guard let old = q["from"].flatMap({ UInt64(String($0)) }), let new = q["to"].flatMap({ UInt64(String($0)) }), old > 0, old <= new else {
-            throw APIError.badRequest("give from and to, tree sizes with 0 < from ≤ to")
+            throw DomainError.invalidInput("give from and to, tree sizes with 0 < from ≤ to")
         }
         _ = try await audit.checkpoint()
-        guard new <= audit.store.head.size else { throw APIError.notFound("the log has fewer than \(new) records") }
+        guard new <= audit.store.head.size else { throw DomainError.notFound("the log has fewer than \(new) records") }
         let proof = try await blocking { try audit.store.consistencyProof(old: old, new: new) }
         var body: [String: JSONValue] = [
             "from": .integer(Int64(old)), "to": .integer(Int64(new)),
@@ -110,7 +110,7 @@ struct AuditController {
         let q = request.uri.queryParameters
         func number(_ name: String) throws -> UInt64? {
             guard let text = q[Substring(name)] else { return nil }
-            guard let value = UInt64(String(text)) else { throw APIError.badRequest("\(name) must be a record position") }
+            guard let value = UInt64(String(text)) else { throw DomainError.invalidInput("\(name) must be a record position") }
             return value
         }
         let from = try number("from") ?? 0
@@ -120,7 +120,7 @@ struct AuditController {
         } else {
             end = try await audit.checkpoint().checkpoint.size
         }
-        guard from <= end else { throw APIError.badRequest("from must not be after to") }
+        guard from <= end else { throw DomainError.invalidInput("from must not be after to") }
         let audit = self.audit
         let body = ResponseBody { writer in
             var position = from

@@ -5,6 +5,7 @@ public import Foundation
 public import Logging
 import NIOConcurrencyHelpers
 import NodeProtocol
+import Orbital
 public import Registry
 
 /// Applications' credentials for nodes: signed here, checked by nodes offline, revoked with an
@@ -31,7 +32,7 @@ extension Gateway {
 
     /// A credential for `tenants`, valid for `ttl` (1 minute to 1 year).
     public func issueAppCredential(name: String, tenants: [String], ttl: TimeInterval, by issuer: String) async throws -> IssuedCredential {
-        guard (60...(366 * 86_400)).contains(ttl) else { throw APIError.badRequest("a credential lives 60 s to 366 days") }
+        guard (60...(366 * 86_400)).contains(ttl) else { throw DomainError.invalidInput("a credential lives 60 s to 366 days") }
         let now = Date()
         let id = UUID().uuidString.lowercased()
         let record = try await registry.createAppCredential(id: id, name: name, tenants: tenants, createdBy: issuer,
@@ -45,20 +46,8 @@ extension Gateway {
     /// Revokes a credential; every connected node hears of it at once (`credential.revoked`).
     public func revokeAppCredential(id: String) async throws -> AppCredentialRecord {
         let (record, event) = try await registry.revokeAppCredential(id: id)
-        broadcaster.notify([event])
+        orbital.committed([event])
         return record
-    }
-
-    /// Pushes events another process committed (the command line revoking a credential): streams
-    /// are woken only by commits made here, so the host action service calls this.
-    func announceForeignEvents() async {
-        guard let latest = try? await registry.latestEventSequence() else { return }
-        let from = announced.withLockedValue { previous in
-            defer { previous = max(previous, latest) }
-            return previous
-        }
-        guard from > 0, latest > from, let events = try? await registry.events(after: from, limit: 500), !events.isEmpty else { return }
-        broadcaster.notify(events)
     }
 }
 

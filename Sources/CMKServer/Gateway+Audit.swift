@@ -83,8 +83,7 @@ extension Gateway {
     /// The stable code of an error, for the record (never its text, which may quote input).
     static func auditCode(_ error: any Error) -> String {
         switch error {
-        case let error as APIError: error.code
-        case let failure as SessionManager.Failure: failure.code.rawValue
+        case let error as DomainError: error.code.rawValue
         case let error as KeystoreError: error.code.rawValue
         case let error as RegistryError: error.code.rawValue
         case let error as AuditError: "audit_\(error.code.rawValue)"
@@ -101,8 +100,8 @@ extension Gateway {
     /// (the latest ones) gets a record by the system, marked `recovered`, so that the log names
     /// every kill-switch and every lifting of one, however often a link went back and forth.
     func recoverRevocationRecords() async throws {
-        let kinds: [(event: String, operation: String)] = [(OutboxEvent.l1Revoked, "link.revoke"), (OutboxEvent.l1Restored, "link.restore"),
-                                                           (OutboxEvent.l2Shredded, "l2.shred")]
+        let kinds: [(event: String, operation: String)] = [(EventType.l1Revoked.rawValue, "link.revoke"), (EventType.l1Restored.rawValue, "link.restore"),
+                                                           (EventType.l2Shredded.rawValue, "l2.shred")]
         for kind in kinds {
             var recorded: [String: Int] = [:]
             var after: UInt64?

@@ -6,6 +6,7 @@ import HTTPTypes
 import KSI
 import Logging
 import NIOConcurrencyHelpers
+import Orbital
 import PKCS11
 public import Registry
 
@@ -13,17 +14,17 @@ public import Registry
 /// and the four-eyes approvals both need (Docs/Architecture.md, "The key lifecycle").
 extension Gateway {
     /// The error for an operation that needs a live link, by the link's state.
-    static func notLive(_ link: L1Link) -> APIError {
+    static func notLive(_ link: L1Link) -> DomainError {
         switch link.state {
         case .shredded:
-            APIError(.gone, code: "link_shredded", "link \(link.id) was shredded: its L2 key is destroyed and cannot come back")
+            DomainError(.linkShredded, "link \(link.id) was shredded: its L2 key is destroyed and cannot come back")
         case .shredScheduled:
-            APIError(.conflict, code: "shred_scheduled",
+            DomainError(.shredScheduled,
                      "link \(link.id) is revoked and scheduled for shredding at \(rfc3339(link.shredAfter ?? Date())); cancel the shred to restore it")
         case .revoked:
-            APIError(.conflict, code: "link_revoked", "link \(link.id) is revoked; restore it (with L1, and approval) to use it again")
+            DomainError(.linkRevoked, "link \(link.id) is revoked; restore it (with L1, and approval) to use it again")
         case .linked, .pendingValidation:
-            APIError(.conflict, code: "link_not_revoked", "link \(link.id) is \(link.state.rawValue), not revoked")
+            DomainError(.linkNotRevoked, "link \(link.id) is \(link.state.rawValue), not revoked")
         }
     }
 
@@ -56,13 +57,13 @@ extension Gateway {
     /// Checks that `principal` may take part in a request for `operation` on `tenant`.
     func checkParticipant(_ principal: Principal, operation: ApprovalOperation, tenant: String?) throws {
         guard principal.isPerson else {
-            throw APIError(.forbidden, code: "forbidden", "approvals are made by people with a fresh one-time code, not by tokens")
+            throw DomainError(.forbidden, "approvals are made by people with a fresh one-time code, not by tokens")
         }
         guard principal.role == Self.role(for: operation) else {
-            throw APIError(.forbidden, code: "forbidden",
+            throw DomainError(.forbidden,
                            "\(operation.rawValue) is requested and approved by a \(Self.role(for: operation).rawValue), not a \(principal.role.rawValue)")
         }
-        if let tenant, !principal.mayAccess(tenant: tenant) { throw APIError.notFound("no tenant \(tenant)") }
+        if let tenant, !principal.mayAccess(tenant: tenant) { throw DomainError.notFound("no tenant \(tenant)") }
     }
 
     public struct ApprovalInput: Sendable {
@@ -81,7 +82,7 @@ extension Gateway {
         try checkParticipant(principal, operation: input.operation, tenant: input.tenant)
         let people = people(for: input.operation)
         guard people > 1 else {
-            throw APIError(.conflict, code: "approval_not_required",
+            throw DomainError(.approvalNotRequired,
                            "\(input.operation.rawValue) needs one person here (lifecycle.approvals): carry it out directly")
         }
         var parameters: [String: JSONValue] = [:]
@@ -89,7 +90,7 @@ extension Gateway {
         switch input.operation {
         case .restore, .shred:
             guard let tenant = input.tenant, let linkID = input.link else {
-                throw APIError.badRequest("\(input.operation.rawValue) names the tenant and the link")
+                throw DomainError.invalidInput("\(input.operation.rawValue) names the tenant and the link")
             }
             let link = try await registry.link(tenantID: tenant, id: linkID)
             try Self.requireRevoked(link)
@@ -101,12 +102,12 @@ extension Gateway {
         case .nodeEnrolment:
             guard input.tenant == nil, let region = input.region,
                   region.range(of: #"^[a-z0-9][a-z0-9-]{0,62}$"#, options: .regularExpression) != nil else {
-                throw APIError.badRequest("node.enrolment names the region (1-63 characters of a-z, 0-9 and -), and no tenant")
+                throw DomainError.invalidInput("node.enrolment names the region (1-63 characters of a-z, 0-9 and -), and no tenant")
             }
             if let ttl = input.ttlSeconds { parameters["ttlSeconds"] = .integer(Int64(try Self.enrolmentTTL(ttl))) }
             target = region
         }
-        if let reason = input.reason, reason.count > 500 { throw APIError.badRequest("a reason is at most 500 characters") }
+        if let reason = input.reason, reason.count > 500 { throw DomainError.invalidInput("a reason is at most 500 characters") }
         let now = Date()
         do {
             return try await registry.createApprovalRequest(
@@ -115,39 +116,39 @@ extension Gateway {
                 requestedBy: principal.name, requesterRole: principal.role.rawValue, requiredApprovals: people - 1,
                 expiresAt: now.addingTimeInterval(Double(lifecycle.approvalExpiryMinutes) * 60), at: now)
         } catch let error as RegistryError where error.code == .conflict {
-            throw APIError(.conflict, code: "approval_pending", error.message)
+            throw DomainError(.approvalPending, error.message)
         }
     }
 
     /// One approval or rejection, each person once, never the requester's own.
     public func vote(on id: String, _ decision: ApprovalDecision, by principal: Principal) async throws -> ApprovalRequest {
         let request = try await registry.approvalRequest(id)
-        guard mayView(request, principal) else { throw APIError.notFound("no approval request \(id)") }
+        guard mayView(request, principal) else { throw DomainError.notFound("no approval request \(id)") }
         try checkParticipant(principal, operation: request.operation, tenant: request.tenantID)
         let now = Date()
         if request.requestedBy == principal.name {
-            throw APIError(.forbidden, code: "self_approval", "the requester cannot approve or reject their own request; another \(Self.role(for: request.operation).rawValue) must")
+            throw DomainError(.selfApproval, "the requester cannot approve or reject their own request; another \(Self.role(for: request.operation).rawValue) must")
         }
         if request.votes.contains(where: { $0.approver == principal.name }) {
-            throw APIError(.conflict, code: "already_voted", "\(principal.name) has already voted on request \(id)")
+            throw DomainError(.alreadyVoted, "\(principal.name) has already voted on request \(id)")
         }
         try Self.requireOpen(request, at: now)
         do {
             return try await registry.vote(on: id, by: principal.name, decision, at: now)
         } catch let error as RegistryError where error.code == .conflict {
-            throw APIError(.conflict, code: "approval_closed", error.message)
+            throw DomainError(.approvalClosed, error.message)
         }
     }
 
     public func cancelApproval(_ id: String, by principal: Principal) async throws -> ApprovalRequest {
         let request = try await registry.approvalRequest(id)
-        guard mayView(request, principal) else { throw APIError.notFound("no approval request \(id)") }
+        guard mayView(request, principal) else { throw DomainError.notFound("no approval request \(id)") }
         guard request.requestedBy == principal.name else {
-            throw APIError(.forbidden, code: "forbidden", "only the requester (\(request.requestedBy)) can cancel request \(id); others reject it")
+            throw DomainError(.forbidden, "only the requester (\(request.requestedBy)) can cancel request \(id); others reject it")
         }
         let state = request.state(at: Date())
         guard state == .pending || state == .approved else {
-            throw APIError(.conflict, code: state == .expired ? "approval_expired" : "approval_closed", "request \(id) is \(state.rawValue)")
+            throw DomainError(state == .expired ? .approvalExpired : .approvalClosed, "request \(id) is \(state.rawValue)")
         }
         return try await registry.cancelApprovalRequest(id, by: principal.name, at: Date())
     }
@@ -155,8 +156,8 @@ extension Gateway {
     static func requireOpen(_ request: ApprovalRequest, at now: Date) throws {
         switch request.state(at: now) {
         case .pending: return
-        case .expired: throw APIError(.conflict, code: "approval_expired", "request \(request.id) expired at \(rfc3339(request.expiresAt))")
-        case let state: throw APIError(.conflict, code: "approval_closed", "request \(request.id) is \(state.rawValue), not open for votes")
+        case .expired: throw DomainError(.approvalExpired, "request \(request.id) expired at \(rfc3339(request.expiresAt))")
+        case let state: throw DomainError(.approvalClosed, "request \(request.id) is \(state.rawValue), not open for votes")
         }
     }
 
@@ -165,31 +166,31 @@ extension Gateway {
     /// have taken part. The registry checks all of it again when it uses the request.
     func checkApproval(_ id: String?, operation: ApprovalOperation, target: String, by principal: Principal) async throws -> (id: String, by: String)? {
         guard people(for: operation) > 1 else {
-            return try id.map { _ in throw APIError.badRequest("\(operation.rawValue) needs no approval here; leave out \"approval\"") }
+            return try id.map { _ in throw DomainError.invalidInput("\(operation.rawValue) needs no approval here; leave out \"approval\"") }
         }
         guard let id else {
-            throw APIError(.forbidden, code: "approval_required",
+            throw DomainError(.approvalRequired,
                            "\(operation.rawValue) needs \(people(for: operation)) people: request it (POST /api/v1/approvals), have it approved, then pass its id as \"approval\"")
         }
         let request: ApprovalRequest
         do {
             request = try await registry.approvalRequest(id)
         } catch let error as RegistryError where error.code == .notFound {
-            throw APIError.notFound("no approval request \(id)")
+            throw DomainError.notFound("no approval request \(id)")
         }
         guard request.operation == operation, request.target == target else {
-            throw APIError(.conflict, code: "approval_mismatch", "request \(id) approves \(request.operation.rawValue) of \(request.target), not this")
+            throw DomainError(.approvalMismatch, "request \(id) approves \(request.operation.rawValue) of \(request.target), not this")
         }
         switch request.state(at: Date()) {
         case .approved: break
         case .pending:
-            throw APIError(.forbidden, code: "approval_required",
+            throw DomainError(.approvalRequired,
                            "request \(id) has \(request.approvals) of \(request.requiredApprovals) approvals")
-        case .expired: throw APIError(.conflict, code: "approval_expired", "request \(id) expired at \(rfc3339(request.expiresAt))")
-        case let state: throw APIError(.conflict, code: "approval_closed", "request \(id) is \(state.rawValue)")
+        case .expired: throw DomainError(.approvalExpired, "request \(id) expired at \(rfc3339(request.expiresAt))")
+        case let state: throw DomainError(.approvalClosed, "request \(id) is \(state.rawValue)")
         }
         guard request.participants.contains(principal.name) else {
-            throw APIError(.forbidden, code: "forbidden", "request \(id) is carried out by its requester or an approver")
+            throw DomainError(.forbidden, "request \(id) is carried out by its requester or an approver")
         }
         return (id, principal.name)
     }
@@ -206,7 +207,7 @@ extension Gateway {
         try Self.requireRevoked(link)
         let approval = try await checkApproval(approvalID, operation: .restore, target: linkID, by: principal)
         guard let l2 = try await registry.l2Key(linkID: linkID), l2.state == .locked, let l1Version = l2.sovereignL1Version else {
-            throw APIError(.conflict, code: "conflict", "link \(linkID) has no locked L2 key to restore")
+            throw DomainError(.conflict, "link \(linkID) has no locked L2 key to restore")
         }
         let keystore = try keystore(link.keystoreID)
         let reference = try KeyReference(parsing: link.keyReference)
@@ -214,13 +215,13 @@ extension Gateway {
         let active: WrappedKey = try await keystore.run {
             let report = try await l1Request("probe", target, by: context) { await keystore.token.probe(reference) }
             guard report.passed else {
-                throw APIError(.unprocessableContent, code: "probe_failed",
+                throw DomainError(.probeFailed,
                                "the L1 key did not pass its probe, so the link stays revoked: \(report.failure?.reason ?? "unknown reason")",
                                details: report)
             }
             return try await activeBinding(for: l2, link: link, keystore: keystore, target: target, by: context)
         }
-        guard let ivk = try await registry.currentIVK() else { throw APIError(.serviceUnavailable, code: "not_ready", "no IVK version exists yet") }
+        guard let ivk = try await registry.currentIVK() else { throw DomainError(.notReady, "no IVK version exists yet") }
         let result: (link: L1Link, l2: L2Key, event: OutboxEvent)
         do {
             result = try await registry.restore(
@@ -229,14 +230,14 @@ extension Gateway {
                                sovereignL1Version: l1Version),
                 approval: approval, at: Date())
         } catch let error as RegistryError where error.code == .conflict {
-            throw APIError(.conflict, code: "conflict", error.message)
+            throw DomainError(.conflict, error.message)
         }
         logger.notice("L1 link restored", metadata: ["tenant": "\(tenantID)", "link": "\(linkID)", "epoch": "\(result.link.epoch)"])
         #if DEBUG
         // The crash tests' failpoint (D49): die between the commit and the push and record.
         if ProcessInfo.processInfo.environment["CMK_FAILPOINT"] == "restore-before-dispatch" { kill(getpid(), SIGKILL) }
         #endif
-        broadcaster.notify([result.event])
+        orbital.committed([result.event])
         return result
     }
 
@@ -245,7 +246,7 @@ extension Gateway {
     /// otherwise in wiped memory between the two tokens, as at the handshake.
     func activeBinding(for l2: L2Key, link: L1Link, keystore: ConfiguredKeystore, target: L1Target,
                        by context: AuditContext) async throws -> WrappedKey {
-        guard let ivk = try await registry.currentIVK() else { throw APIError(.serviceUnavailable, code: "not_ready", "no IVK version exists yet") }
+        guard let ivk = try await registry.currentIVK() else { throw DomainError(.notReady, "no IVK version exists yet") }
         let ivkReference = try KeyReference(parsing: ivk.keyReference)
         let sovereign = try await sovereignBinding(of: l2)
         return try await mismatchExplained(link) {
@@ -276,7 +277,7 @@ extension Gateway {
         do {
             return try await body()
         } catch let error as KeystoreError where error.code == .invalidInput {
-            throw APIError(.conflict, code: "l1_key_mismatch",
+            throw DomainError(.l1KeyMismatch,
                            "the L1 key \(link.keyReference) does not open the tenant's sovereign binding: it is not the key the L2 was bound to (was it replaced by another key with the same name?). Nothing was changed; restore needs the original key. Keystore: \(error.reason)")
         }
     }
@@ -288,7 +289,7 @@ extension Gateway {
     func shredWaitingHours(_ hours: Int?) throws -> Int? {
         guard let hours else { return nil }
         guard hours <= 720, Double(hours) * 3600 >= lifecycle.shredWaitingPeriod else {
-            throw APIError.badRequest("waitingPeriodHours is at least \(lifecycle.shredWaitingPeriodHours) (lifecycle.shredWaitingPeriodHours) and at most 720")
+            throw DomainError.invalidInput("waitingPeriodHours is at least \(lifecycle.shredWaitingPeriodHours) (lifecycle.shredWaitingPeriodHours) and at most 720")
         }
         return hours
     }
@@ -310,7 +311,7 @@ extension Gateway {
             return try await registry.scheduleShred(tenantID: tenantID, linkID: linkID, shredAfter: now.addingTimeInterval(wait),
                                                     approval: approval, at: now)
         } catch let error as RegistryError where error.code == .conflict {
-            throw APIError(.conflict, code: "conflict", error.message)
+            throw DomainError(.conflict, error.message)
         }
     }
 
@@ -319,7 +320,7 @@ extension Gateway {
         let link = try await registry.link(tenantID: tenantID, id: linkID)
         guard link.state == .shredScheduled else {
             if link.state == .shredded { throw Self.notLive(link) }
-            throw APIError(.conflict, code: "shred_not_scheduled", "link \(linkID) is \(link.state.rawValue): no shred is scheduled")
+            throw DomainError(.shredNotScheduled, "link \(linkID) is \(link.state.rawValue): no shred is scheduled")
         }
         return try await registry.cancelShred(tenantID: tenantID, linkID: linkID)
     }
@@ -344,7 +345,7 @@ extension Gateway {
                                                        operation: "l2.shred", outcome: .success, tenant: link.tenantID,
                                                        target: link.id, details: details))
                 logger.notice("L2 key shredded", metadata: ["tenant": "\(link.tenantID)", "link": "\(link.id)"])
-                broadcaster.notify([result.event])
+                orbital.committed([result.event])
                 dashboard.changed()
                 shredded.append(result.link)
             } catch {

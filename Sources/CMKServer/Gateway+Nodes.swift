@@ -7,6 +7,7 @@ import KSI
 import Logging
 import NIOConcurrencyHelpers
 import NodeProtocol
+public import Orbital
 import PKCS11
 public import Registry
 
@@ -46,10 +47,10 @@ extension Gateway {
         do {
             node = remove ? try await registry.removeNode(id) : try await registry.setNodeDisabled(id, disabled ?? true)
         } catch let error as RegistryError where error.code == .notFound {
-            throw APIError.notFound("no node \(id)")
+            throw DomainError.notFound("no node \(id)")
         }
         forgetNode(id)
-        if remove || disabled == true { broadcaster.disconnect(node: id) }
+        if remove || disabled == true { orbital.dispatcher.disconnect(node: id) }
         logger.notice(remove ? "node removed" : disabled == true ? "node disabled" : "node enabled", metadata: ["node": "\(id)"])
         dashboard.changed()
         return node
@@ -61,17 +62,17 @@ extension Gateway {
         guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: signingKey), hpkeKey.count == 32,
               (try? Curve25519.KeyAgreement.PublicKey(rawRepresentation: hpkeKey)) != nil,
               key.isValidSignature(proof, for: NodeProtocol.rekeyProofMessage(node: node.id, signingKey: signingKey, hpkeKey: hpkeKey)) else {
-            throw APIError(.unprocessableContent, code: "rekey_refused", "the new keys are malformed, or the proof does not verify with the new signing key")
+            throw DomainError(.rekeyRefused, "the new keys are malformed, or the proof does not verify with the new signing key", kind: .unprocessable)
         }
         let updated: Node
         do {
             updated = try await registry.rekeyNode(node.id, signingKey: signingKey, hpkeKey: hpkeKey)
         } catch let error as RegistryError where error.code == .conflict {
-            throw APIError(.conflict, code: "rekey_refused", error.message)
+            throw DomainError(.rekeyRefused, error.message)
         }
         forgetNode(node.id)
         // Streams opened with the old key end: the node reconnects with the new one.
-        broadcaster.disconnect(node: node.id)
+        orbital.dispatcher.disconnect(node: node.id)
         return updated
     }
 
@@ -98,7 +99,7 @@ extension Gateway {
             enrolment = try await registry.createEnrolment(tokenHash: SecretToken.hash(token), region: region, expiresAt: expiresAt,
                                                            approval: approval)
         } catch let error as RegistryError where error.code == .conflict {
-            throw APIError(.conflict, code: "approval_closed", error.message)
+            throw DomainError(.approvalClosed, error.message)
         }
         var details = ["region": region]
         if let approval { details["approval"] = approval.id }
@@ -110,7 +111,7 @@ extension Gateway {
 
     /// An enrolment token's lifetime: 60 s to a day.
     static func enrolmentTTL(_ seconds: Int) throws -> Int {
-        guard (60...86_400).contains(seconds) else { throw APIError.badRequest("ttlSeconds must be between 60 and 86400") }
+        guard (60...86_400).contains(seconds) else { throw DomainError.invalidInput("ttlSeconds must be between 60 and 86400") }
         return seconds
     }
 
@@ -118,7 +119,7 @@ extension Gateway {
     /// signing key's signature over the enrolment message.
     public func enrol(token: String, signingKey: Data, hpkeKey: Data, proof: Data, clientAddress: String?) async throws -> Node {
         try auditReady()
-        let refused = APIError(.unauthorized, code: "enrolment_refused", "the enrolment token is unknown, used or expired, or the proof does not verify")
+        let refused = DomainError(.enrolmentRefused, "the enrolment token is unknown, used or expired, or the proof does not verify")
         guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: signingKey), hpkeKey.count == 32,
               (try? Curve25519.KeyAgreement.PublicKey(rawRepresentation: hpkeKey)) != nil,
               key.isValidSignature(proof, for: NodeProtocol.enrolmentProofMessage(token: token, signingKey: signingKey, hpkeKey: hpkeKey)) else {
@@ -167,31 +168,31 @@ extension Gateway {
         do {
             let tenant = try await registry.tenant(tenantID)
             guard tenant.allows(region: node.region) else {
-                throw APIError(.forbidden, code: "region_not_allowed",
+                throw DomainError(.regionNotAllowed,
                                "tenant \(tenantID) does not allow region \(node.region) to unseal its key (allowed: \(tenant.allowedRegions?.joined(separator: ", ") ?? "all"))")
             }
             let links = try await registry.links(tenantID: tenantID, limit: 500, after: nil).items
             guard let link = links.last(where: { $0.state != .pendingValidation }) else {
-                throw APIError.notFound("tenant \(tenantID) has no L1 link")
+                throw DomainError.notFound("tenant \(tenantID) has no L1 link")
             }
             switch link.state {
             case .shredded:
-                throw APIError(.gone, code: "key_shredded", "the key of tenant \(tenantID) was shredded: data under it can never be decrypted again")
+                throw DomainError(.keyShredded, "the key of tenant \(tenantID) was shredded: data under it can never be decrypted again")
             case .shredScheduled:
-                throw APIError(.conflict, code: "key_shred_scheduled",
+                throw DomainError(.keyShredScheduled,
                                "the L1 link of tenant \(tenantID) is revoked and its key is to be shredded at \(rfc3339(link.shredAfter ?? Date()))")
             case .revoked:
-                throw APIError(.conflict, code: "key_revoked", "the L1 link of tenant \(tenantID) is revoked: its keys cannot be unsealed until it is restored")
+                throw DomainError(.keyRevoked, "the L1 link of tenant \(tenantID) is revoked: its keys cannot be unsealed until it is restored")
             case .linked, .pendingValidation:
                 break
             }
             guard let l2 = try await registry.l2Key(linkID: link.id), l2.state == .active,
                   let binding = l2.activeBinding, let mechanism = l2.activeMechanism, let version = l2.activeIVKVersion else {
-                throw APIError(.conflict, code: "key_revoked", "the L1 link of tenant \(tenantID) is revoked: its keys can no longer be unsealed")
+                throw DomainError(.keyRevoked, "the L1 link of tenant \(tenantID) is revoked: its keys can no longer be unsealed")
             }
             l2Ref = l2.id
             guard let ivk = try await registry.ivkVersions().first(where: { $0.version == version }) else {
-                throw APIError(.internalServerError, code: "internal", "IVK version \(version) is missing")
+                throw DomainError(.internal, "IVK version \(version) is missing")
             }
             let material = try await platform.unwrap(WrappedKey(mechanism: mechanism, blob: Array(binding)),
                                                      with: try KeyReference(parsing: ivk.keyReference))
@@ -210,7 +211,7 @@ extension Gateway {
         } catch let error as AuditError {
             throw error
         } catch {
-            let denied = (error as? APIError).map { ["key_revoked", "key_shred_scheduled", "key_shredded", "region_not_allowed"].contains($0.code) } ?? false
+            let denied = (error as? DomainError).map { [.keyRevoked, .keyShredScheduled, .keyShredded, .regionNotAllowed].contains($0.code) } ?? false
             try await record(denied ? .denied : .failure, Self.auditCode(error))
             throw error
         }
@@ -232,63 +233,24 @@ struct LeaseKey: Hashable, Sendable {
 // MARK: - Purge acknowledgements and revocation progress
 
 extension Gateway {
-    /// Verifies and stores a node's signed acknowledgement of a revocation event. The
-    /// statement is canonical JSON (`event`, `keysDropped`, `link`, `node`, `time`, `type`),
-    /// signed with the node's enrolled key; it must name the calling node and the event's link.
-    public func acknowledge(statement: String, signature: Data, from node: Node, by context: AuditContext) async throws -> NodeAck {
+    /// Stores a node's verified acknowledgement of a revocation event (`Orbital.verifyAck`);
+    /// the node's lease of the tenant's key ends with it.
+    public func acknowledge(_ verified: VerifiedAck, by context: AuditContext) async throws -> NodeAck {
         try auditReady()
-        guard node.removedAt == nil else {
-            throw APIError(.forbidden, code: "node_removed", "node \(node.id) was removed; its acknowledgements are no longer taken")
-        }
-        let bad = { (reason: String) in APIError(.unprocessableContent, code: "invalid_ack", reason) }
-        guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: node.signingKey),
-              signature.count == 64, key.isValidSignature(signature, for: Data(statement.utf8)) else {
-            throw APIError(.unauthorized, code: "invalid_ack", "the acknowledgement's signature does not verify with this node's key")
-        }
-        guard let parsed = NodeProtocol.parseAck(statement) else {
-            throw bad("the statement is not a canonical \(NodeProtocol.ackType) object")
-        }
-        let (eventID, linkID, nodeID, dropped) = (parsed.event, parsed.link, parsed.node, parsed.keysDropped)
-        guard nodeID == node.id else { throw bad("the statement names another node") }
-        var found = recentEvents.withLockedValue { $0[eventID] }
-        if found == nil { found = try await registry.event(id: eventID) }
-        guard let event = found, event.type == OutboxEvent.l1Revoked, event.linkID == linkID else {
-            throw bad("no revocation event \(eventID) for link \(linkID)")
-        }
-        let ack = NodeAck(eventID: eventID, nodeID: node.id, linkID: linkID, keysDropped: dropped, statement: statement,
-                          signature: signature, receivedAt: Date())
-        guard try await ackRecorder.submit(ack) else {
-            throw APIError(.conflict, code: "already_acknowledged", "node \(node.id) already acknowledged event \(eventID)")
-        }
+        let (ack, event) = try await orbital.record(verified)
+        let node = verified.node
         leases.withLockedValue { $0[LeaseKey(node: node.id, tenant: event.tenantID)] = nil }
         leaseRecorder.submitWithoutWaiting(LeaseChange(node: node.id, tenant: event.tenantID, expiresAt: nil))
         _ = try await audit.append(AuditRecord(actor: context.actor, operation: "node.purge_ack", outcome: .success,
-                                               tenant: event.tenantID, target: linkID, requestID: context.requestID,
+                                               tenant: event.tenantID, target: ack.linkID, requestID: context.requestID,
                                                clientAddress: context.clientAddress,
-                                               details: ["event": eventID, "keysDropped": String(dropped), "node": node.id]))
+                                               details: ["event": ack.eventID, "keysDropped": String(ack.keysDropped), "node": node.id]))
         return ack
-    }
-
-    public struct RevocationProgress: Sendable {
-        public var event: OutboxEvent
-        public var linkState: LinkState
-        /// Nodes enrolled when the revocation happened: each must acknowledge.
-        public var expected: [Node]
-        public var acks: [NodeAck]
-        public var complete: Bool { Set(acks.map(\.nodeID)).isSuperset(of: expected.map(\.id)) }
-        public var exposureBound: Date?
     }
 
     public func revocationProgress(tenantID: String, linkID: String) async throws -> RevocationProgress {
         let link = try await registry.link(tenantID: tenantID, id: linkID)
-        guard let event = try await registry.revocationEvent(linkID: linkID) else {
-            throw APIError(.notFound, code: "not_found", "link \(linkID) is not revoked")
-        }
-        // Disabled and removed nodes are not waited for: they are refused at their next call and
-        // drop their keys; their leases stay in the exposure bound.
-        let expected = try await registry.nodes().filter { $0.enrolledAt <= event.createdAt && $0.isActive }
-        return RevocationProgress(event: event, linkState: link.state, expected: expected, acks: try await registry.acks(eventID: event.id),
-                                  exposureBound: worstCaseExposure(tenantID: tenantID))
+        return try await orbital.progress(of: link, exposureBound: worstCaseExposure(tenantID: tenantID))
     }
 }
 
@@ -315,69 +277,6 @@ extension Gateway {
             _ = try await audit.append(AuditRecord(actor: context.actor, operation: "node.lease_expired", outcome: .success, tenant: tenant,
                                                    requestID: context.requestID, clientAddress: context.clientAddress,
                                                    details: ["node": node.id]))
-        }
-    }
-}
-
-/// Writes items in batches: whatever arrived while the previous batch was being written goes
-/// in the next transaction. After a revocation every node acknowledges at once, and every
-/// unseal stores its lease; one transaction (and one hand-off to the registry's writer) per
-/// batch instead of per item, as the audit log does with its appends.
-final class BatchWriter<Item: Sendable, Output: Sendable>: Sendable {
-    private struct Pending {
-        var item: Item
-        /// Nil: nobody waits for this one.
-        var continuation: CheckedContinuation<Output, any Error>?
-    }
-
-    private struct State {
-        var pending: [Pending] = []
-        var flushing = false
-    }
-
-    /// Stores a batch in one transaction and returns one output per item, in order.
-    private let write: @Sendable ([Item]) async throws -> [Output]
-    private struct MismatchedBatch: Error { var items: Int, outputs: Int }
-    private let state = NIOLockedValueBox(State())
-
-    init(write: @escaping @Sendable ([Item]) async throws -> [Output]) {
-        self.write = write
-    }
-
-    /// Returns once the item is stored.
-    func submit(_ item: Item) async throws -> Output {
-        try await withCheckedThrowingContinuation { continuation in enqueue(Pending(item: item, continuation: continuation)) }
-    }
-
-    /// Stored soon; nobody waits.
-    func submitWithoutWaiting(_ item: Item) { enqueue(Pending(item: item, continuation: nil)) }
-
-    private func enqueue(_ pending: Pending) {
-        let startFlushing = state.withLockedValue { state -> Bool in
-            state.pending.append(pending)
-            guard !state.flushing else { return false }
-            state.flushing = true
-            return true
-        }
-        if startFlushing { Task { await self.flush() } }
-    }
-
-    private func flush() async {
-        while true {
-            let batch = state.withLockedValue { state -> [Pending] in
-                defer { state.pending.removeAll(keepingCapacity: true) }
-                if state.pending.isEmpty { state.flushing = false }
-                return state.pending
-            }
-            guard !batch.isEmpty else { return }
-            do {
-                let outputs = try await write(batch.map(\.item))
-                // Every waiter must be resumed: a writer that answers for fewer items fails them all.
-                guard outputs.count == batch.count else { throw MismatchedBatch(items: batch.count, outputs: outputs.count) }
-                for (pending, output) in zip(batch, outputs) { pending.continuation?.resume(returning: output) }
-            } catch {
-                for pending in batch { pending.continuation?.resume(throwing: error) }
-            }
         }
     }
 }

@@ -1,4 +1,5 @@
 import Audit
+import CMKCore
 import Foundation
 import HTTPTypes
 import KSI
@@ -25,11 +26,11 @@ extension Gateway {
         let keystore = try keystore(toKeystore ?? link.keystore)
         let old = try self.keystore(link.keystore)
         guard keystore.provider == old.provider else {
-            throw APIError.badRequest("the new key must be on a keystore of the same kind (\(old.provider.rawValue)), not \(keystore.provider.rawValue)")
+            throw DomainError.invalidInput("the new key must be on a keystore of the same kind (\(old.provider.rawValue)), not \(keystore.provider.rawValue)")
         }
         let reference = try Self.keyReference(toKey, keystore: keystore)
         if reference.description == link.key, keystore.id == link.keystore, keystore.provider == .pkcs11 {
-            throw APIError.badRequest("the new L1 key is the current one; name another key (a PKCS#11 key has no versions)")
+            throw DomainError.invalidInput("the new L1 key is the current one; name another key (a PKCS#11 key has no versions)")
         }
         let report = try await keystore.run {
             try await l1Request("probe", L1Target(tenant: tenant ?? "", keystore: keystore.id, key: reference), by: context) {
@@ -37,7 +38,7 @@ extension Gateway {
             }
         }
         guard report.passed else {
-            throw APIError(.unprocessableContent, code: "probe_failed",
+            throw DomainError(.probeFailed,
                            "the new L1 key did not pass its probe, so nothing was rotated: \(report.failure?.reason ?? "unknown reason")",
                            details: report)
         }
@@ -58,7 +59,7 @@ extension Gateway {
     /// keys are on one PKCS#11 token; otherwise L2 passes in wiped memory, once.
     func rotate(_ link: L1Link, to target: RotationTarget, job: String?, by context: AuditContext) async throws -> (L1Link, L2Key?) {
         guard let l2 = try await registry.l2Key(linkID: link.id), let l1Version = l2.sovereignL1Version else {
-            throw APIError(.conflict, code: "conflict", "link \(link.id) has no sovereign binding to rotate")
+            throw DomainError(.conflict, "link \(link.id) has no sovereign binding to rotate")
         }
         let old = try keystore(link.keystoreID)
         let oldReference = try KeyReference(parsing: link.keyReference)
@@ -87,7 +88,7 @@ extension Gateway {
                 }
             }
         }
-        guard let ivk = try await registry.currentIVK() else { throw APIError(.serviceUnavailable, code: "not_ready", "no IVK version exists yet") }
+        guard let ivk = try await registry.currentIVK() else { throw DomainError(.notReady, "no IVK version exists yet") }
         let sealed = try await measured("seal") {
             try await platform.seal(rewrapped.blob, with: try KeyReference(parsing: ivk.keyReference),
                                     aad: Self.sovereignAAD(tenantID: l2.tenantID, l2Ref: l2.id))
@@ -97,7 +98,7 @@ extension Gateway {
                                                       toKey: target.reference.description, sealed: Data(sealed), mechanism: rewrapped.mechanism,
                                                       ivkVersion: ivk.version, at: Date())
         } catch let error as RegistryError where error.code == .conflict {
-            throw APIError(.conflict, code: "conflict", error.message)
+            throw DomainError(.conflict, error.message)
         }
     }
 
@@ -112,11 +113,11 @@ extension Gateway {
             job = try await registry.createL1Rotation(keystoreID: keystoreID, fromKey: from, toKeystoreID: target.keystore.id,
                                                       toKey: target.reference.description, requestedBy: principal.name, at: Date())
         } catch let error as RegistryError where error.code == .conflict {
-            throw APIError(.conflict, code: "rotation_running", error.message)
+            throw DomainError(.rotationRunning, error.message)
         }
         guard job.total > 0 else {
             _ = try await registry.completeRotation(jobID: job.id, at: Date())
-            throw APIError.notFound("no linked or revoked link uses \(from) on keystore \(keystoreID)")
+            throw DomainError.notFound("no linked or revoked link uses \(from) on keystore \(keystoreID)")
         }
         rotationWake.continuation.yield()
         return job
@@ -125,9 +126,9 @@ extension Gateway {
     /// Makes the next IVK version on the platform token and starts the job that moves every
     /// binding and TOTP secret to it. New bindings use the new version at once.
     public func startIVKRotation(by principal: Principal) async throws -> RotationJob {
-        guard let current = try await registry.currentIVK() else { throw APIError(.serviceUnavailable, code: "not_ready", "no IVK version exists yet") }
+        guard let current = try await registry.currentIVK() else { throw DomainError(.notReady, "no IVK version exists yet") }
         if let running = try await registry.runningRotations().first(where: { $0.kind == .ivk }) {
-            throw APIError(.conflict, code: "rotation_running", "IVK rotation \(running.id) is still running")
+            throw DomainError(.rotationRunning, "IVK rotation \(running.id) is still running")
         }
         let reference = try await platform.ensurePlatformKey(label: ivkLabelPrefix + String(current.version + 1))
         let next = try await registry.addIVKVersion(keyReference: reference.description)
@@ -135,7 +136,7 @@ extension Gateway {
         do {
             job = try await registry.createIVKRotation(fromVersion: current.version, toVersion: next.version, requestedBy: principal.name, at: Date())
         } catch let error as RegistryError where error.code == .conflict {
-            throw APIError(.conflict, code: "rotation_running", error.message)
+            throw DomainError(.rotationRunning, error.message)
         }
         logger.notice("IVK rotation started", metadata: ["from": "\(current.version)", "to": "\(next.version)", "job": "\(job.id)"])
         rotationWake.continuation.yield()
@@ -161,7 +162,7 @@ extension Gateway {
 
     func runL1Rotation(_ started: RotationJob) async throws {
         guard let toKeystore = started.toKeystoreID, let toKey = started.toKey, let keystore = keystores[toKeystore] else {
-            throw APIError(.conflict, code: "conflict", "rotation \(started.id) names a keystore that is not configured")
+            throw DomainError(.conflict, "rotation \(started.id) names a keystore that is not configured")
         }
         let target = RotationTarget(keystore: keystore, reference: try KeyReference(parsing: toKey))
         var job = started
@@ -176,8 +177,8 @@ extension Gateway {
                 } catch let error as AuditError {
                     throw error
                 } catch {
-                    let translated = APIError.from(error)
-                    try await registry.recordRotationFailure(jobID: job.id, item: item.link.id, code: translated?.code ?? "internal",
+                    let translated = DomainError.from(error)
+                    try await registry.recordRotationFailure(jobID: job.id, item: item.link.id, code: translated?.code.rawValue ?? ErrorCode.internal.rawValue,
                                                              reason: translated?.message ?? "unexpected error", at: Date())
                 }
                 handled += 1

@@ -1,4 +1,5 @@
 public import Audit
+import CMKCore
 import Crypto
 import Foundation
 import HTTPTypes
@@ -6,6 +7,7 @@ public import KSI
 public import Logging
 import Metrics
 import NIOConcurrencyHelpers
+public import Orbital
 import PKCS11
 public import Registry
 
@@ -54,11 +56,8 @@ public final class Gateway: Sendable {
     public let leaseDuration: Duration
     /// Each node's latest heartbeat (in memory: it describes the present).
     let heartbeats = NIOLockedValueBox<[String: NodeHeartbeat]>([:])
-    /// Wakes the nodes' event streams on commit (Orbital's push side).
-    let broadcaster: EventBroadcaster
-    /// Revocation events this process committed, by id: acknowledgements arrive right after,
-    /// all at once, and need not each read the outbox.
-    let recentEvents = NIOLockedValueBox<[String: OutboxEvent]>([:])
+    /// The way to the nodes: outbox events pushed on their streams, their acknowledgements.
+    public let orbital: Orbital
     /// Enrolled nodes seen by this process (a node's keys never change), with when its
     /// `last_seen_at` was last written: written at most every `nodeTouchInterval`, not on
     /// every signed request.
@@ -67,9 +66,6 @@ public final class Gateway: Sendable {
     /// Outstanding leases, by node and tenant; kept in the registry too (`LeaseRecorder`) and
     /// read back at start, so that a restart forgets no exposure.
     let leases = NIOLockedValueBox<[LeaseKey: Date]>([:])
-    /// Acknowledgements, stored in batches; true once stored, false if the node had already
-    /// acknowledged the event.
-    let ackRecorder: BatchWriter<NodeAck, Bool>
     /// Lease changes, stored in batches (a lease that ended, or whose key was dropped, is
     /// forgotten without waiting: keeping it a little longer only makes the exposure bound cautious).
     let leaseRecorder: BatchWriter<LeaseChange, Void>
@@ -88,8 +84,6 @@ public final class Gateway: Sendable {
     /// (unseal answers, events, stream heartbeats), each under its own statement type; nodes pin
     /// its public half at enrolment.
     let appCredentialKey: Curve25519.Signing.PrivateKey
-    /// The newest event sequence announced to the streams by `announceForeignEvents`.
-    let announced = NIOLockedValueBox<Int64>(0)
     /// Wakes the rotation service when a job is started.
     let rotationWake = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
 
@@ -101,10 +95,9 @@ public final class Gateway: Sendable {
         self.lifecycle = lifecycle
         self.ivkLabelPrefix = ivkLabelPrefix
         self.audit = audit
-        self.broadcaster = EventBroadcaster(heartbeat: streamHeartbeat, signer: appCredentialKey)
+        self.orbital = Orbital(registry: registry, signer: appCredentialKey, heartbeat: streamHeartbeat)
         self.leaseDuration = leaseDuration
         self.registry = registry
-        self.ackRecorder = BatchWriter { [registry] in try await registry.recordAcks($0) }
         self.leaseRecorder = BatchWriter { [registry] changes in
             try await registry.applyLeases(changes)
             return changes.map { _ in () }
@@ -131,7 +124,7 @@ public final class Gateway: Sendable {
                               ivkLabelPrefix: configuration.platform.ivkLabelPrefix,
                               appCredentialKey: try loadAppCredentialKey(configuration.appCredentialKeyPath, logger: logger), logger: logger)
         let head = (try? await registry.latestEventSequence()) ?? 0
-        gateway.announced.withLockedValue { $0 = head }
+        gateway.orbital.start(at: head)
         for lease in try await registry.leases() {
             if let expiresAt = lease.expiresAt { gateway.leases.withLockedValue { $0[LeaseKey(node: lease.node, tenant: lease.tenant)] = expiresAt } }
         }
@@ -174,7 +167,7 @@ public final class Gateway: Sendable {
 
     func keystore(_ id: String) throws -> ConfiguredKeystore {
         guard let keystore = keystores[id] else {
-            throw APIError.notFound("no keystore \"\(id)\" is configured; GET /api/v1/keystores lists them")
+            throw DomainError.notFound("no keystore \"\(id)\" is configured; GET /api/v1/keystores lists them")
         }
         return keystore
     }
@@ -207,12 +200,12 @@ public final class Gateway: Sendable {
 
     private func handshakeKeystore(_ request: HandshakeRequest) throws -> ConfiguredKeystore {
         guard let provider = Provider(rawValue: request.provider) else {
-            throw APIError(.unprocessableContent, code: "unsupported_provider",
+            throw DomainError(.unsupportedProvider,
                            "provider \"\(request.provider)\" is not known; supported: \(Provider.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         let keystore = try keystore(request.keystore)
         guard keystore.provider == provider else {
-            throw APIError(.unprocessableContent, code: "unsupported_provider",
+            throw DomainError(.unsupportedProvider,
                            "keystore \(keystore.id) is \(keystore.provider.displayName) (\(keystore.provider.rawValue)), not \(provider.rawValue)")
         }
         return keystore
@@ -227,10 +220,10 @@ public final class Gateway: Sendable {
         // Refuse before touching the HSM: the registry enforces it again in its transaction.
         let links = try await registry.links(tenantID: tenantID, limit: 500, after: nil).items
         if links.contains(where: { $0.state == .linked || $0.state == .pendingValidation }) {
-            throw APIError(.conflict, code: "conflict", "tenant \(tenantID) already has an active L1 link; revoke it first")
+            throw DomainError(.conflict, "tenant \(tenantID) already has an active L1 link; revoke it first")
         }
         if let restorable = links.first(where: { $0.state.isRestorable }) {
-            throw APIError(.conflict, code: "link_restorable",
+            throw DomainError(.linkRestorable,
                            "tenant \(tenantID) has revoked link \(restorable.id), whose L2 (and the data under it) can be restored with L1: restore it (POST …/l1-links/\(restorable.id)/restore), or shred it before linking a new key")
         }
         return (L1Target(tenant: tenantID, keystore: keystore.id, key: reference), reference)
@@ -246,7 +239,7 @@ public final class Gateway: Sendable {
             keyReference: reference.description, passed: report.passed, failureCode: report.failure?.code.rawValue,
             failureReason: report.failure?.reason, at: Date()))
         guard report.passed else {
-            throw APIError(.unprocessableContent, code: "probe_failed", "the handshake probe failed: \(report.failure?.reason ?? "unknown reason")",
+            throw DomainError(.probeFailed, "the handshake probe failed: \(report.failure?.reason ?? "unknown reason")",
                            details: report)
         }
         let l2 = try await makeL2(l1, on: keystore, by: context)
@@ -260,15 +253,15 @@ public final class Gateway: Sendable {
     /// must name the configured vault, so a caller cannot send the server's credentials
     /// elsewhere. Cloud endpoints always come from the configuration.
     static func keyReference(_ text: String, keystore: ConfiguredKeystore) throws -> KeyReference {
-        guard text.count <= 2048 else { throw APIError.badRequest("the key reference is longer than 2048 characters") }
+        guard text.count <= 2048 else { throw DomainError.invalidInput("the key reference is longer than 2048 characters") }
         let reference = try KeyReference(parsing: text)
         guard reference.provider == keystore.provider else {
-            throw APIError.badRequest("keystore \(keystore.id) is \(keystore.provider.displayName): expected \(Self.referenceForm(keystore.provider)), not \(reference.provider.displayName)'s")
+            throw DomainError.invalidInput("keystore \(keystore.id) is \(keystore.provider.displayName): expected \(Self.referenceForm(keystore.provider)), not \(reference.provider.displayName)'s")
         }
         switch reference {
         case .pkcs11(var uri):
             if uri.modulePath != nil || uri.moduleName != nil || uri.pinSource != nil || uri.pinValue != nil {
-                throw APIError.badRequest("the key reference may not name a module or a PIN: the keystore's profile provides them")
+                throw DomainError.invalidInput("the key reference may not name a module or a PIN: the keystore's profile provides them")
             }
             if uri.token == nil && uri.serial == nil { uri.token = keystore.profile?.token.label }
             if uri.serial == nil, uri.token == nil { uri.serial = keystore.profile?.token.serial }
@@ -276,7 +269,7 @@ public final class Gateway: Sendable {
             return .pkcs11(uri)
         case .azureKeyVault(let key):
             if let vault = (keystore.token as? any VaultBound)?.vault, vault != key.vault {
-                throw APIError.badRequest("the key URI names \(key.vault), but keystore \(keystore.id) is the vault \(vault)")
+                throw DomainError.invalidInput("the key URI names \(key.vault), but keystore \(keystore.id) is the vault \(vault)")
             }
             return reference
         case .awsKMS, .gcpKMS:
@@ -303,7 +296,7 @@ public final class Gateway: Sendable {
     func makeL2(_ target: L1Target, on keystore: ConfiguredKeystore, by context: AuditContext) async throws -> NewL2 {
         let (tenantID, l1) = (target.tenant, target.key)
         guard let ivk = try await registry.currentIVK() else {
-            throw APIError(.serviceUnavailable, code: "not_ready", "no IVK version exists yet")
+            throw DomainError(.notReady, "no IVK version exists yet")
         }
         let ivkReference = try KeyReference(parsing: ivk.keyReference)
         let l2Ref = UUID().uuidString.lowercased()
@@ -327,7 +320,7 @@ public final class Gateway: Sendable {
             }
             active = try await measured("wrap") { try await platform.wrap(material, with: ivkReference) }
         } else {
-            throw APIError(.unprocessableContent, code: "keystore_unsupported", "keystore \(keystore.id) cannot make a wrapped key")
+            throw DomainError(.keystoreUnsupported, "keystore \(keystore.id) cannot make a wrapped key")
         }
         let sealed = try await measured("seal") {
             try await platform.seal(sovereign.blob, with: ivkReference, aad: Self.sovereignAAD(tenantID: tenantID, l2Ref: l2Ref))
@@ -344,7 +337,7 @@ public final class Gateway: Sendable {
     /// The sovereign binding as L1 wrapped it: opens the seal with the IVK version that made it.
     public func sovereignBinding(of l2: L2Key) async throws -> WrappedKey {
         guard let sealed = l2.sovereignBinding, let mechanism = l2.sovereignMechanism, let ivkVersion = l2.sovereignIVKVersion else {
-            throw APIError(.gone, code: "link_shredded", "the L2 key \(l2.id) was shredded: its sovereign binding no longer exists")
+            throw DomainError(.linkShredded, "the L2 key \(l2.id) was shredded: its sovereign binding no longer exists")
         }
         let blob = try await platform.open(Array(sealed), with: try await ivkReference(version: ivkVersion),
                                            aad: Self.sovereignAAD(tenantID: l2.tenantID, l2Ref: l2.id))
@@ -354,7 +347,7 @@ public final class Gateway: Sendable {
     /// The key of IVK version `version` on the platform token.
     func ivkReference(version: Int) async throws -> KeyReference {
         guard let found = try await registry.ivkVersions().first(where: { $0.version == version }) else {
-            throw APIError(.internalServerError, code: "internal", "IVK version \(version) is missing")
+            throw DomainError(.internal, "IVK version \(version) is missing")
         }
         return try KeyReference(parsing: found.keyReference)
     }
@@ -400,7 +393,7 @@ public final class Gateway: Sendable {
         do {
             result = try await registry.revoke(tenantID: tenantID, linkID: linkID, expectedVersion: expectedVersion, at: Date())
         } catch let error as RegistryError where error.code == .conflict {
-            throw APIError(.conflict, code: "link_revoked", error.message)
+            throw DomainError(.linkRevoked, error.message)
         }
         logger.notice("L1 link revoked", metadata: ["tenant": "\(tenantID)", "link": "\(linkID)", "event": "\(result.event.id)"])
         #if DEBUG
@@ -408,13 +401,7 @@ public final class Gateway: Sendable {
         // dispatch, as a power cut there would. The event must still reach every node.
         if ProcessInfo.processInfo.environment["CMK_FAILPOINT"] == "revoke-before-dispatch" { kill(getpid(), SIGKILL) }
         #endif
-        // Pushed to every connected node now; a node that is not connected gets it first when
-        // it reconnects (it asks for every event after the last one it saw).
-        recentEvents.withLockedValue { recent in
-            if recent.count >= 1024 { recent.removeAll(keepingCapacity: true) }
-            recent[result.event.id] = result.event
-        }
-        broadcaster.notify([result.event])
+        orbital.committed([result.event])
         // The dropped active binding is overwritten in the file already (secure_delete); the
         // write-ahead log still holds the page before the change until it is checkpointed.
         scheduleFence()

@@ -1,3 +1,4 @@
+import CMKCore
 import Foundation
 import Hummingbird
 import NIOConcurrencyHelpers
@@ -46,7 +47,7 @@ final class IdempotencyCache: Sendable {
             return try await body(bytes).response
         }
         guard (1...255).contains(header.utf8.count) else {
-            throw APIError.badRequest("Idempotency-Key must be 1 to 255 characters")
+            throw DomainError.invalidInput("Idempotency-Key must be 1 to 255 characters")
         }
         let key = Key(subject: context.identity?.subject ?? "", key: header)
         let path = request.uri.path
@@ -72,9 +73,9 @@ final class IdempotencyCache: Sendable {
             replayed.headers[.init("Idempotent-Replayed")!] = "true"
             return replayed.response
         case .inProgress:
-            throw APIError(.conflict, code: "idempotency_in_progress", "a request with this Idempotency-Key is still being processed")
+            throw DomainError(.idempotencyInProgress, "a request with this Idempotency-Key is still being processed")
         case .mismatch:
-            throw APIError(.unprocessableContent, code: "idempotency_key_reused", "this Idempotency-Key was used with a different request")
+            throw DomainError(.idempotencyKeyReused, "this Idempotency-Key was used with a different request")
         case .run:
             do {
                 let reply = try await body(bytes)

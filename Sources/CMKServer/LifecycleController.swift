@@ -125,7 +125,7 @@ struct LifecycleController {
         var states: [ApprovalState]?
         if let text = request.uri.queryParameters["state"] {
             guard let state = ApprovalState(rawValue: String(text)) else {
-                throw APIError.badRequest("state is one of \(ApprovalState.allCases.map(\.rawValue).joined(separator: ", "))")
+                throw DomainError.invalidInput("state is one of \(ApprovalState.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             // Expired requests are stored as pending or approved.
             states = state == .expired ? [.pending, .approved] : [state]
@@ -159,9 +159,9 @@ struct LifecycleController {
         do {
             found = try await gateway.registry.approvalRequest(id)
         } catch let error as RegistryError where error.code == .notFound {
-            throw APIError.notFound("no approval request \(id)")
+            throw DomainError.notFound("no approval request \(id)")
         }
-        guard gateway.mayView(found, principal) else { throw APIError.notFound("no approval request \(id)") }
+        guard gateway.mayView(found, principal) else { throw DomainError.notFound("no approval request \(id)") }
         return found
     }
 
@@ -214,7 +214,7 @@ struct LifecycleController {
         do {
             return try ManagementController.json(RotationResponse(try await gateway.registry.rotationJob(id)), context: context).response
         } catch let error as RegistryError where error.code == .notFound {
-            throw APIError.notFound("no rotation \(id)")
+            throw DomainError.notFound("no rotation \(id)")
         }
     }
 

@@ -27,7 +27,7 @@ struct NodeAuthenticationMiddleware: RouterMiddleware {
     static let maxBody = 64 * 1024
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let refused = APIError(.unauthorized, code: "unauthenticated", "a valid node signature is required")
+        let refused = DomainError(.unauthenticated, "a valid node signature is required")
         guard let nodeID = request.headers[.init(NodeProtocol.Header.node)!], let timestamp = request.headers[.init(NodeProtocol.Header.timestamp)!],
               let nonce = request.headers[.init(NodeProtocol.Header.nonce)!], let signatureText = request.headers[.init(NodeProtocol.Header.signature)!],
               let signature = Data(base64Encoded: signatureText), let millis = Int64(timestamp),
@@ -48,10 +48,10 @@ struct NodeAuthenticationMiddleware: RouterMiddleware {
         guard key.isValidSignature(signature, for: message) else { throw refused }
         // Said only to the node itself (its signature verified): it drops its keys.
         if node.removedAt != nil {
-            throw APIError(.forbidden, code: "node_removed", "node \(node.id) was removed by a platform operator: drop every key; enrol again to serve")
+            throw DomainError(.nodeRemoved, "node \(node.id) was removed by a platform operator: drop every key; enrol again to serve")
         }
         if node.disabledAt != nil {
-            throw APIError(.forbidden, code: "node_disabled", "node \(node.id) is disabled by a platform operator: drop every key until it is enabled")
+            throw DomainError(.nodeDisabled, "node \(node.id) is disabled by a platform operator: drop every key until it is enabled")
         }
         // Only after the signature verifies, so that nobody can burn another node's nonces.
         guard nonces.insert(node: node.id, nonce: nonce, expires: millis + Self.window) else { throw refused }
@@ -108,7 +108,7 @@ struct NodeClientCertificateMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard await ServerTLS.peerCertificate(of: context.channel) != nil else {
             Counter(label: "cmk_node_client_certificate_refusals_total").increment()
-            throw APIError(.unauthorized, code: "client_certificate_required",
+            throw DomainError(.clientCertificateRequired,
                            "this gateway requires nodes to present a client certificate from the nodes' CA (tls.nodeClientCA)")
         }
         return try await next(request, context)

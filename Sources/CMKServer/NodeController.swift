@@ -6,6 +6,7 @@ import Hummingbird
 import NIOConcurrencyHelpers
 import NIOCore
 import NodeProtocol
+import Orbital
 import Registry
 import ServiceLifecycle
 
@@ -96,18 +97,6 @@ struct NodeController {
         var signature: String
     }
 
-    struct EventResponse: Codable, Sendable {
-        var sequence: Int64
-        var id: String
-        var type: String
-        var tenant: String
-        var link: String?
-        var payload: String
-        var createdAt: Date
-        /// Base64 Ed25519 signature by the gateway over `GatewayStatement.event`.
-        var signature: String?
-    }
-
     struct RevocationResponse: Codable, Sendable {
         struct NodeProgress: Codable, Sendable {
             var node: String
@@ -129,7 +118,7 @@ struct NodeController {
         var linkState: String
         /// `REVOKED` while nodes are still to acknowledge, `LOCKED` once every node enrolled at
         /// the time of the revocation has sent a verified acknowledgement.
-        var state: String
+        var state: RevocationProgress.Verdict
         var nodes: [NodeProgress]
         var missing: [String]
         /// The latest lease end among nodes that have not acknowledged: after it, no node can
@@ -141,14 +130,14 @@ struct NodeController {
 
     /// The calling node (set by `NodeAuthenticationMiddleware` on every signed route).
     static func node(_ context: CMKRequestContext) throws -> Node {
-        guard let node = context.node else { throw APIError(.unauthorized, code: "unauthenticated", "a valid node signature is required") }
+        guard let node = context.node else { throw DomainError(.unauthenticated, "a valid node signature is required") }
         return node
     }
 
     /// The `after` query parameter: an event sequence number, 0 when absent.
     static func after(_ request: Request) throws -> Int64 {
         try request.uri.queryParameters["after"].map { text -> Int64 in
-            guard let value = Int64(String(text)), value >= 0 else { throw APIError.badRequest("after is an event sequence number") }
+            guard let value = Int64(String(text)), value >= 0 else { throw DomainError.invalidInput("after is an event sequence number") }
             return value
         } ?? 0
     }
@@ -207,7 +196,7 @@ struct NodeController {
     @Sendable func issueAppCredential(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let principal = try SessionController.principal(context)
         let input = try await ManagementController.decode(AppCredentialRequest.self, request, context)
-        for tenant in input.tenants where !principal.mayAccess(tenant: tenant) { throw APIError.notFound("no tenant \(tenant)") }
+        for tenant in input.tenants where !principal.mayAccess(tenant: tenant) { throw DomainError.notFound("no tenant \(tenant)") }
         let issued = try await gateway.recorded("app_credential.issue", details: ["tenants": input.tenants.sorted().joined(separator: ",")],
                                                 resultTarget: { $0.record.id }, context: context.audit) {
             try await gateway.issueAppCredential(name: input.name, tenants: input.tenants, ttl: TimeInterval(input.ttlSeconds ?? 86_400),
@@ -229,7 +218,7 @@ struct NodeController {
         let id = try context.parameters.require("credential")
         guard let record = try await gateway.registry.appCredentials().first(where: { $0.id == id }),
               record.tenants.allSatisfy(principal.mayAccess(tenant:)) else {
-            throw APIError.notFound("no app credential \(id)")
+            throw DomainError.notFound("no app credential \(id)")
         }
         let revoked = try await gateway.recorded("app_credential.revoke", target: id, context: context.audit) {
             try await gateway.revokeAppCredential(id: id)
@@ -260,7 +249,7 @@ struct NodeController {
         let input = try await ManagementController.decode(RekeyRequest.self, request, context)
         guard let signingKey = Data(base64Encoded: input.signingKey), let hpkeKey = Data(base64Encoded: input.hpkeKey),
               let proof = Data(base64Encoded: input.proof) else {
-            throw APIError.badRequest("signingKey, hpkeKey and proof are base64")
+            throw DomainError.invalidInput("signingKey, hpkeKey and proof are base64")
         }
         let updated = try await gateway.recorded("node.rekey", target: node.id, context: context.audit) {
             try await gateway.rekey(node, signingKey: signingKey, hpkeKey: hpkeKey, proof: proof, by: context.audit)
@@ -293,106 +282,28 @@ struct NodeController {
         try await changeNode(context, "node.remove", remove: true)
     }
 
-    /// One server-sent event: `id` (the sequence number), `event` (the type), `data` (JSON).
-    static func writeFrame(_ event: OutboxEvent, signer: Curve25519.Signing.PrivateKey, into buffer: inout ByteBuffer) {
-        let data = (try? JSONEncoder.api.encode(response(event, signer: signer))) ?? Data()
-        buffer.writeString("id: \(event.sequence)\nevent: \(event.type)\ndata: ")
-        buffer.writeBytes(data)
-        buffer.writeString("\n\n")
-    }
-
-    /// An event as nodes receive it, signed.
-    static func response(_ event: OutboxEvent, signer: Curve25519.Signing.PrivateKey) -> EventResponse {
-        let statement = try? GatewayStatement.event(sequence: event.sequence, id: event.id, type: event.type, tenant: event.tenantID,
-                                                    link: event.linkID, payload: event.payload)
-        return EventResponse(sequence: event.sequence, id: event.id, type: event.type, tenant: event.tenantID, link: event.linkID,
-                             payload: event.payload, createdAt: event.createdAt,
-                             signature: statement.flatMap { try? signer.signature(for: $0).base64EncodedString() })
-    }
-
-    /// A signed heartbeat: the last sequence sent on this stream, bound to its nonce.
-    static func heartbeatFrame(node: String, nonce: String, sequence: Int64, signer: Curve25519.Signing.PrivateKey) -> ByteBuffer {
-        let time = Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
-        guard let statement = try? GatewayStatement.heartbeat(node: node, nonce: nonce, sequence: sequence, time: time),
-              let signature = try? signer.signature(for: statement),
-              let data = try? JSONValue.object(["type": .string(GatewayStatement.heartbeatEvent), "sequence": .integer(sequence),
-                                                "time": .integer(time), "signature": .string(signature.base64EncodedString())]).canonicalBytes() else {
-            return ByteBuffer(string: ": heartbeat\n\n")
-        }
-        var buffer = ByteBuffer(string: "event: \(GatewayStatement.heartbeatEvent)\ndata: ")
-        buffer.writeBytes(data)
-        buffer.writeString("\n\n")
-        return buffer
-    }
-
     /// Events after `after` (an event sequence number), oldest first: what a node missed.
     @Sendable func events(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        let after = try Self.after(request)
-        let signer = gateway.appCredentialKey
-        let items = try await gateway.registry.events(after: after, limit: 500).map { Self.response($0, signer: signer) }
+        let items = try await gateway.orbital.events(after: try Self.after(request))
         return try ManagementController.json(PageResponse(items: items, nextCursor: nil), context: context).response
     }
 
-    /// Server-sent events: every event after `after` at once, then each new one as it is
-    /// committed, pushed without polling; a comment line every heartbeat. At least once: a
-    /// node that reconnects with the last `id` it saw receives everything it missed first.
+    /// Server-sent events (`EventStream`): what the node missed, then each event as it is
+    /// committed, and signed heartbeats.
     @Sendable func stream(_ request: Request, context: CMKRequestContext) async throws -> Response {
         var start = try Self.after(request)
         if let last = request.headers[.init("Last-Event-ID")!], let value = Int64(last) { start = max(start, value) }
-        let registry = gateway.registry
         let node = try Self.node(context)
-        let signer = gateway.appCredentialKey
-        // The stream request's nonce (verified by the node authentication): every heartbeat on
-        // this stream is bound to it.
-        let streamNonce = request.headers[.init(NodeProtocol.Header.nonce)!] ?? ""
-        guard let (stream, end) = gateway.broadcaster.subscribe(node: node.id) else {
-            throw APIError(.tooManyRequests, code: "too_many_streams",
-                           "node \(node.id) already has \(EventBroadcaster.maxPerNode) event streams open (or the gateway is at its limit); close one first")
-        }
+        // The stream request's nonce (verified by the node authentication) binds its heartbeats.
+        let stream = try gateway.orbital.stream(node: node.id, after: start,
+                                                nonce: request.headers[.init(NodeProtocol.Header.nonce)!] ?? "")
         let dashboard = gateway.dashboard
         dashboard.changed()
-        let first = start
         let body = ResponseBody { writer in
             // However the stream ends (a write to a closed connection fails at the next event or
             // heartbeat), the node is no longer connected: dashboards hear of it at once.
-            defer { end(); dashboard.changed() }
-            var cursor = first
-            var signals = stream.makeAsyncIterator()
-            var pending = true
-            // The stream ends when the server shuts down gracefully, so that shutdown does not
-            // wait for nodes to hang up.
-            try await withGracefulShutdownHandler {
-            while true {
-                if pending {
-                    var page: [OutboxEvent]
-                    repeat {
-                        page = try await registry.events(after: cursor, limit: 500)
-                        var buffer = ByteBuffer()
-                        for event in page {
-                            Self.writeFrame(event, signer: signer, into: &buffer)
-                            cursor = event.sequence
-                        }
-                        if buffer.readableBytes > 0 { try await writer.write(buffer) }
-                    } while page.count == 500
-                    pending = false
-                }
-                guard let signal = await signals.next() else { break }
-                switch signal {
-                case .events(let firstNew, let last, let frames):
-                    if firstNew == cursor + 1 {
-                        // Caught up: the committed events as the gateway encoded them once.
-                        try await writer.write(frames)
-                        cursor = last
-                    } else if last > cursor {
-                        pending = true
-                    }
-                case .heartbeat:
-                    try await writer.write(Self.heartbeatFrame(node: node.id, nonce: streamNonce, sequence: cursor, signer: signer))
-                }
-            }
-            } onGracefulShutdown: {
-                end()
-            }
+            defer { stream.end(); dashboard.changed() }
+            try await stream.run { try await writer.write($0) }
             try await writer.finish(nil)
         }
         return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"], body: body)
@@ -403,7 +314,7 @@ struct NodeController {
         let input = try await ManagementController.decode(HeartbeatRequest.self, request, context)
         let drops = input.leaseDrops ?? []
         guard input.keysHeld >= 0, input.keysHeld <= 1_000_000, drops.count <= 10_000, drops.allSatisfy({ $0.utf8.count <= 63 }) else {
-            throw APIError.badRequest("keysHeld is 0-1000000; leaseDrops lists tenant ids")
+            throw DomainError.invalidInput("keysHeld is 0-1000000; leaseDrops lists tenant ids")
         }
         try await gateway.heartbeat(from: node, keysHeld: input.keysHeld, leaseDrops: drops, by: context.audit)
         gateway.dashboard.changed()
@@ -412,17 +323,12 @@ struct NodeController {
 
     @Sendable func acknowledge(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let input = try await ManagementController.decode(AckRequest.self, request, context)
-        guard let signature = Data(base64Encoded: input.signature) else { throw APIError.badRequest("signature is base64") }
-        guard let named = NodeProtocol.parseAck(input.statement)?.node else {
-            throw APIError(.unprocessableContent, code: "invalid_ack", "the statement is not a canonical \(NodeProtocol.ackType) object")
-        }
-        guard named.utf8.count <= 64, let node = try await gateway.seenNode(named) else {
-            throw APIError(.unauthorized, code: "invalid_ack", "the acknowledgement's signature does not verify with the key of the node it names")
-        }
+        guard let signature = Data(base64Encoded: input.signature) else { throw DomainError.invalidInput("signature is base64") }
+        let verified = try await gateway.orbital.verifyAck(statement: input.statement, signature: signature, node: gateway.seenNode)
         var context = context
-        context.identity = Identity(subject: node.id, method: "ack-signature")
-        context.node = node
-        let ack = try await gateway.acknowledge(statement: input.statement, signature: signature, from: node, by: context.audit)
+        context.identity = Identity(subject: verified.node.id, method: "ack-signature")
+        context.node = verified.node
+        let ack = try await gateway.acknowledge(verified, by: context.audit)
         gateway.dashboard.changed()
         // Canonical JSON of two ids: no encoder needed on the path every node takes at once.
         let body = try JSONValue.object(["event": .string(ack.eventID), "node": .string(ack.nodeID)]).canonicalBytes()
@@ -441,7 +347,7 @@ struct NodeController {
                                                    signingKey: node.signingKey.base64EncodedString())
         }
         let response = RevocationResponse(link: progress.event.linkID ?? "", event: progress.event.id, revokedAt: progress.event.createdAt,
-                                          linkState: progress.linkState.rawValue, state: progress.complete ? "LOCKED" : "REVOKED", nodes: nodes,
+                                          linkState: progress.linkState.rawValue, state: progress.verdict, nodes: nodes,
                                           missing: nodes.filter { !$0.acknowledged }.map(\.node), exposureBound: progress.exposureBound)
         return try ManagementController.json(response, context: context).response
     }
@@ -458,7 +364,7 @@ struct NodeController {
     @Sendable func listNodes(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let nodes = try await gateway.registry.nodes()
         let leases = gateway.leases.withLockedValue { $0 }
-        let connected = gateway.broadcaster.connectedNodes
+        let connected = gateway.orbital.dispatcher.connectedNodes
         let heartbeats = gateway.heartbeats.withLockedValue { $0 }
         let items = nodes.map { node in
             NodeResponse(id: node.id, region: node.region, enrolledAt: node.enrolledAt, lastSeenAt: node.lastSeenAt,
@@ -473,7 +379,7 @@ struct NodeController {
         let input = try await ManagementController.decode(EnrolRequest.self, request, context)
         guard let signingKey = Data(base64Encoded: input.signingKey), let hpkeKey = Data(base64Encoded: input.hpkeKey),
               let proof = Data(base64Encoded: input.proof), input.token.utf8.count <= 256 else {
-            throw APIError.badRequest("signingKey, hpkeKey and proof are base64; the token is at most 256 characters")
+            throw DomainError.invalidInput("signingKey, hpkeKey and proof are base64; the token is at most 256 characters")
         }
         let head = try await gateway.registry.latestEventSequence()
         let node = try await gateway.enrol(token: input.token, signingKey: signingKey, hpkeKey: hpkeKey, proof: proof,

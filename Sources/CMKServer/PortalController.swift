@@ -1,3 +1,4 @@
+import CMKCore
 import Foundation
 import Hummingbird
 import NIOConcurrencyHelpers
@@ -41,7 +42,7 @@ struct PortalController {
     func registerFiles(on router: Router<CMKRequestContext>) {
         for (path, entry) in Self.files {
             router.get(RouterPath(path)) { _, _ -> Response in
-                guard let body = Self.contents[path] else { throw APIError.notFound("the portal's files are not installed") }
+                guard let body = Self.contents[path] else { throw DomainError.notFound("the portal's files are not installed") }
                 var headers = Self.securityHeaders
                 headers[.contentType] = entry.type
                 return Response(status: .ok, headers: headers, body: .init(byteBuffer: body))
@@ -57,7 +58,7 @@ struct PortalController {
     /// page reads what its caller may see), a comment line every 15 s.
     @Sendable func feed(_ request: Request, context: CMKRequestContext) async throws -> Response {
         guard let (signals, end) = gateway.dashboard.subscribe(for: context.identity?.subject ?? "") else {
-            throw APIError(.tooManyRequests, code: "too_many_streams",
+            throw DomainError(.tooManyStreams,
                            "\(DashboardFeed.maxPerCaller) live feeds are open for this caller (or \(DashboardFeed.maxTotal) in all); close a tab first")
         }
         let body = ResponseBody { writer in

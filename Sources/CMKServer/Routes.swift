@@ -4,6 +4,7 @@ import Foundation
 import Hummingbird
 import KSI
 import NIOFoundationEssentialsCompat
+import Orbital
 import Registry
 
 /// The Management API under `/api/v1`. Handlers parse, call the gateway, shape the answer.
@@ -74,7 +75,7 @@ struct ManagementController {
         let (updated, event) = try await recorded("tenant.regions", tenant: tenant, details: ["allowedRegions": regions], context: context) {
             try await gateway.registry.setAllowedRegions(tenantID: tenant, input.allowedRegions, expectedVersion: try Self.ifMatch(request))
         }
-        gateway.broadcaster.notify([event])
+        gateway.orbital.committed([event])
         return try Self.json(TenantResponse(updated), etag: updated.version, context: context).response
     }
 
@@ -98,7 +99,7 @@ struct ManagementController {
     @Sendable func listKeys(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let keystore = try gateway.keystore(try context.parameters.require("keystore"))
         guard let listing = keystore.token as? any KeyListing else {
-            throw APIError(.unprocessableContent, code: "keystore_unsupported",
+            throw DomainError(.keystoreUnsupported,
                            "keystore \(keystore.id) (\(keystore.provider.displayName)) does not list its keys here: name the key directly (\(Gateway.referenceForm(keystore.provider)))")
         }
         let keys = try await listing.keys()
@@ -231,7 +232,7 @@ struct ManagementController {
         var limit = 50
         if let text = request.uri.queryParameters["limit"] {
             guard let value = Int(String(text)), (1...500).contains(value) else {
-                throw APIError.badRequest("limit must be a number between 1 and 500")
+                throw DomainError.invalidInput("limit must be a number between 1 and 500")
             }
             limit = value
         }
@@ -244,7 +245,7 @@ struct ManagementController {
         let trimmed = header.trimmingCharacters(in: .whitespaces)
         guard trimmed.hasPrefix("\""), trimmed.hasSuffix("\""), trimmed.count >= 3,
               let version = Int(trimmed.dropFirst().dropLast()) else {
-            throw APIError(.badRequest, code: "invalid_input", "If-Match must be an ETag as returned by the API, such as \"3\"")
+            throw DomainError(.invalidInput, "If-Match must be an ETag as returned by the API, such as \"3\"")
         }
         return version
     }
@@ -257,12 +258,12 @@ struct ManagementController {
 
     static func decode<T: Decodable>(_ type: T.Type, from body: ByteBuffer, context: CMKRequestContext) throws -> T {
         guard JSONNesting.isAcceptable(body.readableBytesView) else {
-            throw APIError.badRequest("the request body nests deeper than \(JSONNesting.maxDepth) levels")
+            throw DomainError.invalidInput("the request body nests deeper than \(JSONNesting.maxDepth) levels")
         }
         do {
             return try context.requestDecoder.decode(type, from: Data(buffer: body))
         } catch {
-            throw APIError.badRequest("the request body is not valid JSON for this route")
+            throw DomainError.invalidInput("the request body is not valid JSON for this route")
         }
     }
 
@@ -274,19 +275,5 @@ struct ManagementController {
     }
 }
 
-
-extension JSONEncoder {
-    /// The API's encoder: sorted keys, RFC 3339 dates with milliseconds (as the registry keeps them).
-    /// Made once: building an encoder per response showed in the kill-switch profile.
-    static let api: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        encoder.dateEncodingStrategy = .custom { date, encoder in
-            var container = encoder.singleValueContainer()
-            try container.encode(rfc3339(date))
-        }
-        return encoder
-    }()
-}
 
 func rfc3339(_ date: Date) -> String { RFC3339.format(date) }

@@ -21,6 +21,8 @@ public final class GatewayClient: Sendable {
         public var message: String
 
         public var description: String { status.map { "\(code) (HTTP \($0)): \(message)" } ?? "\(code): \(message)" }
+        /// The code as one of the gateway's (nil for `unreachable`, or a code newer than this node).
+        public var gatewayCode: ErrorCode? { ErrorCode(rawValue: code) }
         public static func unreachable(_ message: String) -> Failure { Failure(status: nil, code: "unreachable", message: message) }
     }
 
@@ -179,7 +181,7 @@ public final class GatewayClient: Sendable {
                                                  timeout: timeout)
         guard status == 201 else {
             let failure = Self.failure(status: status, data)
-            if failure.code == "already_acknowledged" { return }
+            if failure.gatewayCode == .alreadyAcknowledged { return }
             throw failure
         }
     }
@@ -253,7 +255,7 @@ public final class GatewayClient: Sendable {
                     lastActivity.withLockedValue { $0 = .now }
                     for message in parser.feed(chunk) {
                         guard let data = message.data else { continue }
-                        if message.event == GatewayStatement.heartbeatEvent {
+                        if message.event == EventType.streamHeartbeat.rawValue {
                             try Self.checkHeartbeat(data, node: nodeID, nonce: streamNonce, key: key, received: received.withLockedValue { $0 })
                             continue
                         }

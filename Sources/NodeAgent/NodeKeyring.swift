@@ -27,10 +27,10 @@ public final class NodeKeyring: Sendable {
 
         public var code: String {
             switch self {
-            case .keyRevoked: "key_revoked"
-            case .keyShredScheduled: "key_shred_scheduled"
-            case .keyShredded: "key_shredded"
-            case .regionNotAllowed: "region_not_allowed"
+            case .keyRevoked: ErrorCode.keyRevoked.rawValue
+            case .keyShredScheduled: ErrorCode.keyShredScheduled.rawValue
+            case .keyShredded: ErrorCode.keyShredded.rawValue
+            case .regionNotAllowed: ErrorCode.regionNotAllowed.rawValue
             case .keyUnavailable: "key_unavailable"
             case .invalidCiphertext: "invalid_ciphertext"
             case .unknownTenant: "unknown_tenant"

@@ -1,4 +1,5 @@
 public import AsyncHTTPClient
+import CMKCore
 import Crypto
 import Foundation
 public import Logging
@@ -252,23 +253,23 @@ public final class NodeRuntime: Service, Sendable {
         do {
             unsealed = try await client.unseal(tenant: tenant)
         } catch let failure as GatewayClient.Failure {
-            switch failure.code {
-            case "key_revoked":
+            switch failure.gatewayCode {
+            case .keyRevoked:
                 keyring.markRevoked(tenant: tenant, .revoked)
                 throw NodeKeyring.Failure.keyRevoked(tenant: tenant)
-            case "key_shred_scheduled":
+            case .keyShredScheduled:
                 keyring.markRevoked(tenant: tenant, .shredScheduled)
                 throw NodeKeyring.Failure.keyShredScheduled(tenant: tenant)
-            case "key_shredded":
+            case .keyShredded:
                 keyring.markRevoked(tenant: tenant, .shredded)
                 throw NodeKeyring.Failure.keyShredded(tenant: tenant)
-            case "region_not_allowed":
+            case .regionNotAllowed:
                 keyring.drop(tenant: tenant)
                 throw NodeKeyring.Failure.regionNotAllowed(tenant: tenant)
-            case "node_disabled", "node_removed":
+            case .nodeDisabled, .nodeRemoved:
                 cutOffIfRefused(failure)
                 throw NodeKeyring.Failure.keyUnavailable(tenant: tenant)
-            case "not_found": throw NodeKeyring.Failure.unknownTenant(tenant: tenant)
+            case .notFound: throw NodeKeyring.Failure.unknownTenant(tenant: tenant)
             default:
                 logger.warning("unseal failed", metadata: ["tenant": "\(tenant)", "error": "\(failure)"])
                 throw NodeKeyring.Failure.keyUnavailable(tenant: tenant)
@@ -312,7 +313,7 @@ public final class NodeRuntime: Service, Sendable {
     /// The gateway disabled or removed this node: every key goes now (fail closed), however
     /// long its lease; the node keeps asking, and serves again once enabled.
     private func cutOffIfRefused(_ error: any Error) {
-        guard let failure = error as? GatewayClient.Failure, failure.code == "node_disabled" || failure.code == "node_removed" else { return }
+        guard let failure = error as? GatewayClient.Failure, [.nodeDisabled, .nodeRemoved].contains(failure.gatewayCode) else { return }
         let dropped = keyring.dropAll()
         if dropped > 0 || state.withLockedValue({ !$0.cutOff }) {
             logger.error("the gateway refuses this node; every key dropped", metadata: ["reason": "\(failure.code)", "keysDropped": "\(dropped)"])
@@ -363,31 +364,31 @@ public final class NodeRuntime: Service, Sendable {
     /// the acknowledgement.
     func handle(_ event: GatewayClient.Event) async throws {
         switch event.type {
-        case NodeProtocol.restoreEvent:
+        case EventType.l1Restored.rawValue:
             if let link = event.link {
                 keyring.restored(tenant: event.tenant, link: link, epoch: event.epoch)
                 state.withLockedValue { _ = $0.lastRecheck.removeValue(forKey: event.tenant) }
                 logger.notice("link restored: the tenant's key is served again", metadata: ["tenant": "\(event.tenant)", "link": "\(link)",
                                                                                            "epoch": "\(event.epoch)"])
             }
-        case NodeProtocol.shredEvent:
+        case EventType.l2Shredded.rawValue:
             if let link = event.link {
                 keyring.shredded(tenant: event.tenant, link: link)
                 logger.notice("the tenant's key was shredded", metadata: ["tenant": "\(event.tenant)", "link": "\(link)"])
             }
-        case AppCredential.revokedEvent:
+        case EventType.credentialRevoked.rawValue:
             if let id = event.field("id"), let expires = event.field("expiresAt").flatMap(Int64.init) {
                 applications.revoke(id: id, expiresAt: expires)
                 logger.notice("an application credential was revoked", metadata: ["credential": "\(id)"])
             }
-        case NodeProtocol.regionsEvent:
+        case EventType.tenantRegions.rawValue:
             if let allowed = event.allowedRegions, !allowed.contains(configuration.region), keyring.drop(tenant: event.tenant) {
                 logger.notice("key dropped: the tenant no longer allows this region", metadata: ["tenant": "\(event.tenant)"])
             }
         default:
             break
         }
-        if event.type == NodeProtocol.revocationEvent, let link = event.link {
+        if event.type == EventType.l1Revoked.rawValue, let link = event.link {
             let pending = try state.withLockedValue { state in
                 if let pending = state.unsentAcks[event.id] { return pending }
                 let (statement, signature) = try keyring.purge(tenant: event.tenant, link: link, epoch: event.epoch, event: event.id)

@@ -59,15 +59,6 @@ public enum NodeProtocol {
         Data("openkcm/unseal/v1|\(tenant)|\(l2Ref)|\(node)".utf8)
     }
 
-    /// The outbox event type of a kill-switch revocation (payload: `epoch`, the link epoch it ends).
-    public static let revocationEvent = "l1.revoked"
-    /// A revoked link restored with L1 (payload: `epoch`, the new one).
-    public static let restoreEvent = "l1.restored"
-    /// A link's key destroyed for good.
-    public static let shredEvent = "l2.shredded"
-    /// The regions a tenant allows changed (payload: `allowedRegions`, or null for all).
-    public static let regionsEvent = "tenant.regions"
-
     public static let ackType = "openkcm-purge-ack/v1"
 
     /// A purge acknowledgement: canonical JSON (RFC 8785) of
@@ -109,7 +100,6 @@ public enum NodeProtocol {
 public enum AppCredential {
     public static let prefix = "okap_"
     public static let type = "openkcm-app-credential/v1"
-    public static let revokedEvent = "credential.revoked"
 
     public struct Claims: Sendable, Equatable {
         public var id: String
@@ -169,8 +159,6 @@ public enum GatewayStatement {
     public static let unsealType = "openkcm-unseal/v1"
     public static let eventType = "openkcm-event/v1"
     public static let heartbeatType = "openkcm-stream-heartbeat/v1"
-    /// The SSE event name of a signed stream heartbeat.
-    public static let heartbeatEvent = "stream.heartbeat"
 
     /// An unseal answer, bound to the request's nonce and to the sealed bytes.
     public static func unseal(node: String, tenant: String, l2Ref: String, link: String, epoch: Int, leaseSeconds: Int, nonce: String,

@@ -1,3 +1,4 @@
+import CMKCore
 public import Foundation
 import GRDB
 
@@ -86,7 +87,7 @@ extension Registry {
     public func revocationEvent(linkID: String) async throws -> OutboxEvent? {
         try await read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM outbox_event WHERE link_id = ? AND type = ? ORDER BY sequence DESC LIMIT 1",
-                             arguments: [linkID, OutboxEvent.l1Revoked]).map(OutboxEvent.init(row:))
+                             arguments: [linkID, EventType.l1Revoked.rawValue]).map(OutboxEvent.init(row:))
         }
     }
 }

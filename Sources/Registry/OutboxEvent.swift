@@ -30,19 +30,6 @@ public struct OutboxEvent: Codable, Sendable, Equatable {
         self.createdAt = createdAt
         self.dispatchedAt = dispatchedAt
     }
-
-    /// The kill-switch event. Payload:
-    /// `{"epoch": n, "l2Ref": "<uuid>"|null, "link": "<uuid>", "revokedAt": "<ISO 8601 UTC, ms>", "tenant": "<id>"}`.
-    /// `epoch` is the link's epoch that was revoked (a restore starts the next one).
-    public static let l1Revoked = "l1.revoked"
-    /// A revoked link restored with L1: the same L2, a new epoch. Payload:
-    /// `{"epoch": n, "l2Ref": "<uuid>", "link": "<uuid>", "restoredAt": "…", "tenant": "<id>"}`.
-    public static let l1Restored = "l1.restored"
-    /// A link's L2 destroyed for good. Payload: `{"l2Ref", "link", "shreddedAt", "tenant"}`.
-    public static let l2Shredded = "l2.shredded"
-    /// The regions allowed to unseal a tenant's L2 changed. Payload:
-    /// `{"allowedRegions": ["…"]|null, "tenant": "<id>"}`; a node outside them drops the tenant's keys.
-    public static let tenantRegions = "tenant.regions"
 }
 
 extension OutboxEvent {

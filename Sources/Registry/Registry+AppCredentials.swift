@@ -1,3 +1,4 @@
+import CMKCore
 public import Foundation
 import GRDB
 
@@ -55,7 +56,7 @@ extension Registry {
             guard record.revokedAt == nil else { throw RegistryError(.conflict, "app credential \(id) is already revoked") }
             try db.execute(sql: "UPDATE app_credential SET revoked_at = ? WHERE id = ?", arguments: [at.registryMilliseconds, id])
             let payload = String(decoding: try JSONEncoder().encode(["id": id, "expiresAt": String(record.expiresAt.registryMilliseconds)]), as: UTF8.self)
-            let event = try OutboxEvent.insert(db, id: eventID, type: "credential.revoked", tenantID: record.tenants.first ?? "", linkID: nil,
+            let event = try OutboxEvent.insert(db, id: eventID, type: EventType.credentialRevoked.rawValue, tenantID: record.tenants.first ?? "", linkID: nil,
                                                payload: payload, createdAt: at.registryMilliseconds)
             return (try AppCredentialRecord(row: try Row.fetchOne(db, sql: "SELECT * FROM app_credential WHERE id = ?", arguments: [id])!), event)
         }

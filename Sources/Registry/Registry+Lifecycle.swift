@@ -1,3 +1,4 @@
+import CMKCore
 public import Foundation
 import GRDB
 
@@ -65,7 +66,7 @@ extension Registry {
             let restored = try L1Link.require(db, tenantID: tenantID, id: linkID)
             let payload = try RestorePayload(tenant: tenantID, link: linkID, l2Ref: l2.id, epoch: restored.epoch,
                                              restoredAt: at.registryNormalized.registryISO8601).json()
-            let event = try OutboxEvent.insert(db, id: eventID, type: OutboxEvent.l1Restored, tenantID: tenantID, linkID: linkID,
+            let event = try OutboxEvent.insert(db, id: eventID, type: EventType.l1Restored.rawValue, tenantID: tenantID, linkID: linkID,
                                                payload: payload, createdAt: now)
             return (restored, try L2Key.fetch(db, linkID: linkID)!, event)
         }
@@ -134,7 +135,7 @@ extension Registry {
                            arguments: [now, linkID])
             let payload = try ShredPayload(tenant: link.tenantID, link: linkID, l2Ref: l2?.id,
                                            shreddedAt: at.registryNormalized.registryISO8601).json()
-            let event = try OutboxEvent.insert(db, id: eventID, type: OutboxEvent.l2Shredded, tenantID: link.tenantID, linkID: linkID,
+            let event = try OutboxEvent.insert(db, id: eventID, type: EventType.l2Shredded.rawValue, tenantID: link.tenantID, linkID: linkID,
                                                payload: payload, createdAt: now)
             return (try L1Link.fetch(db, id: linkID)!, try L2Key.fetch(db, linkID: linkID), event)
         }

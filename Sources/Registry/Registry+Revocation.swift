@@ -1,3 +1,4 @@
+import CMKCore
 public import Foundation
 import GRDB
 
@@ -37,7 +38,7 @@ extension Registry {
                 """, arguments: [milliseconds, linkID])
             let l2 = try L2Key.fetch(db, linkID: linkID)
             let payload = try RevocationPayload(tenant: tenantID, link: linkID, l2Ref: l2?.id, epoch: link.epoch, revokedAt: revokedAt).json()
-            let event = try OutboxEvent.insert(db, id: eventID, type: OutboxEvent.l1Revoked, tenantID: tenantID,
+            let event = try OutboxEvent.insert(db, id: eventID, type: EventType.l1Revoked.rawValue, tenantID: tenantID,
                                                linkID: linkID, payload: payload, createdAt: milliseconds)
             guard let revoked = try L1Link.fetch(db, id: linkID) else {
                 throw RegistryError(.notFound, "link \(linkID) vanished inside its own transaction")

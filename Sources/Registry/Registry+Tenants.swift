@@ -1,3 +1,4 @@
+import CMKCore
 import Foundation
 import GRDB
 
@@ -32,7 +33,7 @@ extension Registry {
             }
             try db.execute(sql: "UPDATE tenant SET allowed_regions = ?, version = version + 1 WHERE id = ?", arguments: [regions, tenantID])
             let updated = try Tenant.require(db, id: tenantID)
-            let event = try OutboxEvent.insert(db, id: eventID, type: OutboxEvent.tenantRegions, tenantID: tenantID, linkID: nil,
+            let event = try OutboxEvent.insert(db, id: eventID, type: EventType.tenantRegions.rawValue, tenantID: tenantID, linkID: nil,
                                                payload: try RegionsPayload(tenant: tenantID, allowedRegions: updated.allowedRegions).json(),
                                                createdAt: now)
             return (updated, event)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CMKCore
 import CMKServer
 import Foundation
 import KSI
@@ -51,14 +52,14 @@ struct AdminCommand: AsyncParsableCommand {
         }
 
         /// Runs `body` on the registry and platform token, then closes them. A refusal ends the
-        /// process with its message: a `SessionManager.Failure` with `status(code)`, a registry
-        /// error (no such account, a rule of the registry) as refused.
-        func withManager(failureStatus status: (SessionManager.Failure.Code) -> ExitStatus = { _ in .refused },
+        /// process with its message: the session manager's `DomainError` with `status(code)`, a
+        /// registry error (no such account, a rule of the registry) as refused.
+        func withManager(failureStatus status: (ErrorCode) -> ExitStatus = { _ in .refused },
                          _ body: (SessionManager) async throws -> Void) async throws {
             let (manager, pkcs11) = try await manager()
             do {
                 try await body(manager)
-            } catch let failure as SessionManager.Failure {
+            } catch let failure as DomainError {
                 await pkcs11.shutdown()
                 fail(failure.message, status: status(failure.code))
             } catch let error as RegistryError {

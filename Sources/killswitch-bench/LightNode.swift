@@ -1,3 +1,4 @@
+import CMKCore
 import Crypto
 import Foundation
 import NodeProtocol
@@ -121,7 +122,7 @@ final class LightNode: @unchecked Sendable {
                 pending.removeFirst(end + 2)
                 guard let data = message.split(separator: "\n").first(where: { $0.hasPrefix("data: ") })?.dropFirst(6),
                       let event = try? JSONSerialization.jsonObject(with: Data(data.utf8)) as? [String: Any],
-                      event["type"] as? String == NodeProtocol.revocationEvent,
+                      event["type"] as? String == EventType.l1Revoked.rawValue,
                       let eventID = event["id"] as? String, let link = event["link"] as? String else { continue }
                 let statement = try NodeProtocol.ackStatement(event: eventID, link: link, node: id, keysDropped: 1, time: Date())
                 let signature = try key.signature(for: statement)

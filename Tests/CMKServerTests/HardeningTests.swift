@@ -7,9 +7,10 @@ import Hummingbird
 import HummingbirdTesting
 @testable import NodeAgent
 import NodeProtocol
+import Orbital
 import Registry
-import Testing
 import TestSupport
+import Testing
 
 /// Findings of the code review (issue 15), each with the test that failed before its fix.
 @Suite(.serialized) struct HardeningTests {
@@ -224,9 +225,9 @@ import TestSupport
 
     /// Before: any number of event streams per node (or stolen node key) and per caller.
     @Test func eventStreamsAreCappedPerNodeAndPerCaller() {
-        let broadcaster = EventBroadcaster()
-        var open = (0..<EventBroadcaster.maxPerNode).compactMap { _ in broadcaster.subscribe(node: "node-a") }
-        #expect(open.count == EventBroadcaster.maxPerNode)
+        let broadcaster = Dispatcher()
+        var open = (0..<Dispatcher.maxPerNode).compactMap { _ in broadcaster.subscribe(node: "node-a") }
+        #expect(open.count == Dispatcher.maxPerNode)
         #expect(broadcaster.subscribe(node: "node-a") == nil)
         #expect(broadcaster.subscribe(node: "node-b") != nil, "other nodes are not held up")
         open.removeLast().end()
@@ -338,7 +339,7 @@ import TestSupport
             #expect(items.count <= 1)
 
             // A heartbeat saying a later sequence than received means events were held back.
-            let frame = NodeController.heartbeatFrame(node: node.id, nonce: nonce, sequence: 7, signer: gateway.appCredentialKey)
+            let frame = EventFrame.heartbeat(node: node.id, nonce: nonce, sequence: 7, signer: gateway.appCredentialKey)
             let data = String(String(buffer: frame).split(separator: "\n")[1].dropFirst("data: ".count))
             #expect(throws: Never.self) { try GatewayClient.checkHeartbeat(data, node: node.id, nonce: nonce, key: key, received: 7) }
             #expect(throws: GatewayClient.Failure.self) { try GatewayClient.checkHeartbeat(data, node: node.id, nonce: nonce, key: key, received: 6) }

@@ -9,10 +9,11 @@ import HummingbirdTesting
 import KSI
 import NIOHTTP1
 import NodeProtocol
+import Orbital
 import PKCS11
 import Registry
-import Testing
 import TestSupport
+import Testing
 
 /// A regional node played in process: its identity keys, and signed requests.
 struct SimulatedNode {
@@ -306,8 +307,8 @@ extension SimulatedNode {
             }
             let connected = try await open(after: 0)
             // Wait until the stream is subscribed, then revoke.
-            for _ in 0..<100 where gateway.broadcaster.connections == 0 { try await Task.sleep(for: .milliseconds(20)) }
-            #expect(gateway.broadcaster.connections == 1)
+            for _ in 0..<100 where gateway.orbital.dispatcher.connections == 0 { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(gateway.orbital.dispatcher.connections == 1)
             let listed = try await client.execute(uri: "/api/v1/nodes", method: .get, headers: ServerHarness.auth)
             let nodes = try #require(try listed.json()["items"] as? [[String: Any]])
             #expect(nodes.first { $0["id"] as? String == node.id }?["connected"] as? Bool == true)

@@ -1,7 +1,8 @@
+import CMKCore
 import Foundation
 import GRDB
-import Testing
 @testable import Registry
+import Testing
 
 /// Restore, crypto-shred, approvals and rotations as the registry records them.
 @Suite struct LifecycleTests {
@@ -24,7 +25,7 @@ import Testing
         #expect(restored.l2.id == l2.id && restored.l2.state == .active && restored.l2.lockedAt == nil)
         #expect(restored.l2.activeBinding == Data([9, 9, 9, 9, 9, 9, 9, 9]))
         #expect(restored.l2.sovereignBinding == l2.sovereignBinding, "the L2 is the same one")
-        #expect(restored.event.type == OutboxEvent.l1Restored && restored.event.linkID == link.id)
+        #expect(restored.event.type == EventType.l1Restored.rawValue && restored.event.linkID == link.id)
         let payload = try #require(try JSONSerialization.jsonObject(with: Data(restored.event.payload.utf8)) as? [String: Any])
         #expect(payload["epoch"] as? Int == 2 && payload["l2Ref"] as? String == l2.id)
         #expect(try await registry.consistencyProblems().isEmpty)
@@ -90,7 +91,7 @@ import Testing
         #expect(shredded.link.state == .shredded && shredded.link.shreddedAt == due)
         let gone = try #require(shredded.l2)
         #expect(gone.state == .shredded && gone.sovereignBinding == nil && gone.activeBinding == nil && gone.shreddedBindingSHA256 == hash)
-        #expect(shredded.event.type == OutboxEvent.l2Shredded)
+        #expect(shredded.event.type == EventType.l2Shredded.rawValue)
         #expect(try await registry.consistencyProblems().isEmpty)
         // Final, for the Swift code and for the schema.
         await #expect(throws: RegistryError(.conflict, "")) { try await registry.cancelShred(tenantID: "acme", linkID: link.id) }
@@ -250,7 +251,7 @@ import Testing
         }
         let (updated, event) = try await registry.setAllowedRegions(tenantID: "acme", nil, expectedVersion: tenant.version)
         #expect(updated.allowedRegions == nil && updated.allows(region: "anywhere") && updated.version == tenant.version + 1)
-        #expect(event.type == OutboxEvent.tenantRegions && event.payload == #"{"allowedRegions":null,"tenant":"acme"}"#)
+        #expect(event.type == EventType.tenantRegions.rawValue && event.payload == #"{"allowedRegions":null,"tenant":"acme"}"#)
     }
 
     @Test func aVersion4FileMigratesWithItsLinksRevocationsAndAccounts() async throws {

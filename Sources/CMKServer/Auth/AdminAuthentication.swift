@@ -1,4 +1,5 @@
 import Audit
+import CMKCore
 import Foundation
 import Hummingbird
 import Registry
@@ -29,7 +30,7 @@ struct AdminAuthenticationMiddleware: RouterMiddleware {
         let method = request.method.rawValue
         if method == "POST", path == "/api/v1/session" {
             if assertions?.settings.disablePasswordLogin == true {
-                throw APIError(.forbidden, code: "forbidden", "password login is switched off: log in through the identity gateway")
+                throw DomainError(.forbidden, "password login is switched off: log in through the identity gateway")
             }
             return try await next(request, context)
         }
@@ -57,45 +58,41 @@ struct AdminAuthenticationMiddleware: RouterMiddleware {
     }
 
     private func authenticate(_ request: Request, method: String) async throws -> Principal {
-        do {
-            if let header = request.headers[.authorization] {
-                guard header.count > 7, header.prefix(7).lowercased() == "bearer " else { throw Self.unauthenticated }
-                let presented = String(header.dropFirst(7))
-                if presented.hasPrefix("okat_") { return try await sessions.authenticateToken(presented) }
-                if let assertions, IdentityAssertionVerifier.looksLikeJWT(presented) {
-                    return try await assertions.principal(presented, now: sessions.now())
-                }
-                throw Self.unauthenticated
-            }
-            if let cookie = Self.cookie(SessionManager.cookieName, in: request) {
-                return try await sessions.authenticateSession(token: cookie, csrf: request.headers[.init(SessionManager.csrfHeader)!],
-                                                              stateChanging: !["GET", "HEAD", "OPTIONS"].contains(method))
+        if let header = request.headers[.authorization] {
+            guard header.count > 7, header.prefix(7).lowercased() == "bearer " else { throw Self.unauthenticated }
+            let presented = String(header.dropFirst(7))
+            if presented.hasPrefix("okat_") { return try await sessions.authenticateToken(presented) }
+            if let assertions, IdentityAssertionVerifier.looksLikeJWT(presented) {
+                return try await assertions.principal(presented, now: sessions.now())
             }
             throw Self.unauthenticated
-        } catch let failure as SessionManager.Failure {
-            throw APIError(failure)
         }
+        if let cookie = Self.cookie(SessionManager.cookieName, in: request) {
+            return try await sessions.authenticateSession(token: cookie, csrf: request.headers[.init(SessionManager.csrfHeader)!],
+                                                          stateChanging: !["GET", "HEAD", "OPTIONS"].contains(method))
+        }
+        throw Self.unauthenticated
     }
 
-    static let unauthenticated = APIError(.unauthorized, code: "unauthenticated", "log in (session cookie) or present an automation token")
+    static let unauthenticated = DomainError(.unauthenticated, "log in (session cookie) or present an automation token")
 
     private func authorize(_ principal: Principal, method: String, path: String, context: Context) async throws {
         guard let rule = AccessPolicy.rule(method: method, path: path) else {
-            throw APIError(.forbidden, code: "forbidden", "\(method) \(path) is not open to administrators")
+            throw DomainError(.forbidden, "\(method) \(path) is not open to administrators")
         }
         if rule.sessionOnly, case .token = principal.kind {
-            throw APIError(.forbidden, code: "forbidden", "\(method) \(path) is for a person's session, not a token")
+            throw DomainError(.forbidden, "\(method) \(path) is for a person's session, not a token")
         }
         guard rule.roles.contains(principal.role) else {
-            throw APIError(.forbidden, code: "forbidden", "the \(principal.role.rawValue) role may not \(method) \(path)")
+            throw DomainError(.forbidden, "the \(principal.role.rawValue) role may not \(method) \(path)")
         }
         let tenant = context.parameters.get("tenant")
         switch rule.scope {
         case .tenant:
-            if let tenant, !principal.mayAccess(tenant: tenant) { throw APIError.notFound("no tenant \(tenant)") }
+            if let tenant, !principal.mayAccess(tenant: tenant) { throw DomainError.notFound("no tenant \(tenant)") }
         case .allTenants:
             guard principal.tenants == nil else {
-                throw APIError(.forbidden, code: "forbidden", "this concerns every tenant; the caller is limited to some")
+                throw DomainError(.forbidden, "this concerns every tenant; the caller is limited to some")
             }
         case .global:
             break
@@ -107,24 +104,12 @@ struct AdminAuthenticationMiddleware: RouterMiddleware {
         if needsStepUp {
             switch principal.kind {
             case .token:
-                throw APIError(.forbidden, code: "step_up_required", "\(method) \(path) needs a person with a fresh one-time code, not a token")
+                throw DomainError(.stepUpRequired, "\(method) \(path) needs a person with a fresh one-time code, not a token")
             case .session, .assertion:
                 guard principal.hasFreshTOTP(now: sessions.now()) else {
-                    throw APIError(.forbidden, code: "step_up_required", "enter a one-time code (POST /api/v1/session/step-up) within 5 minutes before this")
+                    throw DomainError(.stepUpRequired, "enter a one-time code (POST /api/v1/session/step-up) within 5 minutes before this")
                 }
             }
-        }
-    }
-}
-
-extension APIError {
-    init(_ failure: SessionManager.Failure) {
-        switch failure.code {
-        case .invalidCredentials, .sessionExpired: self.init(.unauthorized, code: failure.code.rawValue, failure.message)
-        case .locked: self.init(.tooManyRequests, code: failure.code.rawValue, failure.message)
-        case .csrf, .stepUpRequired: self.init(.forbidden, code: failure.code.rawValue, failure.message)
-        case .invalidInput: self.init(.badRequest, code: failure.code.rawValue, failure.message)
-        case .conflict: self.init(.conflict, code: failure.code.rawValue, failure.message)
         }
     }
 }

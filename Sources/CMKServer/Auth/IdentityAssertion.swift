@@ -1,3 +1,4 @@
+import CMKCore
 import Foundation
 import JWTKit
 import Registry
@@ -82,19 +83,19 @@ public final class IdentityAssertionVerifier: Sendable {
         do {
             claims = try await keys.verify(token, as: AssertionClaims.self)
         } catch {
-            throw SessionManager.Failure(code: .sessionExpired, message: "the identity assertion does not verify (signature, expiry)")
+            throw DomainError(.sessionExpired, "the identity assertion does not verify (signature, expiry)")
         }
         guard claims.iss.value == settings.issuer else {
-            throw SessionManager.Failure(code: .sessionExpired, message: "the identity assertion is from another issuer")
+            throw DomainError(.sessionExpired, "the identity assertion is from another issuer")
         }
         guard claims.aud.value.contains(settings.audience) else {
-            throw SessionManager.Failure(code: .sessionExpired, message: "the identity assertion is for another audience")
+            throw DomainError(.sessionExpired, "the identity assertion is for another audience")
         }
         guard let amr = claims.amr, !Set(amr).isDisjoint(with: settings.mfaMethods) else {
-            throw SessionManager.Failure(code: .sessionExpired, message: "the identity assertion does not show multi-factor authentication (amr)")
+            throw DomainError(.sessionExpired, "the identity assertion does not show multi-factor authentication (amr)")
         }
         guard let role = claims.cmk_role.flatMap(AdminRole.init(rawValue:)) else {
-            throw SessionManager.Failure(code: .sessionExpired, message: "the identity assertion carries no cmk_role")
+            throw DomainError(.sessionExpired, "the identity assertion carries no cmk_role")
         }
         let authTime = claims.auth_time.map { Date(timeIntervalSince1970: TimeInterval($0)) }
         return Principal(kind: .assertion(id: claims.jti?.value ?? "", authTime: authTime), name: claims.preferred_username ?? claims.sub.value,

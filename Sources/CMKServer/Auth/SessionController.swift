@@ -1,4 +1,5 @@
 import Audit
+import CMKCore
 import Foundation
 import Hummingbird
 import Registry
@@ -124,7 +125,7 @@ struct SessionController {
     @Sendable func logout(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let principal = try Self.principal(context)
         guard case .session(let id, _) = principal.kind else {
-            throw APIError(.badRequest, code: "invalid_input", "only a session can log out; revoke a token with DELETE /api/v1/tokens/{id}")
+            throw DomainError(.invalidInput, "only a session can log out; revoke a token with DELETE /api/v1/tokens/{id}")
         }
         try await sessions.logout(sessionID: id)
         _ = try await gateway.audit.append(AuditRecord(actor: principal.auditActor, operation: "auth.logout", outcome: .success,
@@ -135,18 +136,18 @@ struct SessionController {
     @Sendable func stepUp(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let principal = try Self.principal(context)
         guard case .session(let id, _) = principal.kind else {
-            throw APIError(.forbidden, code: "step_up_required", "only a person's session can step up")
+            throw DomainError(.stepUpRequired, "only a person's session can step up")
         }
         let input = try await body(StepUpRequest.self, request, context)
         do {
             try await sessions.stepUp(sessionID: id, username: principal.name, totp: input.totp)
-        } catch let failure as SessionManager.Failure {
+        } catch let failure as DomainError {
             if let suppressed = sessions.admitStepUpFailureRecord(username: principal.name, failure.code) {
                 _ = try await gateway.audit.append(AuditRecord(actor: principal.auditActor, operation: "auth.step_up", outcome: .denied,
                                                                errorCode: failure.code.rawValue, requestID: context.id, clientAddress: context.clientAddress,
                                                                details: suppressed > 0 ? ["suppressedBefore": String(suppressed)] : [:]))
             }
-            throw APIError(failure)
+            throw failure
         }
         _ = try await gateway.audit.append(AuditRecord(actor: principal.auditActor, operation: "auth.step_up", outcome: .success,
                                                        requestID: context.id, clientAddress: context.clientAddress))
@@ -163,7 +164,7 @@ struct SessionController {
     static func checkMayManage(_ role: AdminRole, by principal: Principal, _ what: String) throws {
         guard principal.role.mayCreate.contains(role) else {
             let allowed = principal.role.mayCreate.map(\.rawValue).sorted().joined(separator: ", ")
-            throw APIError(.forbidden, code: "forbidden",
+            throw DomainError(.forbidden,
                            "a \(principal.role.rawValue) cannot \(what) a \(role.rawValue) (only: \(allowed.isEmpty ? "none" : allowed)); the duties are separated")
         }
     }
@@ -190,7 +191,7 @@ struct SessionController {
         var found = try await gateway.registry.account(id: id)
         if found == nil { found = try await gateway.registry.account(username: id) }
         guard let account = found else {
-            throw APIError.notFound("no user \(id)")
+            throw DomainError.notFound("no user \(id)")
         }
         try Self.checkMayManage(account.role, by: try Self.principal(context), "end the sessions of")
         let count = try await gateway.recorded("user.sessions.revoke", target: account.username, context: context.audit) {
@@ -204,7 +205,7 @@ struct SessionController {
         let id = try context.parameters.require("user")
         var found = try await gateway.registry.account(id: id)
         if found == nil { found = try await gateway.registry.account(username: id) }
-        guard let account = found else { throw APIError.notFound("no user \(id)") }
+        guard let account = found else { throw DomainError.notFound("no user \(id)") }
         try Self.checkMayManage(account.role, by: try Self.principal(context), "unlock")
         let unlocked = try await gateway.recorded("user.unlock", target: account.username, context: context.audit) {
             try await sessions.unlock(username: account.username)
@@ -217,11 +218,11 @@ struct SessionController {
         let id = try context.parameters.require("user")
         var found = try await gateway.registry.account(id: id)
         if found == nil { found = try await gateway.registry.account(username: id) }
-        guard let account = found else { throw APIError.notFound("no user \(id)") }
+        guard let account = found else { throw DomainError.notFound("no user \(id)") }
         let principal = try Self.principal(context)
         try Self.checkMayManage(account.role, by: principal, what)
         guard account.username != principal.name else {
-            throw APIError(.conflict, code: "conflict", "an administrator cannot \(what) their own account; ask another")
+            throw DomainError(.conflict, "an administrator cannot \(what) their own account; ask another")
         }
         return account
     }
@@ -268,11 +269,11 @@ struct SessionController {
             let remaining = own.expiresAt.timeIntervalSince(sessions.now())
             if input.ttlSeconds == nil { ttl = min(ttl, remaining.rounded(.down)) }
             guard ttl <= remaining else {
-                throw APIError(.forbidden, code: "forbidden", "a token cannot issue a token that outlives it (this one expires at \(rfc3339(own.expiresAt)))")
+                throw DomainError(.forbidden, "a token cannot issue a token that outlives it (this one expires at \(rfc3339(own.expiresAt)))")
             }
             if let ownTenants = own.tenants {
                 guard let tenants = input.tenants, Set(tenants).isSubset(of: ownTenants) else {
-                    throw APIError(.forbidden, code: "forbidden", "a token cannot issue a token for tenants beyond its own")
+                    throw DomainError(.forbidden, "a token cannot issue a token for tenants beyond its own")
                 }
             }
         }
@@ -297,7 +298,7 @@ struct SessionController {
             do {
                 try await gateway.registry.revokeAutomationToken(id: id, at: Date())
             } catch let error as RegistryError where error.code == .notFound {
-                throw APIError.notFound("no automation token \(id)")
+                throw DomainError.notFound("no automation token \(id)")
             }
         }
         return Response(status: .noContent)

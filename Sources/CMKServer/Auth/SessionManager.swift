@@ -1,4 +1,5 @@
 public import Audit
+import CMKCore
 import Crypto
 public import Foundation
 import HummingbirdBcrypt
@@ -118,20 +119,6 @@ struct FailureRecords {
 /// tokens. Secrets are never stored or logged: bcrypt hashes, TOTP secrets sealed by the
 /// platform token under the IVK, token and cookie values as SHA-256 hashes.
 public final class SessionManager: Sendable {
-    public struct Failure: Error, Sendable, Equatable {
-        public enum Code: String, Sendable {
-            case invalidCredentials = "invalid_credentials"
-            case locked
-            case sessionExpired = "session_expired"
-            case csrf = "csrf_failed"
-            case stepUpRequired = "step_up_required"
-            case invalidInput = "bad_request"
-            case conflict
-        }
-        public var code: Code
-        public var message: String
-    }
-
     static let totp = TOTP()
     public static let cookieName = "cmk_session"
     public static let csrfHeader = "X-CSRF-Token"
@@ -172,7 +159,7 @@ public final class SessionManager: Sendable {
 
     private func totpKey() async throws -> (KeyReference, Int) {
         guard let ivk = try await registry.ivkVersions().max(by: { $0.version < $1.version }) else {
-            throw Failure(code: .invalidInput, message: "the platform token has no IVK yet")
+            throw DomainError(.badRequest, "the platform token has no IVK yet")
         }
         return (try KeyReference(parsing: ivk.keyReference), ivk.version)
     }
@@ -190,10 +177,10 @@ public final class SessionManager: Sendable {
 
     public func createAccount(username: String, password: String, role: AdminRole, tenants: [String]?, createdBy: String) async throws -> NewAccount {
         guard (3...64).contains(username.count), username.allSatisfy({ $0.isLetter || $0.isNumber || "._-@".contains($0) }) else {
-            throw Failure(code: .invalidInput, message: "a username is 3-64 letters, digits, '.', '_', '-' or '@'")
+            throw DomainError(.badRequest, "a username is 3-64 letters, digits, '.', '_', '-' or '@'")
         }
         guard password.count >= 12, password.utf8.count <= 72 else {
-            throw Failure(code: .invalidInput, message: "a password is at least 12 characters (and at most 72 bytes, bcrypt's limit)")
+            throw DomainError(.badRequest, "a password is at least 12 characters (and at most 72 bytes, bcrypt's limit)")
         }
         let cost = UInt8(clamping: settings.bcryptCost)
         let passwordHash = try await bcrypt { Bcrypt.hash(password, cost: cost) }
@@ -206,7 +193,7 @@ public final class SessionManager: Sendable {
             account = try await registry.createAccount(username: username, role: role, tenants: tenants, passwordHash: passwordHash,
                                                        totpSealed: Data(sealed), totpIVKVersion: version, createdBy: createdBy)
         } catch let error as RegistryError where error.code == .conflict {
-            throw Failure(code: .conflict, message: "user \(username) already exists")
+            throw DomainError(.conflict, "user \(username) already exists")
         }
         return NewAccount(account: account, totpSecret: Base32.encode(secret),
                           totpURI: TOTP.provisioningURI(secret: secret, issuer: "OpenKCM", account: username))
@@ -260,7 +247,7 @@ public final class SessionManager: Sendable {
         let threshold = settings.lockoutThreshold
         if let until = addressFailures.withLockedValue({ $0[address]?.lockedUntil }), until > started {
             try await record(.denied, "locked", details: ["reason": "client address locked"], limitKey: "address:\(address)")
-            throw Failure(code: .locked, message: "too many failed logins from this address; try again later")
+            throw DomainError(.locked, "too many failed logins from this address; try again later")
         }
         var account = valid ? try await registry.account(username: username) : nil
         if account?.disabledAt != nil {
@@ -268,11 +255,11 @@ public final class SessionManager: Sendable {
             account = nil
             _ = try await bcrypt { [decoyHash] in Bcrypt.verify(password, hash: decoyHash) }
             try await record(.denied, "account_disabled", details: ["reason": "account disabled"], limitKey: "disabled:\(username)")
-            throw Failure(code: .invalidCredentials, message: "the username, password or one-time code is wrong")
+            throw DomainError(.invalidCredentials, "the username, password or one-time code is wrong")
         }
         if let until = account?.lockedUntil, until > started {
             try await record(.denied, "locked", details: ["reason": "account locked"], limitKey: "account:\(username)")
-            throw Failure(code: .locked, message: "too many failed logins for this account; try again later")
+            throw DomainError(.locked, "too many failed logins for this account; try again later")
         }
         // After a lock has run out, the failures that made it no longer hold attempts back (the
         // next failure locks again at once, as it always did).
@@ -280,7 +267,7 @@ public final class SessionManager: Sendable {
         guard reserve(["address:\(address)": addressFailuresSoFar, account.map { "account:\($0.id)" } ?? "": account.map(Self.pendingFailures) ?? 0],
                       threshold: threshold) else {
             try await record(.denied, "locked", details: ["reason": "too many attempts at once"], limitKey: "address:\(address)")
-            throw Failure(code: .locked, message: "too many login attempts at once for this account or address; try again later")
+            throw DomainError(.locked, "too many login attempts at once for this account or address; try again later")
         }
         defer { release(["address:\(address)", account.map { "account:\($0.id)" } ?? ""]) }
         let hash = account?.passwordHash ?? decoyHash
@@ -289,7 +276,7 @@ public final class SessionManager: Sendable {
         if let account, passwordOK { totpOK = try await checkTOTP(code, account: account) }
         guard let account, passwordOK, totpOK else {
             try await fail(account: account, address: address, record: record)
-            throw Failure(code: .invalidCredentials, message: "the username, password or one-time code is wrong")
+            throw DomainError(.invalidCredentials, "the username, password or one-time code is wrong")
         }
         try await registry.resetFailedLogins(accountID: account.id)
         _ = addressFailures.withLockedValue { $0.removeValue(forKey: address) }
@@ -371,7 +358,7 @@ public final class SessionManager: Sendable {
     /// Ends an account's lock and its failure count (`POST /users/{user}/unlock`, `cmk admin unlock`).
     public func unlock(username: String) async throws -> Account {
         guard let account = try await registry.account(username: username) else {
-            throw Failure(code: .invalidInput, message: "no user \(username)")
+            throw DomainError(.badRequest, "no user \(username)")
         }
         try await registry.resetFailedLogins(accountID: account.id)
         return try await registry.account(id: account.id) ?? account
@@ -383,16 +370,16 @@ public final class SessionManager: Sendable {
     public func authenticateSession(token: String, csrf: String?, stateChanging: Bool) async throws -> Principal {
         guard let session = try await registry.session(tokenHash: Self.hash(token)),
               let account = try await registry.account(id: session.accountID), account.disabledAt == nil else {
-            throw Failure(code: .sessionExpired, message: "no such session; log in")
+            throw DomainError(.sessionExpired, "no such session; log in")
         }
         let at = now()
         guard session.revokedAt == nil, session.expiresAt > at,
               at.timeIntervalSince(session.lastUsedAt) <= Double(settings.idleMinutes) * 60 else {
-            throw Failure(code: .sessionExpired, message: "the session has ended; log in again")
+            throw DomainError(.sessionExpired, "the session has ended; log in again")
         }
         if stateChanging {
             guard let csrf, Self.constantTimeEqual(Self.hash(csrf), session.csrfHash) else {
-                throw Failure(code: .csrf, message: "a state-changing request with a session cookie needs the X-CSRF-Token header")
+                throw DomainError(.csrfFailed, "a state-changing request with a session cookie needs the X-CSRF-Token header")
             }
         }
         if at.timeIntervalSince(session.lastUsedAt) > 5 { try await registry.touchSession(id: session.id, at: at) }
@@ -408,7 +395,7 @@ public final class SessionManager: Sendable {
     /// The same bounds as refused logins: a locked account's refusals once a minute, refusals at
     /// most `FailureRecords.perSecond` a second in all, so a session holder hammering the
     /// step-up cannot fill the audit disk.
-    func admitStepUpFailureRecord(username: String, _ code: Failure.Code) -> Int? {
+    func admitStepUpFailureRecord(username: String, _ code: ErrorCode) -> Int? {
         failureRecords.withLockedValue { $0.admit(key: code == .locked ? "step-up-locked:\(username)" : nil, at: now()) }
     }
 
@@ -419,22 +406,22 @@ public final class SessionManager: Sendable {
     /// attempts reserve a place as logins do.
     public func stepUp(sessionID: String, username: String, totp code: String) async throws {
         guard let account = try await registry.account(username: username), account.disabledAt == nil else {
-            throw Failure(code: .invalidCredentials, message: "the one-time code is wrong or was already used")
+            throw DomainError(.invalidCredentials, "the one-time code is wrong or was already used")
         }
         if let until = account.lockedUntil, until > now() {
-            throw Failure(code: .locked, message: "too many wrong codes for this account; try again later")
+            throw DomainError(.locked, "too many wrong codes for this account; try again later")
         }
         guard reserve(["account:\(account.id)": Self.pendingFailures(account)], threshold: settings.lockoutThreshold) else {
-            throw Failure(code: .locked, message: "too many code attempts at once for this account; try again later")
+            throw DomainError(.locked, "too many code attempts at once for this account; try again later")
         }
         defer { release(["account:\(account.id)"]) }
         guard try await checkTOTP(code, account: account) else {
             let (_, lockedUntil) = try await registry.recordFailedLogin(accountID: account.id, threshold: settings.lockoutThreshold,
                                                                         lockUntil: now().addingTimeInterval(Double(settings.lockoutMinutes) * 60))
             if lockedUntil != nil {
-                throw Failure(code: .locked, message: "too many wrong codes: the account is locked for \(settings.lockoutMinutes) minutes")
+                throw DomainError(.locked, "too many wrong codes: the account is locked for \(settings.lockoutMinutes) minutes")
             }
-            throw Failure(code: .invalidCredentials, message: "the one-time code is wrong or was already used")
+            throw DomainError(.invalidCredentials, "the one-time code is wrong or was already used")
         }
         try await registry.resetFailedLogins(accountID: account.id)
         try await registry.stepUpSession(id: sessionID, at: now())
@@ -449,8 +436,8 @@ public final class SessionManager: Sendable {
     }
 
     public func createToken(name: String, role: AdminRole, tenants: [String]?, ttl: TimeInterval, createdBy: String) async throws -> NewToken {
-        guard (1...64).contains(name.count) else { throw Failure(code: .invalidInput, message: "a token name is 1-64 characters") }
-        guard (60...(366 * 86_400)).contains(ttl) else { throw Failure(code: .invalidInput, message: "a token lives 60 s to 366 days") }
+        guard (1...64).contains(name.count) else { throw DomainError(.badRequest, "a token name is 1-64 characters") }
+        guard (60...(366 * 86_400)).contains(ttl) else { throw DomainError(.badRequest, "a token lives 60 s to 366 days") }
         let secret = SecretToken.make(prefix: "okat_")
         let token = try await registry.createAutomationToken(tokenHash: Self.hash(secret), name: name, role: role, tenants: tenants,
                                                              expiresAt: now().addingTimeInterval(ttl), createdBy: createdBy)
@@ -460,7 +447,7 @@ public final class SessionManager: Sendable {
     public func authenticateToken(_ secret: String) async throws -> Principal {
         guard secret.hasPrefix("okat_"), let token = try await registry.automationToken(tokenHash: Self.hash(secret)),
               token.revokedAt == nil, token.expiresAt > now() else {
-            throw Failure(code: .sessionExpired, message: "the token is unknown, revoked or expired")
+            throw DomainError(.sessionExpired, "the token is unknown, revoked or expired")
         }
         let at = now()
         if token.lastUsedAt.map({ at.timeIntervalSince($0) > 5 }) ?? true { try await registry.touchAutomationToken(id: token.id, at: at) }
