@@ -25,8 +25,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.29.0"),
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
-        // Named for the HTTP field types the gateway's middleware uses (Hummingbird's own).
-        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // The PKCS#11 headers as libp11-kit-dev ships them, plus a few inline helpers that
@@ -181,10 +179,13 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        // The gateway: configuration, Management API, handshake, kill-switch state.
+        // The domain layer, below every transport: configuration, tenants and keystores, the
+        // handshake, the kill-switch and its lifting, unseal, approvals, rotation, sessions and
+        // the access policy. It throws `DomainError`s and imports no HTTP framework.
         .target(
-            name: "CMKServer",
-            dependencies: ["CMKCore", 
+            name: "ControlPlane",
+            dependencies: [
+                "CMKCore",
                 "KSI",
                 "AWSKMS",
                 "GCPKMS",
@@ -194,17 +195,31 @@ let package = Package(
                 "Audit",
                 "NodeProtocol",
                 "Orbital",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        // The transports over it: the Management API (REST), the node API, the portal.
+        .target(
+            name: "CMKServer",
+            dependencies: ["CMKCore", "ControlPlane",
+                "KSI",
+                "Registry",
+                "Audit",
+                "NodeProtocol",
+                "Orbital",
                 "TLSSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
-                .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOFoundationEssentialsCompat", package: "swift-nio"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -216,7 +231,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "cmk",
-            dependencies: ["CMKCore", 
+            dependencies: ["CMKCore", "ControlPlane",
                 "KSI",
                 "PKCS11",
                 "CMKServer",
@@ -284,7 +299,7 @@ let package = Package(
         .testTarget(
             name: "CMKServerTests",
             dependencies: ["CMKCore", 
-                "CMKServer", "KSI", "PKCS11", "Registry", "TestSupport", "Audit", "NodeProtocol", "NodeAgent", "Orbital", "TLSSupport",
+                "CMKServer", "ControlPlane", "KSI", "PKCS11", "Registry", "TestSupport", "Audit", "NodeProtocol", "NodeAgent", "Orbital", "TLSSupport",
                 "AWSKMS", "GCPKMS", "AzureKeyVault",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

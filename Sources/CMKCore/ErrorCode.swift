@@ -20,6 +20,9 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
     case invalidCredentials = "invalid_credentials"
     case sessionExpired = "session_expired"
     case locked
+    /// In the audit log only: the API answers a disabled account's login `invalid_credentials`,
+    /// so that it does not tell which accounts exist.
+    case accountDisabled = "account_disabled"
     /// The session manager's word for malformed login input (the rest of the API says
     /// `invalid_input`); kept as it is on the wire until the contract issue folds the two.
     case badRequest = "bad_request"
@@ -81,7 +84,7 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
         case .idempotencyKeyReused, .probeFailed, .unsupportedProvider, .keystoreNotFound, .keystoreRefused,
              .keystoreUnsupported, .invalidAck: .unprocessable
         case .unauthenticated, .invalidCredentials, .sessionExpired, .clientCertificateRequired, .enrolmentRefused: .unauthenticated
-        case .forbidden, .stepUpRequired, .csrfFailed, .approvalRequired, .selfApproval, .nodeDisabled, .nodeRemoved,
+        case .forbidden, .accountDisabled, .stepUpRequired, .csrfFailed, .approvalRequired, .selfApproval, .nodeDisabled, .nodeRemoved,
              .regionNotAllowed: .permissionDenied
         case .locked, .tooManyStreams: .exhausted
         case .linkShredded, .keyShredded: .gone

@@ -1,5 +1,6 @@
 import Audit
 import CMKCore
+public import ControlPlane
 import Foundation
 public import Hummingbird
 import HummingbirdCore
@@ -208,7 +209,7 @@ struct AuditCheckpointService: Service {
 
 /// Opens the audit store and its signing key: on an HSM token when configured, else a key
 /// file, made on first start (D41).
-func openAuditLog(_ settings: ServerConfiguration.AuditSettings, pkcs11: PKCS11Keystore, logger: Logger) async throws -> AuditLog {
+func openAuditLog(_ settings: ControlPlane.ServerConfiguration.AuditSettings, pkcs11: PKCS11Keystore, logger: Logger) async throws -> AuditLog {
     let store = try AuditStore(path: settings.database, origin: settings.origin, checkpointEvery: UInt64(settings.checkpointEvery))
     let signer: any CheckpointSigner
     if let hsm = settings.hsm {
@@ -247,7 +248,7 @@ extension Task where Success == Never, Failure == Never {
 
 /// The whole server: configuration in, an application out, with the gateway, the prober and
 /// graceful shutdown wired as services.
-public func buildApplication(_ configuration: ServerConfiguration, openAPIPath: String? = nil) async throws -> some ApplicationProtocol {
+public func buildApplication(_ configuration: ControlPlane.ServerConfiguration, openAPIPath: String? = nil) async throws -> some ApplicationProtocol {
     var logger = Logger(label: "cmk")
     logger.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
     // Read first: a bad certificate stops the start before any keystore is opened.

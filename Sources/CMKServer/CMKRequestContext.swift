@@ -1,4 +1,5 @@
 import Audit
+public import ControlPlane
 import Foundation
 public import Hummingbird
 public import NIOCore

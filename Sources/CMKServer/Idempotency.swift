@@ -1,4 +1,5 @@
 import CMKCore
+import ControlPlane
 import Foundation
 import Hummingbird
 import NIOConcurrencyHelpers

@@ -1,5 +1,6 @@
 import Audit
 import CMKCore
+import ControlPlane
 import Crypto
 import Foundation
 import Hummingbird

@@ -1,5 +1,6 @@
 import Audit
 import CMKCore
+import ControlPlane
 import Foundation
 import Hummingbird
 import KSI
@@ -276,4 +277,3 @@ struct ManagementController {
 }
 
 
-func rfc3339(_ date: Date) -> String { RFC3339.format(date) }

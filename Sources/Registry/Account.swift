@@ -144,10 +144,6 @@ extension Registry {
         try await read { db in try Row.fetchAll(db, sql: "SELECT * FROM account ORDER BY username").map(Account.init(row:)) }
     }
 
-    public func accountCount() async throws -> Int {
-        try await read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM account") ?? 0 }
-    }
-
     /// Accepts a TOTP time step only if it is later than the last one accepted (no replay).
     public func consumeTOTPStep(accountID: String, step: Int64) async throws -> Bool {
         try await write { db in

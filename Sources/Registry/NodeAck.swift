@@ -33,33 +33,6 @@ extension NodeAck {
 }
 
 extension Registry {
-    /// Events after `sequence`, oldest first, for nodes catching up. `limit` is clamped to 1...500.
-    public func events(after sequence: Int64, limit: Int) async throws -> [OutboxEvent] {
-        let limit = Cursor.clamp(limit)
-        return try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM outbox_event WHERE sequence > ? ORDER BY sequence LIMIT ?",
-                             arguments: [sequence, limit]).map(OutboxEvent.init(row:))
-        }
-    }
-
-    /// The newest event's sequence number, 0 when there is none.
-    public func latestEventSequence() async throws -> Int64 {
-        try await read { db in try Int64.fetchOne(db, sql: "SELECT max(sequence) FROM outbox_event") ?? 0 }
-    }
-
-    public func event(id: String) async throws -> OutboxEvent? {
-        try await read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM outbox_event WHERE id = ?", arguments: [id]).map(OutboxEvent.init(row:))
-        }
-    }
-
-    /// Stores an acknowledgement; `conflict` if this node already acknowledged this event.
-    public func recordAck(_ ack: NodeAck) async throws {
-        guard try await recordAcks([ack]) == [true] else {
-            throw RegistryError(.conflict, "node \(ack.nodeID) already acknowledged event \(ack.eventID)")
-        }
-    }
-
     /// Stores acknowledgements in one transaction (they arrive by the hundred at once after a
     /// revocation); for each, true if stored, false if that node had acknowledged that event.
     public func recordAcks(_ acks: [NodeAck]) async throws -> [Bool] {

@@ -2,8 +2,9 @@ public import Foundation
 import GRDB
 
 /// An event written in the same transaction as the change it announces, so that a crash can
-/// never keep the change and lose the announcement. Orbital reads them in `sequence` order and
-/// marks them dispatched. Events outlive the tenant they name: they are part of the proof.
+/// never keep the change and lose the announcement. Orbital reads them in `sequence` order; each
+/// node keeps its own cursor (the last sequence it received), so delivery is tracked per node,
+/// not per event. Events outlive the tenant they name: they are part of the proof.
 public struct OutboxEvent: Codable, Sendable, Equatable {
     /// Strictly increasing and never reused (SQLite AUTOINCREMENT), so consumers can order and
     /// deduplicate by it.
@@ -17,10 +18,9 @@ public struct OutboxEvent: Codable, Sendable, Equatable {
     /// JSON text.
     public var payload: String
     public var createdAt: Date
-    public var dispatchedAt: Date?
 
     public init(sequence: Int64, id: String, type: String, tenantID: String, linkID: String?, payload: String,
-                createdAt: Date, dispatchedAt: Date?) {
+                createdAt: Date) {
         self.sequence = sequence
         self.id = id
         self.type = type
@@ -28,7 +28,6 @@ public struct OutboxEvent: Codable, Sendable, Equatable {
         self.linkID = linkID
         self.payload = payload
         self.createdAt = createdAt
-        self.dispatchedAt = dispatchedAt
     }
 }
 
@@ -41,8 +40,7 @@ extension OutboxEvent {
             tenantID: row["tenant_id"],
             linkID: row["link_id"],
             payload: row["payload"],
-            createdAt: Date(registryMilliseconds: row["created_at"]),
-            dispatchedAt: (row["dispatched_at"] as Int64?).map(Date.init(registryMilliseconds:))
+            createdAt: Date(registryMilliseconds: row["created_at"])
         )
     }
 }

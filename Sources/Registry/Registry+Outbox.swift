@@ -1,39 +1,24 @@
-public import Foundation
+import Foundation
 import GRDB
 
 extension Registry {
-    /// Events not yet dispatched, oldest first (by `sequence`). `limit` is clamped to 1...500.
-    public func pendingEvents(limit: Int) async throws -> [OutboxEvent] {
+    /// Events after `sequence`, oldest first, for nodes catching up. `limit` is clamped to 1...500.
+    public func events(after sequence: Int64, limit: Int) async throws -> [OutboxEvent] {
         let limit = Cursor.clamp(limit)
         return try await read { db in
-            try Row.fetchAll(db, sql: """
-                SELECT * FROM outbox_event WHERE dispatched_at IS NULL ORDER BY sequence LIMIT ?
-                """, arguments: [limit])
-                .map(OutboxEvent.init(row:))
+            try Row.fetchAll(db, sql: "SELECT * FROM outbox_event WHERE sequence > ? ORDER BY sequence LIMIT ?",
+                             arguments: [sequence, limit]).map(OutboxEvent.init(row:))
         }
     }
 
-    /// Idempotent, because a dispatcher delivers at least once: marking an event twice keeps
-    /// the first time. `notFound` if there is no such event.
-    public func markDispatched(sequence: Int64, at: Date) async throws {
-        let at = at.registryMilliseconds
-        try await write { db in
-            try db.execute(sql: """
-                UPDATE outbox_event SET dispatched_at = coalesce(dispatched_at, ?) WHERE sequence = ?
-                """, arguments: [at, sequence])
-            if db.changesCount == 0 {
-                throw RegistryError(.notFound, "no outbox event \(sequence)")
-            }
-        }
+    /// The newest event's sequence number, 0 when there is none.
+    public func latestEventSequence() async throws -> Int64 {
+        try await read { db in try Int64.fetchOne(db, sql: "SELECT max(sequence) FROM outbox_event") ?? 0 }
     }
-}
 
-extension Registry {
-    /// One event, dispatched or not; for tests and diagnostics.
-    func event(sequence: Int64) async throws -> OutboxEvent? {
+    public func event(id: String) async throws -> OutboxEvent? {
         try await read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM outbox_event WHERE sequence = ?", arguments: [sequence])
-                .map(OutboxEvent.init(row:))
+            try Row.fetchOne(db, sql: "SELECT * FROM outbox_event WHERE id = ?", arguments: [id]).map(OutboxEvent.init(row:))
         }
     }
 }
@@ -48,6 +33,6 @@ extension OutboxEvent {
             VALUES (?, ?, ?, ?, ?, ?, NULL)
             """, arguments: [id, type, tenantID, linkID, payload, createdAt])
         return OutboxEvent(sequence: db.lastInsertedRowID, id: id, type: type, tenantID: tenantID, linkID: linkID,
-                           payload: payload, createdAt: Date(registryMilliseconds: createdAt), dispatchedAt: nil)
+                           payload: payload, createdAt: Date(registryMilliseconds: createdAt))
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CMKCore
 import CMKServer
+import ControlPlane
 import Foundation
 import KSI
 import Logging

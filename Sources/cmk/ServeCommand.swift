@@ -1,5 +1,6 @@
 import ArgumentParser
 import CMKServer
+import ControlPlane
 import Foundation
 import Hummingbird
 

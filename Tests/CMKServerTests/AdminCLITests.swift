@@ -1,7 +1,8 @@
-import Foundation
-import Testing
-import TestSupport
 @testable import CMKServer
+import ControlPlane
+import Foundation
+import TestSupport
+import Testing
 
 /// `cmk admin create` and `cmk admin token` on a real gateway's configuration, then a login
 /// with the printed TOTP secret against the running `cmk serve`.

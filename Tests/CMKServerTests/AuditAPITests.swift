@@ -1,12 +1,13 @@
 import Audit
 import CMKCore
 @testable import CMKServer
+import ControlPlane
 import Foundation
 import Hummingbird
 import HummingbirdTesting
 import KSI
-import Testing
 import TestSupport
+import Testing
 
 @Suite(.serialized) struct AuditAPITests {
     /// Every path that touches an L1 key leaves exactly one record per request, counted against

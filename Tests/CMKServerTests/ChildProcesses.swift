@@ -1,7 +1,8 @@
+@testable import CMKServer
+import ControlPlane
 import Foundation
 import TestSupport
 import Testing
-@testable import CMKServer
 
 /// The path of a product built next to the test bundle.
 func builtProduct(_ name: String) throws -> String {

@@ -2,6 +2,7 @@ import AWSKMS
 import AzureKeyVault
 import CMKCore
 @testable import CMKServer
+import ControlPlane
 import Foundation
 import GCPKMS
 import Hummingbird
@@ -10,8 +11,8 @@ import KSI
 import NIOFoundationEssentialsCompat
 import PKCS11
 import Registry
-import Testing
 import TestSupport
+import Testing
 
 /// Each cloud keystore through the Management API, as an administrator uses it: listed with
 /// its health, a key validated, linked (the L2 made by or wrapped in the KMS, bound to tenant

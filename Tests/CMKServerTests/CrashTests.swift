@@ -109,7 +109,7 @@ import TestSupport
         let registry = try Registry(path: "\(directory)/cmk.sqlite")
         #expect(try await registry.link(tenantID: "crash", id: linkID).state == .revoked)
         #expect(try await registry.l2Key(linkID: linkID)?.state == .locked)
-        #expect(try await registry.pendingEvents(limit: 10).contains { $0.linkID == linkID && $0.type == "l1.revoked" })
+        #expect(try await registry.events(after: 0, limit: 10).contains { $0.linkID == linkID && $0.type == "l1.revoked" })
     }
 
     /// SIGKILL during a stream of administrative actions: on reopening, the audit log verifies

@@ -1,6 +1,7 @@
 import Audit
 import CMKCore
 @testable import CMKServer
+import ControlPlane
 import Crypto
 import Foundation
 import Hummingbird

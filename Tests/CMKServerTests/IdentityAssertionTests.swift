@@ -1,4 +1,5 @@
 @testable import CMKServer
+import ControlPlane
 import Crypto
 import Foundation
 import Hummingbird

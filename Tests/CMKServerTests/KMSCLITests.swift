@@ -1,10 +1,11 @@
 import AWSKMS
 import AzureKeyVault
+@testable import CMKServer
+import ControlPlane
 import Foundation
 import GCPKMS
-@testable import CMKServer
-import Testing
 import TestSupport
+import Testing
 
 /// `cmk kms probe` with the keystores of a configuration file, against the local stand-ins.
 @Suite(.serialized) struct KMSCLITests {

@@ -1,6 +1,7 @@
 import Audit
 import CMKCore
 @testable import CMKServer
+import ControlPlane
 import Crypto
 import Foundation
 import Hummingbird
@@ -8,8 +9,8 @@ import HummingbirdTesting
 import KSI
 import PKCS11
 import Registry
-import Testing
 import TestSupport
+import Testing
 
 /// Restore with L1 and four-eyes approval, crypto-shred with its waiting period, the fence
 /// around a revoked binding, rotations, and the separation of duties, through the Management

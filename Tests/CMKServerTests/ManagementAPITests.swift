@@ -1,13 +1,14 @@
 import Audit
+@testable import CMKServer
+import ControlPlane
 import Foundation
 import Hummingbird
 import HummingbirdTesting
 import KSI
 import PKCS11
-@testable import CMKServer
 import Registry
-import Testing
 import TestSupport
+import Testing
 
 @Suite(.serialized) struct ManagementAPITests {
     let harness: ServerHarness
@@ -115,7 +116,7 @@ import TestSupport
 
             let l2 = try #require(try await gateway.registry.l2Key(linkID: linkID))
             #expect(l2.state == .locked && l2.activeBinding == nil && l2.sovereignBinding?.isEmpty == false)
-            let events = try await gateway.registry.pendingEvents(limit: 10)
+            let events = try await gateway.registry.events(after: 0, limit: 10)
             #expect(events.contains { $0.linkID == linkID && $0.type == "l1.revoked" })
 
             // A revoked link cannot be used or revoked again.

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Audit
 import CMKCore
 @testable import CMKServer
+import ControlPlane
 import Crypto
 import Foundation
 import Hummingbird

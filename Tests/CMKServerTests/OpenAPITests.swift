@@ -1,10 +1,11 @@
 @testable import CMKServer
+import ControlPlane
 import Foundation
 import Hummingbird
 import HummingbirdTesting
 import NIOFoundationEssentialsCompat
-import Testing
 import TestSupport
+import Testing
 
 /// `Docs/openapi.yaml` is a valid OpenAPI 3.1 document, every route it documents exists on the
 /// running router, every API route the router has is documented, and the server serves it.

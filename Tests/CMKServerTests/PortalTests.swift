@@ -1,12 +1,13 @@
 import AsyncHTTPClient
 @testable import CMKServer
+import ControlPlane
 import Foundation
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import NIOHTTP1
-import Testing
 import TestSupport
+import Testing
 
 @Suite(.serialized) struct PortalTests: ChildProcessTests {
     @Test func thePortalIsServedUnderAStrictContentSecurityPolicy() async throws {

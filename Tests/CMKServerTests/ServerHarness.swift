@@ -1,4 +1,5 @@
 @testable import CMKServer
+import ControlPlane
 import Foundation
 import Hummingbird
 import HummingbirdTesting

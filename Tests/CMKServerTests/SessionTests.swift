@@ -1,13 +1,14 @@
 import Audit
+@testable import CMKServer
+import ControlPlane
 import Foundation
 import Hummingbird
 import HummingbirdTesting
 import Logging
 import NIOConcurrencyHelpers
 import Registry
-import Testing
 import TestSupport
-@testable import CMKServer
+import Testing
 
 @Suite struct TOTPTests {
     /// RFC 6238 Appendix B (eight digits; the SHA-256 and SHA-512 seeds are 32 and 64 bytes).

@@ -1,9 +1,10 @@
+@testable import CMKServer
+import ControlPlane
 import Foundation
 import Prometheus
-import Testing
-import TestSupport
-@testable import CMKServer
 import TLSSupport
+import TestSupport
+import Testing
 
 /// TLS on real processes: `cmk serve` over HTTPS with node client certificates required,
 /// `cmk node` reaching it with its own certificate and serving its API over HTTPS, both made

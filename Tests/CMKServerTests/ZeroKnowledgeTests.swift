@@ -1,5 +1,6 @@
 import CMKCore
 @testable import CMKServer
+import ControlPlane
 import Foundation
 import Hummingbird
 import HummingbirdTesting
@@ -7,8 +8,8 @@ import KSI
 import NIOFoundationEssentialsCompat
 import PKCS11
 import Registry
-import Testing
 import TestSupport
+import Testing
 
 /// The registry and the API hold references and wrapped blobs only: the L2's bytes, learnt by
 /// unwrapping the sovereign binding with L1, appear in no file and no response; nor does the PIN.

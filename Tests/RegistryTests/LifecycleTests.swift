@@ -58,7 +58,7 @@ import Testing
         }
         #expect(try await registry.link(tenantID: "acme", id: link.id) == revoked.link)
         #expect(try await registry.l2Key(linkID: link.id) == revoked.l2)
-        #expect(try await registry.pendingEvents(limit: 10) == [revoked.event])
+        #expect(try await registry.events(after: 0, limit: 10) == [revoked.event])
     }
 
     @Test func shredScheduledCanBeCancelledAndRunsOnlyWhenDue() async throws {

@@ -84,7 +84,7 @@ import GRDB
             let lockedL2 = try #require(try await other.l2Key(linkID: link.id))
             #expect(lockedL2.state == .locked && lockedL2.activeBinding == nil)
             #expect(lockedL2.id == l2.id && lockedL2.sovereignBinding == l2.sovereignBinding)
-            #expect(try await other.pendingEvents(limit: 10) == [revoked.event])
+            #expect(try await other.events(after: 0, limit: 10) == [revoked.event])
             // The second connection also sees the rule: no second revocation.
             await #expect(throws: RegistryError(.conflict, "")) {
                 try await other.revoke(tenantID: "acme", linkID: link.id, expectedVersion: nil, at: Fixture.revokedAt)

@@ -130,7 +130,7 @@ import Testing
         await #expect(throws: RegistryError(.notFound, "")) { try await registry.tenant(tenant.id) }
         #expect(try await registry.l2Key(linkID: link.id) == nil)
         #expect(try await registry.links(state: .shredded).isEmpty)
-        #expect(try await registry.pendingEvents(limit: 10) == [revoked.event, shredded.event], "the proof of revocation stays")
+        #expect(try await registry.events(after: 0, limit: 10) == [revoked.event, shredded.event], "the proof of revocation stays")
         #expect(try await registry.links(state: .linked).map(\.tenantID) == ["bystander"], "other tenants untouched")
         #expect(try await registry.consistencyProblems().isEmpty)
         // The id is free again, and the new tenant starts clean.

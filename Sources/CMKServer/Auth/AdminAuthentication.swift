@@ -1,5 +1,6 @@
 import Audit
 import CMKCore
+import ControlPlane
 import Foundation
 import Hummingbird
 import Registry

@@ -38,20 +38,20 @@ public enum AccessPolicy {
     /// A fresh TOTP counts for five minutes.
     public static let stepUpWindow: Double = 300
 
-    static func rule(_ method: String, _ path: String, _ roles: Set<AdminRole>, _ scope: Scope, _ stepUp: StepUp = .none,
+    package static func rule(_ method: String, _ path: String, _ roles: Set<AdminRole>, _ scope: Scope, _ stepUp: StepUp = .none,
                      sessionOnly: Bool = false) -> Rule {
         Rule(method: method, path: "/api/v1/" + path, roles: roles, scope: scope, stepUp: stepUp, sessionOnly: sessionOnly)
     }
 
-    static let both: Set<AdminRole> = [.securityAdmin, .auditor]
-    static let admin: Set<AdminRole> = [.securityAdmin]
-    static let operator_: Set<AdminRole> = [.platformOperator]
-    static let everyone: Set<AdminRole> = [.securityAdmin, .auditor, .platformOperator]
+    package static let both: Set<AdminRole> = [.securityAdmin, .auditor]
+    package static let admin: Set<AdminRole> = [.securityAdmin]
+    package static let operator_: Set<AdminRole> = [.platformOperator]
+    package static let everyone: Set<AdminRole> = [.securityAdmin, .auditor, .platformOperator]
     /// The two roles that make changes, each on its own side of the separation of duties.
-    static let deciders: Set<AdminRole> = [.securityAdmin, .platformOperator]
+    package static let deciders: Set<AdminRole> = [.securityAdmin, .platformOperator]
 
     /// Every authenticated administrative route. Anything under `/api/v1` that is not here
-    /// (and is not one of `publicRoutes`) is refused.
+    /// (and not the login itself) is refused.
     public static let rules: [Rule] = [
         rule("GET", "tenants", both, .global),
         rule("POST", "tenants", admin, .allTenants),
@@ -109,13 +109,6 @@ public enum AccessPolicy {
         rule("GET", "tokens", deciders, .allTenants),
         rule("POST", "tokens", deciders, .allTenants),
         rule("DELETE", "tokens/{token}", deciders, .allTenants),
-    ]
-
-    /// Answer without any credential.
-    public static let publicRoutes: [(method: String, path: String)] = [
-        ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/openapi.yaml"), ("POST", "/api/v1/session"),
-        ("GET", "/"), ("GET", "/portal/portal.js"), ("GET", "/portal/portal.css"), ("GET", "/portal/verify.js"),
-        ("POST", "/node/v1/enrol"), ("POST", "/node/v1/acks"),
     ]
 
     /// Node routes: a node's signature only; no administrator credential works there.

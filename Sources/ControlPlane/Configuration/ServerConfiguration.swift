@@ -36,7 +36,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
             (self.id, provider, self.azure) = (id, .azureKeyVault, azure)
         }
 
-        enum CodingKeys: String, CodingKey { case id, provider, profile, aws, gcp, azure }
+        package enum CodingKeys: String, CodingKey { case id, provider, profile, aws, gcp, azure }
 
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -78,7 +78,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         }
 
         /// Relative file names resolve against the configuration file's directory.
-        func resolved(_ resolve: (String) -> String) -> Keystore {
+        package func resolved(_ resolve: (String) -> String) -> Keystore {
             var copy = self
             copy.profile = profile.map(resolve)
             copy.aws?.accessKeyIDFile = aws?.accessKeyIDFile.map(resolve)
@@ -211,7 +211,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         self.logLevel = logLevel
     }
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case host, port, database, keystores, platform, probeIntervalSeconds, logLevel, audit, leaseSeconds, sessions, streamHeartbeatSeconds
         case lifecycle, idleTimeoutSeconds, appCredentialSigningKey, tls
     }
@@ -240,7 +240,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         appCredentialSigningKey ?? URL(fileURLWithPath: database).deletingLastPathComponent().appendingPathComponent("app-credential-signing.key").path
     }
 
-    static let allowedKeys: Set<String> = ["host", "port", "database", "keystores", "platform",
+    package static let allowedKeys: Set<String> = ["host", "port", "database", "keystores", "platform",
                                            "probeIntervalSeconds", "logLevel", "audit", "leaseSeconds", "sessions",
                                            "streamHeartbeatSeconds", "lifecycle", "idleTimeoutSeconds",
                                            "appCredentialSigningKey", "tls"]
@@ -378,8 +378,8 @@ public struct TLSSettings: Codable, Sendable, Equatable {
         (self.certificate, self.privateKey, self.nodeClientCA, self.reloadIntervalSeconds) = (certificate, privateKey, nodeClientCA, reloadIntervalSeconds)
     }
 
-    enum CodingKeys: String, CodingKey { case certificate, privateKey, nodeClientCA, reloadIntervalSeconds }
-    static let allowedKeys: Set<String> = ["certificate", "privateKey", "nodeClientCA", "reloadIntervalSeconds"]
+    package enum CodingKeys: String, CodingKey { case certificate, privateKey, nodeClientCA, reloadIntervalSeconds }
+    package static let allowedKeys: Set<String> = ["certificate", "privateKey", "nodeClientCA", "reloadIntervalSeconds"]
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -400,7 +400,7 @@ public struct LifecycleSettings: Codable, Sendable, Equatable {
         public var shred: Int = 2
         public var nodeEnrolment: Int = 1
 
-        static let allowedKeys: Set<String> = ["revoke", "restore", "shred", "nodeEnrolment"]
+        package static let allowedKeys: Set<String> = ["revoke", "restore", "shred", "nodeEnrolment"]
 
         public init() {}
 
@@ -430,7 +430,7 @@ public struct LifecycleSettings: Codable, Sendable, Equatable {
     /// How often due shreds are looked for.
     public var shredCheckSeconds: Int = 60
 
-    static let allowedKeys: Set<String> = ["approvals", "approvalExpiryMinutes", "shredWaitingPeriodHours", "shredCheckSeconds"]
+    package static let allowedKeys: Set<String> = ["approvals", "approvalExpiryMinutes", "shredWaitingPeriodHours", "shredCheckSeconds"]
 
     public init() {}
 
@@ -442,7 +442,7 @@ public struct LifecycleSettings: Codable, Sendable, Equatable {
         shredCheckSeconds = try c.decodeIfPresent(Int.self, forKey: .shredCheckSeconds) ?? 60
     }
 
-    func validate() throws {
+    package func validate() throws {
         guard approvals.revoke == 1 else {
             throw ConfigurationError("lifecycle.approvals.revoke must be 1: the kill-switch is one person's break-glass action, never held up for a second")
         }

@@ -1,5 +1,5 @@
 public import Audit
-import CMKCore
+package import CMKCore
 import Crypto
 public import Foundation
 import HummingbirdBcrypt
@@ -25,7 +25,7 @@ public struct SessionSettings: Codable, Sendable, Equatable {
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey { case idleMinutes, absoluteHours, bcryptCost, lockoutThreshold, lockoutMinutes, identityAssertion }
+    package enum CodingKeys: String, CodingKey { case idleMinutes, absoluteHours, bcryptCost, lockoutThreshold, lockoutMinutes, identityAssertion }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -86,16 +86,18 @@ public struct Principal: Sendable, Equatable {
 /// Which refused login attempts get an audit record: per key (a locked address or account) at
 /// most one a minute, and overall at most `perSecond`; the rest are counted and the count goes
 /// into the next record made.
-struct FailureRecords {
-    static let perSecond = 20
-    static let perKeyInterval: TimeInterval = 60
-    var lastByKey: [String: Date] = [:]
-    var windowStart = Date.distantPast
-    var inWindow = 0
-    var suppressed = 0
+package struct FailureRecords {
+    package init() {}
+
+    package static let perSecond = 20
+    package static let perKeyInterval: TimeInterval = 60
+    package var lastByKey: [String: Date] = [:]
+    package var windowStart = Date.distantPast
+    package var inWindow = 0
+    package var suppressed = 0
 
     /// The number of records suppressed before this one, or nil if this one is suppressed too.
-    mutating func admit(key: String?, at now: Date) -> Int? {
+    package mutating func admit(key: String?, at now: Date) -> Int? {
         if let key, let last = lastByKey[key], now.timeIntervalSince(last) < Self.perKeyInterval {
             suppressed += 1
             return nil
@@ -119,17 +121,17 @@ struct FailureRecords {
 /// tokens. Secrets are never stored or logged: bcrypt hashes, TOTP secrets sealed by the
 /// platform token under the IVK, token and cookie values as SHA-256 hashes.
 public final class SessionManager: Sendable {
-    static let totp = TOTP()
+    package static let totp = TOTP()
     public static let cookieName = "cmk_session"
     public static let csrfHeader = "X-CSRF-Token"
 
     public let registry: Registry
-    let platform: PKCS11Token
+    package let platform: PKCS11Token
     /// Nil in the command line, which must not write the server's audit log.
-    let audit: AuditLog?
-    let settings: SessionSettings
-    let logger: Logger
-    let now: @Sendable () -> Date
+    package let audit: AuditLog?
+    package let settings: SessionSettings
+    package let logger: Logger
+    package let now: @Sendable () -> Date
     /// Failed logins per client address, in memory: (count, first failure, locked until).
     private let addressFailures = NIOLockedValueBox<[String: (count: Int, lockedUntil: Date?)]>([:])
     /// Login (and step-up) attempts in flight, by `account:ID` and `address:A`.
@@ -150,7 +152,7 @@ public final class SessionManager: Sendable {
         decoyHash = Bcrypt.hash("decoy-\(UUID().uuidString)", cost: UInt8(clamping: settings.bcryptCost))
     }
 
-    static func hash(_ text: String) -> Data { SecretToken.hash(text) }
+    package static func hash(_ text: String) -> Data { SecretToken.hash(text) }
 
     private func bcrypt<T: Sendable>(_ body: @escaping @Sendable () -> T) async throws -> T {
         // Deliberately slow: off Swift's cooperative threads.
@@ -164,7 +166,7 @@ public final class SessionManager: Sendable {
         return (try KeyReference(parsing: ivk.keyReference), ivk.version)
     }
 
-    static func totpAAD(_ username: String) -> [UInt8] { Array("openkcm/totp/v1|\(username)".utf8) }
+    package static func totpAAD(_ username: String) -> [UInt8] { Array("openkcm/totp/v1|\(username)".utf8) }
 
     // MARK: Accounts
 
@@ -246,7 +248,7 @@ public final class SessionManager: Sendable {
         }
         let threshold = settings.lockoutThreshold
         if let until = addressFailures.withLockedValue({ $0[address]?.lockedUntil }), until > started {
-            try await record(.denied, "locked", details: ["reason": "client address locked"], limitKey: "address:\(address)")
+            try await record(.denied, ErrorCode.locked.rawValue, details: ["reason": "client address locked"], limitKey: "address:\(address)")
             throw DomainError(.locked, "too many failed logins from this address; try again later")
         }
         var account = valid ? try await registry.account(username: username) : nil
@@ -254,11 +256,11 @@ public final class SessionManager: Sendable {
             // Answered as a wrong password (after the same bcrypt work), recorded as what it is.
             account = nil
             _ = try await bcrypt { [decoyHash] in Bcrypt.verify(password, hash: decoyHash) }
-            try await record(.denied, "account_disabled", details: ["reason": "account disabled"], limitKey: "disabled:\(username)")
+            try await record(.denied, ErrorCode.accountDisabled.rawValue, details: ["reason": "account disabled"], limitKey: "disabled:\(username)")
             throw DomainError(.invalidCredentials, "the username, password or one-time code is wrong")
         }
         if let until = account?.lockedUntil, until > started {
-            try await record(.denied, "locked", details: ["reason": "account locked"], limitKey: "account:\(username)")
+            try await record(.denied, ErrorCode.locked.rawValue, details: ["reason": "account locked"], limitKey: "account:\(username)")
             throw DomainError(.locked, "too many failed logins for this account; try again later")
         }
         // After a lock has run out, the failures that made it no longer hold attempts back (the
@@ -266,7 +268,7 @@ public final class SessionManager: Sendable {
         let addressFailuresSoFar = addressFailures.withLockedValue { table in table[address].map { $0.lockedUntil == nil ? $0.count : 0 } ?? 0 }
         guard reserve(["address:\(address)": addressFailuresSoFar, account.map { "account:\($0.id)" } ?? "": account.map(Self.pendingFailures) ?? 0],
                       threshold: threshold) else {
-            try await record(.denied, "locked", details: ["reason": "too many attempts at once"], limitKey: "address:\(address)")
+            try await record(.denied, ErrorCode.locked.rawValue, details: ["reason": "too many attempts at once"], limitKey: "address:\(address)")
             throw DomainError(.locked, "too many login attempts at once for this account or address; try again later")
         }
         defer { release(["address:\(address)", account.map { "account:\($0.id)" } ?? ""]) }
@@ -289,10 +291,10 @@ public final class SessionManager: Sendable {
     }
 
     /// Failures that count against new attempts: none once a lock has run out.
-    static func pendingFailures(_ account: Account) -> Int { account.lockedUntil == nil ? account.failedLogins : 0 }
+    package static func pendingFailures(_ account: Account) -> Int { account.lockedUntil == nil ? account.failedLogins : 0 }
 
     /// The rules `createAccount` applies to usernames: anything else cannot be an account.
-    static func isPossibleUsername(_ username: String) -> Bool {
+    package static func isPossibleUsername(_ username: String) -> Bool {
         (3...64).contains(username.count) && username.allSatisfy { $0.isLetter || $0.isNumber || "._-@".contains($0) }
     }
 
@@ -334,9 +336,9 @@ public final class SessionManager: Sendable {
             failures = max(failures, entry.count)
             return entry.lockedUntil
         }
-        try await record(.denied, "invalid_credentials", "auth.login", nil, ["failures": String(failures)], nil)
+        try await record(.denied, ErrorCode.invalidCredentials.rawValue, "auth.login", nil, ["failures": String(failures)], nil)
         if lockedUntil != nil || addressLock != nil {
-            try await record(.denied, "locked", "auth.lockout", nil,
+            try await record(.denied, ErrorCode.locked.rawValue, "auth.lockout", nil,
                              ["failures": String(failures), "scope": lockedUntil != nil ? "account" : "address",
                               "minutes": String(settings.lockoutMinutes)], "lockout:\(address)")
             logger.warning("login locked out after repeated failures", metadata: ["failures": "\(failures)"])
@@ -395,7 +397,7 @@ public final class SessionManager: Sendable {
     /// The same bounds as refused logins: a locked account's refusals once a minute, refusals at
     /// most `FailureRecords.perSecond` a second in all, so a session holder hammering the
     /// step-up cannot fill the audit disk.
-    func admitStepUpFailureRecord(username: String, _ code: ErrorCode) -> Int? {
+    package func admitStepUpFailureRecord(username: String, _ code: ErrorCode) -> Int? {
         failureRecords.withLockedValue { $0.admit(key: code == .locked ? "step-up-locked:\(username)" : nil, at: now()) }
     }
 
@@ -454,7 +456,7 @@ public final class SessionManager: Sendable {
         return Principal(kind: .token(id: token.id), name: token.name, role: token.role, tenants: token.tenants, authMethod: "automation-token")
     }
 
-    static func constantTimeEqual(_ a: Data, _ b: Data) -> Bool {
+    package static func constantTimeEqual(_ a: Data, _ b: Data) -> Bool {
         guard a.count == b.count else { return false }
         var difference: UInt8 = 0
         for (x, y) in zip(a, b) { difference |= x ^ y }

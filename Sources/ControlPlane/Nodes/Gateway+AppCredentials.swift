@@ -1,6 +1,6 @@
 import Audit
 import CMKCore
-import Crypto
+package import Crypto
 public import Foundation
 public import Logging
 import NIOConcurrencyHelpers
@@ -12,7 +12,7 @@ public import Registry
 /// event nodes receive at once (Decisions D88).
 extension Gateway {
     /// Loads the app credential signing key, making it at first start (mode 0600).
-    static func loadAppCredentialKey(_ path: String, logger: Logger) throws -> Curve25519.Signing.PrivateKey {
+    package static func loadAppCredentialKey(_ path: String, logger: Logger) throws -> Curve25519.Signing.PrivateKey {
         if !FileManager.default.fileExists(atPath: path) {
             _ = try Ed25519Keys.generate(path: path)
             logger.notice("made a new app credential signing key", metadata: ["path": "\(path)"])
@@ -52,14 +52,14 @@ extension Gateway {
 }
 
 extension Date {
-    var millisecondsSince1970: Int64 { Int64((timeIntervalSince1970 * 1000).rounded()) }
+    package var millisecondsSince1970: Int64 { Int64((timeIntervalSince1970 * 1000).rounded()) }
 }
 
 /// `cmk app-credential` on the gateway's host: the same credentials, issued and revoked beside
 /// the server (registry and signing key only); each action reaches the audit log through the
 /// server (D83), and a revocation reaches nodes within the host action service's 5 s.
 public enum HostAppCredentials {
-    static func host() -> String {
+    package static func host() -> String {
         let user = ProcessInfo.processInfo.environment["SUDO_USER"] ?? ProcessInfo.processInfo.environment["USER"] ?? "uid \(getuid())"
         return "\(user)@\(ProcessInfo.processInfo.hostName)"
     }

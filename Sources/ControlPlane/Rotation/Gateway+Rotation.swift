@@ -1,8 +1,7 @@
 import Audit
 import CMKCore
 import Foundation
-import HTTPTypes
-import KSI
+package import KSI
 import Logging
 public import Registry
 
@@ -13,15 +12,15 @@ public import Registry
 /// where it stopped (`RotationService`).
 extension Gateway {
     /// The new key of an L1 rotation, checked and probed before anything is re-wrapped.
-    struct RotationTarget {
-        var keystore: ConfiguredKeystore
-        var reference: KeyReference
+    package struct RotationTarget {
+        package var keystore: ConfiguredKeystore
+        package var reference: KeyReference
     }
 
     /// Resolves and probes the new key (an audited L1 request on it). A PKCS#11 rotation must
     /// name another key; a cloud rotation may name the same key (its current version then
     /// re-wraps what older versions wrapped).
-    func rotationTarget(from link: (keystore: String, key: String), toKeystore: String?, toKey: String, tenant: String?,
+    package func rotationTarget(from link: (keystore: String, key: String), toKeystore: String?, toKey: String, tenant: String?,
                         by context: AuditContext) async throws -> RotationTarget {
         let keystore = try keystore(toKeystore ?? link.keystore)
         let old = try self.keystore(link.keystore)
@@ -57,7 +56,7 @@ extension Gateway {
 
     /// One link's sovereign binding re-wrapped under the new key. Inside the token when both
     /// keys are on one PKCS#11 token; otherwise L2 passes in wiped memory, once.
-    func rotate(_ link: L1Link, to target: RotationTarget, job: String?, by context: AuditContext) async throws -> (L1Link, L2Key?) {
+    package func rotate(_ link: L1Link, to target: RotationTarget, job: String?, by context: AuditContext) async throws -> (L1Link, L2Key?) {
         guard let l2 = try await registry.l2Key(linkID: link.id), let l1Version = l2.sovereignL1Version else {
             throw DomainError(.conflict, "link \(link.id) has no sovereign binding to rotate")
         }
@@ -144,7 +143,7 @@ extension Gateway {
     }
 
     /// Runs every running job to its end (at start: the ones a crash interrupted).
-    func runRotations() async {
+    package func runRotations() async {
         guard let jobs = try? await registry.runningRotations() else { return }
         for job in jobs {
             do {
@@ -158,9 +157,9 @@ extension Gateway {
         }
     }
 
-    static let rotationContext = AuditContext(actor: AuditActor(kind: .system, id: "rotation", authMethod: "internal"))
+    package static let rotationContext = AuditContext(actor: AuditActor(kind: .system, id: "rotation", authMethod: "internal"))
 
-    func runL1Rotation(_ started: RotationJob) async throws {
+    package func runL1Rotation(_ started: RotationJob) async throws {
         guard let toKeystore = started.toKeystoreID, let toKey = started.toKey, let keystore = keystores[toKeystore] else {
             throw DomainError(.conflict, "rotation \(started.id) names a keystore that is not configured")
         }
@@ -195,7 +194,7 @@ extension Gateway {
         try await finish(job)
     }
 
-    func runIVKRotation(_ started: RotationJob) async throws {
+    package func runIVKRotation(_ started: RotationJob) async throws {
         guard let to = started.toIVKVersion else { return }
         let toReference = try await ivkReference(version: to)
         var job = started

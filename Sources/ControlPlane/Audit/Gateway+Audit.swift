@@ -1,7 +1,7 @@
 public import Audit
 import CMKCore
 import Foundation
-import KSI
+package import KSI
 import Logging
 import Registry
 
@@ -22,18 +22,18 @@ public struct AuditContext: Sendable {
 }
 
 /// What an L1 request touches, for its audit record.
-struct L1Target {
-    var tenant: String
-    var keystore: String
-    var key: KeyReference
-    var target: String?
+package struct L1Target {
+    package var tenant: String
+    package var keystore: String
+    package var key: KeyReference
+    package var target: String?
 }
 
 extension Gateway {
     /// Runs one request to an L1 key and appends its audit record, durably, before returning
     /// its result: success, a failed probe, or an error. If the record cannot be written the
     /// result is withheld and the call fails (fail closed).
-    func l1Request<T>(_ operation: String, _ l1: L1Target, mechanism: String? = nil, by context: AuditContext,
+    package func l1Request<T>(_ operation: String, _ l1: L1Target, mechanism: String? = nil, by context: AuditContext,
                       _ body: () async throws -> T) async throws -> T {
         try auditReady()
         let start = ContinuousClock.now
@@ -76,12 +76,12 @@ extension Gateway {
     }
 
     /// Refuses new work once the audit store has failed: nothing may happen that cannot be recorded.
-    func auditReady() throws {
+    package func auditReady() throws {
         if let failure = audit.store.failure { throw failure }
     }
 
     /// The stable code of an error, for the record (never its text, which may quote input).
-    static func auditCode(_ error: any Error) -> String {
+    package static func auditCode(_ error: any Error) -> String {
         switch error {
         case let error as DomainError: error.code.rawValue
         case let error as KeystoreError: error.code.rawValue
@@ -99,7 +99,7 @@ extension Gateway {
     /// against its successful records of the matching operation, and every event beyond them
     /// (the latest ones) gets a record by the system, marked `recovered`, so that the log names
     /// every kill-switch and every lifting of one, however often a link went back and forth.
-    func recoverRevocationRecords() async throws {
+    package func recoverRevocationRecords() async throws {
         let kinds: [(event: String, operation: String)] = [(EventType.l1Revoked.rawValue, "link.revoke"), (EventType.l1Restored.rawValue, "link.restore"),
                                                            (EventType.l2Shredded.rawValue, "l2.shred")]
         for kind in kinds {
@@ -137,7 +137,7 @@ extension Gateway {
     /// creation, unlocks, disables) to the audit log, oldest first, by `system/cli`, naming the
     /// host user and when. At least once: a crash between the append and the removal of the
     /// pending row repeats the record, with the same `hostAction` id, so it can be told apart.
-    func drainHostActions() async {
+    package func drainHostActions() async {
         guard (try? auditReady()) != nil else { return }
         while let batch = try? await registry.pendingAudit(limit: 100), !batch.isEmpty {
             for action in batch {
@@ -165,7 +165,7 @@ extension Gateway {
     /// `target` names the object when it is known in advance (also on failure); `resultTarget`
     /// reads it from the result.
     @discardableResult
-    func recorded<T>(_ operation: String, tenant: String? = nil, keystore: String? = nil, key: String? = nil, target: String? = nil,
+    package func recorded<T>(_ operation: String, tenant: String? = nil, keystore: String? = nil, key: String? = nil, target: String? = nil,
                      details: [String: String] = [:], resultTarget: ((T) -> String?)? = nil, context audit: AuditContext,
                      _ action: () async throws -> T) async throws -> T {
         try auditReady()

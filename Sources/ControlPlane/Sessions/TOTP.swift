@@ -64,7 +64,7 @@ public struct TOTP: Sendable {
 
 /// RFC 4648 base32, upper case, without padding (as authenticator apps expect).
 public enum Base32 {
-    static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567".utf8)
+    package static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567".utf8)
 
     public static func encode(_ bytes: [UInt8]) -> String {
         var output: [UInt8] = []

@@ -1,6 +1,6 @@
 import CMKCore
-import Foundation
-import JWTKit
+package import Foundation
+package import JWTKit
 import Registry
 
 /// Gateway mode (`sessions.identityAssertion`): behind Envoy (or another gateway) that has
@@ -23,7 +23,7 @@ public struct IdentityAssertionSettings: Codable, Sendable, Equatable {
         self.audience = audience
     }
 
-    enum CodingKeys: String, CodingKey { case jwksFile, issuer, audience, mfaMethods, disablePasswordLogin }
+    package enum CodingKeys: String, CodingKey { case jwksFile, issuer, audience, mfaMethods, disablePasswordLogin }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -38,20 +38,20 @@ public struct IdentityAssertionSettings: Codable, Sendable, Equatable {
 /// The claims read from an assertion. `cmk_role` (`security_admin` or `auditor`) and
 /// `cmk_tenants` (optional list) carry the authorization; `preferred_username` (else `sub`)
 /// names the person; `auth_time` within five minutes counts as a fresh second factor.
-struct AssertionClaims: JWTPayload {
-    var iss: IssuerClaim
-    var sub: SubjectClaim
-    var aud: AudienceClaim
-    var exp: ExpirationClaim
-    var nbf: NotBeforeClaim?
-    var jti: IDClaim?
-    var amr: [String]?
-    var auth_time: Int64?
-    var preferred_username: String?
-    var cmk_role: String?
-    var cmk_tenants: [String]?
+package struct AssertionClaims: JWTPayload {
+    package var iss: IssuerClaim
+    package var sub: SubjectClaim
+    package var aud: AudienceClaim
+    package var exp: ExpirationClaim
+    package var nbf: NotBeforeClaim?
+    package var jti: IDClaim?
+    package var amr: [String]?
+    package var auth_time: Int64?
+    package var preferred_username: String?
+    package var cmk_role: String?
+    package var cmk_tenants: [String]?
 
-    func verify(using algorithm: some JWTAlgorithm) async throws {
+    package func verify(using algorithm: some JWTAlgorithm) async throws {
         try exp.verifyNotExpired()
         try nbf?.verifyNotBefore()
     }
@@ -59,7 +59,7 @@ struct AssertionClaims: JWTPayload {
 
 /// Verifies assertions with the configured keys.
 public final class IdentityAssertionVerifier: Sendable {
-    let settings: IdentityAssertionSettings
+    package let settings: IdentityAssertionSettings
     private let keys: JWTKeyCollection
 
     public init(_ settings: IdentityAssertionSettings) async throws {
@@ -76,9 +76,9 @@ public final class IdentityAssertionVerifier: Sendable {
         self.keys = keys
     }
 
-    static func looksLikeJWT(_ text: String) -> Bool { text.split(separator: ".", omittingEmptySubsequences: false).count == 3 && text.hasPrefix("ey") }
+    package static func looksLikeJWT(_ text: String) -> Bool { text.split(separator: ".", omittingEmptySubsequences: false).count == 3 && text.hasPrefix("ey") }
 
-    func principal(_ token: String, now: Date) async throws -> Principal {
+    package func principal(_ token: String, now: Date) async throws -> Principal {
         let claims: AssertionClaims
         do {
             claims = try await keys.verify(token, as: AssertionClaims.self)
