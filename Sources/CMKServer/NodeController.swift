@@ -364,12 +364,12 @@ struct NodeController {
 
     @Sendable func listNodes(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let nodes = try await gateway.registry.nodes()
-        let leases = gateway.leases.withLockedValue { $0 }
+        let leaseEnds = gateway.leases.latestEndByNode()
         let connected = gateway.orbital.dispatcher.connectedNodes
         let heartbeats = gateway.heartbeats.withLockedValue { $0 }
         let items = nodes.map { node in
             NodeResponse(id: node.id, region: node.region, enrolledAt: node.enrolledAt, lastSeenAt: node.lastSeenAt,
-                         leaseExpiresAt: leases.filter { $0.key.node == node.id }.values.max(), connected: connected.contains(node.id),
+                         leaseExpiresAt: leaseEnds[node.id], connected: connected.contains(node.id),
                          lastHeartbeatAt: heartbeats[node.id]?.at, keysHeld: heartbeats[node.id]?.keysHeld,
                          disabledAt: node.disabledAt, removedAt: node.removedAt, rekeyedAt: node.rekeyedAt)
         }

@@ -64,12 +64,8 @@ public final class Gateway: Sendable {
     /// every signed request.
     package let knownNodes = NIOLockedValueBox<[String: (node: Node, touched: Date)]>([:])
     package static let nodeTouchInterval: TimeInterval = 5
-    /// Outstanding leases, by node and tenant; kept in the registry too (`LeaseRecorder`) and
-    /// read back at start, so that a restart forgets no exposure.
-    package let leases = NIOLockedValueBox<[LeaseKey: Date]>([:])
-    /// Lease changes, stored in batches (a lease that ended, or whose key was dropped, is
-    /// forgotten without waiting: keeping it a little longer only makes the exposure bound cautious).
-    package let leaseRecorder: BatchWriter<LeaseChange, Void>
+    /// Outstanding leases: the exposure bound after a revocation.
+    package let leases: LeaseBook
     /// Open portal dashboards, woken on changes.
     package let dashboard = DashboardFeed()
     /// Approvals, the shred's waiting period.
@@ -99,10 +95,7 @@ public final class Gateway: Sendable {
         self.orbital = Orbital(registry: registry, signer: appCredentialKey, heartbeat: streamHeartbeat)
         self.leaseDuration = leaseDuration
         self.registry = registry
-        self.leaseRecorder = BatchWriter { [registry] changes in
-            try await registry.applyLeases(changes)
-            return changes.map { _ in () }
-        }
+        self.leases = LeaseBook(registry: registry)
         self.keystores = keystores
         self.platform = platform
         self.pkcs11 = pkcs11
@@ -126,9 +119,7 @@ public final class Gateway: Sendable {
                               appCredentialKey: try loadAppCredentialKey(configuration.appCredentialKeyPath, logger: logger), logger: logger)
         let head = (try? await registry.latestEventSequence()) ?? 0
         gateway.orbital.start(at: head)
-        for lease in try await registry.leases() {
-            if let expiresAt = lease.expiresAt { gateway.leases.withLockedValue { $0[LeaseKey(node: lease.node, tenant: lease.tenant)] = expiresAt } }
-        }
+        gateway.leases.load(try await registry.leases())
         try await gateway.recoverRevocationRecords()
         await gateway.drainHostActions()
         // A crash between a revocation (or a shred) and its fence leaves the overwritten pages

@@ -19,8 +19,7 @@ extension Gateway {
         try auditReady()
         let (ack, event) = try await orbital.record(verified)
         let node = verified.node
-        leases.withLockedValue { $0[LeaseKey(node: node.id, tenant: event.tenantID)] = nil }
-        leaseRecorder.submitWithoutWaiting(LeaseChange(node: node.id, tenant: event.tenantID, expiresAt: nil))
+        leases.end(node: node.id, tenants: [event.tenantID])
         _ = try await audit.append(AuditRecord(actor: context.actor, operation: "node.purge_ack", outcome: .success,
                                                tenant: event.tenantID, target: ack.linkID, requestID: context.requestID,
                                                clientAddress: context.clientAddress,

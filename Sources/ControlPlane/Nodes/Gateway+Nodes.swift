@@ -157,8 +157,7 @@ extension Gateway {
         heartbeats.withLockedValue { $0[node.id] = NodeHeartbeat(at: Date(), keysHeld: keysHeld) }
         guard !leaseDrops.isEmpty else { return }
         try auditReady()
-        leases.withLockedValue { leases in for tenant in leaseDrops { leases[LeaseKey(node: node.id, tenant: tenant)] = nil } }
-        for tenant in leaseDrops { leaseRecorder.submitWithoutWaiting(LeaseChange(node: node.id, tenant: tenant, expiresAt: nil)) }
+        leases.end(node: node.id, tenants: leaseDrops)
         logger.warning("node dropped keys when their lease ended", metadata: ["node": "\(node.id)", "tenants": "\(leaseDrops.count)"])
         for tenant in leaseDrops {
             _ = try await audit.append(AuditRecord(actor: context.actor, operation: "node.lease_expired", outcome: .success, tenant: tenant,

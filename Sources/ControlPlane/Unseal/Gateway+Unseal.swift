@@ -74,9 +74,8 @@ extension Gateway {
                                          info: NodeProtocol.unsealInfo(tenant: tenantID, l2Ref: l2.id, node: node.id))
             let ciphertext = try material.withUnsafeBytes { try sender.seal($0) }
             let expiresAt = Date().addingTimeInterval(Double(leaseDuration.components.seconds))
-            leases.withLockedValue { $0[LeaseKey(node: node.id, tenant: tenantID)] = expiresAt }
             // Durable with the audit record (both awaited, written side by side): a restart keeps it.
-            async let leased: Void = leaseRecorder.submit(LeaseChange(node: node.id, tenant: tenantID, expiresAt: expiresAt))
+            async let leased: Void = leases.grant(node: node.id, tenant: tenantID, until: expiresAt)
             try await record(.success, nil)
             try await leased
             return Unsealed(tenant: tenantID, l2Ref: l2.id, link: link.id, epoch: link.epoch, encapsulatedKey: sender.encapsulatedKey, ciphertext: ciphertext,
@@ -92,13 +91,6 @@ extension Gateway {
 
     /// The longest outstanding lease: how long a node could still hold a key it was given.
     public func worstCaseExposure(tenantID: String? = nil) -> Date? {
-        leases.withLockedValue { leases in
-            leases.filter { tenantID == nil || $0.key.tenant == tenantID }.values.max()
-        }
+        leases.latestEnd(tenant: tenantID)
     }
-}
-
-package struct LeaseKey: Hashable, Sendable {
-    package var node: String
-    package var tenant: String
 }
