@@ -1,4 +1,4 @@
-import Audit
+import AuditFormat
 import Foundation
 public import Hummingbird
 public import KSI

@@ -1,4 +1,5 @@
 import Audit
+import AuditFormat
 import Foundation
 import HTTPTypes
 import KSI

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 @testable import Audit
+@testable import AuditFormat
 
 @Suite struct TamperTests {
     @Test func everyTamperingIsDetectedAndNamesTheRecord() async throws {

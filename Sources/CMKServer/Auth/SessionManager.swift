@@ -1,4 +1,5 @@
 public import Audit
+public import AuditFormat
 import Crypto
 public import Foundation
 import HummingbirdBcrypt
