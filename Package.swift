@@ -6,6 +6,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "cmk", targets: ["cmk"]),
+        .executable(name: "cmk-audit-verify", targets: ["cmk-audit-verify"]),
+        .library(name: "AuditFormat", targets: ["AuditFormat"]),
         .library(name: "KSI", targets: ["KSI"]),
         .library(name: "PKCS11", targets: ["PKCS11"]),
     ],
@@ -111,13 +113,24 @@ let package = Package(
             name: "Registry",
             dependencies: ["CMKCore", .product(name: "GRDB", package: "GRDB.swift")]
         ),
-        // The audit log: canonical records, an RFC 9162 Merkle tree, signed checkpoints, the
-        // store with group commit, exports and the offline verifier.
+        // What a compliance team needs to verify an export offline: canonical records, an
+        // RFC 9162 Merkle tree, checkpoints and verifier keys, the export format, the verifier
+        // and the report `cmk audit verify` and `cmk-audit-verify` share. No GRDB, KSI or PKCS11.
         .target(
-            name: "Audit",
+            name: "AuditFormat",
             dependencies: [
                 "CMKCore",
                 "CSHA256",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        // The live audit log: the store with group commit (SQLite), checkpoint signers (a key
+        // file, or an HSM through the KSI), witness copies; writes the format above.
+        .target(
+            name: "Audit",
+            dependencies: [
+                "AuditFormat",
+                "CMKCore",
                 "KSI",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -193,6 +206,7 @@ let package = Package(
                 "PKCS11",
                 "Registry",
                 "Audit",
+                "AuditFormat",
                 "NodeProtocol",
                 "Orbital",
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -211,6 +225,7 @@ let package = Package(
                 "KSI",
                 "Registry",
                 "Audit",
+                "AuditFormat",
                 "NodeProtocol",
                 "Orbital",
                 "TLSSupport",
@@ -236,7 +251,7 @@ let package = Package(
                 "PKCS11",
                 "CMKServer",
                 "Registry",
-                "Audit",
+                "AuditFormat",
                 "NodeAgent",
                 "TLSSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -247,7 +262,16 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        .executableTarget(name: "audit-bench", dependencies: ["CMKCore", "Audit"], path: "Sources/audit-bench"),
+        // `cmk audit verify` on its own, for compliance teams: links the audit format only.
+        .executableTarget(
+            name: "cmk-audit-verify",
+            dependencies: [
+                "AuditFormat",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/cmk-audit-verify"
+        ),
+        .executableTarget(name: "audit-bench", dependencies: ["CMKCore", "Audit", "AuditFormat"], path: "Sources/audit-bench"),
         .executableTarget(
             name: "killswitch-bench",
             dependencies: [
@@ -272,7 +296,7 @@ let package = Package(
         ),
         // Provisions the SoftHSM token directory the tests share (one per test process:
         // SoftHSM reads SOFTHSM2_CONF once, at C_Initialize).
-        .target(name: "TestSupport", dependencies: ["PKCS11", "KSI", "Audit", "AWSKMS", "GCPKMS", "AzureKeyVault",
+        .target(name: "TestSupport", dependencies: ["PKCS11", "KSI", "AuditFormat", "AWSKMS", "GCPKMS", "AzureKeyVault",
                                                   .product(name: "X509", package: "swift-certificates"),
                                                   .product(name: "SwiftASN1", package: "swift-asn1"),
                                                   .product(name: "Crypto", package: "swift-crypto")], path: "Tests/TestSupport"),
@@ -286,7 +310,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AuditTests",
-            dependencies: ["CMKCore", "Audit", "TestSupport", "PKCS11", "KSI", .product(name: "Crypto", package: "swift-crypto"),
+            dependencies: ["CMKCore", "Audit", "AuditFormat", "TestSupport", "PKCS11", "KSI", .product(name: "Crypto", package: "swift-crypto"),
                            .product(name: "GRDB", package: "GRDB.swift")],
             resources: [.copy("Vectors")]
         ),
@@ -299,7 +323,7 @@ let package = Package(
         .testTarget(
             name: "CMKServerTests",
             dependencies: ["CMKCore", 
-                "CMKServer", "ControlPlane", "KSI", "PKCS11", "Registry", "TestSupport", "Audit", "NodeProtocol", "NodeAgent", "Orbital", "TLSSupport",
+                "CMKServer", "ControlPlane", "KSI", "PKCS11", "Registry", "TestSupport", "Audit", "AuditFormat", "NodeProtocol", "NodeAgent", "Orbital", "TLSSupport",
                 "AWSKMS", "GCPKMS", "AzureKeyVault",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

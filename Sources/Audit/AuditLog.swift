@@ -1,3 +1,4 @@
+public import AuditFormat
 import Foundation
 import NIOConcurrencyHelpers
 #if canImport(Glibc)

@@ -1,3 +1,4 @@
+public import AuditFormat
 import CMKCore
 import Dispatch
 import Foundation

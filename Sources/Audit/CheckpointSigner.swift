@@ -1,3 +1,4 @@
+public import AuditFormat
 import CMKCore
 import Crypto
 import Foundation
@@ -12,6 +13,16 @@ public protocol CheckpointSigner: Sendable {
     var verifierKey: VerifierKey { get }
     /// An Ed25519 signature (64 bytes) over `message`.
     func sign(_ message: [UInt8]) async throws -> [UInt8]
+}
+
+extension SignedCheckpoint {
+    /// Signs `checkpoint`'s body with `signer` (one signature, named after its key).
+    public static func sign(_ checkpoint: Checkpoint, with signer: any CheckpointSigner) async throws -> SignedCheckpoint {
+        let signature = try await signer.sign(Array(checkpoint.body.utf8))
+        return SignedCheckpoint(checkpoint: checkpoint, signatures: [
+            Signature(keyName: signer.verifierKey.name, keyHash: signer.verifierKey.keyHash, bytes: signature),
+        ])
+    }
 }
 
 /// An Ed25519 key read from a PKCS#8 PEM file (`openssl genpkey -algorithm ed25519`, or

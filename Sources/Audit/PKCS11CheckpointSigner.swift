@@ -1,3 +1,4 @@
+public import AuditFormat
 public import KSI
 
 /// Signs checkpoints with an Ed25519 key that lives on a PKCS#11 token and never leaves it

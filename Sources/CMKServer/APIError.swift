@@ -1,3 +1,4 @@
+import AuditFormat
 import CMKCore
 import ControlPlane
 import Foundation

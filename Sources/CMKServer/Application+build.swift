@@ -1,4 +1,5 @@
 import Audit
+import AuditFormat
 import CMKCore
 public import ControlPlane
 import Foundation

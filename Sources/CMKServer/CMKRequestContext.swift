@@ -1,4 +1,5 @@
 import Audit
+import AuditFormat
 public import ControlPlane
 import Foundation
 public import Hummingbird

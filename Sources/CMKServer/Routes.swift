@@ -1,4 +1,5 @@
 import Audit
+import AuditFormat
 import CMKCore
 import ControlPlane
 import Foundation

@@ -1,5 +1,4 @@
-import Foundation
-import NIOConcurrencyHelpers
+import Orbital
 
 /// Wakes every open dashboard when something changed: an administrative change, a node
 /// connecting, acknowledging or reporting.
@@ -12,25 +11,14 @@ package final class DashboardFeed: Sendable {
     package static let maxPerCaller = 16
     package static let maxTotal = 1024
 
-    private let subscribers = NIOLockedValueBox<[UUID: (caller: String, continuation: AsyncStream<Signal>.Continuation)]>([:])
+    private let feeds = Subscribers<Signal>(perOwner: DashboardFeed.maxPerCaller, total: DashboardFeed.maxTotal)
 
     /// Nil when the caller, or the gateway, has as many feeds open as allowed.
     package func subscribe(for caller: String) -> (AsyncStream<Signal>, @Sendable () -> Void)? {
-        let id = UUID()
-        let (stream, continuation) = AsyncStream<Signal>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let admitted = subscribers.withLockedValue { subscribers -> Bool in
-            guard subscribers.count < Self.maxTotal, subscribers.values.filter({ $0.caller == caller }).count < Self.maxPerCaller else { return false }
-            subscribers[id] = (caller, continuation)
-            return true
-        }
-        guard admitted else { return nil }
-        continuation.onTermination = { [weak self] _ in self?.subscribers.withLockedValue { $0[id] = nil } }
-        return (stream, { continuation.finish() })
+        feeds.subscribe(caller).map { ($0.signals, $0.end) }
     }
 
     package func changed() { broadcast(.changed) }
 
-    package func broadcast(_ signal: Signal) {
-        for subscriber in subscribers.withLockedValue({ Array($0.values) }) { subscriber.continuation.yield(signal) }
-    }
+    package func broadcast(_ signal: Signal) { feeds.broadcast(signal) }
 }

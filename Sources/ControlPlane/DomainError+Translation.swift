@@ -1,4 +1,5 @@
 import Audit
+import AuditFormat
 public import CMKCore
 import KSI
 import Registry

@@ -1,6 +1,7 @@
 
 
 public import Audit
+import AuditFormat
 import CMKCore
 package import Crypto
 package import Foundation

@@ -1,4 +1,5 @@
 @testable import Audit
+@testable import AuditFormat
 import CMKCore
 import Foundation
 import GRDB

@@ -4,6 +4,7 @@ import KSI
 import Testing
 import TestSupport
 @testable import Audit
+@testable import AuditFormat
 
 /// Checkpoints signed by an Ed25519 key on a real SoftHSM token, through the KSI.
 @Suite(.serialized) struct HSMSignerTests {

@@ -1,5 +1,6 @@
 import Foundation
 @testable import Audit
+@testable import AuditFormat
 
 /// A fresh directory for one test, removed afterwards.
 func withTemporaryDirectory<T>(_ body: (String) async throws -> T) async throws -> T {

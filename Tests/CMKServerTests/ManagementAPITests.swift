@@ -1,4 +1,5 @@
 import Audit
+import AuditFormat
 @testable import CMKServer
 import ControlPlane
 import Foundation

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Audit
+import AuditFormat
 import CMKCore
 @testable import CMKServer
 import ControlPlane

@@ -1,4 +1,4 @@
-public import Audit
+public import AuditFormat
 
 /// The tamper matrix: each way of altering an export is detected, and the failure names the
 /// record at fault. The server's tests run it too, on the export of a real API run.

@@ -1,4 +1,5 @@
-public import Audit
+import Audit
+public import AuditFormat
 import CMKCore
 import Foundation
 package import KSI

@@ -1,4 +1,5 @@
 import Audit
+import AuditFormat
 package import CMKCore
 import Crypto
 import Foundation

@@ -1,4 +1,5 @@
 import Audit
+import AuditFormat
 import CMKCore
 import Crypto
 import Foundation

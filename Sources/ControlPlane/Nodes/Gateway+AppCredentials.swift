@@ -1,4 +1,5 @@
 import Audit
+import AuditFormat
 import CMKCore
 package import Crypto
 public import Foundation

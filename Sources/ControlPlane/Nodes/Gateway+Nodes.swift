@@ -1,6 +1,7 @@
 
 
 import Audit
+import AuditFormat
 import CMKCore
 import Crypto
 public import Foundation

@@ -1,4 +1,5 @@
 public import Audit
+public import AuditFormat
 package import CMKCore
 import Crypto
 public import Foundation

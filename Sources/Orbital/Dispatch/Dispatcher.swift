@@ -1,6 +1,5 @@
 public import Crypto
 import Foundation
-import NIOConcurrencyHelpers
 public import NIOCore
 import Registry
 
@@ -16,7 +15,7 @@ public final class Dispatcher: Sendable {
         case heartbeat
     }
 
-    private let subscribers = NIOLockedValueBox<[UUID: (node: String, continuation: AsyncStream<Signal>.Continuation)]>([:])
+    private let streams = Subscribers<Signal>(perOwner: Dispatcher.maxPerNode, total: Dispatcher.maxTotal)
     public let heartbeat: Duration
     /// Signs every event frame (once per event, the same for every node).
     let signer: Curve25519.Signing.PrivateKey
@@ -35,27 +34,16 @@ public final class Dispatcher: Sendable {
     /// A stream of signals for one connection, and a way to end it (at shutdown); it ends its
     /// subscription when dropped. Nil when the node, or the gateway, has as many open as allowed.
     public func subscribe(node: String) -> (signals: AsyncStream<Signal>, end: @Sendable () -> Void)? {
-        let id = UUID()
-        let (stream, continuation) = AsyncStream<Signal>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let admitted = subscribers.withLockedValue { subscribers -> Bool in
-            guard subscribers.count < Self.maxTotal, subscribers.values.filter({ $0.node == node }).count < Self.maxPerNode else { return false }
-            subscribers[id] = (node, continuation)
-            return true
-        }
-        guard admitted else { return nil }
-        continuation.onTermination = { [weak self] _ in self?.subscribers.withLockedValue { $0[id] = nil } }
-        return (stream, { continuation.finish() })
+        streams.subscribe(node)
     }
 
     /// Ends every open stream of `node` (disabled, removed or re-keyed).
-    public func disconnect(node: String) {
-        for subscriber in subscribers.withLockedValue({ Array($0.values) }) where subscriber.node == node { subscriber.continuation.finish() }
-    }
+    public func disconnect(node: String) { streams.end(owner: node) }
 
     /// Nodes with an open event stream now.
-    public var connectedNodes: Set<String> { subscribers.withLockedValue { Set($0.values.map(\.node)) } }
+    public var connectedNodes: Set<String> { streams.owners }
 
-    public var connections: Int { subscribers.withLockedValue { $0.count } }
+    public var connections: Int { streams.count }
 
     /// Called after a commit that wrote `events` to the outbox.
     func notify(_ events: [OutboxEvent]) {
@@ -65,9 +53,7 @@ public final class Dispatcher: Sendable {
         broadcast(.events(first: first, last: last, frames: frames))
     }
 
-    func broadcast(_ signal: Signal) {
-        for subscriber in subscribers.withLockedValue({ Array($0.values) }) { subscriber.continuation.yield(signal) }
-    }
+    func broadcast(_ signal: Signal) { streams.broadcast(signal) }
 
     /// Sends heartbeats until cancelled.
     public func runHeartbeats() async {

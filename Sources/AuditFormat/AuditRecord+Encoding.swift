@@ -6,11 +6,11 @@ import CMKCore
 /// operation, outcome, requestId, seq, target, tenant, time. The store alone knows `seq` and
 /// `time`, so the record is encoded by its appender in two parts and the store splices them:
 /// `head` ‖ `"seq":N` ‖ `middle` ‖ `,"time":"T"}`.
-struct EncodedRecord: Sendable {
+package struct EncodedRecord: Sendable {
     var head: [UInt8]
     var middle: [UInt8]
 
-    func body(seq: UInt64, time: [UInt8]) -> [UInt8] {
+    package func body(seq: UInt64, time: [UInt8]) -> [UInt8] {
         var out = head
         out.reserveCapacity(head.count + middle.count + time.count + 40)
         out.append(contentsOf: #""seq":"#.utf8)
@@ -24,7 +24,7 @@ struct EncodedRecord: Sendable {
 }
 
 extension AuditRecord {
-    func encoded() throws -> EncodedRecord {
+    package func encoded() throws -> EncodedRecord {
         var head: [UInt8] = [UInt8(ascii: "{")]
         head.reserveCapacity(384)
         func member(_ key: String, _ value: String?, into out: inout [UInt8], leadingComma: Bool = false) {

@@ -35,6 +35,12 @@ public struct SignedCheckpoint: Sendable, Equatable {
         public var keyName: String
         public var keyHash: UInt32
         public var bytes: [UInt8]
+
+        package init(keyName: String, keyHash: UInt32, bytes: [UInt8]) {
+            self.keyName = keyName
+            self.keyHash = keyHash
+            self.bytes = bytes
+        }
     }
 
     public var checkpoint: Checkpoint
@@ -47,13 +53,6 @@ public struct SignedCheckpoint: Sendable, Equatable {
             blob += signature.bytes
             return "— \(signature.keyName) \(Data(blob).base64EncodedString())\n"
         }.joined()
-    }
-
-    public static func sign(_ checkpoint: Checkpoint, with signer: any CheckpointSigner) async throws -> SignedCheckpoint {
-        let signature = try await signer.sign(Array(checkpoint.body.utf8))
-        return SignedCheckpoint(checkpoint: checkpoint, signatures: [
-            Signature(keyName: signer.verifierKey.name, keyHash: signer.verifierKey.keyHash, bytes: signature),
-        ])
     }
 
     /// Parses a published note. Checks its shape only; `verify` checks the signature.
@@ -85,7 +84,8 @@ public struct SignedCheckpoint: Sendable, Equatable {
         self.signatures = signatures
     }
 
-    init(checkpoint: Checkpoint, signatures: [Signature]) {
+    /// A checkpoint with signatures made elsewhere (the log's signer, `Audit`).
+    package init(checkpoint: Checkpoint, signatures: [Signature]) {
         self.checkpoint = checkpoint
         self.signatures = signatures
     }

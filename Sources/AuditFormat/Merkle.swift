@@ -43,7 +43,7 @@ public enum Merkle {
     }
 
     /// The largest power of two strictly less than `n` (n > 1).
-    static func split(_ n: UInt64) -> UInt64 {
+    package static func split(_ n: UInt64) -> UInt64 {
         precondition(n > 1)
         return 1 << (63 - UInt64((n - 1).leadingZeroBitCount))
     }
