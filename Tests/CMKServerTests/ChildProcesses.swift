@@ -47,8 +47,7 @@ final class ChildProcess: @unchecked Sendable {
     func stop(_ signal: Int32 = SIGTERM) {
         guard process.isRunning else { return }
         kill(process.processIdentifier, signal)
-        let deadline = Date().addingTimeInterval(10)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
+        try? blockUntil("the child to exit after signal \(signal)", timeout: .seconds(10)) { !process.isRunning }
         if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
     }
 
@@ -346,14 +345,9 @@ extension ChildProcessTests {
         try http(person.auth + ["-X", method] + (body.map { ["-d", $0] } ?? []) + ["\(server.base)\(path)"])
     }
 
-    /// Waits until `condition` holds, up to `seconds`.
+    /// Waits until `condition` holds, up to `seconds` (`waitUntil`: polled, failing with `what`).
     func eventually(_ seconds: Double = 15, _ what: String, _ condition: () throws -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if (try? condition()) == true { return }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        throw SoftHSMFixture.FixtureError(message: "timed out waiting for \(what)")
+        try await waitUntil(what, timeout: .milliseconds(Int64(seconds * 1000)), every: .milliseconds(100)) { try condition() }
     }
 
     func waitUntilUp(_ base: String, curlOptions: [String] = []) async throws {
