@@ -28,7 +28,8 @@ import TestSupport
 
     static let log = NSTemporaryDirectory() + "loopback-port-\(getpid()).log"
 
-    /// A Python server that binds `port` as the test servers do.
+    /// A Python server that binds `port` as the test servers do, then stays up (its sleep is its
+    /// lifetime, not a wait for anything; the test kills it).
     func pythonServer(_ port: Int) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: LocalServer.python)
