@@ -296,16 +296,19 @@ let package = Package(
         ),
         // Provisions the SoftHSM token directory the tests share (one per test process:
         // SoftHSM reads SOFTHSM2_CONF once, at C_Initialize).
-        .target(name: "TestSupport", dependencies: ["PKCS11", "KSI", "AuditFormat", "AWSKMS", "GCPKMS", "AzureKeyVault",
+        .target(name: "TestSupport", dependencies: ["CMKCore", "PKCS11", "KSI", "AuditFormat", "AWSKMS", "GCPKMS", "AzureKeyVault",
                                                   .product(name: "X509", package: "swift-certificates"),
                                                   .product(name: "SwiftASN1", package: "swift-asn1"),
-                                                  .product(name: "Crypto", package: "swift-crypto")], path: "Tests/TestSupport"),
+                                                  .product(name: "Crypto", package: "swift-crypto"),
+                                                  .product(name: "_CryptoExtras", package: "swift-crypto"),
+                                                  .product(name: "NIOConcurrencyHelpers", package: "swift-nio")], path: "Tests/TestSupport"),
         .testTarget(name: "PKCS11Tests", dependencies: ["CMKCore", "CPKCS11", "PKCS11", "KSI", "TestSupport"]),
-        .testTarget(name: "KSITests", dependencies: ["CMKCore", "KSI", "PKCS11", "TestSupport"]),
+        .testTarget(name: "KSITests", dependencies: ["CMKCore", "KSI", "PKCS11", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(
             name: "CloudKMSTests",
             dependencies: ["CMKCore", "CloudKMS", "AWSKMS", "GCPKMS", "AzureKeyVault", "KSI", "PKCS11", "TestSupport",
-                           .product(name: "NIOHTTP1", package: "swift-nio")],
+                           .product(name: "NIOHTTP1", package: "swift-nio"),
+                           .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(

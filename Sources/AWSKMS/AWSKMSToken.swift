@@ -42,9 +42,12 @@ public final class AWSKMSToken: ContextBindingKeystore, Sendable {
     let host: String
     let transport: HTTPTransport
     let health = KeystoreHealth()
+    /// The time request signatures carry (SigV4's `X-Amz-Date`).
+    let clock: any WallClock
     public static let mechanism = "AWS_KMS_SYMMETRIC_DEFAULT"
 
-    public init(name: String, configuration: Configuration) throws {
+    public init(name: String, configuration: Configuration, clock: any WallClock = SystemWallClock()) throws {
+        self.clock = clock
         guard configuration.region.range(of: #"^[a-z]{2}(-[a-z]+)+-[0-9]$"#, options: .regularExpression) != nil else {
             throw KeystoreError(.invalidInput, "AWS region \"\(configuration.region)\" is not a region name (eu-central-1, …)")
         }
@@ -214,7 +217,7 @@ public final class AWSKMSToken: ContextBindingKeystore, Sendable {
             let response = try await transport.send(action, throttled: { Self.isThrottled($0) }) {
                 let signed = signer.sign(method: "POST", host: host, path: "/",
                                          headers: [("Content-Type", "application/x-amz-json-1.1"), ("X-Amz-Target", "TrentService.\(action)")],
-                                         body: body)
+                                         body: body, date: clock.now)
                 return CloudRequest(method: .POST, url: endpoint + "/", headers: signed.headers, body: body)
             }
             guard response.status == 200 else { throw Self.error(action, response) }

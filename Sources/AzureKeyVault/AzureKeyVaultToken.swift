@@ -50,10 +50,14 @@ public final class AzureKeyVaultToken: ContextBindingKeystore, VaultBound, Senda
     let authority: String
     let apiVersion: String
     let transport: HTTPTransport
-    let accessToken = BearerCache()
+    let accessToken: BearerCache
     let health = KeystoreHealth()
+    /// The time the token cache and the key's `exp` and `nbf` are read against.
+    let clock: any WallClock
 
-    public init(name: String, configuration: Configuration) throws {
+    public init(name: String, configuration: Configuration, clock: any WallClock = SystemWallClock()) throws {
+        self.clock = clock
+        accessToken = BearerCache(clock: clock)
         self.name = name
         self.configuration = configuration
         let vaultURL = try checkedEndpoint(configuration.vault, what: "the vault URL")
@@ -194,10 +198,10 @@ public final class AzureKeyVaultToken: ContextBindingKeystore, VaultBound, Senda
         guard attributes["enabled"] as? Bool ?? false else {
             return probe.failed("key_state", KeystoreError(.conflict, "the key is disabled: enable it in the vault before linking it"))
         }
-        if let expiry = attributes["exp"] as? Double, expiry < Date().timeIntervalSince1970 {
+        if let expiry = attributes["exp"] as? Double, expiry < clock.now.timeIntervalSince1970 {
             return probe.failed("key_state", KeystoreError(.conflict, "the key expired: set a later expiry or use a new version"))
         }
-        if let notBefore = attributes["nbf"] as? Double, notBefore > Date().timeIntervalSince1970 {
+        if let notBefore = attributes["nbf"] as? Double, notBefore > clock.now.timeIntervalSince1970 {
             return probe.failed("key_state", KeystoreError(.conflict, "the key is not valid yet (nbf is in the future)"))
         }
         probe.pass("key_state", "enabled, within its validity period")

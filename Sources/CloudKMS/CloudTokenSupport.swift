@@ -36,17 +36,21 @@ public final class KeystoreHealth: Sendable {
     }
 }
 
-/// An OAuth2 access token, reused until a minute before it expires.
+/// An OAuth2 access token, reused until a minute before it expires (on `clock`).
 public final class BearerCache: Sendable {
     let cached = NIOLockedValueBox<(token: String, expires: Date)?>(nil)
+    let clock: any WallClock
 
-    public init() {}
+    public init(clock: any WallClock = SystemWallClock()) {
+        self.clock = clock
+    }
 
     /// The cached token, or a new one from `fetch` (the token and its lifetime in seconds).
     public func token(_ fetch: () async throws -> (token: String, lifetime: Int)) async throws -> String {
-        if let current = cached.withLockedValue({ $0 }), current.expires.timeIntervalSinceNow > 60 { return current.token }
+        if let current = cached.withLockedValue({ $0 }), current.expires.timeIntervalSince(clock.now) > 60 { return current.token }
         let (token, lifetime) = try await fetch()
-        cached.withLockedValue { $0 = (token, Date().addingTimeInterval(Double(lifetime))) }
+        let fetched = clock.now
+        cached.withLockedValue { $0 = (token, fetched.addingTimeInterval(Double(lifetime))) }
         return token
     }
 }

@@ -47,12 +47,16 @@ public final class GCPKMSToken: ContextBindingKeystore, Sendable {
     public let configuration: Configuration
     let endpoint: String
     let transport: HTTPTransport
-    let accessToken = BearerCache()
+    let accessToken: BearerCache
     let health = KeystoreHealth()
+    /// The time the JWT grant's `iat` and `exp` and the token cache read.
+    let clock: any WallClock
     public static let mechanism = "GOOGLE_SYMMETRIC_ENCRYPTION"
     static let scope = "https://www.googleapis.com/auth/cloudkms"
 
-    public init(name: String, configuration: Configuration) throws {
+    public init(name: String, configuration: Configuration, clock: any WallClock = SystemWallClock()) throws {
+        self.clock = clock
+        accessToken = BearerCache(clock: clock)
         guard configuration.project.range(of: #"^[a-z][a-z0-9-]{4,28}[a-z0-9]$|^[A-Za-z0-9_-]{1,63}$"#, options: .regularExpression) != nil else {
             throw KeystoreError(.invalidInput, "GCP project \"\(configuration.project)\" is not a project id")
         }
@@ -93,7 +97,7 @@ public final class GCPKMSToken: ContextBindingKeystore, Sendable {
     func bearer() async throws -> String {
         try await accessToken.token {
             let account = try serviceAccount()
-            let now = Int(Date().timeIntervalSince1970)
+            let now = Int(clock.now.timeIntervalSince1970)
             var header: [String: Any] = ["alg": "RS256", "typ": "JWT"]
             if let kid = account.keyID { header["kid"] = kid }
             let claims: [String: Any] = ["iss": account.email, "scope": Self.scope, "aud": account.tokenURI, "iat": now, "exp": now + 3600]

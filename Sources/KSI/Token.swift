@@ -127,6 +127,22 @@ public struct KeyDescription: Sendable, Codable, Hashable {
     public var extractable: Bool?
     /// Whether the key qualifies as an L1 key (secret, AES, CKA_WRAP and CKA_UNWRAP).
     public var usableAsL1: Bool
+
+    public init(uri: String, label: String, idHex: String, objectClass: String, keyType: String?, bits: UInt?, tokenObject: Bool,
+                canWrap: Bool?, canUnwrap: Bool?, sensitive: Bool?, extractable: Bool?, usableAsL1: Bool) {
+        self.uri = uri
+        self.label = label
+        self.idHex = idHex
+        self.objectClass = objectClass
+        self.keyType = keyType
+        self.bits = bits
+        self.tokenObject = tokenObject
+        self.canWrap = canWrap
+        self.canUnwrap = canUnwrap
+        self.sensitive = sensitive
+        self.extractable = extractable
+        self.usableAsL1 = usableAsL1
+    }
 }
 
 /// A keystore seen through the KSI. Every provider implements this, so the handshake, the L2

@@ -24,10 +24,13 @@ public final class SessionPool: Sendable {
         public var mechanismCodes: MechanismCodes
         public var backoffInitial: Duration
         public var backoffMaximum: Duration
+        /// What the wait timeout and the re-initialisation backoff are measured on: the
+        /// continuous clock, or in tests a manual one that moves only when told to.
+        public var clock: any Clock<Duration>
 
         public init(token: TokenSelector, pinSource: PINSource?, maxSessions: Int = 4, waitTimeout: Duration = .seconds(5),
                     mechanismCodes: MechanismCodes = MechanismCodes(), backoffInitial: Duration = .milliseconds(500),
-                    backoffMaximum: Duration = .seconds(30)) {
+                    backoffMaximum: Duration = .seconds(30), clock: any Clock<Duration> = ContinuousClock()) {
             self.token = token
             self.pinSource = pinSource
             self.maxSessions = maxSessions
@@ -35,6 +38,7 @@ public final class SessionPool: Sendable {
             self.mechanismCodes = mechanismCodes
             self.backoffInitial = backoffInitial
             self.backoffMaximum = backoffMaximum
+            self.clock = clock
         }
     }
 
@@ -90,7 +94,8 @@ public final class SessionPool: Sendable {
     private enum Phase {
         case notConnected
         case connected(Connection)
-        case unavailable(PKCS11Error, attempts: Int, retryAt: ContinuousClock.Instant)
+        /// `retryAt`: on the pool's clock, as time since the pool was made.
+        case unavailable(PKCS11Error, attempts: Int, retryAt: Duration)
         case loginRefused(PKCS11Error)
         case closed
     }
@@ -121,10 +126,12 @@ public final class SessionPool: Sendable {
     /// The pool's own threads; `PKCS11Token.executor` exposes them to callers that want to run
     /// on them (see `PKCS11Executor`).
     public let executor: PKCS11Executor
+    private let clock: ElapsedTime
 
     public init(module: Module, configuration: Configuration) {
         self.module = module
         self.configuration = configuration
+        self.clock = ElapsedTime(configuration.clock)
         let capacity = max(1, configuration.maxSessions)
         self.state = NIOLockedValueBox(State(capacity: capacity))
         let label = configuration.token.label ?? configuration.token.serial ?? "token"
@@ -297,8 +304,8 @@ public final class SessionPool: Sendable {
             case .fail(let error):
                 continuation.resume(throwing: error)
             case .wait(let id):
-                Task { [weak self] in
-                    try? await Task.sleep(for: timeout)
+                Task { [weak self, clock] in
+                    try? await clock.sleep(for: timeout)
                     self?.expireWaiter(id)
                 }
             }
@@ -442,9 +449,10 @@ public final class SessionPool: Sendable {
             case .closed: throw PKCS11Error(.poolClosed, module: module.path)
             case .loginRefused(let error): throw error
             case .unavailable(let error, _, let retryAt):
-                if ContinuousClock.now < retryAt {
+                let now = clock.elapsed()
+                if now < retryAt {
                     throw PKCS11Error(.tokenUnavailable, module: module.path,
-                                      reason: "token \"\(configuredLabel)\" is unavailable (\(error.code)); next re-initialisation attempt in \(retryAt - ContinuousClock.now)")
+                                      reason: "token \"\(configuredLabel)\" is unavailable (\(error.code)); next re-initialisation attempt in \(retryAt - now)")
                 }
                 return nil
             case .notConnected: return nil
@@ -558,7 +566,7 @@ public final class SessionPool: Sendable {
             let attempts: Int
             if case .unavailable(_, let previous, _) = state.phase { attempts = previous + 1 } else { attempts = 1 }
             let delay = Self.backoff(attempt: attempts, initial: configuration.backoffInitial, maximum: configuration.backoffMaximum)
-            state.phase = .unavailable(error, attempts: attempts, retryAt: ContinuousClock.now + delay)
+            state.phase = .unavailable(error, attempts: attempts, retryAt: clock.elapsed() + delay)
         }
     }
 
@@ -568,4 +576,19 @@ public final class SessionPool: Sendable {
         let delay = initial * factor
         return delay > maximum ? maximum : delay
     }
+}
+
+/// A clock seen as the time elapsed since it was handed over, so that the pool need not be
+/// generic over its clock's instant type; sleeping goes to the clock itself.
+struct ElapsedTime: Sendable {
+    let elapsed: @Sendable () -> Duration
+    private let sleeper: @Sendable (Duration) async throws -> Void
+
+    init<C: Clock>(_ clock: C) where C.Duration == Duration {
+        let origin = clock.now
+        elapsed = { origin.duration(to: clock.now) }
+        sleeper = { try await clock.sleep(for: $0) }
+    }
+
+    func sleep(for duration: Duration) async throws { try await sleeper(duration) }
 }

@@ -17,9 +17,8 @@ import Testing
         let server = try ChildServer(token: "orbital", fixture: fixture, logLevel: "info")
         defer { server.stopAndRemove() }
         // The server first (it makes the IVK), then the command line beside it.
-        for _ in 0..<150 {
-            if (try? SoftHSMFixture.run("/usr/bin/env", ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "\(server.base)/healthz"]))?.output == "200" { break }
-            try await Task.sleep(for: .milliseconds(100))
+        try await waitUntil("cmk serve to answer /healthz", every: .milliseconds(100)) {
+            try SoftHSMFixture.run("/usr/bin/env", ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "\(server.base)/healthz"]).output == "200"
         }
         try Data("a long enough passphrase".utf8).write(to: URL(fileURLWithPath: "\(server.directory)/password"))
         let created = try run(["admin", "create", "--username", "ana", "--password-file", "\(server.directory)/password",

@@ -47,8 +47,7 @@ final class ChildProcess: @unchecked Sendable {
     func stop(_ signal: Int32 = SIGTERM) {
         guard process.isRunning else { return }
         kill(process.processIdentifier, signal)
-        let deadline = Date().addingTimeInterval(10)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
+        try? blockUntil("the child to exit after signal \(signal)", timeout: .seconds(10)) { !process.isRunning }
         if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
     }
 
@@ -90,33 +89,45 @@ struct ChildServer {
 
     /// `keystores` adds JSON keystore entries (cloud keystores) after `hsm`.
     /// `extraConfiguration`: more top-level members of cmk.json (`"lifecycle": {…}`).
+    /// The port is one the kernel says is free; if the server loses it to another process
+    /// before it binds, it is started again on another (`LoopbackPort.start`).
     init(token: String, fixture: SoftHSMFixture, logLevel: String, leaseSeconds: Int = 30, environment: [String: String] = [:],
          keystores: [String] = [], extraConfiguration: String? = nil, probeIntervalSeconds: Int = 0, tls: TLS? = nil) throws {
         let cmk = try builtProduct("cmk")
-        directory = NSTemporaryDirectory() + "cmk-child-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let directory = NSTemporaryDirectory() + "cmk-child-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        self.directory = directory
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try JSONEncoder().encode(fixture.profile(token)).write(to: URL(fileURLWithPath: "\(directory)/profile.json"))
         self.fixture = fixture
-        port = Int.random(in: 20_000...45_000)
-        var extra = extraConfiguration.map { [$0] } ?? []
-        if let tls {
-            base = "https://\(tls.host):\(port)"
-            curlOptions = ["--cacert", tls.ca, "--resolve", "\(tls.host):\(port):127.0.0.1"]
-            extra.append(#""tls": {"certificate": "\#(tls.certificate)", "privateKey": "\#(tls.key)", "reloadIntervalSeconds": \#(tls.reloadIntervalSeconds)"#
-                         + (tls.nodeClientCA.map { #", "nodeClientCA": "\#($0)""# } ?? "") + "}")
-        } else {
-            base = "http://127.0.0.1:\(port)"
-            curlOptions = []
+        let logPath = "\(directory)/server.log"
+        let environment = environment.merging(["SOFTHSM2_CONF": fixture.configPath]) { $1 }
+        var started: (child: ChildProcess, base: String, curlOptions: [String])?
+        let (chosen, _) = try LoopbackPort.start("cmk serve", logPath: logPath) { port in
+            var extra = extraConfiguration.map { [$0] } ?? []
+            let base: String, curlOptions: [String]
+            if let tls {
+                base = "https://\(tls.host):\(port)"
+                curlOptions = ["--cacert", tls.ca, "--resolve", "\(tls.host):\(port):127.0.0.1"]
+                extra.append(#""tls": {"certificate": "\#(tls.certificate)", "privateKey": "\#(tls.key)", "reloadIntervalSeconds": \#(tls.reloadIntervalSeconds)"#
+                             + (tls.nodeClientCA.map { #", "nodeClientCA": "\#($0)""# } ?? "") + "}")
+            } else {
+                base = "http://127.0.0.1:\(port)"
+                curlOptions = []
+            }
+            let config = """
+            {"port": \(port), "database": "cmk.sqlite", "keystores": [{"id": "hsm", "profile": "profile.json"}\(keystores.map { ", " + $0 }.joined())],
+             "platform": {"profile": "profile.json"}, "probeIntervalSeconds": \(probeIntervalSeconds), "logLevel": "\(logLevel)",
+             "leaseSeconds": \(leaseSeconds)\(extra.map { ", " + $0 }.joined())}
+            """
+            try Data(config.utf8).write(to: URL(fileURLWithPath: "\(directory)/cmk.json"))
+            let child = ChildProcess(executable: cmk, arguments: ["serve", "--config", "\(directory)/cmk.json"], logPath: logPath,
+                                     environment: environment)
+            try child.start()
+            started = (child, base, curlOptions)
+            return child.process
         }
-        let config = """
-        {"port": \(port), "database": "cmk.sqlite", "keystores": [{"id": "hsm", "profile": "profile.json"}\(keystores.map { ", " + $0 }.joined())],
-         "platform": {"profile": "profile.json"}, "probeIntervalSeconds": \(probeIntervalSeconds), "logLevel": "\(logLevel)",
-         "leaseSeconds": \(leaseSeconds)\(extra.map { ", " + $0 }.joined())}
-        """
-        try Data(config.utf8).write(to: URL(fileURLWithPath: "\(directory)/cmk.json"))
-        child = ChildProcess(executable: cmk, arguments: ["serve", "--config", "\(directory)/cmk.json"], logPath: "\(directory)/server.log",
-                             environment: environment.merging(["SOFTHSM2_CONF": fixture.configPath]) { $1 })
-        try child.start()
+        port = chosen
+        (child, base, curlOptions) = started!
     }
 
     var process: Process { child.process }
@@ -266,22 +277,43 @@ struct ChildNode {
     /// For an API served over HTTPS (`--tls-certificate` in `extraArguments`): the CA to trust.
     let curlOptions: [String]
 
-    init(gateway: String, region: String, enrolmentToken: String?, in parent: String, name: String, port: Int = Int.random(in: 20_000...45_000),
+    /// `port`: where the application API listens; a free one unless given (a node started again
+    /// on its predecessor's port), chosen again if the node loses it before it binds.
+    init(gateway: String, region: String, enrolmentToken: String?, in parent: String, name: String, port: Int? = nil,
          extraArguments: [String] = [], issuer: ChildServer? = nil, apiCA: String? = nil) throws {
         self.issuer = issuer
-        directory = "\(parent)/\(name)"
-        base = apiCA == nil ? "http://127.0.0.1:\(port)" : "https://localhost:\(port)"
+        let directory = "\(parent)/\(name)"
+        self.directory = directory
         curlOptions = apiCA.map { ["--cacert", $0] } ?? []
-        var arguments = ["node", "--gateway", gateway, "--region", region, "--data-dir", directory, "--listen", "127.0.0.1:\(port)",
-                         "--log-level", "debug"] + extraArguments
+        var options = extraArguments
         if let enrolmentToken {
             let tokenFile = "\(parent)/\(name).enrolment"
             try Data(enrolmentToken.utf8).write(to: URL(fileURLWithPath: tokenFile))
-            arguments += ["--enrolment-token-file", tokenFile]
+            options += ["--enrolment-token-file", tokenFile]
         }
-        child = ChildProcess(executable: try builtProduct("cmk"), arguments: arguments, logPath: "\(parent)/\(name).log",
-                             environment: ["CMK_NODE_HEARTBEAT_SECONDS": "1"])
-        try child.start()
+        let cmk = try builtProduct("cmk")
+        let logPath = "\(parent)/\(name).log"
+        func launch(_ port: Int) throws -> ChildProcess {
+            let child = ChildProcess(executable: cmk, arguments: ["node", "--gateway", gateway, "--region", region, "--data-dir", directory,
+                                                                  "--listen", "127.0.0.1:\(port)", "--log-level", "debug"] + options,
+                                     logPath: logPath, environment: ["CMK_NODE_HEARTBEAT_SECONDS": "1"])
+            try child.start()
+            return child
+        }
+        let chosen: Int
+        var started: ChildProcess?
+        if let port {
+            chosen = port
+            started = try launch(port)
+        } else {
+            (chosen, _) = try LoopbackPort.start("cmk node \(name)", logPath: logPath) { port in
+                let child = try launch(port)
+                started = child
+                return child.process
+            }
+        }
+        child = started!
+        base = apiCA == nil ? "http://127.0.0.1:\(chosen)" : "https://localhost:\(chosen)"
     }
 
     var log: String { child.log }
@@ -313,14 +345,9 @@ extension ChildProcessTests {
         try http(person.auth + ["-X", method] + (body.map { ["-d", $0] } ?? []) + ["\(server.base)\(path)"])
     }
 
-    /// Waits until `condition` holds, up to `seconds`.
+    /// Waits until `condition` holds, up to `seconds` (`waitUntil`: polled, failing with `what`).
     func eventually(_ seconds: Double = 15, _ what: String, _ condition: () throws -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if (try? condition()) == true { return }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        throw SoftHSMFixture.FixtureError(message: "timed out waiting for \(what)")
+        try await waitUntil(what, timeout: .milliseconds(Int64(seconds * 1000)), every: .milliseconds(100)) { try condition() }
     }
 
     func waitUntilUp(_ base: String, curlOptions: [String] = []) async throws {

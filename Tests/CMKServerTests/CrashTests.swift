@@ -3,6 +3,7 @@ import AuditFormat
 import CMKCore
 import Foundation
 import KSI
+import NIOConcurrencyHelpers
 import PKCS11
 import Registry
 import Testing
@@ -18,11 +19,9 @@ import TestSupport
     }
 
     func waitUntilUp(_ base: String) async throws {
-        for _ in 0..<150 {
-            if (try? curl(["-o", "/dev/null", "-w", "%{http_code}", "\(base)/healthz"]))?.output == "200" { return }
-            try await Task.sleep(for: .milliseconds(100))
+        try await waitUntil("cmk serve at \(base) to answer /healthz", every: .milliseconds(100)) {
+            try curl(["-o", "/dev/null", "-w", "%{http_code}", "\(base)/healthz"]).output == "200"
         }
-        throw SoftHSMFixture.FixtureError(message: "cmk serve did not come up")
     }
 
     @Test func sigtermStopsTheServerGracefully() async throws {
@@ -32,12 +31,7 @@ import TestSupport
         defer { if child.process.isRunning { kill(child.process.processIdentifier, SIGKILL) } }
         try await waitUntilUp(child.base)
         kill(child.process.processIdentifier, SIGTERM)
-        var waited = 0
-        while child.process.isRunning && waited < 100 {
-            try await Task.sleep(for: .milliseconds(100))
-            waited += 1
-        }
-        #expect(!child.process.isRunning, "stopped within 10 s of SIGTERM")
+        try await waitUntil("cmk serve to stop within 10 s of SIGTERM", timeout: .seconds(10)) { !child.process.isRunning }
         #expect(child.process.terminationStatus == 0)
         #expect(child.process.terminationReason == .exit)
         // The registry it leaves behind opens cleanly.
@@ -145,14 +139,30 @@ import TestSupport
             """, child.base, try child.automationToken()]
         let output = Pipe()
         client.standardOutput = output
+        // The clients' output, read as it comes (until they exit, after the kill).
+        let printed = NIOLockedValueBox((text: "", ended: false))
+        let reader = output.fileHandleForReading
+        DispatchQueue.global().async {
+            while true {
+                let chunk = reader.availableData
+                printed.withLockedValue { printed in
+                    if chunk.isEmpty { printed.ended = true } else { printed.text += String(decoding: chunk, as: UTF8.self) }
+                }
+                if chunk.isEmpty { return }
+            }
+        }
         try client.run()
-        try await Task.sleep(for: .milliseconds(1500))
+        func acknowledged() -> Set<String> {
+            Set(printed.withLockedValue { $0.text }.split(separator: "\n").map(String.init))
+        }
+        // Killed mid-stream: once the server has acknowledged a good number of creations.
+        try await waitUntil("the clients' first 50 acknowledged tenants", timeout: .seconds(30)) { acknowledged().count >= 50 }
         kill(child.process.processIdentifier, SIGKILL)
         child.process.waitUntilExit()
-        let acknowledged = Set(String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            .split(separator: "\n").map(String.init))
+        try await waitUntil("the clients to stop after the kill", timeout: .seconds(30)) { printed.withLockedValue { $0.ended } }
         client.waitUntilExit()
-        #expect(acknowledged.count > 10, "the stream ran before the kill")
+        let acknowledged = acknowledged()
+        #expect(acknowledged.count >= 50, "the stream ran before the kill")
 
         let store = try AuditStore(path: "\(child.directory)/audit.sqlite")
         let key = try Ed25519FileSigner(path: "\(child.directory)/audit-signing.key", keyName: store.origin).verifierKey

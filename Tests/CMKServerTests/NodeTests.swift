@@ -309,7 +309,7 @@ extension SimulatedNode {
             }
             let connected = try await open(after: 0)
             // Wait until the stream is subscribed, then revoke.
-            for _ in 0..<100 where gateway.orbital.dispatcher.connections == 0 { try await Task.sleep(for: .milliseconds(20)) }
+            try await waitUntil("the node's event stream to be subscribed", timeout: .seconds(5)) { gateway.orbital.dispatcher.connections > 0 }
             #expect(gateway.orbital.dispatcher.connections == 1)
             let listed = try await client.execute(uri: "/api/v1/nodes", method: .get, headers: ServerHarness.auth)
             let nodes = try #require(try listed.json()["items"] as? [[String: Any]])

@@ -296,7 +296,11 @@ try:
     # 4. The kill-switch: the name must be typed and a fresh code given; a wrong code revokes nothing.
     # Keyboard focus survives the live re-rendering (a heartbeat every second here).
     driver.execute_script("document.querySelector('#links tbody tr[data-tenant=%s] button.danger').focus()" % TENANT)
-    time.sleep(1.5)
+    # Wait for the table to be re-rendered by a live update (not for a time that usually
+    # holds one): the observer's callback runs after `fill` has put the focus back.
+    driver.execute_script("""window.__linkRenders = 0;
+        new MutationObserver(() => { window.__linkRenders += 1; }).observe(document.querySelector('#links tbody'), {childList: true});""")
+    wait.until(lambda d: d.execute_script("return window.__linkRenders") >= 1)
     assert driver.execute_script("return document.activeElement.dataset.focusKey || ''").startswith("revoke:"), "focus lost on a live update"
     click("#links tbody tr[data-tenant=%s] button.danger" % TENANT)
     wait.until(lambda d: by_id("killswitch").is_displayed())

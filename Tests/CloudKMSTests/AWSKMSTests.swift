@@ -155,8 +155,8 @@ import TestSupport
         let limited = await (try Self.token(id: "limited-id", secret: "limited-secret")).probe(try Self.ref(keys.keyARN))
         #expect(!limited.passed && limited.checks.last?.name == "unwrap" && limited.failure?.code == .permissionDenied, "\(limited.checks)")
         #expect(limited.failure?.reason == "the key policy or IAM policy does not allow kms:Decrypt for this principal")
-        // Nothing listens: unavailable within the bound, not a hang.
-        let nowhere = await (try Self.token(endpoint: "http://127.0.0.1:9", timeout: 250)).probe(try Self.ref(keys.keyARN))
+        // Nothing listens (a port the kernel just said is free): unavailable within the bound, not a hang.
+        let nowhere = await (try Self.token(endpoint: "http://127.0.0.1:\(try LoopbackPort.free())", timeout: 250)).probe(try Self.ref(keys.keyARN))
         #expect(!nowhere.passed && nowhere.failure?.code == .unavailable && nowhere.latencyMilliseconds < 2000)
     }
 

@@ -85,6 +85,17 @@ import TestSupport
         #expect(!throttled.passed && throttled.failure?.code == .unavailable && throttled.failure?.reason.contains("throttled") == true)
     }
 
+    /// The grant's `iat` and `exp` come from the token's clock: a gateway whose clock runs two
+    /// hours ahead signs grants the token endpoint refuses, and the probe says so at
+    /// `credentials` (no waiting: the manual clock starts where the test puts it).
+    @Test func aGrantDatedByASkewedClockIsRefused() async throws {
+        let names = CloudFixtures.gcp.names
+        let ahead = ManualClock(start: Date().addingTimeInterval(2 * 3600))
+        let report = await (try CloudFixtures.gcpToken(clock: ahead.wall)).probe(try Self.ref(names.key))
+        #expect(!report.passed && report.checks.last?.name == "credentials" && report.failure?.code == .permissionDenied, "\(report.checks)")
+        #expect(report.failure?.reason.contains("Invalid JWT claims") == true, "\(String(describing: report.failure))")
+    }
+
     /// Cloud KMS errors as Google sends them, for states the emulator cannot take.
     @Test func recordedErrorsMapToKSICodes() {
         func response(_ status: Int, _ code: String, _ message: String) -> CloudResponse {
@@ -153,6 +164,24 @@ import TestSupport
         // Throttled twice, then served.
         try CloudFixtures.control(CloudFixtures.azure.vault, #"{"throttle": 2}"#)
         #expect(await token.probe(try Self.ref(names.key)).passed)
+    }
+
+    /// The key's validity period (`nbf`, `exp`) is read against the token's clock: a manual one,
+    /// moved past the key's expiry instead of waiting two hours for it.
+    @Test func aKeyOutsideItsValidityPeriodIsRefused() async throws {
+        let names = CloudFixtures.azure.names
+        let clock = ManualClock()
+        let token = try CloudFixtures.azureToken(clock: clock.wall)
+        let valid = await token.probe(try Self.ref(names.expiringKey))
+        #expect(valid.passed, "\(valid.checks)")
+        clock.advance(by: .seconds(2 * 3600 + 1))
+        let expired = await token.probe(try Self.ref(names.expiringKey))
+        #expect(!expired.passed && expired.checks.last?.name == "key_state" && expired.failure?.code == .conflict, "\(expired.checks)")
+        #expect(expired.failure?.reason.contains("expired") == true)
+
+        let early = ManualClock(start: clock.start.addingTimeInterval(-2 * 3600))
+        let notYet = await (try CloudFixtures.azureToken(clock: early.wall)).probe(try Self.ref(names.expiringKey))
+        #expect(!notYet.passed && notYet.checks.last?.name == "key_state" && notYet.failure?.reason.contains("not valid yet") == true, "\(notYet.checks)")
     }
 
     @Test func keyURIsParse() throws {

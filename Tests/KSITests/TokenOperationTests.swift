@@ -64,8 +64,9 @@ import TestSupport
 
     /// The script provisions L1 with pkcs11-tool; the KSI uses it. And a blob the KSI wraps
     /// unwraps with RFC 5649 outside it (Python's `cryptography`), and the reverse.
-    @Test func interoperatesWithStandardRFC5649() async throws {
-        // A KEK whose value may be read, so that software outside the token can use it.
+    /// A KEK on the `crypto` token whose value may be read, so that software outside the token
+    /// can use it: its URI and its value.
+    func interopKEK() async throws -> (KeyReference, [UInt8]) {
         let pool = try fixture.pool("crypto", maxSessions: 1)
         let kekLabel = "interop-kek"
         let kekValue = try await pool.withSession { session -> [UInt8] in
@@ -78,7 +79,11 @@ import TestSupport
         await pool.shutdown()
         var uri = fixture.l1URI("crypto", key: kekLabel)
         uri.type = nil
-        let kek = KeyReference.pkcs11(uri)
+        return (.pkcs11(uri), kekValue)
+    }
+
+    @Test func interoperatesWithStandardRFC5649() async throws {
+        let (kek, kekValue) = try await interopKEK()
         let token = try await token()
 
         let material = (0..<32).map { UInt8(255 - $0) }
@@ -103,6 +108,29 @@ import TestSupport
         }
         let unwrapped = try await token.unwrap(WrappedKey(mechanism: "CKM_AES_KEY_WRAP_PAD", blob: outside), with: kek)
         #expect(unwrapped.withUnsafeBytes { Array($0) } == material.reversed(), "a blob wrapped outside unwraps in the KSI")
+    }
+
+    /// The unit tests' in-memory token wraps as SoftHSM does: with the same KEK, the blobs are
+    /// byte for byte the same (AES key wrap is deterministic), each unwraps the other's, and
+    /// the two probes make the same checks.
+    @Test func theInMemoryTokenWrapsAsSoftHSMDoes() async throws {
+        let (kek, kekValue) = try await interopKEK()
+        let token = try await token()
+        let memory = InMemoryToken(label: "crypto")
+        let memoryKEK = memory.addKey("interop-kek", material: kekValue)
+        for length in [16, 24, 32] {
+            let material = SecretBytes(copying: (0..<length).map { UInt8(truncatingIfNeeded: $0 * 3 + 1) })
+            let fromHSM = try await token.wrap(material, with: kek)
+            let fromMemory = try await memory.wrap(material, with: memoryKEK)
+            #expect(fromHSM == fromMemory, "\(length)-byte key")
+            #expect(try await memory.unwrap(fromHSM, with: memoryKEK).isEqual(to: material))
+            #expect(try await token.unwrap(fromMemory, with: kek).isEqual(to: material))
+        }
+        let hsmReport = await token.probe(kek)
+        let memoryReport = await memory.probe(memoryKEK)
+        #expect(hsmReport.passed && memoryReport.passed)
+        #expect(hsmReport.checks.map(\.name) == memoryReport.checks.map(\.name))
+        #expect(hsmReport.mechanism == memoryReport.mechanism)
     }
 
     @Test func concurrentOperationsThroughTheKSI() async throws {

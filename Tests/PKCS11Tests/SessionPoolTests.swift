@@ -48,18 +48,42 @@ import TestSupport
         await pool.shutdown()
     }
 
+    /// The wait timeout runs on the pool's clock: a manual one here, so the test moves time past
+    /// the timeout instead of waiting for it, and a session held by another caller is held
+    /// until the test lets go of it (no sleeping on either side).
     @Test func waitersTimeOutWhenThePoolStaysBusy() async throws {
-        let pool = try fixture.pool("pool", maxSessions: 1, waitTimeout: .milliseconds(200))
+        let clock = ManualClock()
+        let pool = try fixture.pool("pool", maxSessions: 1, waitTimeout: .seconds(5), clock: clock)
         try await pool.connect()
+        let release = DispatchSemaphore(value: 0)
+        defer { release.signal() }
+        let (held, holding) = AsyncStream<Void>.makeStream()
         let holder = Task {
-            try await pool.withSession { _ in _ = usleep(800_000) }
+            try await pool.withSession { _ in
+                holding.yield()
+                release.wait()
+            }
         }
-        try await Task.sleep(for: .milliseconds(100))
-        let error = await #expect(throws: PKCS11Error(.poolTimeout)) {
-            try await pool.withSession { _ in }
-        }
+        var iterator = held.makeAsyncIterator()
+        await iterator.next()
+
+        let waiter = Task { try await pool.withSession { _ in } }
+        try await clock.waitForSleepers(1, "the waiter's timeout")
+        #expect(pool.statistics.waiting == 1)
+        clock.advance(by: .milliseconds(4_999))
+        #expect(pool.statistics.waiting == 1, "still waiting just before the timeout")
+        clock.advance(by: .milliseconds(1))
+        let error = await #expect(throws: PKCS11Error(.poolTimeout)) { try await waiter.value }
         #expect(error?.reason.contains("pool size") == true)
+        #expect(pool.statistics.waiting == 0)
+
+        // A caller that waits less than the timeout gets the session as soon as it is free.
+        let served = Task { try await pool.withSession { try Self.roundTrip($0, pool) } }
+        try await clock.waitForSleepers(1, "the second waiter's timeout")
+        release.signal()
         try await holder.value
+        try await served.value
+        clock.advance(by: .seconds(5))
         try await pool.withSession { try Self.roundTrip($0, pool) }
         await pool.shutdown()
     }
@@ -140,16 +164,28 @@ import TestSupport
         await pool.shutdown()
     }
 
+    /// The backoff runs on the pool's clock: inside the window the pool does not touch the
+    /// module; once it has passed, it tries again, and the next window is twice as long.
     @Test func unknownTokenIsReportedWithBackoff() async throws {
         let module = try ModuleManager.shared.module(at: SoftHSMFixture.modulePath)
         _ = fixture
+        let clock = ManualClock()
         let pool = SessionPool(module: module, configuration: .init(token: TokenSelector(label: "absent"), pinSource: nil,
-                                                                    backoffInitial: .seconds(60)))
+                                                                    backoffInitial: .seconds(60), backoffMaximum: .seconds(600), clock: clock))
         await #expect(throws: PKCS11Error(.tokenNotFound)) { try await pool.withSession { _ in } }
-        // Inside the backoff window the pool does not touch the module again.
         let second = await #expect(throws: PKCS11Error(.tokenUnavailable)) { try await pool.withSession { _ in } }
-        #expect(second?.reason.contains("next re-initialisation attempt") == true)
+        #expect(second?.reason.contains("next re-initialisation attempt in 60.0 seconds") == true, "\(String(describing: second))")
         if case .unavailable = pool.health {} else { Issue.record("health should be unavailable, is \(pool.health)") }
+
+        clock.advance(by: .seconds(59))
+        let third = await #expect(throws: PKCS11Error(.tokenUnavailable)) { try await pool.withSession { _ in } }
+        #expect(third?.reason.contains("in 1.0 seconds") == true, "\(String(describing: third))")
+        clock.advance(by: .seconds(1))
+        await #expect(throws: PKCS11Error(.tokenNotFound), "the window has passed: the module is asked again") {
+            try await pool.withSession { _ in }
+        }
+        let doubled = await #expect(throws: PKCS11Error(.tokenUnavailable)) { try await pool.withSession { _ in } }
+        #expect(doubled?.reason.contains("in 120.0 seconds") == true, "\(String(describing: doubled))")
         await pool.shutdown()
     }
 }

@@ -1,12 +1,13 @@
 public import AWSKMS
 public import AzureKeyVault
+public import CMKCore
 import Foundation
 public import GCPKMS
 
 /// Local stand-ins: drongo behind the GCP front (tokens, CRC32C checks), and the Key Vault fake.
 public enum CloudFixtures {
     public struct GCP: Decodable, Sendable { public var serviceAccountKeyFile, tokenEndpoint, project, key, signingKey, missingKey: String }
-    public struct Azure: Decodable, Sendable { public var vault, tenantID, clientID, clientSecretFile, authority, key, firstVersion, disabledKey, signOnlyKey, hsmKey, missingKey: String }
+    public struct Azure: Decodable, Sendable { public var vault, tenantID, clientID, clientSecretFile, authority, key, firstVersion, disabledKey, signOnlyKey, hsmKey, expiringKey, missingKey: String }
 
     public static let directory: String = {
         let path = NSTemporaryDirectory() + "openkcm-cloud-\(getpid())"
@@ -33,12 +34,13 @@ public enum CloudFixtures {
         guard result.status == 0 else { throw SoftHSMFixture.FixtureError(message: "control: \(result.error)") }
     }
 
-    public static func gcpToken(keyFile: String? = nil, timeout: Int? = nil, maxAttempts: Int? = nil) throws -> GCPKMSToken {
-        try GCPKMSToken(name: "gcp-test", configuration: gcpConfiguration(keyFile: keyFile, timeout: timeout, maxAttempts: maxAttempts))
+    public static func gcpToken(keyFile: String? = nil, timeout: Int? = nil, maxAttempts: Int? = nil,
+                                clock: any WallClock = SystemWallClock()) throws -> GCPKMSToken {
+        try GCPKMSToken(name: "gcp-test", configuration: gcpConfiguration(keyFile: keyFile, timeout: timeout, maxAttempts: maxAttempts), clock: clock)
     }
 
-    public static func azureToken(secretFile: String? = nil, managedHSM: Bool? = nil) throws -> AzureKeyVaultToken {
-        try AzureKeyVaultToken(name: "azure-test", configuration: azureConfiguration(secretFile: secretFile, managedHSM: managedHSM))
+    public static func azureToken(secretFile: String? = nil, managedHSM: Bool? = nil, clock: any WallClock = SystemWallClock()) throws -> AzureKeyVaultToken {
+        try AzureKeyVaultToken(name: "azure-test", configuration: azureConfiguration(secretFile: secretFile, managedHSM: managedHSM), clock: clock)
     }
 
     // MARK: AWS: moto

@@ -1,8 +1,8 @@
 public import Foundation
 
 /// A Python server the tests start on loopback (moto, drongo, the Key Vault fake): started once per
-/// test process on a free port, waited for with a plain TCP connect (an HTTP request could
-/// count as one of moto's unauthenticated calls), and stopped when the process exits.
+/// test process on a free port, waited for by its listening socket (no request: an HTTP request
+/// could count as one of moto's unauthenticated calls), and stopped when the process exits.
 public final class LocalServer: @unchecked Sendable {
     public let port: Int
     public let process: Process
@@ -18,31 +18,36 @@ public final class LocalServer: @unchecked Sendable {
     }()
 
     /// Runs `python3` (the real interpreter) with `arguments`, which may contain `{port}`,
-    /// replaced by the chosen port.
+    /// replaced by the chosen port (`LoopbackPort.start`: free, and chosen again if the server
+    /// loses it to another process before it binds).
     public init(python arguments: [String], environment: [String: String] = [:], log: String) throws {
-        port = try Self.freePort()
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.python)
-        process.arguments = arguments.map { $0.replacingOccurrences(of: "{port}", with: String(port)) }
         var env = ProcessInfo.processInfo.environment
         for (key, value) in environment { env[key] = value }
-        process.environment = env
         FileManager.default.createFile(atPath: log, contents: nil)
-        let handle = FileHandle(forWritingAtPath: log)
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
-        Self.running.withLock {
-            if Self.all.isEmpty { atexit { LocalServer.stopAll() } }
-            Self.all.append(process)
-        }
-        let deadline = Date().addingTimeInterval(30)
-        while !Self.accepts(port) {
-            guard process.isRunning, Date() < deadline else {
-                stop()
-                throw SoftHSMFixture.FixtureError(message: "\(arguments.first ?? "python3") did not start on port \(port); see \(log)")
+        var started: Process?
+        let what = arguments.first ?? "python3"
+        let (port, outcome) = try LoopbackPort.start(what, logPath: log) { port in
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: Self.python)
+            process.arguments = arguments.map { $0.replacingOccurrences(of: "{port}", with: String(port)) }
+            process.environment = env
+            let handle = FileHandle(forWritingAtPath: log)
+            try handle?.seekToEnd()
+            process.standardOutput = handle
+            process.standardError = handle
+            try process.run()
+            Self.running.withLock {
+                if Self.all.isEmpty { atexit { LocalServer.stopAll() } }
+                Self.all.append(process)
             }
-            usleep(100_000)
+            started = process
+            return process
+        }
+        self.port = port
+        self.process = started!
+        guard outcome == .listening else {
+            stop()
+            throw SoftHSMFixture.FixtureError(message: "\(what) did not start on port \(port) (\(outcome)); see \(log)")
         }
     }
 
@@ -54,36 +59,5 @@ public final class LocalServer: @unchecked Sendable {
 
     static func stopAll() {
         for process in all where process.isRunning { kill(process.processIdentifier, SIGKILL) }
-    }
-
-    static func accepts(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
-    }
-
-    /// A port the kernel just gave out (bound to port 0, then released).
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = 0
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        guard bound == 0, withUnsafeMutablePointer(to: &address, {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }) == 0 else { throw SoftHSMFixture.FixtureError(message: "no free port") }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 }

@@ -102,12 +102,14 @@ public struct SoftHSMFixture: Sendable {
     }
 
     /// The pool for `token`, logged in with the fixture's PIN file.
+    /// `clock`: what the wait timeout is measured on (a `ManualClock` in tests of the timeout).
     public func pool(_ token: String, maxSessions: Int = 4, waitTimeout: Duration = .seconds(5),
-                     codes: MechanismCodes = MechanismCodes(), pinSource: PINSource? = nil) throws -> SessionPool {
+                     codes: MechanismCodes = MechanismCodes(), pinSource: PINSource? = nil,
+                     clock: any Clock<Duration> = ContinuousClock()) throws -> SessionPool {
         let module = try ModuleManager.shared.module(at: Self.modulePath)
         return SessionPool(module: module, configuration: .init(
             token: TokenSelector(label: token), pinSource: pinSource ?? .file(pinFile(token)),
-            maxSessions: maxSessions, waitTimeout: waitTimeout, mechanismCodes: codes))
+            maxSessions: maxSessions, waitTimeout: waitTimeout, mechanismCodes: codes, clock: clock))
     }
 
     /// Every object a fresh logged-in session can see on `token` (token and session objects),

@@ -5,7 +5,8 @@ What it checks, as Key Vault does:
 - OAuth2 client credentials at POST /{tenant}/oauth2/v2.0/token (client id, secret, scope
   https://vault.azure.net/.default); 401 invalid_client otherwise;
 - a bearer token from it on every /keys request (401 otherwise), and `api-version` present (400);
-- GET /keys/{name}[/{version}] (a key bundle: kid, kty, key_ops, attributes.enabled);
+- GET /keys/{name}[/{version}] (a key bundle: kid, kty, key_ops, attributes.enabled, and for
+  `expiring-l1` attributes.nbf and exp, fixed dates around the tests' manual clock);
 - POST /keys/{name}/{version}/wrapkey and /unwrapkey: the algorithm must suit the key
   (RSA-OAEP-256 for RSA keys, A256KW for oct-HSM keys), the key must be enabled (403) and
   permit wrapKey/unwrapKey (403); the cryptography is real (RSA-OAEP-256 with SHA-256,
@@ -55,6 +56,8 @@ keys = {
     "disabled-l1": rsa_key(["wrapKey", "unwrapKey"], enabled=False),
     "sign-only": rsa_key(["sign", "verify"]),
     "hsm-l1": {"kty": "oct-HSM", "ops": ["wrapKey", "unwrapKey"], "enabled": True, "versions": {version(): os.urandom(32)}},
+    # Valid from an hour before to two hours after 1,800,000,000 (ManualClock's default start).
+    "expiring-l1": dict(rsa_key(["wrapKey", "unwrapKey"]), nbf=1_799_996_400, exp=1_800_007_200),
 }
 # A second version of the customer's key: blobs wrapped under the first must still unwrap.
 keys["customer-l1"]["first"] = next(iter(keys["customer-l1"]["versions"]))
@@ -122,9 +125,9 @@ class Vault(BaseHTTPRequestHandler):
             return self.error(404, "KeyNotFound", f"A key with (name/id) {parts[1]}/{ver} was not found in this key vault.")
         kid = f"{base}/keys/{parts[1]}/{ver}"
         if method == "GET" and len(parts) <= 3:
-            return self.answer(200, {"key": {"kid": kid, "kty": entry["kty"], "key_ops": entry["ops"]},
-                                     "attributes": {"enabled": entry["enabled"], "created": 1764403200, "updated": 1764403200,
-                                                    "recoveryLevel": "Recoverable+Purgeable"}})
+            attributes = {"enabled": entry["enabled"], "created": 1764403200, "updated": 1764403200, "recoveryLevel": "Recoverable+Purgeable"}
+            attributes.update({name: entry[name] for name in ("nbf", "exp") if name in entry})
+            return self.answer(200, {"key": {"kid": kid, "kty": entry["kty"], "key_ops": entry["ops"]}, "attributes": attributes})
         if method != "POST" or len(parts) != 4 or parts[3] not in ("wrapkey", "unwrapkey"):
             return self.error(400, "BadParameter", "Unsupported operation.")
         operation = "wrapKey" if parts[3] == "wrapkey" else "unwrapKey"
@@ -155,5 +158,5 @@ with open(out, "w") as f:
     json.dump({"vault": base, "tenantID": tenant, "clientID": client_id, "clientSecretFile": secret_file, "authority": base,
                "key": f"{base}/keys/customer-l1", "firstVersion": keys["customer-l1"]["first"],
                "disabledKey": f"{base}/keys/disabled-l1", "signOnlyKey": f"{base}/keys/sign-only", "hsmKey": f"{base}/keys/hsm-l1",
-               "missingKey": f"{base}/keys/nope"}, f)
+               "expiringKey": f"{base}/keys/expiring-l1", "missingKey": f"{base}/keys/nope"}, f)
 ThreadingHTTPServer(("127.0.0.1", port), Vault).serve_forever()
