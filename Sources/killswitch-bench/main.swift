@@ -182,8 +182,11 @@ func runBench() async throws {
             let signing = Curve25519.Signing.PrivateKey(), hpke = Curve25519.KeyAgreement.PrivateKey()
             let enrolment = try await GatewayClient.enrol(base: options.gateway, token: token, signingKey: signing, hpkeKey: hpke.publicKey, http: http)
             let light = LightNode(id: enrolment.id, key: signing, port: port) { event, at in ackSink.yield(Acked(node: enrolment.id, event: event, at: at)) }
-            nodes.append((light, GatewayClient(base: options.gateway, nodeID: enrolment.id, signingKey: signing, hpkeKey: hpke, http: http),
-                          enrolment.eventSequence ?? 0))
+            let client = GatewayClient(base: options.gateway, nodeID: enrolment.id, signingKey: signing, hpkeKey: hpke, http: http)
+            // Pinned as `cmk node` pins it at enrolment: every unseal answer must verify with it.
+            let pinned = enrolment.gatewayKey.flatMap { Data(base64Encoded: $0) }.flatMap { try? Curve25519.Signing.PublicKey(rawRepresentation: $0) }
+            client.gatewayKey.withLockedValue { $0 = pinned }
+            nodes.append((light, client, enrolment.eventSequence ?? 0))
         }
         // 3. Unseal throughput: every node unseals every tenant's L2 (all nodes at once).
         unsealStart = ContinuousClock.now
