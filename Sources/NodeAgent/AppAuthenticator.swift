@@ -40,8 +40,10 @@ public final class AppAuthenticator: Sendable {
         self.now = now
         var counters: [Refusal: Prometheus.Counter] = [:]
         for refusal in Refusal.allCases {
-            counters[refusal] = metrics.makeCounter(name: "cmk_node_app_refusals_total", labels: [("reason", refusal.rawValue)],
-                                                    help: "Application requests refused by the node, by reason")
+            counters[refusal] = metrics.makeCounter(
+                descriptor: MetricNameDescriptor(metricName: "cmk_node_app_refusals", unitName: "total",
+                                                 helpText: "Application requests refused by the node, by reason"),
+                labels: [("reason", refusal.rawValue)])
         }
         self.counters = counters
     }

@@ -63,9 +63,12 @@ public final class CertificateFiles: Sendable {
         let pair = try Self.read(certificate: certificate, key: key, now: now)
         state = NIOLockedValueBox((pair, Status(certificate: certificate, fingerprint: pair.fingerprint, notAfter: pair.notAfter,
                                                 loadedAt: now, reloads: 0, lastError: nil)))
-        reloaded = metrics.makeCounter(name: "\(prefix)_tls_reloads_total", labels: [("result", "reloaded")])
-        failed = metrics.makeCounter(name: "\(prefix)_tls_reloads_total", labels: [("result", "failed")])
-        expiry = metrics.makeGauge(name: "\(prefix)_tls_certificate_expiry_timestamp_seconds")
+        let reloads = MetricNameDescriptor(namespace: prefix, metricName: "tls_reloads", unitName: "total",
+                                           helpText: "Certificate and key reloads, by result")
+        reloaded = metrics.makeCounter(descriptor: reloads, labels: [("result", "reloaded")])
+        failed = metrics.makeCounter(descriptor: reloads, labels: [("result", "failed")])
+        expiry = metrics.makeGauge(descriptor: MetricNameDescriptor(namespace: prefix, metricName: "tls_certificate_expiry_timestamp",
+                                                                    unitName: "seconds", helpText: "When the certificate in service expires"))
         expiry.set(pair.notAfter.timeIntervalSince1970)
     }
 

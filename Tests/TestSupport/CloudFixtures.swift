@@ -61,7 +61,7 @@ public enum CloudFixtures {
         let keys = try! JSONDecoder().decode(Moto.self, from: Data(setup.output.utf8))
         for (file, value) in [("id", keys.accessKeyID), ("secret", keys.secretAccessKey), ("limited-id", keys.limitedAccessKeyID),
                               ("limited-secret", keys.limitedSecretAccessKey), ("wrong-secret", "not-the-secret")] {
-            FileManager.default.createFile(atPath: "\(directory)/\(file)", contents: Data((value + "\n").utf8), attributes: [.posixPermissions: 0o600])
+            _ = FileManager.default.createFile(atPath: "\(directory)/\(file)", contents: Data((value + "\n").utf8), attributes: [.posixPermissions: 0o600])
         }
         return (server, keys, directory)
     }()

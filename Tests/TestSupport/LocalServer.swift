@@ -23,7 +23,7 @@ public final class LocalServer: @unchecked Sendable {
     public init(python arguments: [String], environment: [String: String] = [:], log: String) throws {
         var env = ProcessInfo.processInfo.environment
         for (key, value) in environment { env[key] = value }
-        FileManager.default.createFile(atPath: log, contents: nil)
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
         var started: Process?
         let what = arguments.first ?? "python3"
         let (port, outcome) = try LoopbackPort.start(what, logPath: log) { port in
