@@ -1,3 +1,4 @@
+import CMKCore
 @testable import CMKServer
 import ControlPlane
 import Foundation
@@ -106,6 +107,6 @@ extension OpenAPITests {
     @Test(arguments: [(0.0, "1970-01-01T00:00:00.000Z"), (1_795_000_000.123, "2026-11-18T11:06:40.123Z"),
                       (-1.5, "1969-12-31T23:59:58.500Z"), (951_782_400.0, "2000-02-29T00:00:00.000Z")])
     func rfc3339Dates(seconds: Double, expected: String) {
-        #expect(rfc3339(Date(timeIntervalSince1970: seconds)) == expected)
+        #expect(RFC3339.format(Date(timeIntervalSince1970: seconds)) == expected)
     }
 }

@@ -271,7 +271,7 @@ struct SessionController {
             let remaining = own.expiresAt.timeIntervalSince(sessions.now())
             if input.ttlSeconds == nil { ttl = min(ttl, remaining.rounded(.down)) }
             guard ttl <= remaining else {
-                throw DomainError(.forbidden, "a token cannot issue a token that outlives it (this one expires at \(rfc3339(own.expiresAt)))")
+                throw DomainError(.forbidden, "a token cannot issue a token that outlives it (this one expires at \(RFC3339.format(own.expiresAt)))")
             }
             if let ownTenants = own.tenants {
                 guard let tenants = input.tenants, Set(tenants).isSubset(of: ownTenants) else {

@@ -141,7 +141,7 @@ extension Gateway {
     package static func requireOpen(_ request: ApprovalRequest, at now: Date) throws {
         switch request.state(at: now) {
         case .pending: return
-        case .expired: throw DomainError(.approvalExpired, "request \(request.id) expired at \(rfc3339(request.expiresAt))")
+        case .expired: throw DomainError(.approvalExpired, "request \(request.id) expired at \(RFC3339.format(request.expiresAt))")
         case let state: throw DomainError(.approvalClosed, "request \(request.id) is \(state.rawValue), not open for votes")
         }
     }
@@ -171,7 +171,7 @@ extension Gateway {
         case .pending:
             throw DomainError(.approvalRequired,
                            "request \(id) has \(request.approvals) of \(request.requiredApprovals) approvals")
-        case .expired: throw DomainError(.approvalExpired, "request \(id) expired at \(rfc3339(request.expiresAt))")
+        case .expired: throw DomainError(.approvalExpired, "request \(id) expired at \(RFC3339.format(request.expiresAt))")
         case let state: throw DomainError(.approvalClosed, "request \(id) is \(state.rawValue)")
         }
         guard request.participants.contains(principal.name) else {

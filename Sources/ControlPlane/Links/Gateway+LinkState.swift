@@ -19,7 +19,7 @@ extension Gateway {
             DomainError(.linkShredded, "link \(link.id) was shredded: its L2 key is destroyed and cannot come back")
         case .shredScheduled:
             DomainError(.shredScheduled,
-                     "link \(link.id) is revoked and scheduled for shredding at \(rfc3339(link.shredAfter ?? Date())); cancel the shred to restore it")
+                     "link \(link.id) is revoked and scheduled for shredding at \(RFC3339.format(link.shredAfter ?? Date())); cancel the shred to restore it")
         case .revoked:
             DomainError(.linkRevoked, "link \(link.id) is revoked; restore it (with L1, and approval) to use it again")
         case .linked, .pendingValidation:

@@ -54,7 +54,7 @@ extension Gateway {
                 throw DomainError(.keyShredded, "the key of tenant \(tenantID) was shredded: data under it can never be decrypted again")
             case .shredScheduled:
                 throw DomainError(.keyShredScheduled,
-                               "the L1 link of tenant \(tenantID) is revoked and its key is to be shredded at \(rfc3339(link.shredAfter ?? Date()))")
+                               "the L1 link of tenant \(tenantID) is revoked and its key is to be shredded at \(RFC3339.format(link.shredAfter ?? Date()))")
             case .revoked:
                 throw DomainError(.keyRevoked, "the L1 link of tenant \(tenantID) is revoked: its keys cannot be unsealed until it is restored")
             case .linked, .pendingValidation:
