@@ -27,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.29.0"),
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // The PKCS#11 headers as libp11-kit-dev ships them, plus a few inline helpers that
@@ -108,10 +109,24 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
+        // SQL on either backend behind one small API: SQLite through GRDB (the embedded default)
+        // or PostgreSQL through postgres-nio (several gateway replicas on one database). The
+        // Registry and the audit store write their SQL once, against this.
+        .target(
+            name: "Storage",
+            dependencies: ["CMKCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The system of record: tenants, keystores, L1 links, L2 keys, IVK versions, outbox.
         .target(
             name: "Registry",
-            dependencies: ["CMKCore", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: ["CMKCore", "Storage", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         // What a compliance team needs to verify an export offline: canonical records, an
         // RFC 9162 Merkle tree, checkpoints and verifier keys, the export format, the verifier
@@ -131,6 +146,7 @@ let package = Package(
             dependencies: [
                 "AuditFormat",
                 "CMKCore",
+                "Storage",
                 "KSI",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -197,7 +213,7 @@ let package = Package(
         // the access policy. It throws `DomainError`s and imports no HTTP framework.
         .target(
             name: "ControlPlane",
-            dependencies: [
+            dependencies: ["Storage", 
                 "CMKCore",
                 "KSI",
                 "AWSKMS",
@@ -221,7 +237,7 @@ let package = Package(
         // The transports over it: the Management API (REST), the node API, the portal.
         .target(
             name: "CMKServer",
-            dependencies: ["CMKCore", "ControlPlane",
+            dependencies: ["Storage", "CMKCore", "ControlPlane",
                 "KSI",
                 "Registry",
                 "Audit",
@@ -322,7 +338,7 @@ let package = Package(
             dependencies: ["CMKCore", "NodeAgent", "NodeProtocol", "Audit", "PKCS11", .product(name: "Crypto", package: "swift-crypto"),
                            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"), .product(name: "NIOCore", package: "swift-nio")]
         ),
-        .testTarget(name: "RegistryTests", dependencies: ["CMKCore", "Registry", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "RegistryTests", dependencies: ["CMKCore", "Registry", "Storage", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(
             name: "CMKServerTests",
             dependencies: ["CMKCore", 

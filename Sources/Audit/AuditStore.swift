@@ -2,7 +2,7 @@ public import AuditFormat
 import CMKCore
 import Dispatch
 import Foundation
-import GRDB
+public import Storage
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -10,21 +10,32 @@ import Glibc
 import Darwin
 #endif
 
-/// The audit log's storage: one SQLite file (WAL, `synchronous=FULL`), append-only (triggers
-/// refuse UPDATE and DELETE), holding each record's canonical bytes, leaf hash and chain value,
-/// the tree's perfect-subtree hashes (for O(log n) proofs) and the signed checkpoints.
+/// The audit log's storage: one SQLite file (WAL, `synchronous=FULL`) or a PostgreSQL
+/// database shared by every gateway replica, append-only (triggers refuse UPDATE and DELETE),
+/// holding each record's canonical bytes, leaf hash and chain value, the tree's
+/// perfect-subtree hashes (for O(log n) proofs), the signed checkpoints, and one mutable row,
+/// `audit_head`: the committed tree's size, chain value, last time and frontier.
 ///
 /// Appends are group-committed: callers queue records and wait; one writer thread takes
-/// everything queued, assigns positions and times, and commits it in one fsynced transaction,
-/// then resumes every caller. A caller is resumed only after its record is on disk. If a commit
-/// fails, the store fails closed: that batch and every later append get `unavailable` until the
-/// process restarts, since a log with a gap it cannot explain is worse than no service.
+/// everything queued and, in one transaction under the store's write lock, reads the head,
+/// assigns positions and times after it, inserts, and moves the head; then it resumes every
+/// caller. A caller is resumed only after its record is durable. Replicas appending to one
+/// PostgreSQL log therefore make one chain: the lock orders their batches, and each batch
+/// continues from the head the previous one committed, whichever replica wrote it (D97).
+///
+/// If a commit fails on SQLite, the store fails closed: that batch and every later append get
+/// `unavailable` until the process restarts (a local disk that refused a write is not to be
+/// trusted with the next). On PostgreSQL a failed batch is rolled back whole and the next one
+/// starts again from the head in the database, so the store recovers when the database does.
 public final class AuditStore: Sendable {
     public let origin: String
+    /// The SQLite file, or the PostgreSQL database (without secrets).
     public let path: String
-    let pool: DatabasePool
+    let store: SQLStore
     private let queue = DispatchQueue(label: "openkcm.audit.writer")
     private let state: Mutex<State>
+    /// Whether one failed commit stops every later append (SQLite) or only its own batch.
+    private let failClosed: Bool
 
     /// Appends after which the store asks for a checkpoint (`onCheckpointDue`).
     let checkpointEvery: UInt64
@@ -34,14 +45,13 @@ public final class AuditStore: Sendable {
         var pending: [Pending] = []
         var flushing = false
         var failure: AuditError?
-        /// The committed tree: only the writer thread advances it, after a commit.
+        /// The committed tree as this process last saw it: advanced by its own commits and by
+        /// reading the head that other replicas moved.
         var frontier: MerkleFrontier
         var chain: Hash
         var lastTime: Int64
         var lastCheckpointSize: UInt64?
         var dueSignalled = false
-        /// Records below this position are in `audit_filter`.
-        var indexedUpTo: UInt64 = 0
         var lastIndexed = ContinuousClock.now
     }
 
@@ -59,53 +69,71 @@ public final class AuditStore: Sendable {
 
     /// Opens (creating if needed) the store at `path`, mode 0600. `origin` names a new log;
     /// an existing file keeps the origin it was created with.
-    public init(path: String, origin proposedOrigin: String? = nil, checkpointEvery: UInt64 = 1000) throws {
-        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else {
-            throw AuditError(.unavailable, "cannot open the audit store \(path): \(String(cString: strerror(errno)))")
+    public convenience init(path: String, origin proposedOrigin: String? = nil, checkpointEvery: UInt64 = 1000) throws {
+        let store: SQLStore
+        do { store = try AuditSchema.openFile(path) } catch {
+            throw AuditError(.unavailable, "cannot open the audit store \(path): \(error)")
         }
-        fchmod(descriptor, 0o600)
-        close(descriptor)
-        var configuration = Configuration()
-        configuration.label = "Audit"
-        configuration.busyMode = .timeout(10)
-        configuration.prepareDatabase { db in
-            // Every commit reaches the disk before the caller hears of it.
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-            // The indexes take inserts all over their B-trees: keep their pages in memory
-            // (64 MiB) rather than reading them back for every batch, and checkpoint the WAL
-            // into the main file in larger, rarer steps.
-            try db.execute(sql: "PRAGMA cache_size = -65536")
-            try db.execute(sql: "PRAGMA wal_autocheckpoint = 4096")
+        try self.init(store: store, path: path, origin: proposedOrigin, checkpointEvery: checkpointEvery, failClosed: true)
+    }
+
+    /// The store on PostgreSQL, migrated once whichever replica gets there first.
+    public static func open(postgres settings: PostgresSettings, password: String?, origin: String? = nil,
+                            checkpointEvery: UInt64 = 1000) async throws -> AuditStore {
+        let store: SQLStore
+        do {
+            store = try SQLStore(postgres: settings, password: password, writeLock: AuditSchema.postgresWriteLock)
+            try await store.migrate(AuditSchema.postgres, table: AuditSchema.postgresMigrationTable)
+        } catch {
+            throw AuditError(.unavailable, "cannot open the audit store \(settings.redacted): \(error)")
+        }
+        return try await store.blockingWork {
+            try AuditStore(store: store, path: settings.redacted, origin: origin, checkpointEvery: checkpointEvery, failClosed: false)
+        }
+    }
+
+    /// `database` as configured: a `postgres://` URL or a SQLite path.
+    public static func open(database: String, password: PasswordSource, origin: String? = nil,
+                            checkpointEvery: UInt64 = 1000) async throws -> AuditStore {
+        guard PostgresSettings.isPostgresURL(database) else {
+            return try AuditStore(path: database, origin: origin, checkpointEvery: checkpointEvery)
         }
         do {
-            pool = try DatabasePool(path: path, configuration: configuration)
-            try Self.migrator.migrate(pool)
+            return try await open(postgres: try PostgresSettings(url: database), password: try password.read(), origin: origin,
+                                  checkpointEvery: checkpointEvery)
+        } catch let error as SQLError {
+            throw AuditError(.unavailable, "cannot open the audit store: \(error.message)")
+        }
+    }
+
+    /// Blocks the calling thread on the database: call from a thread that may block.
+    init(store: SQLStore, path: String, origin proposedOrigin: String?, checkpointEvery: UInt64, failClosed: Bool) throws {
+        self.store = store
+        self.path = path
+        self.failClosed = failClosed
+        self.checkpointEvery = max(1, checkpointEvery)
+        let loaded: (origin: String, head: Head, lastCheckpoint: UInt64?)
+        do {
+            loaded = try store.writeNow { db in
+                let origin: String
+                if let existing = try String.fetchOne(db, sql: "SELECT value FROM audit_meta WHERE key = 'origin'") {
+                    origin = existing
+                } else {
+                    origin = proposedOrigin ?? "openkcm.local/audit/\(UUID().uuidString.lowercased())"
+                    try db.execute(sql: "INSERT INTO audit_meta (key, value) VALUES ('origin', ?)", arguments: [origin])
+                }
+                let head = try Head.loadOrCreate(db)
+                let lastCheckpoint = try Int64.fetchOne(db, sql: "SELECT MAX(size) FROM audit_checkpoint").map(UInt64.init)
+                return (origin, head, lastCheckpoint)
+            }
+        } catch let error as AuditError {
+            throw error
         } catch {
             throw AuditError(.unavailable, "cannot open the audit store \(path): \(error)")
         }
-        self.path = path
-        self.checkpointEvery = max(1, checkpointEvery)
-        let loaded = try pool.write { db -> (String, MerkleFrontier, Hash, Int64, UInt64?, UInt64) in
-            let origin: String
-            if let existing = try String.fetchOne(db, sql: "SELECT value FROM audit_meta WHERE key = 'origin'") {
-                origin = existing
-            } else {
-                origin = proposedOrigin ?? "openkcm.local/audit/\(UUID().uuidString.lowercased())"
-                try db.execute(sql: "INSERT INTO audit_meta (key, value) VALUES ('origin', ?)", arguments: [origin])
-            }
-            let size = UInt64(try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_record") ?? 0)
-            let frontier = try MerkleFrontier(size: size, hashes: try Self.frontierHashes(db, size: size))
-            let chain = try Data.fetchOne(db, sql: "SELECT chain FROM audit_record WHERE seq = ?", arguments: [Int64(size) - 1])
-                .map(Array.init) ?? AuditExport.initialChain
-            let lastTime = try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(time), 0) FROM audit_record") ?? 0
-            let lastCheckpoint = try Int64.fetchOne(db, sql: "SELECT MAX(size) FROM audit_checkpoint").map(UInt64.init)
-            let indexed = UInt64(try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_filter") ?? 0)
-            return (origin, frontier, chain, lastTime, lastCheckpoint, indexed)
-        }
-        origin = loaded.0
-        state = Mutex(State(frontier: loaded.1, chain: loaded.2, lastTime: loaded.3, lastCheckpointSize: loaded.4,
-                            indexedUpTo: loaded.5))
+        origin = loaded.origin
+        state = Mutex(State(frontier: loaded.head.frontier, chain: loaded.head.chain, lastTime: loaded.head.lastTime,
+                            lastCheckpointSize: loaded.lastCheckpoint))
         try checkLatestCheckpoint()
     }
 
@@ -115,8 +143,17 @@ public final class AuditStore: Sendable {
         onCheckpointDue.withLock { $0 = handler }
     }
 
+    /// The committed tree. On PostgreSQL, read from the database (other replicas append too);
+    /// if it cannot be read, the head this process last saw.
     public var head: TreeHead {
-        state.withLock { TreeHead(size: $0.frontier.size, root: $0.frontier.root) }
+        if store.dialect == .postgres, let stored = try? store.readNow({ db in try Head.load(db) }) {
+            state.withLock { state in
+                if stored.frontier.size > state.frontier.size {
+                    (state.frontier, state.chain, state.lastTime) = (stored.frontier, stored.chain, stored.lastTime)
+                }
+            }
+        }
+        return state.withLock { TreeHead(size: $0.frontier.size, root: $0.frontier.root) }
     }
 
     /// Nil while the store works; the error every append gets once it has failed.
@@ -149,14 +186,14 @@ public final class AuditStore: Sendable {
     private func drain() {
         while true {
             indexIfDue(force: false)
-            let (batch, frontierBefore, chainBefore, lastTime) = state.withLock { state in
+            let batch = state.withLock { state in
                 let batch = state.pending
                 state.pending.removeAll(keepingCapacity: true)
                 if batch.isEmpty { state.flushing = false }
-                return (batch, state.frontier, state.chain, state.lastTime)
+                return batch
             }
             if batch.isEmpty { return }
-            commit(batch, frontier: frontierBefore, chain: chainBefore, lastTime: lastTime)
+            commit(batch)
         }
     }
 
@@ -179,94 +216,99 @@ public final class AuditStore: Sendable {
     func indexSynchronously() { queue.sync { indexIfDue(force: true) } }
 
     private func indexIfDue(force: Bool) {
-        let (from, to, due) = state.withLock { state -> (UInt64, UInt64, Bool) in
-            let lag = state.frontier.size - state.indexedUpTo
-            let due = lag > 0 && (force || lag >= Self.indexEvery || ContinuousClock.now - state.lastIndexed >= Self.indexInterval)
-            return (state.indexedUpTo, state.frontier.size, due)
+        let due = state.withLock { state -> Bool in
+            guard state.failure == nil else { return false }
+            return force || ContinuousClock.now - state.lastIndexed >= Self.indexInterval
         }
-        guard due, state.withLock({ $0.failure }) == nil else { return }
-        do {
-            try pool.write { db in
-                try db.execute(sql: """
-                    INSERT INTO audit_filter (seq, time, tenant, key_ref, actor, operation, outcome)
-                    SELECT seq, time, tenant, key_ref, actor, operation, outcome FROM audit_record
-                    WHERE seq >= ? AND seq < ? ORDER BY seq
-                    """, arguments: [Int64(from), Int64(to)])
-            }
-            state.withLock { state in
-                state.indexedUpTo = to
-                state.lastIndexed = .now
-            }
-        } catch {
-            // The records are safe; only filtering lags, and queries scan the lag. Retried at
-            // the next commit.
-            state.withLock { $0.lastIndexed = .now }
+        guard due else { return }
+        state.withLock { $0.lastIndexed = .now }
+        // Under the write lock and from the index's own end, so that replicas indexing at the
+        // same time neither skip nor repeat a record. A failure leaves the records safe; only
+        // filtering lags, and queries scan the lag. Retried at the next interval.
+        _ = try? store.writeNow { db in
+            let from = try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_filter") ?? 0
+            let to = try Int64.fetchOne(db, sql: "SELECT size FROM audit_head WHERE id = 1") ?? 0
+            guard force || to - from >= Int64(Self.indexEvery) || to > from else { return }
+            try db.execute(sql: """
+                INSERT INTO audit_filter (seq, time, tenant, key_ref, actor, operation, outcome)
+                SELECT seq, time, tenant, key_ref, actor, operation, outcome FROM audit_record
+                WHERE seq >= ? AND seq < ? ORDER BY seq
+                """, arguments: [from, to])
         }
     }
 
-    private func commit(_ batch: [Pending], frontier start: MerkleFrontier, chain start_: Hash, lastTime: Int64) {
-        var frontier = start
-        var chain = start_
-        let now = max(Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)), lastTime)
-        let time = Array(RFC3339.format(milliseconds: now).utf8)
-        var rows: [(record: AuditRecord, body: [UInt8], leaf: Hash, chain: Hash)] = []
-        var nodes: [(Int, UInt64, Hash)] = []
-        var accepted: [CheckedContinuation<AuditRecord, any Error>] = []
-        rows.reserveCapacity(batch.count)
-        for pending in batch {
-            var record = pending.record
-            record.seq = frontier.size
-            record.time = now
-            let body = pending.encoded.body(seq: record.seq, time: time)
-            let leaf = Merkle.leafHash(body)
-            chain = AuditExport.chain(chain, leaf)
-            frontier.append(leaf) { nodes.append(($0, $1, $2)) }
-            rows.append((record, body, leaf, chain))
-            accepted.append(pending.continuation)
-        }
+    private typealias CommittedRow = (record: AuditRecord, body: [UInt8], leaf: Hash, chain: Hash)
+
+    private func commit(_ batch: [Pending]) {
+        let (known, knownChain, knownTime) = state.withLock { ($0.frontier, $0.chain, $0.lastTime) }
+        var committed: (frontier: MerkleFrontier, chain: Hash, time: Int64, rows: [CommittedRow])?
         do {
-            if !rows.isEmpty { try insert(rows, nodes: nodes) }
+            committed = try store.writeNow { db in
+                // Continue from the head in the database: another replica may have moved it.
+                var head = Head(frontier: known, chain: knownChain, lastTime: knownTime)
+                if let stored = try Head.load(db, ifNot: head) { head = stored }
+                var frontier = head.frontier
+                var chain = head.chain
+                let now = max(Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)), head.lastTime)
+                let time = Array(RFC3339.format(milliseconds: now).utf8)
+                var rows: [CommittedRow] = []
+                var nodes: [(Int, UInt64, Hash)] = []
+                rows.reserveCapacity(batch.count)
+                for pending in batch {
+                    var record = pending.record
+                    record.seq = frontier.size
+                    record.time = now
+                    let body = pending.encoded.body(seq: record.seq, time: time)
+                    let leaf = Merkle.leafHash(body)
+                    chain = AuditExport.chain(chain, leaf)
+                    frontier.append(leaf) { nodes.append(($0, $1, $2)) }
+                    rows.append((record, body, leaf, chain))
+                }
+                try Self.insert(db, rows, nodes: nodes)
+                try Head(frontier: frontier, chain: chain, lastTime: now).store(db)
+                return (frontier, chain, now, rows)
+            }
         } catch {
             let failure = AuditError(.unavailable, "the audit store cannot write: \(error)")
-            let stranded = state.withLock { state in
+            let stranded: [CheckedContinuation<AuditRecord, any Error>] = state.withLock { state in
+                guard failClosed else { return [] }
                 state.failure = failure
                 let stranded = state.pending
                 state.pending.removeAll()
                 return stranded.map(\.continuation)
             }
-            for continuation in accepted + stranded { continuation.resume(throwing: failure) }
+            for continuation in batch.map(\.continuation) + stranded { continuation.resume(throwing: failure) }
             return
         }
+        guard let committed else { return }
         let due: Bool = state.withLock { state in
-            state.frontier = frontier
-            state.chain = chain
-            state.lastTime = now
-            let since = frontier.size - (state.lastCheckpointSize ?? 0)
+            state.frontier = committed.frontier
+            state.chain = committed.chain
+            state.lastTime = committed.time
+            let since = committed.frontier.size - (state.lastCheckpointSize ?? 0)
             if since >= checkpointEvery, !state.dueSignalled {
                 state.dueSignalled = true
                 return true
             }
             return false
         }
-        for (row, continuation) in zip(rows, accepted) { continuation.resume(returning: row.record) }
+        for (row, pending) in zip(committed.rows, batch) { pending.continuation.resume(returning: row.record) }
         if due, let handler = onCheckpointDue.withLock({ $0 }) { handler() }
     }
 
-    private func insert(_ rows: [(record: AuditRecord, body: [UInt8], leaf: Hash, chain: Hash)], nodes: [(Int, UInt64, Hash)]) throws {
-        try pool.write { db in
-            let statement = try db.cachedStatement(sql: """
-                INSERT INTO audit_record (seq, time, tenant, key_ref, actor, operation, outcome, body, leaf, chain)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """)
-            for row in rows {
-                let record = row.record
-                try statement.execute(arguments: [Int64(record.seq), record.time, record.tenant, record.keyReference, record.actor.id,
-                                                  record.operation, record.outcome.rawValue, Data(row.body), Data(row.leaf), Data(row.chain)])
-            }
-            let node = try db.cachedStatement(sql: "INSERT INTO audit_node (level, idx, hash) VALUES (?, ?, ?)")
-            for (level, index, hash) in nodes {
-                try node.execute(arguments: [level, Int64(index), Data(hash)])
-            }
+    private static func insert(_ db: Database, _ rows: [CommittedRow], nodes: [(Int, UInt64, Hash)]) throws {
+        let statement = try db.cachedStatement(sql: """
+            INSERT INTO audit_record (seq, time, tenant, key_ref, actor, operation, outcome, body, leaf, chain)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        for row in rows {
+            let record = row.record
+            try statement.execute(arguments: [Int64(record.seq), record.time, record.tenant, record.keyReference, record.actor.id,
+                                              record.operation, record.outcome.rawValue, row.body, row.leaf, row.chain])
+        }
+        let node = try db.cachedStatement(sql: "INSERT INTO audit_node (level, idx, hash) VALUES (?, ?, ?)")
+        for (level, index, hash) in nodes {
+            try node.execute(arguments: [level, Int64(index), hash])
         }
     }
 
@@ -274,10 +316,11 @@ public final class AuditStore: Sendable {
 
     /// Stores a signed checkpoint of the committed tree and returns it.
     func store(_ checkpoint: SignedCheckpoint) throws {
-        try pool.write { db in
-            try db.execute(sql: "INSERT OR IGNORE INTO audit_checkpoint (size, time, root, note) VALUES (?, ?, ?, ?)",
+        // Another replica may have signed the same tree already: the same size has the same root.
+        try store.writeNow { db in
+            try db.execute(sql: "INSERT INTO audit_checkpoint (size, time, root, note) VALUES (?, ?, ?, ?) ON CONFLICT (size) DO NOTHING",
                            arguments: [Int64(checkpoint.checkpoint.size), checkpoint.checkpoint.time,
-                                       Data(checkpoint.checkpoint.root), checkpoint.text])
+                                       checkpoint.checkpoint.root, checkpoint.text])
         }
         state.withLock { state in
             state.lastCheckpointSize = max(state.lastCheckpointSize ?? 0, checkpoint.checkpoint.size)
@@ -312,7 +355,7 @@ public final class AuditStore: Sendable {
     // MARK: - Reading
 
     func read<T>(_ body: (Database) throws -> T) throws -> T {
-        do { return try pool.read(body) } catch let error as AuditError { throw error } catch {
+        do { return try store.readNow(body) } catch let error as AuditError { throw error } catch {
             throw AuditError(.unavailable, "cannot read the audit store: \(error)")
         }
     }
@@ -406,13 +449,20 @@ public final class AuditStore: Sendable {
                 }
             }
             try emitCheckpoints(upTo: start)
-            let rows = try Row.fetchCursor(db, sql: "SELECT seq, body, chain FROM audit_record WHERE seq >= ? AND seq < ? ORDER BY seq",
-                                           arguments: [Int64(start), Int64(end)])
-            while let row = try rows.next() {
-                let seq: Int64 = row[0]
-                let body: Data = row[1], chain: Data = row[2]
-                try line(AuditExport.recordLine(chain: Array(chain), body: Array(body)))
-                try emitCheckpoints(upTo: UInt64(seq) + 1)
+            // In pages, inside the one snapshot this read holds: memory stays bounded however
+            // long the log is.
+            var next = Int64(start)
+            while next < Int64(end) {
+                let rows = try Row.fetchAll(db, sql: "SELECT seq, body, chain FROM audit_record WHERE seq >= ? AND seq < ? ORDER BY seq LIMIT 4096",
+                                            arguments: [next, Int64(end)])
+                guard !rows.isEmpty else { break }
+                for row in rows {
+                    let seq: Int64 = row[0]
+                    let body: [UInt8] = row[1], chain: [UInt8] = row[2]
+                    try line(AuditExport.recordLine(chain: chain, body: body))
+                    try emitCheckpoints(upTo: UInt64(seq) + 1)
+                    next = seq + 1
+                }
             }
         }
     }
@@ -447,66 +497,6 @@ public final class AuditStore: Sendable {
             defer { offset += width }
             return try subtree(db, offset, offset + width)
         }
-    }
-
-    // MARK: - Schema
-
-    static var migrator: DatabaseMigrator {
-        var migrator = DatabaseMigrator()
-        migrator.registerMigration("v1") { db in
-            try db.execute(sql: """
-                CREATE TABLE audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                CREATE TABLE audit_record (
-                    seq INTEGER PRIMARY KEY,
-                    time INTEGER NOT NULL,
-                    tenant TEXT,
-                    key_ref TEXT,
-                    actor TEXT NOT NULL,
-                    operation TEXT NOT NULL,
-                    outcome TEXT NOT NULL,
-                    body BLOB NOT NULL,
-                    leaf BLOB NOT NULL CHECK (length(leaf) = 32),
-                    chain BLOB NOT NULL CHECK (length(chain) = 32)
-                );
-                -- The filter columns again, indexed in bulk behind the log (see `index`).
-                CREATE TABLE audit_filter (
-                    seq INTEGER PRIMARY KEY,
-                    time INTEGER NOT NULL,
-                    tenant TEXT,
-                    key_ref TEXT,
-                    actor TEXT NOT NULL,
-                    operation TEXT NOT NULL,
-                    outcome TEXT NOT NULL
-                );
-                CREATE INDEX audit_filter_tenant ON audit_filter (tenant, seq);
-                CREATE INDEX audit_filter_key ON audit_filter (key_ref, seq);
-                CREATE INDEX audit_filter_actor ON audit_filter (actor, seq);
-                CREATE INDEX audit_filter_operation ON audit_filter (operation, seq);
-                CREATE INDEX audit_filter_time ON audit_filter (time);
-                CREATE TABLE audit_node (
-                    level INTEGER NOT NULL,
-                    idx INTEGER NOT NULL,
-                    hash BLOB NOT NULL CHECK (length(hash) = 32),
-                    PRIMARY KEY (level, idx)
-                ) WITHOUT ROWID;
-                CREATE TABLE audit_checkpoint (
-                    size INTEGER PRIMARY KEY,
-                    time INTEGER NOT NULL,
-                    root BLOB NOT NULL,
-                    note TEXT NOT NULL
-                );
-                """)
-            // Retention: the service never changes or removes what it has written.
-            for table in ["audit_meta", "audit_record", "audit_node", "audit_checkpoint", "audit_filter"] {
-                try db.execute(sql: """
-                    CREATE TRIGGER \(table)_no_update BEFORE UPDATE ON \(table)
-                    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-                    CREATE TRIGGER \(table)_no_delete BEFORE DELETE ON \(table)
-                    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-                    """)
-            }
-        }
-        return migrator
     }
 }
 

@@ -66,6 +66,9 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
     case tooManyStreams = "too_many_streams"
     // The service itself
     case auditUnavailable = "audit_unavailable"
+    /// The registry's database cannot be reached (a PostgreSQL restart or failover): nothing
+    /// was changed, or the message says the outcome is unknown. Retry.
+    case storageUnavailable = "storage_unavailable"
     case notReady = "not_ready"
     case `internal`
 
@@ -88,7 +91,7 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
              .regionNotAllowed: .permissionDenied
         case .locked, .tooManyStreams: .exhausted
         case .linkShredded, .keyShredded: .gone
-        case .keystoreUnavailable, .auditUnavailable, .notReady: .unavailable
+        case .keystoreUnavailable, .auditUnavailable, .storageUnavailable, .notReady: .unavailable
         case .internal: .internal
         }
     }

@@ -14,6 +14,7 @@ import Orbital
 import Prometheus
 import Registry
 import ServiceLifecycle
+import Storage
 public import TLSSupport
 
 /// The process's Prometheus registry, bootstrapped into swift-metrics once.
@@ -210,8 +211,11 @@ struct AuditCheckpointService: Service {
 
 /// Opens the audit store and its signing key: on an HSM token when configured, else a key
 /// file, made on first start (D41).
-func openAuditLog(_ settings: ControlPlane.ServerConfiguration.AuditSettings, pkcs11: PKCS11Keystore, logger: Logger) async throws -> AuditLog {
-    let store = try AuditStore(path: settings.database, origin: settings.origin, checkpointEvery: UInt64(settings.checkpointEvery))
+func openAuditLog(_ settings: ControlPlane.ServerConfiguration.AuditSettings,
+                  password: PasswordSource = .environment(PasswordSource.defaultVariable),
+                  pkcs11: PKCS11Keystore, logger: Logger) async throws -> AuditLog {
+    let store = try await AuditStore.open(database: settings.database, password: password, origin: settings.origin,
+                                          checkpointEvery: UInt64(settings.checkpointEvery))
     let signer: any CheckpointSigner
     if let hsm = settings.hsm {
         let token = try await pkcs11.token(profile: try HSMProfile.load(from: hsm.profile))
@@ -255,7 +259,7 @@ public func buildApplication(_ configuration: ControlPlane.ServerConfiguration, 
     // Read first: a bad certificate stops the start before any keystore is opened.
     let tls = try configuration.tls.map(ListenerTLS.init)
     let pkcs11 = PKCS11Keystore()
-    let audit = try await openAuditLog(configuration.audit, pkcs11: pkcs11, logger: logger)
+    let audit = try await openAuditLog(configuration.audit, password: configuration.databasePassword, pkcs11: pkcs11, logger: logger)
     let gateway = try await Gateway.start(configuration, audit: audit, pkcs11: pkcs11, logger: logger)
     var assertions: IdentityAssertionVerifier?
     if let settings = configuration.sessions.identityAssertion { assertions = try await IdentityAssertionVerifier(settings) }

@@ -19,6 +19,8 @@ extension DomainError {
             case .conflict: return DomainError(.conflict, error.message)
             case .preconditionFailed: return DomainError(.preconditionFailed, error.message)
             case .invalidInput: return DomainError(.invalidInput, error.message)
+            case .unavailable: return DomainError(.storageUnavailable, error.message)
+            case .internal: return nil
             }
         case let error as KeystoreError:
             switch error.code {

@@ -107,7 +107,7 @@ public final class Gateway: Sendable {
     /// version exists on the platform token.
     public static func start(_ configuration: ServerConfiguration, audit: AuditLog, pkcs11: PKCS11Keystore = PKCS11Keystore(),
                              logger: Logger) async throws -> Gateway {
-        let registry = try Registry(path: configuration.database, blockingAllowed: { PKCS11Executor.isOnAnyExecutor })
+        let registry = try await configuration.openRegistry(blockingAllowed: { PKCS11Executor.isOnAnyExecutor })
         var keystores: [String: ConfiguredKeystore] = [:]
         for keystore in configuration.keystores {
             keystores[keystore.id] = try await keystore.open(pkcs11: pkcs11)
@@ -145,7 +145,7 @@ public final class Gateway: Sendable {
     /// token of `configuration`, without the audit log, which belongs to the server process.
     public static func administration(_ configuration: ServerConfiguration, pkcs11: PKCS11Keystore,
                                       logger: Logger) async throws -> SessionManager {
-        let registry = try Registry(path: configuration.database, blockingAllowed: { PKCS11Executor.isOnAnyExecutor })
+        let registry = try await configuration.openRegistry(blockingAllowed: { PKCS11Executor.isOnAnyExecutor })
         let platform = try await openPlatform(configuration, registry: registry, pkcs11: pkcs11, logger: logger)
         return SessionManager(registry: registry, platform: platform, audit: nil, settings: configuration.sessions, logger: logger)
     }

@@ -1,5 +1,5 @@
 public import Foundation
-import GRDB
+import Storage
 
 /// An administrative role. Nodes are not accounts: they authenticate by their enrolled keys.
 public enum AdminRole: String, Codable, Sendable, CaseIterable {

@@ -1,5 +1,5 @@
 public import Foundation
-import GRDB
+import Storage
 
 /// An operation that may need more than one person (four-eyes, M-of-N).
 public enum ApprovalOperation: String, Codable, Sendable, CaseIterable {

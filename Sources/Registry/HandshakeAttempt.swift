@@ -1,5 +1,5 @@
 public import Foundation
-import GRDB
+import Storage
 
 /// One handshake, passed or failed, kept so that an administrator can see why onboarding did
 /// not work (`failureCode` is the KSI's stable code, `failureReason` its words for operators).

@@ -1,5 +1,5 @@
 public import Foundation
-import GRDB
+import Storage
 
 /// One version of the Internal Versioned Key: a reference to a key in the platform's own
 /// token. Versions only grow; old ones stay so that records bound under them can be read.

@@ -1,5 +1,5 @@
 public import Foundation
-import GRDB
+import Storage
 
 /// Where a link stands (Docs/Architecture.md, "The key lifecycle"):
 ///

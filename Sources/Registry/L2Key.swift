@@ -1,5 +1,5 @@
 public import Foundation
-import GRDB
+import Storage
 
 /// `ACTIVE ⇄ LOCKED → SHREDDED`. A locked L2 has lost its active binding: only L1 can open its
 /// sovereign binding again (a restore). A shredded L2 has lost both: it is gone for good.

@@ -1,5 +1,5 @@
 public import Foundation
-import GRDB
+import Storage
 
 /// A regional node: the gateway knows it by its identity keys, never by a shared secret.
 public struct Node: Codable, Sendable, Equatable {

@@ -1,6 +1,6 @@
 import CMKCore
 public import Foundation
-import GRDB
+import Storage
 
 /// A node's signed acknowledgement that it dropped the keys of a revoked link.
 public struct NodeAck: Codable, Sendable, Equatable {

@@ -1,5 +1,5 @@
 public import Foundation
-import GRDB
+import Storage
 
 /// An event written in the same transaction as the change it announces, so that a crash can
 /// never keep the change and lose the announcement. Orbital reads them in `sequence` order; each

@@ -1,6 +1,6 @@
 import CMKCore
 public import Foundation
-import GRDB
+import Storage
 
 /// A credential an application presents to a node: what it grants (tenants) and until when.
 /// The credential itself (signed by the gateway) is shown once and never stored.

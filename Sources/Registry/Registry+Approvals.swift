@@ -1,5 +1,5 @@
 public import Foundation
-import GRDB
+import Storage
 
 extension Registry {
     /// A new request, `PENDING`. `conflict` if an open (pending or approved, unexpired) request

@@ -1,5 +1,5 @@
 import Foundation
-import GRDB
+import Storage
 
 extension Registry {
     /// Keeps a handshake attempt, passed or failed. `notFound` if the tenant does not exist;

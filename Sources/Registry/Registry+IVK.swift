@@ -1,5 +1,5 @@
 import Foundation
-import GRDB
+import Storage
 
 extension Registry {
     /// Adds the next IVK version (1 for the first). Versions are never reused or removed:

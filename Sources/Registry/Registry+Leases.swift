@@ -1,5 +1,5 @@
 public import Foundation
-import GRDB
+import Storage
 
 /// A lease change: a node may hold a tenant's key until `expiresAt`, or (nil) no longer holds it.
 public struct LeaseChange: Sendable {

@@ -1,6 +1,6 @@
 import CMKCore
 public import Foundation
-import GRDB
+import Storage
 
 /// The way back from a revocation (restore) and the way beyond it (crypto-shred), each in one
 /// durable transaction with its outbox event and, where the policy asks for one, the approval
@@ -148,15 +148,8 @@ extension Registry {
     /// readers kept the checkpoint from completing (the caller tries again); true for an
     /// in-memory registry, which has no files.
     public func fenceOverwrittenContent() async throws -> Bool {
-        guard path != nil else { return true }
-        return try await writer.writeWithoutTransaction { db in
-            do {
-                let result = try db.checkpoint(.truncate)
-                return result.walFrameCount == result.checkpointedFrameCount
-            } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED {
-                return false
-            }
-        }
+        guard path != nil || store.dialect == .postgres else { return true }
+        return try await store.purgeReplacedRows(tables: ["l2_key"])
     }
 
     static func expect(_ state: LinkState, _ expected: LinkState, linkID: String, action: String) throws {

@@ -1,5 +1,5 @@
 public import Foundation
-import GRDB
+import Storage
 
 extension Registry {
     /// The end of a successful handshake, in one transaction: the link as `LINKED` with its

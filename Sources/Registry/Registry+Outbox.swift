@@ -1,5 +1,5 @@
 import Foundation
-import GRDB
+import Storage
 
 extension Registry {
     /// Events after `sequence`, oldest first, for nodes catching up. `limit` is clamped to 1...500.
@@ -28,11 +28,16 @@ extension OutboxEvent {
     /// they announce.
     static func insert(_ db: Database, id: String, type: String, tenantID: String, linkID: String?,
                        payload: String, createdAt: Int64) throws -> OutboxEvent {
-        try db.execute(sql: """
-            INSERT INTO outbox_event (id, type, tenant_id, link_id, payload, created_at, dispatched_at)
-            VALUES (?, ?, ?, ?, ?, ?, NULL)
-            """, arguments: [id, type, tenantID, linkID, payload, createdAt])
-        return OutboxEvent(sequence: db.lastInsertedRowID, id: id, type: type, tenantID: tenantID, linkID: linkID,
+        // The sequence comes back from the insert itself (both backends support RETURNING).
+        guard let sequence = try Int64.fetchOne(db, sql: """
+            INSERT INTO outbox_event (id, type, tenant_id, link_id, payload, created_at)
+            VALUES (?, ?, ?, ?, ?, ?) RETURNING sequence
+            """, arguments: [id, type, tenantID, linkID, payload, createdAt]) else {
+            throw RegistryError(.internal, "the outbox gave no sequence for event \(id)")
+        }
+        // Other replicas' node streams hear of it when this transaction commits.
+        try Registry.announce(db, .outbox)
+        return OutboxEvent(sequence: sequence, id: id, type: type, tenantID: tenantID, linkID: linkID,
                            payload: payload, createdAt: Date(registryMilliseconds: createdAt))
     }
 }

@@ -1,5 +1,5 @@
 public import Foundation
-import GRDB
+import Storage
 
 /// An administrative action taken on the gateway's host (`cmk admin`), waiting for the server
 /// to append it to the audit log: the command line has the registry, not the log, whose single

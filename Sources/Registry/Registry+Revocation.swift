@@ -1,6 +1,6 @@
 import CMKCore
 public import Foundation
-import GRDB
+import Storage
 
 extension Registry {
     /// The kill-switch, in ONE transaction: the link becomes `REVOKED`, its L2 becomes `LOCKED`

@@ -1,5 +1,5 @@
 public import Foundation
-import GRDB
+import Storage
 
 extension Registry {
     /// Links an L1 rotation from `fromKey` on `keystoreID` concerns: linked and revoked ones (a

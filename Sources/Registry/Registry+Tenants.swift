@@ -1,6 +1,6 @@
 import CMKCore
 import Foundation
-import GRDB
+import Storage
 
 extension Registry {
     /// `conflict` if the id is taken; `invalidInput` if the id or name breaks the rules.

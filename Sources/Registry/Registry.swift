@@ -1,29 +1,36 @@
 import Foundation
-import GRDB
+public import Storage
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
 
+/// At file scope, where `open` is the C function (inside `Registry` it is the static factory).
+private func openFile(_ path: String, _ flags: Int32, _ mode: mode_t) -> Int32 { open(path, flags, mode) }
+
 /// The system of record: tenants, L1 links, L2 records, IVK versions, handshake attempts and
-/// the event outbox, in one SQLite file.
+/// the event outbox, in one SQLite file (the embedded default) or one PostgreSQL database
+/// shared by several gateway replicas.
 ///
-/// Every method is one transaction on GRDB's own dispatch queues (the async `read`/`write`
-/// suspend the caller instead of blocking Swift's cooperative pool). Writes are serialised and
-/// begin IMMEDIATE, so a rule checked inside a write (one live link per tenant) cannot race
-/// another writer, in this process or another. Constraint failures come out as
-/// `RegistryError`; anything else (disk full, I/O error) propagates as it is.
+/// Every method is one transaction through `SQLStore`, whose rules it relies on: writes are
+/// serialised (SQLite's `BEGIN IMMEDIATE`; PostgreSQL's advisory lock), so a rule checked
+/// inside a write (one live link per tenant) cannot race another writer, in this process,
+/// another replica or a `cmk` command; reads see one snapshot. The SQL is written once, in the
+/// subset both backends share (D95). Constraint failures come out as `RegistryError`; a
+/// database that cannot be reached as `RegistryError.unavailable`.
 public final class Registry: Sendable {
-    let writer: any DatabaseWriter
-    /// Whether the calling thread may block on SQLite: true on threads made for blocking work
-    /// (the gateway's PKCS#11 threads), where a synchronous access costs microseconds while a
-    /// hop to GRDB's queue and back costs two thread wake-ups. Elsewhere (Swift's cooperative
-    /// pool) accesses go through GRDB's async API.
+    let store: SQLStore
+    /// Whether the calling thread may block on the database: true on threads made for blocking
+    /// work (the gateway's PKCS#11 threads), where a synchronous access costs microseconds while
+    /// a hop to another queue and back costs two thread wake-ups. Elsewhere (Swift's
+    /// cooperative pool) accesses go through the async API.
     let blockingAllowed: @Sendable () -> Bool
 
-    /// The database file; nil for an in-memory registry.
+    /// The database file; nil for an in-memory registry or PostgreSQL.
     public let path: String?
+
+    public var dialect: Dialect { store.dialect }
 
     /// Opens (creating if needed) the registry file at `path` and migrates it.
     ///
@@ -36,42 +43,49 @@ public final class Registry: Sendable {
     /// mode 0600 (SQLite gives its -wal and -shm files the same mode).
     public convenience init(path: String, blockingAllowed: @escaping @Sendable () -> Bool = { false }) throws {
         try Self.restrictPermissions(path)
-        var configuration = Self.configuration()
-        configuration.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA secure_delete = ON")
-        }
-        // DatabasePool puts the file in WAL mode itself and sets `synchronous=NORMAL` on its one
-        // writer connection; `durableWrite` raises it to FULL around the kill-switch's commit.
-        let pool = try DatabasePool(path: path, configuration: configuration)
-        try self.init(writer: pool, path: path, blockingAllowed: blockingAllowed)
+        try self.init(store: try RegistrySchema.openFile(path), path: path, blockingAllowed: blockingAllowed)
     }
 
     /// A registry that lives in memory only, with the same schema: for tests.
     public static func inMemory() throws -> Registry {
-        try Registry(writer: DatabaseQueue(configuration: configuration()), path: nil)
+        try Registry(store: try RegistrySchema.openInMemory(), path: nil)
     }
 
-    init(writer: any DatabaseWriter, path: String?, blockingAllowed: @escaping @Sendable () -> Bool = { false }) throws {
-        self.writer = writer
+    /// The registry on PostgreSQL, migrated (once, whichever replica gets there first).
+    public static func open(postgres settings: PostgresSettings, password: String?,
+                            blockingAllowed: @escaping @Sendable () -> Bool = { false }) async throws -> Registry {
+        let store: SQLStore
+        do {
+            store = try SQLStore(postgres: settings, password: password, writeLock: RegistrySchema.postgresWriteLock)
+            try await store.migrate(RegistrySchema.postgres, table: RegistrySchema.postgresMigrationTable)
+        } catch let error as SQLError {
+            throw RegistryError(error)
+        }
+        return try Registry(store: store, path: nil, blockingAllowed: blockingAllowed)
+    }
+
+    /// `database` as configured: a `postgres://` URL (the password from `password`), or the
+    /// path of a SQLite file.
+    public static func open(database: String, password: PasswordSource = .environment(PasswordSource.defaultVariable),
+                            blockingAllowed: @escaping @Sendable () -> Bool = { false }) async throws -> Registry {
+        guard PostgresSettings.isPostgresURL(database) else { return try Registry(path: database, blockingAllowed: blockingAllowed) }
+        do {
+            return try await open(postgres: try PostgresSettings(url: database), password: try password.read(), blockingAllowed: blockingAllowed)
+        } catch let error as SQLError {
+            throw RegistryError(error)
+        }
+    }
+
+    init(store: SQLStore, path: String?, blockingAllowed: @escaping @Sendable () -> Bool = { false }) throws {
+        self.store = store
         self.blockingAllowed = blockingAllowed
         self.path = path
-        try RegistrySchema.migrator.migrate(writer)
-    }
-
-    private static func configuration() -> Configuration {
-        var configuration = Configuration()
-        configuration.label = "Registry"
-        configuration.foreignKeysEnabled = true
-        // Another process (a second gateway, `cmk` tooling) may hold the write lock briefly;
-        // wait for it rather than fail at once.
-        configuration.busyMode = .timeout(10)
-        return configuration
     }
 
     /// Creates the file with mode 0600 before SQLite opens it (so it is never readable by
     /// others, not even for an instant), and tightens an existing file we own to 0600.
     private static func restrictPermissions(_ path: String) throws {
-        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        let descriptor = openFile(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else {
             throw RegistryError(.invalidInput, "cannot open the registry file \(path): \(String(cString: strerror(errno)))")
         }
@@ -85,43 +99,29 @@ public final class Registry: Sendable {
 
     func write<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
-            if blockingAllowed() { return try writeNow(updates) }
-            return try await writer.write(updates)
-        } catch let error as DatabaseError {
-            throw RegistryError(error) ?? error
+            if blockingAllowed() { return try store.writeNow(updates) }
+            return try await store.write(updates)
+        } catch let error as SQLError {
+            throw RegistryError(error)
         }
     }
 
-    // Synchronous accesses (from a non-async function, so that GRDB's blocking overloads are
-    // the ones chosen).
-    private func writeNow<T>(_ updates: (Database) throws -> T) throws -> T { try writer.write(updates) }
-    private func readNow<T>(_ value: (Database) throws -> T) throws -> T { try writer.read(value) }
-
-    /// A write whose commit is synced to disk before it returns (`synchronous=FULL` for this
-    /// transaction only), for what must survive a power loss: the kill-switch.
+    /// A write whose commit is synced to disk before it returns, for what must survive a
+    /// power loss: the kill-switch.
     func durableWrite<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
-            return try await writer.writeWithoutTransaction { db in
-                try db.execute(sql: "PRAGMA synchronous = FULL")
-                defer { try? db.execute(sql: "PRAGMA synchronous = NORMAL") }
-                var result: T?
-                try db.inTransaction(.immediate) {
-                    result = try updates(db)
-                    return .commit
-                }
-                return result!
-            }
-        } catch let error as DatabaseError {
-            throw RegistryError(error) ?? error
+            return try await store.durableWrite(updates)
+        } catch let error as SQLError {
+            throw RegistryError(error)
         }
     }
 
     func read<T: Sendable>(_ value: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
-            if blockingAllowed() { return try readNow(value) }
-            return try await writer.read(value)
-        } catch let error as DatabaseError {
-            throw RegistryError(error) ?? error
+            if blockingAllowed() { return try store.readNow(value) }
+            return try await store.read(value)
+        } catch let error as SQLError {
+            throw RegistryError(error)
         }
     }
 
@@ -142,14 +142,26 @@ extension Registry {
 
     /// Read on the writer connection: its settings are the ones that make a commit durable.
     func storageSettings() async throws -> StorageSettings {
-        try await writer.writeWithoutTransaction { db in
-            StorageSettings(
-                journalMode: try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? "",
-                synchronous: try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1,
-                foreignKeys: try Bool.fetchOne(db, sql: "PRAGMA foreign_keys") ?? false,
-                appliedMigrations: try RegistrySchema.migrator.appliedMigrations(db),
-                indexes: try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name")
-            )
+        try await store.unlocked { db in
+            switch db.dialect {
+            case .sqlite:
+                StorageSettings(
+                    journalMode: try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? "",
+                    synchronous: try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1,
+                    foreignKeys: try Bool.fetchOne(db, sql: "PRAGMA foreign_keys") ?? false,
+                    appliedMigrations: try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY rowid"),
+                    indexes: try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name")
+                )
+            case .postgres:
+                StorageSettings(
+                    journalMode: "wal",
+                    // synchronous_commit on (or remote_*): every commit is flushed, as FULL is.
+                    synchronous: try String.fetchOne(db, sql: "SHOW synchronous_commit") == "off" ? 1 : 2,
+                    foreignKeys: true,
+                    appliedMigrations: try String.fetchAll(db, sql: "SELECT id FROM \(RegistrySchema.postgresMigrationTable) ORDER BY position"),
+                    indexes: try String.fetchAll(db, sql: "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() ORDER BY indexname")
+                )
+            }
         }
     }
 
@@ -159,10 +171,13 @@ extension Registry {
     func consistencyProblems() async throws -> [String] {
         try await read { db in
             var problems: [String] = []
-            let integrity = try String.fetchAll(db, sql: "PRAGMA integrity_check")
-            if integrity != ["ok"] { problems += integrity }
-            for row in try Row.fetchAll(db, sql: "PRAGMA foreign_key_check") {
-                problems.append("dangling reference in \(row[0] as String? ?? "?")")
+            // PostgreSQL checks pages and enforces references on every write; SQLite is asked.
+            if db.dialect == .sqlite {
+                let integrity = try String.fetchAll(db, sql: "PRAGMA integrity_check")
+                if integrity != ["ok"] { problems += integrity }
+                for row in try Row.fetchAll(db, sql: "PRAGMA foreign_key_check") {
+                    problems.append("dangling reference in \(row[0] as String? ?? "?")")
+                }
             }
             for tenant in try String.fetchAll(db, sql: """
                 SELECT tenant_id FROM l1_link WHERE state IN ('PENDING_VALIDATION', 'LINKED') GROUP BY tenant_id HAVING count(*) > 1

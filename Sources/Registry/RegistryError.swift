@@ -1,4 +1,4 @@
-import GRDB
+import Storage
 
 /// The one error type of the Registry: a small stable code that the HTTP layer maps to a status
 /// in one `switch`, and a message written for the operator. Never holds key material, PINs or
@@ -15,6 +15,11 @@ public struct RegistryError: Error, Sendable, Equatable, CustomStringConvertible
         case preconditionFailed = "precondition_failed"
         /// The request is malformed: bad id, empty reference, PIN in a key reference, bad cursor.
         case invalidInput = "invalid_input"
+        /// The database cannot be reached or went away (a PostgreSQL restart, a failover): the
+        /// change was not made, or (when the message says so) its outcome is unknown. Retry.
+        case unavailable = "storage_unavailable"
+        /// The database failed in a way that is a bug (a statement it does not understand).
+        case `internal`
     }
 
     public let code: Code
@@ -31,22 +36,24 @@ public struct RegistryError: Error, Sendable, Equatable, CustomStringConvertible
 }
 
 extension RegistryError {
-    /// The translation of SQLite constraint failures, done once, here. The transactions check
-    /// their rules before writing, so these are the schema's backstops (a race with another
-    /// process, a rule the Swift code missed). SQLite's message names the constraint, never
-    /// the bound values. Nil for anything that is not a constraint failure: that propagates.
-    init?(_ error: DatabaseError) {
-        guard error.resultCode == .SQLITE_CONSTRAINT else { return nil }
-        let detail = error.message ?? "constraint failed"
-        switch error.extendedResultCode {
-        case .SQLITE_CONSTRAINT_UNIQUE, .SQLITE_CONSTRAINT_PRIMARYKEY, .SQLITE_CONSTRAINT_ROWID:
-            self.init(.conflict, "the record already exists (\(detail))")
-        case .SQLITE_CONSTRAINT_FOREIGNKEY:
-            self.init(.conflict, "the change would break a reference between records (\(detail))")
-        case .SQLITE_CONSTRAINT_TRIGGER:
-            self.init(.conflict, detail)
-        default:
-            self.init(.invalidInput, "the registry refused the values (\(detail))")
+    /// The translation of database failures, done once, here. The transactions check their
+    /// rules before writing, so constraint failures are the schema's backstops (a race with
+    /// another process, a rule the Swift code missed). The database's message names the
+    /// constraint, never the bound values.
+    init(_ error: SQLError) {
+        switch error.kind {
+        case .uniqueViolation:
+            self.init(.conflict, "the record already exists (\(error.message))")
+        case .foreignKeyViolation:
+            self.init(.conflict, "the change would break a reference between records (\(error.message))")
+        case .refusedByTrigger:
+            self.init(.conflict, error.message)
+        case .checkViolation:
+            self.init(.invalidInput, "the registry refused the values (\(error.message))")
+        case .unavailable:
+            self.init(.unavailable, "the registry database is unavailable: \(error.message)")
+        case .other:
+            self.init(.internal, "the registry database failed: \(error.message)")
         }
     }
 }

@@ -1,4 +1,5 @@
 import GRDB
+import Storage
 
 /// The Registry's schema, as named migrations. Applied migrations are recorded in
 /// `grdb_migrations`, so opening a file again runs only what is new. Never edit a shipped
@@ -9,6 +10,41 @@ import GRDB
 /// 0/1, SQLite's native form; blobs are BLOB. The business rules the Swift code checks inside
 /// each transaction are also in the schema, so a bug or a second process cannot break them.
 enum RegistrySchema {
+    /// The advisory lock every PostgreSQL writer of the registry takes (ASCII "CMKR").
+    static let postgresWriteLock: Int64 = 0x434D_4B52
+    /// Where PostgreSQL records the applied migrations (SQLite: GRDB's `grdb_migrations`).
+    static let postgresMigrationTable = "registry_migrations"
+
+    /// The registry file, opened and migrated: WAL (DatabasePool), `synchronous=NORMAL` on the
+    /// writer, foreign keys, `secure_delete`.
+    static func openFile(_ path: String) throws -> SQLStore {
+        var configuration = configuration()
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA secure_delete = ON")
+        }
+        // DatabasePool puts the file in WAL mode itself and sets `synchronous=NORMAL` on its one
+        // writer connection; `durableWrite` raises it to FULL around the kill-switch's commit.
+        let pool = try DatabasePool(path: path, configuration: configuration)
+        try migrator.migrate(pool)
+        return SQLStore(sqlite: pool)
+    }
+
+    static func openInMemory() throws -> SQLStore {
+        let queue = try DatabaseQueue(configuration: configuration())
+        try migrator.migrate(queue)
+        return SQLStore(sqlite: queue)
+    }
+
+    private static func configuration() -> Configuration {
+        var configuration = Configuration()
+        configuration.label = "Registry"
+        configuration.foreignKeysEnabled = true
+        // Another process (a second gateway, `cmk` tooling) may hold the write lock briefly;
+        // wait for it rather than fail at once.
+        configuration.busyMode = .timeout(10)
+        return configuration
+    }
+
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in
@@ -298,6 +334,11 @@ enum RegistrySchema {
                     PRIMARY KEY (node_id, tenant_id)
                 ) STRICT, WITHOUT ROWID;
                 """)
+        }
+        // What several gateway replicas must share (issue 17): idempotency records, node request
+        // nonces, login failures by address. Kept on SQLite too, so a restart forgets none.
+        migrator.registerMigration("v10-ha") { db in
+            try db.execute(sql: sqliteV10HA)
         }
         return migrator
     }

@@ -1,5 +1,5 @@
 public import Foundation
-import GRDB
+import Storage
 
 /// A rotation that re-wraps many records: `l1` moves every sovereign binding made by one L1 key
 /// to another key (or a new version of the same cloud key), keeping each L2; `ivk` moves every

@@ -1,5 +1,5 @@
 public import Foundation
-import GRDB
+import Storage
 
 /// A customer of the platform: the boundary inside which L1 links, L2 keys and handshake
 /// attempts live. Nothing crosses it.

@@ -2,6 +2,7 @@ import CMKCore
 import Foundation
 import GRDB
 @testable import Registry
+import Storage
 import Testing
 
 /// Restore, crypto-shred, approvals and rotations as the registry records them.

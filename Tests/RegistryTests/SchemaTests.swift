@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 @testable import Registry
+import Storage
 import Testing
 
 /// The schema's own backstops, hit directly with SQL that bypasses the Swift checks: a bug in a

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import GRDB
 @testable import Registry
+import Storage
 
 /// The file itself: durability settings, permissions, migrations, visibility across connections.
 @Suite struct StorageTests {

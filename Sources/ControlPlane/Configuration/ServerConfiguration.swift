@@ -4,6 +4,7 @@ public import Foundation
 public import GCPKMS
 public import KSI
 public import Registry
+public import Storage
 
 /// `cmk serve`'s configuration: a JSON file (`--config`), then environment variables that
 /// override single values (`CMK_*`, for containers). Documented in `Docs/Configuration.md`.
@@ -170,8 +171,14 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
 
     public var host: String
     public var port: Int
-    /// The SQLite registry file.
+    /// The registry: the path of a SQLite file (the embedded default), or a PostgreSQL URL
+    /// (`postgres://USER@HOST:PORT/DB?sslmode=verify-full&sslrootcert=CA.pem`) for several
+    /// replicas on one database. The audit log then lives in the same database unless
+    /// `audit.database` names another.
     public var database: String
+    /// The PostgreSQL password's file (mode 0600); nil: the environment's `CMK_DATABASE_PASSWORD`
+    /// (or none, for certificate or trust authentication). Never in the URL.
+    public var databasePasswordFile: String?
     public var keystores: [Keystore]
     public var platform: Platform
     /// Seconds between scheduled re-probes of linked keys; 0 turns the schedule off.
@@ -213,7 +220,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
 
     package enum CodingKeys: String, CodingKey {
         case host, port, database, keystores, platform, probeIntervalSeconds, logLevel, audit, leaseSeconds, sessions, streamHeartbeatSeconds
-        case lifecycle, idleTimeoutSeconds, appCredentialSigningKey, tls
+        case lifecycle, idleTimeoutSeconds, appCredentialSigningKey, tls, databasePasswordFile
     }
 
     public init(from decoder: any Decoder) throws {
@@ -233,17 +240,33 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         idleTimeoutSeconds = try container.decodeIfPresent(Int.self, forKey: .idleTimeoutSeconds) ?? 30
         appCredentialSigningKey = try container.decodeIfPresent(String.self, forKey: .appCredentialSigningKey)
         tls = try container.decodeIfPresent(TLSSettings.self, forKey: .tls)
+        databasePasswordFile = try container.decodeIfPresent(String.self, forKey: .databasePasswordFile)
     }
 
-    /// Where the app credential signing key is.
+    /// Whether the registry is on PostgreSQL.
+    public var usesPostgres: Bool { PostgresSettings.isPostgresURL(database) }
+
+    /// Where the PostgreSQL password comes from.
+    public var databasePassword: PasswordSource {
+        databasePasswordFile.map(PasswordSource.file) ?? .environment(PasswordSource.defaultVariable)
+    }
+
+    /// The registry this configuration names, opened (and migrated).
+    package func openRegistry(blockingAllowed: @escaping @Sendable () -> Bool = { false }) async throws -> Registry {
+        try await Registry.open(database: database, password: databasePassword, blockingAllowed: blockingAllowed)
+    }
+
+    /// Where the app credential signing key is. With PostgreSQL, every replica must be given
+    /// the same key (`appCredentialSigningKey`): nodes verify events with it.
     public var appCredentialKeyPath: String {
-        appCredentialSigningKey ?? URL(fileURLWithPath: database).deletingLastPathComponent().appendingPathComponent("app-credential-signing.key").path
+        appCredentialSigningKey ?? URL(fileURLWithPath: usesPostgres ? "." : database).deletingLastPathComponent()
+            .appendingPathComponent("app-credential-signing.key").path
     }
 
     package static let allowedKeys: Set<String> = ["host", "port", "database", "keystores", "platform",
                                            "probeIntervalSeconds", "logLevel", "audit", "leaseSeconds", "sessions",
                                            "streamHeartbeatSeconds", "lifecycle", "idleTimeoutSeconds",
-                                           "appCredentialSigningKey", "tls"]
+                                           "appCredentialSigningKey", "tls", "databasePasswordFile"]
 
     /// Reads `path`, applies `CMK_*` overrides from `environment`, validates.
     public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ServerConfiguration {
@@ -297,10 +320,15 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         // Relative paths are relative to the configuration file, so a config directory can move.
         let base = URL(fileURLWithPath: path).deletingLastPathComponent()
         func resolve(_ file: String) -> String { file.hasPrefix("/") ? file : base.appendingPathComponent(file).standardized.path }
-        configuration.database = resolve(configuration.database)
+        if !configuration.usesPostgres { configuration.database = resolve(configuration.database) }
+        // On PostgreSQL the audit log shares the registry's database unless told otherwise.
+        if configuration.usesPostgres, (object["audit"] as? [String: Any])?["database"] == nil {
+            configuration.audit.database = configuration.database
+        }
+        configuration.databasePasswordFile = configuration.databasePasswordFile.map(resolve)
         configuration.platform.profile = resolve(configuration.platform.profile)
         configuration.keystores = configuration.keystores.map { $0.resolved(resolve) }
-        configuration.audit.database = resolve(configuration.audit.database)
+        if !PostgresSettings.isPostgresURL(configuration.audit.database) { configuration.audit.database = resolve(configuration.audit.database) }
         configuration.appCredentialSigningKey = configuration.appCredentialSigningKey.map(resolve)
         configuration.audit.signingKey = resolve(configuration.audit.signingKey)
         configuration.audit.witnessDirectory = configuration.audit.witnessDirectory.map(resolve)
@@ -331,6 +359,9 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
 
     public func validate() throws {
         guard (0...65_535).contains(port) else { throw ConfigurationError("port must be between 0 and 65535") }
+        for url in [database, audit.database] where PostgresSettings.isPostgresURL(url) {
+            do { _ = try PostgresSettings(url: url) } catch { throw ConfigurationError("database: \(error.message)") }
+        }
         guard probeIntervalSeconds >= 0 else { throw ConfigurationError("probeIntervalSeconds must be 0 (off) or positive") }
         var seen = Set<String>()
         for keystore in keystores {

@@ -68,7 +68,7 @@ public enum HostAppCredentials {
     public static func issue(_ configuration: ServerConfiguration, name: String, tenants: [String], ttl: TimeInterval,
                              logger: Logger) async throws -> (record: AppCredentialRecord, credential: String) {
         guard (60...(366 * 86_400)).contains(ttl) else { throw ConfigurationError("a credential lives 60 s to 366 days") }
-        let registry = try Registry(path: configuration.database)
+        let registry = try await configuration.openRegistry()
         let key = try Gateway.loadAppCredentialKey(configuration.appCredentialKeyPath, logger: logger)
         let now = Date(), id = UUID().uuidString.lowercased()
         let record = try await registry.createAppCredential(id: id, name: name, tenants: tenants, createdBy: "cli:" + host(),
@@ -81,7 +81,7 @@ public enum HostAppCredentials {
     }
 
     public static func revoke(_ configuration: ServerConfiguration, id: String) async throws -> AppCredentialRecord {
-        let registry = try Registry(path: configuration.database)
+        let registry = try await configuration.openRegistry()
         let (record, _) = try await registry.revokeAppCredential(id: id)
         try await registry.queuePendingAudit(operation: "app_credential.revoke", actor: host(), target: id, details: [:])
         return record

@@ -1,0 +1,291 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import PostgresNIO
+import Synchronization
+
+/// Connections to one PostgreSQL database, each used by one transaction at a time on a thread
+/// of this pool's own. Repository code is synchronous (the same closures run inside GRDB's
+/// transactions), so a transaction runs on a thread made for blocking, waiting on each
+/// statement's future; Swift's cooperative threads never block (the `async` entry points hop
+/// here first). The thread count is the connection limit.
+package final class PostgresPool: Sendable {
+    let settings: PostgresSettings
+    private let configuration: PostgresConnection.Configuration
+    private let group: any EventLoopGroup
+    private let threads: NIOThreadPool
+    private let idle = Mutex<[PostgresConnection]>([])
+    private let nextID = Atomic<Int>(1)
+    let logger: Logger
+
+    init(settings: PostgresSettings, password: String?, logger: Logger = Logger(label: "openkcm.sql.postgres")) throws(SQLError) {
+        self.settings = settings
+        self.logger = logger
+        let tls: PostgresConnection.Configuration.TLS
+        switch settings.tls {
+        case .disable:
+            tls = .disable
+        case .require, .verifyFull:
+            var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
+            tlsConfiguration.minimumTLSVersion = .tlsv12
+            if settings.tls == .require {
+                tlsConfiguration.certificateVerification = .none
+            } else if let root = settings.rootCertificate {
+                do {
+                    tlsConfiguration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(root))
+                } catch {
+                    throw SQLError(.other, "cannot read the database CA certificate \(root): \(error)")
+                }
+            }
+            do {
+                tls = .require(try NIOSSLContext(configuration: tlsConfiguration))
+            } catch {
+                throw SQLError(.other, "cannot set up TLS to the database: \(error)")
+            }
+        }
+        var configuration = PostgresConnection.Configuration(host: settings.host, port: settings.port, username: settings.user,
+                                                             password: password, database: settings.database, tls: tls)
+        configuration.options.connectTimeout = .seconds(5)
+        // With verify-full and an IP address, check the certificate against that address.
+        if settings.tls == .verifyFull { configuration.options.tlsServerName = settings.host }
+        self.configuration = configuration
+        group = MultiThreadedEventLoopGroup.singleton
+        threads = NIOThreadPool(numberOfThreads: settings.maxConnections)
+        threads.start()
+    }
+
+    deinit {
+        for connection in idle.withLock({ $0 }) { connection.close().whenComplete { _ in } }
+        threads.shutdownGracefully { _ in }
+    }
+
+    /// Runs `body` on one of the pool's threads (where it may block on the database).
+    package func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        do {
+            return try await threads.runIfActive(body)
+        } catch let error as NIOThreadPoolError.ThreadPoolInactive {
+            throw SQLError(.unavailable, "the database pool is shut down (\(error))")
+        }
+    }
+
+    /// A connection for the calling (blocking) thread: an idle one that is still open, or a new one.
+    func checkout() throws(SQLError) -> (connection: PostgresConnection, reused: Bool) {
+        while let connection = idle.withLock({ $0.popLast() }) {
+            if !connection.isClosed { return (connection, true) }
+        }
+        let id = nextID.add(1, ordering: .relaxed).oldValue
+        do {
+            let connection = try PostgresConnection.connect(on: group.next(), configuration: configuration, id: id, logger: logger).wait()
+            return (connection, false)
+        } catch {
+            throw SQLError(connecting: error, to: settings)
+        }
+    }
+
+    func checkin(_ connection: PostgresConnection) {
+        if connection.isClosed { return }
+        idle.withLock { $0.append(connection) }
+    }
+
+    func discard(_ connection: PostgresConnection) {
+        connection.close().whenComplete { _ in }
+    }
+
+    /// A transaction on the calling (blocking) thread. `begin` opens it (and takes any lock);
+    /// a reused connection that fails at `begin` (the server restarted since it was last used)
+    /// is replaced once, since nothing has happened on it yet.
+    func transaction<T>(begin: [String], _ body: (Database) throws -> T) throws -> T {
+        var attempt = 0
+        while true {
+            attempt += 1
+            let (connection, reused) = try checkout()
+            let adapter = PostgresTransaction(connection, logger: logger)
+            do {
+                for statement in begin { _ = try adapter.run(statement, []) }
+            } catch let error as SQLError where error.kind == .unavailable && reused && attempt == 1 {
+                discard(connection)
+                continue
+            } catch {
+                discard(connection)
+                throw error
+            }
+            let result: T
+            do {
+                result = try body(Database(adapter))
+            } catch {
+                do {
+                    _ = try adapter.run("ROLLBACK", [])
+                    checkin(connection)
+                } catch {
+                    discard(connection)
+                }
+                throw error
+            }
+            do {
+                _ = try adapter.run("COMMIT", [])
+            } catch let error as SQLError where error.kind == .unavailable {
+                discard(connection)
+                throw SQLError(.unavailable, "the database went away while committing: the change may or may not have been made (\(error.message))")
+            } catch {
+                discard(connection)
+                throw error
+            }
+            checkin(connection)
+            return result
+        }
+    }
+
+    /// Statements outside a transaction (each its own), for settings checks and migrations' locks.
+    func session<T>(_ body: (Database) throws -> T) throws -> T {
+        let (connection, _) = try checkout()
+        do {
+            let result = try body(Database(PostgresTransaction(connection, logger: logger)))
+            checkin(connection)
+            return result
+        } catch {
+            discard(connection)
+            throw error
+        }
+    }
+
+    /// A connection of its own, outside the pool, for LISTEN: it lives as long as the listener.
+    func dedicatedConnection() async throws -> PostgresConnection {
+        let id = nextID.add(1, ordering: .relaxed).oldValue
+        do {
+            return try await PostgresConnection.connect(on: group.next(), configuration: configuration, id: id, logger: logger).get()
+        } catch {
+            throw SQLError(connecting: error, to: settings)
+        }
+    }
+}
+
+/// One PostgreSQL connection inside a transaction.
+final class PostgresTransaction: Connection {
+    let connection: PostgresConnection
+    let logger: Logger
+    var dialect: Dialect { .postgres }
+
+    init(_ connection: PostgresConnection, logger: Logger) {
+        self.connection = connection
+        self.logger = logger
+    }
+
+    func run(_ sql: String, _ arguments: [DatabaseValue]) throws -> (rows: [Row], changes: Int) {
+        var binds = PostgresBindings(capacity: arguments.count)
+        for argument in arguments {
+            switch argument {
+            case .null: binds.appendNull()
+            case .integer(let number): binds.append(number)
+            case .real(let number): binds.append(number)
+            case .text(let text): binds.append(text)
+            case .blob(let bytes): binds.append(ByteBuffer(bytes: bytes))
+            }
+        }
+        let query = PostgresQuery(unsafeSQL: Placeholders.postgres(sql), binds: binds)
+        let result: PostgresQueryResult
+        do {
+            result = try connection.query(query, logger: logger).wait()
+        } catch {
+            throw SQLError(postgres: error)
+        }
+        var rows: [Row] = []
+        rows.reserveCapacity(result.rows.count)
+        var columns: [String]?
+        for row in result.rows {
+            var names: [String] = []
+            var values: [DatabaseValue] = []
+            for cell in row {
+                if columns == nil { names.append(cell.columnName) }
+                values.append(try DatabaseValue(cell))
+            }
+            if columns == nil { columns = names }
+            rows.append(Row(columns: columns!, values: values))
+        }
+        return (rows, result.metadata.rows ?? 0)
+    }
+}
+
+extension DatabaseValue {
+    /// The five storage classes from PostgreSQL's types (the schema uses no others; a boolean
+    /// or a count from an expression becomes an integer, as SQLite gives it).
+    init(_ cell: PostgresCell) throws {
+        guard cell.bytes != nil else {
+            self = .null
+            return
+        }
+        do {
+            switch cell.dataType {
+            case .int2, .int4, .int8, .oid:
+                self = .integer(try cell.decode(Int64.self))
+            case .bool:
+                self = .integer(try cell.decode(Bool.self) ? 1 : 0)
+            case .float4, .float8:
+                self = .real(try cell.decode(Double.self))
+            case .numeric:
+                let decimal = try cell.decode(Decimal.self)
+                if let integer = Int64(exactly: NSDecimalNumber(decimal: decimal).doubleValue), Decimal(integer) == decimal {
+                    self = .integer(integer)
+                } else {
+                    self = .real(NSDecimalNumber(decimal: decimal).doubleValue)
+                }
+            case .bytea:
+                self = .blob(Array(buffer: try cell.decode(ByteBuffer.self)))
+            case .void:
+                self = .null
+            default:
+                self = .text(try cell.decode(String.self))
+            }
+        } catch {
+            throw SQLError(.other, "cannot read column \(cell.columnName) of type \(cell.dataType): \(error)")
+        }
+    }
+}
+
+extension SQLError {
+    /// postgres-nio's errors, translated once: the server's SQLSTATE for what it refused, the
+    /// client's codes for a connection that failed or went away.
+    init(postgres error: any Error) {
+        guard let error = error as? PSQLError else {
+            self.init(.unavailable, "the database connection failed: \(error)")
+            return
+        }
+        switch error.code {
+        case .server:
+            let state = error.serverInfo?[.sqlState] ?? ""
+            let message = error.serverInfo?[.message] ?? "the database refused the statement"
+            let constraint = error.serverInfo?[.constraintName].map { " (\($0))" } ?? ""
+            switch state {
+            case "23505": self.init(.uniqueViolation, "UNIQUE constraint failed\(constraint): \(message)")
+            case "23503": self.init(.foreignKeyViolation, "FOREIGN KEY constraint failed\(constraint): \(message)")
+            case "23502", "23514": self.init(.checkViolation, "CHECK constraint failed\(constraint): \(message)")
+            case "P0001": self.init(.refusedByTrigger, message)
+            case _ where state.hasPrefix("22"): self.init(.checkViolation, "the database refused a value: \(message)")
+            case _ where state.hasPrefix("08") || state.hasPrefix("57P") || state == "53300" || state == "40001" || state == "40P01" || state == "25006":
+                self.init(.unavailable, "the database is unavailable (\(state)): \(message)")
+            default: self.init(.other, "the database refused the statement (\(state)): \(message)")
+            }
+        case .serverClosedConnection, .connectionError, .uncleanShutdown, .clientClosedConnection, .poolClosed,
+             .queryCancelled, .sslUnsupported, .failedToAddSSLHandler, .receivedUnencryptedDataAfterSSLRequest:
+            self.init(.unavailable, "the database connection failed (\(error.code))")
+        default:
+            self.init(.other, "the database client failed (\(error.code))")
+        }
+    }
+
+    init(connecting error: any Error, to settings: PostgresSettings) {
+        if let psql = error as? PSQLError, psql.code == .server {
+            let state = psql.serverInfo?[.sqlState] ?? ""
+            let message = psql.serverInfo?[.message] ?? ""
+            // 28P01 wrong password, 28000 no pg_hba entry, 3D000 no such database: the
+            // operator's to fix, said as such.
+            self.init(state.hasPrefix("28") || state == "3D000" ? .other : .unavailable,
+                      "cannot connect to \(settings.redacted): \(message) (\(state))")
+        } else if let psql = error as? PSQLError {
+            self.init(.unavailable, "cannot connect to \(settings.redacted): \(psql.code)")
+        } else {
+            self.init(.unavailable, "cannot connect to \(settings.redacted): \(error)")
+        }
+    }
+}
