@@ -76,7 +76,7 @@ public func buildRouter(gateway: Gateway, openAPI: ByteBuffer?,
     let portal = PortalController(gateway: gateway)
     portal.registerFiles(on: router)
     portal.registerFeed(on: api)
-    ManagementController(gateway: gateway, idempotency: IdempotencyCache()).register(on: api)
+    ManagementController(gateway: gateway, idempotency: IdempotencyCache(registry: gateway.registry)).register(on: api)
     AuditController(audit: gateway.audit).register(on: api)
     LifecycleController(gateway: gateway).register(on: api)
     let nodes = NodeController(gateway: gateway)
@@ -86,7 +86,7 @@ public func buildRouter(gateway: Gateway, openAPI: ByteBuffer?,
         open.add(middleware: NodeClientCertificateMiddleware())
         signed.add(middleware: NodeClientCertificateMiddleware())
     }
-    nodes.registerNode(open: open, signed: signed.add(middleware: NodeAuthenticationMiddleware(gateway: gateway, nonces: NonceCache())))
+    nodes.registerNode(open: open, signed: signed.add(middleware: NodeAuthenticationMiddleware(gateway: gateway, nonces: NonceCache(registry: gateway.registry))))
     return router
 }
 
@@ -124,7 +124,7 @@ struct ProbeScheduler: Service {
                 } catch {
                     return
                 }
-                await gateway.probeAllLinked()
+                if gateway.isLeading { await gateway.probeAllLinked() }
             }
         }
     }
@@ -137,10 +137,10 @@ struct ShredService: Service {
 
     func run() async throws {
         await cancelWhenGracefulShutdown {
-            await gateway.runDueShreds()
+            if gateway.isLeading { await gateway.runDueShreds() }
             while !Task.isCancelledOrShuttingDown {
                 do { try await Task.sleep(for: interval) } catch { return }
-                await gateway.runDueShreds()
+                if gateway.isLeading { await gateway.runDueShreds() }
             }
         }
     }
@@ -154,7 +154,7 @@ struct HostActionService: Service {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelledOrShuttingDown {
                 do { try await Task.sleep(for: .seconds(5)) } catch { return }
-                await gateway.drainHostActions()
+                if gateway.isLeading { await gateway.drainHostActions() }
                 await gateway.orbital.announceForeignEvents()
             }
         }
@@ -167,9 +167,47 @@ struct RotationService: Service {
 
     func run() async throws {
         await cancelWhenGracefulShutdown {
-            await gateway.runRotations()
-            for await _ in gateway.rotationWake.stream {
+            if gateway.isLeading { await gateway.runRotations() }
+            for await _ in gateway.rotationWake.stream where gateway.isLeading {
                 await gateway.runRotations()
+            }
+        }
+    }
+}
+
+/// What replicas sharing a PostgreSQL database need from each other: the leader lock (the
+/// work one replica does at a time), and the changes the others announce (outbox events for
+/// this replica's node streams, node changes, the portal's picture). Nothing to do on SQLite.
+struct ClusterService: Service {
+    let gateway: Gateway
+
+    func run() async throws {
+        guard gateway.registry.isShared else { return }
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                group.addTask {
+                    for await leading in gateway.registry.leadership() {
+                        let was = gateway.setLeading(leading)
+                        if leading != was {
+                            gateway.logger.notice(leading ? "this replica leads" : "this replica no longer leads")
+                        }
+                        // A new leader picks up what the last one left: rotations in progress.
+                        if leading, !was { gateway.rotationWake.continuation.yield() }
+                    }
+                }
+                if let changes = gateway.registry.changes() {
+                    group.addTask {
+                        for await (listening, change) in changes {
+                            switch change {
+                            case nil where listening, .outbox?: await gateway.orbital.announceForeignEvents()
+                            case .node(let id)?: await gateway.nodeChangedElsewhere(id)
+                            case .dashboard?: gateway.dashboard.changed()
+                            case .rotation?: gateway.rotationWake.continuation.yield()
+                            case nil: break
+                            }
+                        }
+                    }
+                }
             }
         }
     }
@@ -267,7 +305,8 @@ public func buildApplication(_ configuration: ControlPlane.ServerConfiguration, 
     var services: [any Service] = [GatewayService(gateway: gateway), HeartbeatService(broadcaster: gateway.orbital.dispatcher, dashboard: gateway.dashboard),
                                    AuditCheckpointService(audit: audit, interval: .seconds(configuration.audit.checkpointIntervalSeconds)),
                                    ShredService(gateway: gateway, interval: .seconds(configuration.lifecycle.shredCheckSeconds)),
-                                   RotationService(gateway: gateway), HostActionService(gateway: gateway)]
+                                   RotationService(gateway: gateway), HostActionService(gateway: gateway),
+                                   ClusterService(gateway: gateway)]
     if configuration.probeIntervalSeconds > 0 {
         services.append(ProbeScheduler(gateway: gateway, interval: .seconds(configuration.probeIntervalSeconds)))
     }

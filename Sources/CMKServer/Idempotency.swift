@@ -1,8 +1,11 @@
 import CMKCore
 import ControlPlane
+import Crypto
 import Foundation
 import Hummingbird
-import NIOConcurrencyHelpers
+import Logging
+import NIOFoundationEssentialsCompat
+import Registry
 
 /// A response as bytes, so that it can be replayed.
 struct Reply: Sendable {
@@ -17,29 +20,19 @@ struct Reply: Sendable {
 /// and body) gets the first response again instead of acting twice; the same key with another
 /// request is refused (422); a request still running under the key makes the second wait-free
 /// refusal (409). Successful responses are kept for 24 hours; failures are not kept, since
-/// they changed nothing and may be retried. Kept in memory: a restart forgets them (recorded in
-/// Docs/Decisions.md).
+/// they changed nothing and may be retried. Kept in the registry (D99), so that a retry that
+/// lands on another replica, or after a restart, is still recognised; a request whose replica
+/// died while it ran frees its key after `stale`. The routes that take a key answer no secrets,
+/// so stored responses hold none.
 final class IdempotencyCache: Sendable {
-    private struct Key: Hashable {
-        var subject: String
-        var key: String
-    }
+    let registry: Registry
+    let lifetime: TimeInterval
+    let stale: TimeInterval
 
-    private struct Entry {
-        var method: HTTPRequest.Method
-        var path: String
-        var body: ByteBuffer
-        var reply: Reply?
-        var storedAt: ContinuousClock.Instant
-    }
-
-    private let entries = NIOLockedValueBox<[Key: Entry]>([:])
-    let lifetime: Duration
-    let capacity: Int
-
-    init(lifetime: Duration = .seconds(86_400), capacity: Int = 10_000) {
+    init(registry: Registry, lifetime: TimeInterval = 86_400, stale: TimeInterval = 600) {
+        self.registry = registry
         self.lifetime = lifetime
-        self.capacity = capacity
+        self.stale = stale
     }
 
     func run(_ request: Request, context: CMKRequestContext, _ body: (ByteBuffer) async throws -> Reply) async throws -> Response {
@@ -50,42 +43,41 @@ final class IdempotencyCache: Sendable {
         guard (1...255).contains(header.utf8.count) else {
             throw DomainError.invalidInput("Idempotency-Key must be 1 to 255 characters")
         }
-        let key = Key(subject: context.identity?.subject ?? "", key: header)
-        let path = request.uri.path
-        enum Decision { case run, replay(Reply), inProgress, mismatch }
-        let now = ContinuousClock.now
-        let decision = entries.withLockedValue { entries -> Decision in
-            if let entry = entries[key], now - entry.storedAt < lifetime {
-                guard entry.method == request.method, entry.path == path, entry.body == bytes else { return .mismatch }
-                return entry.reply.map(Decision.replay) ?? .inProgress
+        let subject = context.identity?.subject ?? ""
+        let claim = try await registry.claimIdempotency(subject: subject, key: header, method: request.method.rawValue,
+                                                        path: request.uri.path, bodySHA256: Data(SHA256.hash(data: Data(buffer: bytes))),
+                                                        at: Date(), lifetime: lifetime, stale: stale)
+        switch claim {
+        case .replay(let status, let headers, let stored):
+            var fields = HTTPFields()
+            for pair in (try? JSONDecoder().decode([[String]].self, from: Data(headers.utf8))) ?? [] where pair.count == 2 {
+                if let name = HTTPFields.Element.Name(pair[0]) { fields.append(.init(name: name, value: pair[1])) }
             }
-            if entries.count >= capacity {
-                entries = entries.filter { now - $0.value.storedAt < lifetime }
-                if entries.count >= capacity, let oldest = entries.min(by: { $0.value.storedAt < $1.value.storedAt })?.key {
-                    entries[oldest] = nil
-                }
-            }
-            entries[key] = Entry(method: request.method, path: path, body: bytes, reply: nil, storedAt: now)
-            return .run
-        }
-        switch decision {
-        case .replay(let reply):
-            var replayed = reply
-            replayed.headers[.init("Idempotent-Replayed")!] = "true"
-            return replayed.response
+            fields[.init("Idempotent-Replayed")!] = "true"
+            return Reply(status: .init(code: status), headers: fields, body: ByteBuffer(bytes: stored)).response
         case .inProgress:
             throw DomainError(.idempotencyInProgress, "a request with this Idempotency-Key is still being processed")
         case .mismatch:
             throw DomainError(.idempotencyKeyReused, "this Idempotency-Key was used with a different request")
         case .run:
+            let reply: Reply
             do {
-                let reply = try await body(bytes)
-                entries.withLockedValue { $0[key]?.reply = reply }
-                return reply.response
+                reply = try await body(bytes)
             } catch {
-                entries.withLockedValue { $0[key] = nil }
+                try? await registry.releaseIdempotency(subject: subject, key: header)
                 throw error
             }
+            let headers = reply.headers.map { [$0.name.rawName, $0.value] }
+            let encoded = (try? JSONEncoder().encode(headers)).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
+            // The change is made; if its record cannot be kept, a retry would act again: say so
+            // in the log, and answer the change.
+            do {
+                try await registry.completeIdempotency(subject: subject, key: header, status: Int(reply.status.code), headers: encoded,
+                                                       body: Data(buffer: reply.body))
+            } catch {
+                context.logger.warning("an idempotent response could not be stored", metadata: ["error.type": "\(type(of: error))"])
+            }
+            return reply.response
         }
     }
 }

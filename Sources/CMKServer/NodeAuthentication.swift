@@ -9,6 +9,7 @@ import Metrics
 import NIOConcurrencyHelpers
 import NIOFoundationEssentialsCompat
 import NodeProtocol
+import Orbital
 import Registry
 import TLSSupport
 
@@ -56,7 +57,7 @@ struct NodeAuthenticationMiddleware: RouterMiddleware {
             throw DomainError(.nodeDisabled, "node \(node.id) is disabled by a platform operator: drop every key until it is enabled")
         }
         // Only after the signature verifies, so that nobody can burn another node's nonces.
-        guard nonces.insert(node: node.id, nonce: nonce, expires: millis + Self.window) else { throw refused }
+        guard try await nonces.claim(node: node.id, nonce: nonce, expires: millis + Self.window) else { throw refused }
         var context = context
         context.identity = Identity(subject: node.id, method: "node-signature")
         context.node = node
@@ -64,9 +65,12 @@ struct NodeAuthenticationMiddleware: RouterMiddleware {
     }
 }
 
-/// Nonces seen within the replay window, per node. Entries leave in the order they came
-/// (every expiry is its request's timestamp plus the window, so arrival order is close to
-/// expiry order), which keeps each insert O(1) however many nodes call.
+/// Nonces seen within the replay window, per node: in this process's memory (a replay here is
+/// refused without a database round trip), and in the registry (batched, one transaction for
+/// every claim that arrives together), which is what holds across a restart and across the
+/// replicas sharing a PostgreSQL database. A request is let through only once its nonce is
+/// durable; if the registry cannot record it, the request is refused (`storage_unavailable`),
+/// never let through unrecorded.
 final class NonceCache: Sendable {
     private struct State {
         var seen: [String: Int64] = [:]
@@ -74,9 +78,34 @@ final class NonceCache: Sendable {
         var head = 0
     }
 
-    private let state = NIOLockedValueBox(State())
+    private struct Claim: Sendable {
+        var node: String
+        var nonce: String
+        var expires: Int64
+    }
 
-    /// False if the (node, nonce) pair was seen before and has not expired.
+    private let state = NIOLockedValueBox(State())
+    private let stored: BatchWriter<Claim, Bool>?
+
+    /// Without a registry: memory only (tests of the window logic).
+    init(registry: Registry? = nil) {
+        stored = registry.map { registry in
+            BatchWriter { claims in
+                try await registry.claimNonces(claims.map { ($0.node, $0.nonce, $0.expires) },
+                                               now: Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)))
+            }
+        }
+    }
+
+    /// False if the (node, nonce) pair was seen before and has not expired, here or (with a
+    /// registry) by any process sharing it.
+    func claim(node: String, nonce: String, expires: Int64) async throws -> Bool {
+        guard insert(node: node, nonce: nonce, expires: expires) else { return false }
+        guard let stored else { return true }
+        return try await stored.submit(Claim(node: node, nonce: nonce, expires: expires))
+    }
+
+    /// False if the (node, nonce) pair was seen before by this process and has not expired.
     func insert(node: String, nonce: String, expires: Int64) -> Bool {
         let now = Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
         return state.withLockedValue { state in

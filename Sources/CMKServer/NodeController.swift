@@ -365,7 +365,7 @@ struct NodeController {
 
     @Sendable func listNodes(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let nodes = try await gateway.registry.nodes()
-        let leaseEnds = gateway.leases.latestEndByNode()
+        let leaseEnds = await gateway.leases.latestEndByNode()
         let connected = gateway.orbital.dispatcher.connectedNodes
         let heartbeats = gateway.heartbeats.withLockedValue { $0 }
         let items = nodes.map { node in

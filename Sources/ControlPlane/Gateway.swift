@@ -84,6 +84,13 @@ public final class Gateway: Sendable {
     package let appCredentialKey: Curve25519.Signing.PrivateKey
     /// Wakes the rotation service when a job is started.
     package let rotationWake = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    /// Whether this replica runs the work one replica should do at a time (scheduled probes,
+    /// shreds, rotations, recording host actions): always on SQLite; on PostgreSQL, the holder of
+    /// the leader lock (`ClusterService`).
+    package let leading: NIOLockedValueBox<Bool>
+    public var isLeading: Bool { leading.withLockedValue { $0 } }
+    /// Records whether this replica leads; returns whether it did.
+    package func setLeading(_ now: Bool) -> Bool { leading.withLockedValue { previous in defer { previous = now }; return previous } }
 
     package init(registry: Registry, keystores: [String: ConfiguredKeystore], platform: PKCS11Token, pkcs11: PKCS11Keystore,
          audit: AuditLog, leaseDuration: Duration = .seconds(30), streamHeartbeat: Duration = .seconds(15),
@@ -96,6 +103,7 @@ public final class Gateway: Sendable {
         self.orbital = Orbital(registry: registry, signer: appCredentialKey, heartbeat: streamHeartbeat)
         self.leaseDuration = leaseDuration
         self.registry = registry
+        self.leading = NIOLockedValueBox(!registry.isShared)
         self.leases = LeaseBook(registry: registry)
         self.keystores = keystores
         self.platform = platform

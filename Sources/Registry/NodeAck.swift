@@ -41,11 +41,14 @@ extension Registry {
                 INSERT INTO node_ack (event_id, node_id, link_id, keys_dropped, statement, signature, received_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id, node_id) DO NOTHING
                 """)
-            return try acks.map { ack in
+            let stored = try acks.map { ack in
                 try insert.execute(arguments: [ack.eventID, ack.nodeID, ack.linkID, ack.keysDropped, ack.statement, ack.signature,
                                                ack.receivedAt.registryMilliseconds])
                 return db.changesCount > 0
             }
+            // A revocation's progress, watched on any replica, moved.
+            if stored.contains(true) { try Registry.announce(db, .dashboard) }
+            return stored
         }
     }
 

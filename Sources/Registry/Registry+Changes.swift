@@ -10,6 +10,8 @@ public enum RegistryChange: Sendable, Equatable {
     case node(String)
     /// Something the portal shows changed (an acknowledgement, a revocation's progress).
     case dashboard
+    /// A rotation job was started or resumed: the leading replica runs it.
+    case rotation
 
     static let channel = "cmk_changes"
 
@@ -18,6 +20,7 @@ public enum RegistryChange: Sendable, Equatable {
         case .outbox: "outbox"
         case .node(let id): "node:" + id
         case .dashboard: "dashboard"
+        case .rotation: "rotation"
         }
     }
 
@@ -25,6 +28,7 @@ public enum RegistryChange: Sendable, Equatable {
         switch payload {
         case "outbox": self = .outbox
         case "dashboard": self = .dashboard
+        case "rotation": self = .rotation
         case _ where payload.hasPrefix("node:"): self = .node(String(payload.dropFirst(5)))
         default: return nil
         }
@@ -57,6 +61,10 @@ extension Registry {
     public func announce(_ change: RegistryChange) async {
         await store.notify(channel: RegistryChange.channel, payload: change.payload)
     }
+
+    /// Whether this replica leads the others on the database (always, on SQLite): see
+    /// `SQLStore.leadership`.
+    public func leadership() -> AsyncStream<Bool> { store.leadership(key: RegistrySchema.postgresLeaderLock) }
 
     /// Whether the database answers now.
     public func isReachable() async -> Bool { await store.isReachable() }

@@ -42,3 +42,29 @@ extension Registry {
         }
     }
 }
+
+extension Registry {
+    /// The latest end of a lease not yet ended, for one tenant or all: what replicas sharing the
+    /// database agree on (each grants leases of its own).
+    public func latestLeaseEnd(tenant: String?, at: Date = Date()) async throws -> Date? {
+        try await read { db in
+            let end: Int64? = if let tenant {
+                try Int64.fetchOne(db, sql: "SELECT MAX(expires_at) FROM node_lease WHERE tenant_id = ? AND expires_at > ?",
+                                   arguments: [tenant, at.registryMilliseconds])
+            } else {
+                try Int64.fetchOne(db, sql: "SELECT MAX(expires_at) FROM node_lease WHERE expires_at > ?", arguments: [at.registryMilliseconds])
+            }
+            return end.map(Date.init(registryMilliseconds:))
+        }
+    }
+
+    /// The latest end of each node's leases not yet ended.
+    public func latestLeaseEndByNode(at: Date = Date()) async throws -> [String: Date] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT node_id, MAX(expires_at) AS ends FROM node_lease WHERE expires_at > ? GROUP BY node_id",
+                             arguments: [at.registryMilliseconds]).reduce(into: [:]) { ends, row in
+                ends[row["node_id"]] = Date(registryMilliseconds: row["ends"])
+            }
+        }
+    }
+}

@@ -12,6 +12,8 @@ import Storage
 enum RegistrySchema {
     /// The advisory lock every PostgreSQL writer of the registry takes (ASCII "CMKR").
     static let postgresWriteLock: Int64 = 0x434D_4B52
+    /// The session lock the leading replica holds (ASCII "CMKL").
+    static let postgresLeaderLock: Int64 = 0x434D_4B4C
     /// Where PostgreSQL records the applied migrations (SQLite: GRDB's `grdb_migrations`).
     static let postgresMigrationTable = "registry_migrations"
 

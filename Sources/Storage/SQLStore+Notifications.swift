@@ -64,3 +64,52 @@ extension SQLStore {
         (try? await unlocked { db in try Int64.fetchOne(db, sql: "SELECT 1") }) == 1
     }
 }
+
+extension SQLStore {
+    /// Whether this process leads the ones sharing the database, for work that one process
+    /// should do at a time (scheduled probes, shreds, rotations, recording host actions): a
+    /// PostgreSQL session advisory lock held on a connection of its own, tried every
+    /// `interval`, and checked by a query as often. When the leader dies its connection closes
+    /// and the lock passes to the next process within `interval`; a leader that loses the
+    /// database steps down at its next check. Always the leader on SQLite.
+    ///
+    /// Two processes can both believe they lead for up to `interval` (a leader cut off from the
+    /// database learns it at its next check): the work guarded by this must stay correct when
+    /// done twice, which the write lock's rules make it; leadership only avoids doing it twice.
+    public func leadership(key: Int64, interval: Duration = .seconds(2)) -> AsyncStream<Bool> {
+        guard case .postgres(let pool) = backend else {
+            return AsyncStream { $0.yield(true) }
+        }
+        let (stream, continuation) = AsyncStream.makeStream(of: Bool.self, bufferingPolicy: .bufferingNewest(1))
+        let task = Task {
+            var leading = false
+            while !Task.isCancelled {
+                do {
+                    let connection = try await pool.dedicatedConnection()
+                    defer { Task { try? await connection.close() } }
+                    while !Task.isCancelled {
+                        if !leading {
+                            let rows = try await connection.query("SELECT pg_try_advisory_lock(\(key))", logger: pool.logger)
+                            for try await (acquired) in rows.decode(Bool.self) where acquired {
+                                leading = true
+                                continuation.yield(true)
+                            }
+                        } else {
+                            _ = try await connection.query("SELECT 1", logger: pool.logger)
+                        }
+                        try await Task.sleep(for: interval)
+                    }
+                } catch {
+                    if leading {
+                        leading = false
+                        continuation.yield(false)
+                    }
+                    try? await Task.sleep(for: interval)
+                }
+            }
+            continuation.finish()
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
+    }
+}

@@ -72,6 +72,18 @@ public final class SQLStore: Sendable {
         }
     }
 
+    /// A transaction on rows that no rule relates to any other (a nonce cache): on PostgreSQL it
+    /// does not take the write lock, so it never waits behind the registry's writers. SQLite
+    /// has one writer anyway.
+    public func writeIndependent<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        switch backend {
+        case .sqlite:
+            return try await write(body)
+        case .postgres(let pool):
+            return try await pool.blocking { try pool.transaction(begin: ["BEGIN"], body) }
+        }
+    }
+
     public func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         switch backend {
         case .sqlite(let writer):

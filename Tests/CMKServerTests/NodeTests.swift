@@ -215,7 +215,7 @@ extension SimulatedNode {
             #expect(try await client.execute(uri: "/node/v1/heartbeat", method: .post, headers: try node.headers("POST", "/node/v1/heartbeat", body: dropped),
                                              body: ServerHarness.body(dropped)).status == .noContent)
             #expect(try gateway.audit.store.records(AuditQuery(operation: "node.lease_expired")).records.map(\.tenant) == ["nodes"])
-            #expect(gateway.worstCaseExposure(tenantID: "nodes") == nil)
+            #expect(await gateway.worstCaseExposure(tenantID: "nodes") == nil)
 
             // After the kill-switch: key_revoked.
             #expect(try await admin("/api/v1/tenants/nodes/l1-links/\(linkID)/revoke", .post).status == .ok)

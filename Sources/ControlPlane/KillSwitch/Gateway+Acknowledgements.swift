@@ -30,6 +30,6 @@ extension Gateway {
 
     public func revocationProgress(tenantID: String, linkID: String) async throws -> RevocationProgress {
         let link = try await registry.link(tenantID: tenantID, id: linkID)
-        return try await orbital.progress(of: link, exposureBound: worstCaseExposure(tenantID: tenantID))
+        return try await orbital.progress(of: link, exposureBound: await worstCaseExposure(tenantID: tenantID))
     }
 }

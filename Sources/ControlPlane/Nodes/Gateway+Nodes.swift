@@ -19,11 +19,15 @@ extension Gateway {
     package func seenNode(_ id: String) async throws -> Node? {
         let now = Date()
         if let known = knownNodes.withLockedValue({ $0[id] }) {
-            if now.timeIntervalSince(known.touched) >= Self.nodeTouchInterval {
+            guard now.timeIntervalSince(known.touched) >= Self.nodeTouchInterval else { return known.node }
+            // Another replica may have disabled, removed or re-keyed the node: its notification
+            // forgets the record at once; reading it again (below) bounds the time a lost
+            // notification could matter to `nodeTouchInterval`.
+            guard registry.isShared else {
                 knownNodes.withLockedValue { $0[id]?.touched = now }
                 try? await registry.touchNode(id, at: now)
+                return known.node
             }
-            return known.node
         }
         let node: Node
         do {
@@ -41,6 +45,17 @@ extension Gateway {
         _ = knownNodes.withLockedValue { $0.removeValue(forKey: id) }
     }
 
+    /// Another replica changed node `id`: forget its record, and end its streams here unless it
+    /// is still active with the keys they were opened with (a re-key ends them too).
+    package func nodeChangedElsewhere(_ id: String) async {
+        let cached = knownNodes.withLockedValue { $0.removeValue(forKey: id) }
+        let current = try? await registry.node(id)
+        if current?.isActive != true || (cached != nil && current?.signingKey != cached?.node.signingKey) {
+            orbital.dispatcher.disconnect(node: id)
+        }
+        dashboard.changed()
+    }
+
     /// Disables, enables or removes a node: its cached record goes, its event streams end (a
     /// disabled or removed node is refused at its next call and drops its keys), and its leases
     /// stay counted in the exposure bound until they run out.
@@ -53,6 +68,7 @@ extension Gateway {
         }
         forgetNode(id)
         if remove || disabled == true { orbital.dispatcher.disconnect(node: id) }
+        await registry.announce(.node(id))
         logger.notice(remove ? "node removed" : disabled == true ? "node disabled" : "node enabled", metadata: ["node": "\(id)"])
         dashboard.changed()
         return node
@@ -75,6 +91,7 @@ extension Gateway {
         forgetNode(node.id)
         // Streams opened with the old key end: the node reconnects with the new one.
         orbital.dispatcher.disconnect(node: node.id)
+        await registry.announce(.node(node.id))
         return updated
     }
 

@@ -120,6 +120,7 @@ extension Gateway {
             throw DomainError.notFound("no linked or revoked link uses \(from) on keystore \(keystoreID)")
         }
         rotationWake.continuation.yield()
+        await registry.announce(.rotation)
         return job
     }
 
@@ -140,6 +141,7 @@ extension Gateway {
         }
         logger.notice("IVK rotation started", metadata: ["from": "\(current.version)", "to": "\(next.version)", "job": "\(job.id)"])
         rotationWake.continuation.yield()
+        await registry.announce(.rotation)
         return job
     }
 

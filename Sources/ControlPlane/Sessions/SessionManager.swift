@@ -133,9 +133,9 @@ public final class SessionManager: Sendable {
     package let settings: SessionSettings
     package let logger: Logger
     package let now: @Sendable () -> Date
-    /// Failed logins per client address, in memory: (count, first failure, locked until).
-    private let addressFailures = NIOLockedValueBox<[String: (count: Int, lockedUntil: Date?)]>([:])
-    /// Login (and step-up) attempts in flight, by `account:ID` and `address:A`.
+    /// Login (and step-up) attempts in flight, by `account:ID` and `address:A`, in this
+    /// replica (failures themselves are counted in the registry, by account and by address,
+    /// for every replica: D99).
     private let inFlight = NIOLockedValueBox<[String: Int]>([:])
     /// Which refused attempts get an audit record.
     private let failureRecords = NIOLockedValueBox(FailureRecords())
@@ -248,7 +248,8 @@ public final class SessionManager: Sendable {
                                                    clientAddress: clientAddress, details: details))
         }
         let threshold = settings.lockoutThreshold
-        if let until = addressFailures.withLockedValue({ $0[address]?.lockedUntil }), until > started {
+        let addressRecord = try await registry.addressFailures(address)
+        if let until = addressRecord?.lockedUntil, until > started {
             try await record(.denied, ErrorCode.locked.rawValue, details: ["reason": "client address locked"], limitKey: "address:\(address)")
             throw DomainError(.locked, "too many failed logins from this address; try again later")
         }
@@ -266,7 +267,7 @@ public final class SessionManager: Sendable {
         }
         // After a lock has run out, the failures that made it no longer hold attempts back (the
         // next failure locks again at once, as it always did).
-        let addressFailuresSoFar = addressFailures.withLockedValue { table in table[address].map { $0.lockedUntil == nil ? $0.count : 0 } ?? 0 }
+        let addressFailuresSoFar = addressRecord.map { $0.lockedUntil == nil ? $0.count : 0 } ?? 0
         guard reserve(["address:\(address)": addressFailuresSoFar, account.map { "account:\($0.id)" } ?? "": account.map(Self.pendingFailures) ?? 0],
                       threshold: threshold) else {
             try await record(.denied, ErrorCode.locked.rawValue, details: ["reason": "too many attempts at once"], limitKey: "address:\(address)")
@@ -282,7 +283,7 @@ public final class SessionManager: Sendable {
             throw DomainError(.invalidCredentials, "the username, password or one-time code is wrong")
         }
         try await registry.resetFailedLogins(accountID: account.id)
-        _ = addressFailures.withLockedValue { $0.removeValue(forKey: address) }
+        if addressRecord != nil { try await registry.clearAddressFailures(address) }
         let sessionToken = SecretToken.make(prefix: "okas_"), csrfToken = SecretToken.make(prefix: "")
         let session = try await registry.createSession(
             tokenHash: Self.hash(sessionToken), csrfHash: Self.hash(csrfToken), accountID: account.id, authMethod: "password+totp",
@@ -329,14 +330,9 @@ public final class SessionManager: Sendable {
             (failures, lockedUntil) = try await registry.recordFailedLogin(accountID: account.id, threshold: threshold,
                                                                            lockUntil: at.addingTimeInterval(lockFor))
         }
-        let addressLock = addressFailures.withLockedValue { table -> Date? in
-            var entry = table[address] ?? (0, nil)
-            entry.count += 1
-            if entry.count >= threshold { entry.lockedUntil = at.addingTimeInterval(lockFor) }
-            table[address] = entry
-            failures = max(failures, entry.count)
-            return entry.lockedUntil
-        }
+        let addressEntry = try await registry.recordAddressFailure(address, threshold: threshold, lockUntil: at.addingTimeInterval(lockFor), at: at)
+        failures = max(failures, addressEntry.count)
+        let addressLock = addressEntry.lockedUntil
         try await record(.denied, ErrorCode.invalidCredentials.rawValue, "auth.login", nil, ["failures": String(failures)], nil)
         if lockedUntil != nil || addressLock != nil {
             try await record(.denied, ErrorCode.locked.rawValue, "auth.lockout", nil,

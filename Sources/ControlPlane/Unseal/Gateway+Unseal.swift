@@ -91,7 +91,7 @@ extension Gateway {
     }
 
     /// The longest outstanding lease: how long a node could still hold a key it was given.
-    public func worstCaseExposure(tenantID: String? = nil) -> Date? {
-        leases.latestEnd(tenant: tenantID)
+    public func worstCaseExposure(tenantID: String? = nil) async -> Date? {
+        await leases.latestEnd(tenant: tenantID)
     }
 }

@@ -17,7 +17,10 @@ package final class LeaseBook: Sendable {
     /// forgotten without waiting: keeping it a little longer only makes the exposure bound cautious).
     private let recorder: BatchWriter<LeaseChange, Void>
 
+    private let registry: Registry
+
     package init(registry: Registry) {
+        self.registry = registry
         recorder = BatchWriter { [registry] changes in
             try await registry.applyLeases(changes)
             return changes.map { _ in () }
@@ -43,14 +46,18 @@ package final class LeaseBook: Sendable {
         for tenant in tenants { recorder.submitWithoutWaiting(LeaseChange(node: node, tenant: tenant, expiresAt: nil)) }
     }
 
-    /// The latest lease end among all nodes, for one tenant or all.
-    package func latestEnd(tenant: String? = nil) -> Date? {
-        leases.withLockedValue { leases in leases.filter { tenant == nil || $0.key.tenant == tenant }.values.max() }
+    /// The latest lease end among all nodes, for one tenant or all. With replicas sharing the
+    /// database, read from it (each replica grants leases of its own); if it cannot be read,
+    /// this replica's, which is then marked as such by the caller's other failures.
+    package func latestEnd(tenant: String? = nil) async -> Date? {
+        if registry.isShared, let stored = try? await registry.latestLeaseEnd(tenant: tenant) { return stored }
+        return leases.withLockedValue { leases in leases.filter { tenant == nil || $0.key.tenant == tenant }.values.max() }
     }
 
     /// The latest lease end of each node.
-    package func latestEndByNode() -> [String: Date] {
-        leases.withLockedValue { leases in
+    package func latestEndByNode() async -> [String: Date] {
+        if registry.isShared, let stored = try? await registry.latestLeaseEndByNode() { return stored }
+        return leases.withLockedValue { leases in
             leases.reduce(into: [:]) { ends, lease in ends[lease.key.node] = max(ends[lease.key.node] ?? lease.value, lease.value) }
         }
     }

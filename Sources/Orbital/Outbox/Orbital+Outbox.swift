@@ -9,6 +9,11 @@ extension Orbital {
     public func committed(_ events: [OutboxEvent]) {
         recent.remember(events)
         dispatcher.notify(events)
+        // Announced already: the notification of this commit (other replicas') need not
+        // announce it again here. Only when it follows on, or an earlier event would be skipped.
+        if let first = events.first?.sequence, let last = events.last?.sequence {
+            recent.announced.withLockedValue { if first == $0 + 1 { $0 = max($0, last) } }
+        }
     }
 
     /// Where the streams start at this process's start: events before it were announced by
@@ -17,16 +22,19 @@ extension Orbital {
         recent.announced.withLockedValue { $0 = head }
     }
 
-    /// Pushes events another process committed (the command line revoking a credential):
-    /// streams are woken only by commits made here, so the host action service calls this.
+    /// Pushes events another process committed (another gateway replica on the same
+    /// PostgreSQL database, or the command line revoking a credential): streams are woken only
+    /// by commits made here, so the change listener and the host action service call this.
+    /// Every event after the last one announced, in pages; an event announced twice is dropped
+    /// by each stream's cursor.
     public func announceForeignEvents() async {
-        guard let latest = try? await registry.latestEventSequence() else { return }
-        let from = recent.announced.withLockedValue { previous in
-            defer { previous = max(previous, latest) }
-            return previous
+        while true {
+            let from = recent.announced.withLockedValue { $0 }
+            guard let events = try? await registry.events(after: from, limit: 500), let last = events.last?.sequence else { return }
+            dispatcher.notify(events)
+            recent.announced.withLockedValue { $0 = max($0, last) }
+            if events.count < 500 { return }
         }
-        guard from > 0, latest > from, let events = try? await registry.events(after: from, limit: 500), !events.isEmpty else { return }
-        dispatcher.notify(events)
     }
 
     /// Events after `after` (a sequence number), oldest first and signed: what a node missed.
