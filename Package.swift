@@ -338,6 +338,8 @@ let package = Package(
             dependencies: ["CMKCore", "NodeAgent", "NodeProtocol", "Audit", "PKCS11", .product(name: "Crypto", package: "swift-crypto"),
                            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"), .product(name: "NIOCore", package: "swift-nio")]
         ),
+        // The test bed itself: the private PostgreSQL cluster and haproxy the HA tests run on.
+        .testTarget(name: "TestbedTests", dependencies: ["TestSupport"]),
         .testTarget(name: "RegistryTests", dependencies: ["CMKCore", "Registry", "Storage", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(
             name: "CMKServerTests",

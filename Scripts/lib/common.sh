@@ -19,6 +19,15 @@ ensure_system_packages() {
   fi
 }
 
+# The directory of PostgreSQL's server programs (initdb, pg_ctl, postgres): Debian keeps them in
+# /usr/lib/postgresql/<major>/bin, off PATH. The newest major installed; empty when none is.
+# (The tests find it the same way: Tests/TestSupport/PostgresCluster.swift.)
+postgres_bin_dir() {
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5,5n | tail -n 1)
+  if [[ -n $dir && -x $dir/initdb && -x $dir/pg_ctl ]]; then echo "$dir"; fi
+}
+
 # The pip packages the tests need: cryptography (the RFC 5649 interop test, the cloud fakes),
 # selenium (the portal in headless Chromium; never downloads a browser: SE_OFFLINE and
 # Debian's), and the cloud KMS stand-ins.
