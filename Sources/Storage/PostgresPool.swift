@@ -48,8 +48,9 @@ package final class PostgresPool: Sendable {
         var configuration = PostgresConnection.Configuration(host: settings.host, port: settings.port, username: settings.user,
                                                              password: password, database: settings.database, tls: tls)
         configuration.options.connectTimeout = .seconds(5)
-        // With verify-full and an IP address, check the certificate against that address.
-        if settings.tls == .verifyFull { configuration.options.tlsServerName = settings.host }
+        // verify-full checks the chain and, for a host name, that the certificate names it;
+        // NIOSSL cannot check an IP address against the certificate, so with an IP only the
+        // chain is checked: name the server by a host name (Docs/Operations-HA.md).
         self.configuration = configuration
         group = MultiThreadedEventLoopGroup.singleton
         threads = NIOThreadPool(numberOfThreads: settings.maxConnections)
@@ -57,8 +58,14 @@ package final class PostgresPool: Sendable {
     }
 
     deinit {
-        for connection in idle.withLock({ $0 }) { connection.close().whenComplete { _ in } }
+        for connection in idle.withLock({ $0 }) { Self.close(connection) }
         threads.shutdownGracefully { _ in }
+    }
+
+    /// Closes without waiting, holding the connection until it is closed (postgres-nio requires
+    /// a connection to be closed before it is released).
+    static func close(_ connection: PostgresConnection) {
+        connection.close().whenComplete { _ in withExtendedLifetime(connection) {} }
     }
 
     /// Runs `body` on one of the pool's threads (where it may block on the database).
@@ -89,9 +96,7 @@ package final class PostgresPool: Sendable {
         idle.withLock { $0.append(connection) }
     }
 
-    func discard(_ connection: PostgresConnection) {
-        connection.close().whenComplete { _ in }
-    }
+    func discard(_ connection: PostgresConnection) { Self.close(connection) }
 
     /// A transaction on the calling (blocking) thread. `begin` opens it (and takes any lock);
     /// a reused connection that fails at `begin` (the server restarted since it was last used)

@@ -13,8 +13,8 @@ import Testing
     /// file registry (a connection pool, as in production): exactly 51 links, and no tenant
     /// ever holds two live links.
     @Test func concurrentLinkingKeepsOneLiveLinkPerTenant() async throws {
-        try await withTemporaryRegistryFile { path in
-            let registry = try Registry(path: path)
+        try await withTemporaryRegistry { open in
+            let registry = try await open()
             for index in 0..<50 { _ = try await registry.createTenant(id: "tenant-\(index)", name: "Tenant \(index)") }
             _ = try await registry.createTenant(id: "contended", name: "Contended")
 

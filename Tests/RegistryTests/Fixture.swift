@@ -1,5 +1,49 @@
 import Foundation
 @testable import Registry
+import Storage
+import TestSupport
+
+/// The backend this run of the suite is on: SQLite by default; PostgreSQL when
+/// `CMK_TEST_REGISTRY=postgres` (`Scripts/test` runs the suite both ways). Every test that is
+/// about the domain runs on both; the few about one backend's files or settings say which.
+enum TestBackend {
+    static let current: Dialect = ProcessInfo.processInfo.environment["CMK_TEST_REGISTRY"] == "postgres" ? .postgres : .sqlite
+    static var isSQLite: Bool { current == .sqlite }
+    static var isPostgres: Bool { current == .postgres }
+    /// The migrations a new store records: SQLite's one by one, PostgreSQL's baseline then the rest.
+    static var migrations: [String] {
+        isSQLite ? StorageTests.migrations : ["baseline-v9", "v10-ha"]
+    }
+
+    /// A blob literal in the backend's SQL (tests that write behind the registry's back).
+    static func blob(_ hex: String) -> String { isSQLite ? "x'\(hex)'" : "'\\x\(hex)'::bytea" }
+
+    /// A new, empty database in the test process's PostgreSQL cluster.
+    static func freshPostgres() throws -> (settings: PostgresSettings, password: String) {
+        let cluster = try PostgresCluster.shared()
+        let name = "registry_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+        try cluster.createDatabase(name)
+        return (try PostgresSettings(url: cluster.url(database: name) + "?sslmode=disable&max_connections=8"), cluster.password)
+    }
+}
+
+/// A registry of its own for one test: in memory (SQLite) or in a fresh PostgreSQL database.
+func makeRegistry() async throws -> Registry {
+    guard TestBackend.isPostgres else { return try Registry.inMemory() }
+    let (settings, password) = try TestBackend.freshPostgres()
+    return try await Registry.open(postgres: settings, password: password)
+}
+
+/// Runs `body` with a way to open registries on one fresh store (a file, or a PostgreSQL
+/// database) as often as it likes: for what must survive closing and opening again, or be seen
+/// by a second process.
+func withTemporaryRegistry<T>(_ body: (@Sendable () async throws -> Registry) async throws -> T) async throws -> T {
+    if TestBackend.isPostgres {
+        let (settings, password) = try TestBackend.freshPostgres()
+        return try await body { try await Registry.open(postgres: settings, password: password) }
+    }
+    return try await withTemporaryRegistryFile { path in try await body { try Registry(path: path) } }
+}
 
 /// Runs `body` with the path of a registry file in a fresh temporary directory, and removes the
 /// directory afterwards. A function rather than an object with a `deinit`, so that the files

@@ -10,7 +10,7 @@ import Testing
     }
 
     @Test func attemptsComeBackNewestFirstWithinTheTenant() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         _ = try await registry.createTenant(id: "acme", name: "Acme")
         _ = try await registry.createTenant(id: "other", name: "Other")
         let attempts = [attempt("acme", at: 0), attempt("acme", at: 20, passed: true), attempt("acme", at: 10)]
@@ -23,7 +23,7 @@ import Testing
     }
 
     @Test func attemptsInTheSameMillisecondKeepInsertionOrder() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         _ = try await registry.createTenant(id: "acme", name: "Acme")
         let first = attempt("acme", at: 0)
         let second = attempt("acme", at: 0)
@@ -33,7 +33,7 @@ import Testing
     }
 
     @Test func attemptForAMissingTenantIsNotFoundAndDuplicateIsAConflict() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         await #expect(throws: RegistryError(.notFound, "")) { try await registry.recordAttempt(attempt("ghost", at: 0)) }
         _ = try await registry.createTenant(id: "acme", name: "Acme")
         let once = attempt("acme", at: 0)

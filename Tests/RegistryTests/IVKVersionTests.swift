@@ -4,7 +4,7 @@ import Testing
 
 @Suite struct IVKVersionTests {
     @Test func versionsIncrementFromOne() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         #expect(try await registry.currentIVK() == nil)
         #expect(try await registry.ivkVersions().isEmpty)
         let first = try await registry.addIVKVersion(keyReference: "pkcs11:token=platform;object=ivk-1")
@@ -15,8 +15,8 @@ import Testing
     }
 
     @Test func concurrentAdditionsGetDistinctVersions() async throws {
-        try await withTemporaryRegistryFile { path in
-            let registry = try Registry(path: path)
+        try await withTemporaryRegistry { open in
+            let registry = try await open()
             let versions = try await withThrowingTaskGroup(of: IVKVersion.self) { group in
                 for index in 1...20 {
                     group.addTask { try await registry.addIVKVersion(keyReference: "pkcs11:token=platform;object=ivk-\(index)") }
@@ -31,7 +31,7 @@ import Testing
     }
 
     @Test func ivkReferenceWithAPINIsRefused() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         await #expect(throws: RegistryError(.invalidInput, "")) {
             try await registry.addIVKVersion(keyReference: "pkcs11:token=platform;object=ivk?pin-value=1234")
         }

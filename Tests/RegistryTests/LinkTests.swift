@@ -4,7 +4,7 @@ import Testing
 
 @Suite struct LinkTests {
     @Test func createLinkStoresALinkedLinkAndAnActiveL2Together() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         _ = try await registry.createTenant(id: "acme", name: "Acme")
         let newL2 = Fixture.newL2()
         let (link, l2) = try await registry.createLink(tenantID: "acme", provider: "pkcs11", keystoreID: "softhsm",
@@ -30,7 +30,7 @@ import Testing
     }
 
     @Test func secondLiveLinkForTheSameTenantIsAConflict() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let (_, first, _) = try await Fixture.linkedTenant(registry)
         await #expect(throws: RegistryError(.conflict, "")) { try await Fixture.link(registry, "acme") }
         #expect(try await registry.links(tenantID: "acme", limit: 10, after: nil).items == [first])
@@ -38,7 +38,7 @@ import Testing
     }
 
     @Test func aNewLinkWaitsUntilTheRevokedOneIsShredded() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let (_, first, _) = try await Fixture.linkedTenant(registry)
         _ = try await registry.revoke(tenantID: "acme", linkID: first.id, expectedVersion: nil, at: Fixture.revokedAt)
         // Restorable: a second L2 beside it is refused (the way back is the restore).
@@ -53,12 +53,12 @@ import Testing
     }
 
     @Test func createLinkForAMissingTenantIsNotFound() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         await #expect(throws: RegistryError(.notFound, "")) { try await Fixture.link(registry, "ghost") }
     }
 
     @Test func reusedL2ReferenceIsAConflictAndLeavesNoLink() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let (_, _, l2) = try await Fixture.linkedTenant(registry, "a")
         _ = try await registry.createTenant(id: "b", name: "B")
         await #expect(throws: RegistryError(.conflict, "")) {
@@ -76,7 +76,7 @@ import Testing
         (Fixture.keyReference, "not json"),
     ])
     func badLinkInputIsInvalidAndChangesNothing(_ keyReference: String, _ report: String) async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         _ = try await registry.createTenant(id: "acme", name: "Acme")
         await #expect(throws: RegistryError(.invalidInput, "")) {
             try await registry.createLink(tenantID: "acme", provider: "pkcs11", keystoreID: "k", keyReference: keyReference,
@@ -86,7 +86,7 @@ import Testing
     }
 
     @Test func malformedL2IsInvalidInput() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         _ = try await registry.createTenant(id: "acme", name: "Acme")
         var emptyBinding = Fixture.newL2()
         emptyBinding.activeBinding = Data()
@@ -100,7 +100,7 @@ import Testing
     }
 
     @Test func linkOfAnotherTenantIsNotFound() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let (_, linkOfA, _) = try await Fixture.linkedTenant(registry, "tenant-a")
         _ = try await Fixture.linkedTenant(registry, "tenant-b")
         await #expect(throws: RegistryError(.notFound, "")) { try await registry.link(tenantID: "tenant-b", id: linkOfA.id) }
@@ -113,14 +113,14 @@ import Testing
     }
 
     @Test func listingsOfAMissingTenantAreNotFound() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         await #expect(throws: RegistryError(.notFound, "")) { try await registry.links(tenantID: "ghost", limit: 5, after: nil) }
         await #expect(throws: RegistryError(.notFound, "")) { try await registry.l2Keys(tenantID: "ghost") }
         #expect(try await registry.l2Key(linkID: UUID().uuidString) == nil)
     }
 
     @Test func linksPageThroughATenantsHistory() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         _ = try await registry.createTenant(id: "acme", name: "Acme")
         var ids: [String] = []
         for _ in 1...5 {
@@ -141,7 +141,7 @@ import Testing
     }
 
     @Test func linksByStateSpanTenants() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let (_, a, _) = try await Fixture.linkedTenant(registry, "a")
         let (_, b, _) = try await Fixture.linkedTenant(registry, "b")
         _ = try await registry.revoke(tenantID: "a", linkID: a.id, expectedVersion: nil, at: Fixture.revokedAt)
@@ -151,7 +151,7 @@ import Testing
     }
 
     @Test func recordProbeUpdatesTheResultAndTheVersionInAnyState() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let (_, link, _) = try await Fixture.linkedTenant(registry)
         let failedAt = Fixture.probedAt.addingTimeInterval(60)
         let failed = try await registry.recordProbe(linkID: link.id, passed: false, report: #"{"passed":false}"#, at: failedAt)
@@ -166,14 +166,14 @@ import Testing
     }
 
     @Test func recordProbeOfAMissingLinkIsNotFound() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         await #expect(throws: RegistryError(.notFound, "")) {
             try await registry.recordProbe(linkID: UUID().uuidString, passed: true, report: "{}", at: Fixture.probedAt)
         }
     }
 
     @Test func datesAreStoredInMillisecondsAndReadBackExactly() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let (_, link, _) = try await Fixture.linkedTenant(registry)
         let odd = Date(timeIntervalSince1970: 1_750_000_000.123_456)
         let probed = try await registry.recordProbe(linkID: link.id, passed: true, report: "{}", at: odd)

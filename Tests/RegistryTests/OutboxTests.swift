@@ -4,7 +4,7 @@ import Testing
 
 @Suite struct OutboxTests {
     @Test func eventsComeInSequenceOrderAfterACursor() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         #expect(try await registry.latestEventSequence() == 0)
         var events: [OutboxEvent] = []
         for tenant in ["a", "b", "c"] {
@@ -23,12 +23,12 @@ import Testing
     }
 
     @Test func eventsOutliveAReopen() async throws {
-        try await withTemporaryRegistryFile { path in
-            let registry = try Registry(path: path)
+        try await withTemporaryRegistry { open in
+            let registry = try await open()
             let (_, link, _) = try await Fixture.linkedTenant(registry)
             let event = try await registry.revoke(tenantID: "acme", linkID: link.id, expectedVersion: nil,
                                                   at: Fixture.revokedAt).event
-            let reopened = try Registry(path: path)
+            let reopened = try await open()
             #expect(try await reopened.events(after: 0, limit: 10) == [event])
             #expect(try await reopened.latestEventSequence() == event.sequence)
         }

@@ -5,7 +5,7 @@ import Testing
 /// The kill-switch's record: link, L2 and outbox event change together or not at all.
 @Suite struct RevocationTests {
     @Test func revokeLocksTheL2AndWritesOneEventInOneTransaction() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let (_, link, l2) = try await Fixture.linkedTenant(registry)
 
         let result = try await registry.revoke(tenantID: "acme", linkID: link.id, expectedVersion: link.version,
@@ -36,7 +36,7 @@ import Testing
     }
 
     @Test func secondRevokeIsAConflictAndWritesNoSecondEvent() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let (_, link, _) = try await Fixture.linkedTenant(registry)
         let first = try await registry.revoke(tenantID: "acme", linkID: link.id, expectedVersion: nil, at: Fixture.revokedAt)
         await #expect(throws: RegistryError(.conflict, "")) {
@@ -51,7 +51,7 @@ import Testing
     }
 
     @Test func staleVersionIsAPreconditionFailureAndChangesNothing() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let (_, link, _) = try await Fixture.linkedTenant(registry)
         // Someone else changed the link (a scheduled probe) after this caller read it.
         let probed = try await registry.recordProbe(linkID: link.id, passed: true, report: "{}", at: Fixture.probedAt)
@@ -70,7 +70,7 @@ import Testing
     }
 
     @Test func revokingAMissingLinkIsNotFound() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         _ = try await registry.createTenant(id: "acme", name: "Acme")
         await #expect(throws: RegistryError(.notFound, "")) {
             try await registry.revoke(tenantID: "acme", linkID: UUID().uuidString, expectedVersion: nil, at: Fixture.revokedAt)

@@ -12,7 +12,7 @@ import Testing
     }
 
     @Test func partialUniqueIndexRefusesASecondLiveLink() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let (_, link, _) = try await Fixture.linkedTenant(registry)
         await #expect(throws: RegistryError(.conflict, "")) {
             try await rawWrite(registry, """
@@ -24,7 +24,7 @@ import Testing
     }
 
     @Test func revokedLinkIsNotRestoredWithoutANewEpoch() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let (_, link, _) = try await Fixture.linkedTenant(registry)
         _ = try await registry.revoke(tenantID: "acme", linkID: link.id, expectedVersion: nil, at: Fixture.revokedAt)
         await #expect(throws: RegistryError(.conflict, "")) {
@@ -34,7 +34,7 @@ import Testing
     }
 
     @Test func linkCannotBeRevokedWhileItsL2IsActive() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let (_, link, _) = try await Fixture.linkedTenant(registry)
         await #expect(throws: RegistryError(.conflict, "")) {
             try await rawWrite(registry, "UPDATE l1_link SET state = 'REVOKED', revoked_at = 1 WHERE id = '\(link.id)'")
@@ -43,7 +43,7 @@ import Testing
     }
 
     @Test func lockedL2CannotKeepOrRegainAnActiveBinding() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let (_, link, l2) = try await Fixture.linkedTenant(registry)
         await #expect(throws: RegistryError(.invalidInput, "")) {
             try await rawWrite(registry, "UPDATE l2_key SET state = 'LOCKED', locked_at = 1 WHERE id = '\(l2.id)'")
@@ -51,7 +51,7 @@ import Testing
         _ = try await registry.revoke(tenantID: "acme", linkID: link.id, expectedVersion: nil, at: Fixture.revokedAt)
         await #expect(throws: RegistryError(.conflict, "")) {
             try await rawWrite(registry, """
-                UPDATE l2_key SET state = 'ACTIVE', locked_at = NULL, active_binding = x'00', active_mechanism = 'm',
+                UPDATE l2_key SET state = 'ACTIVE', locked_at = NULL, active_binding = \(TestBackend.blob("00")), active_mechanism = 'm',
                                   active_ivk_version = 1
                 WHERE id = '\(l2.id)'
                 """)
@@ -60,20 +60,20 @@ import Testing
     }
 
     @Test func l2CannotPointAtALinkOfAnotherTenant() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let (_, linkOfA, _) = try await Fixture.linkedTenant(registry, "a")
         _ = try await registry.createTenant(id: "b", name: "B")
         await #expect(throws: RegistryError(.conflict, "")) {
             try await rawWrite(registry, """
                 INSERT INTO l2_key (id, tenant_id, link_id, sovereign_binding, sovereign_mechanism, sovereign_ivk_version, sovereign_l1_version,
                                     active_binding, active_mechanism, active_ivk_version, state, created_at, version)
-                VALUES ('x', 'b', '\(linkOfA.id)', x'01', 'm', 1, 1, x'01', 'm', 1, 'ACTIVE', 0, 1)
+                VALUES ('x', 'b', '\(linkOfA.id)', \(TestBackend.blob("01")), 'm', 1, 1, \(TestBackend.blob("01")), 'm', 1, 'ACTIVE', 0, 1)
                 """)
         }
     }
 
     @Test func aNewLinkBesideARestorableOneIsRefusedByTheSchema() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let (_, link, _) = try await Fixture.linkedTenant(registry)
         _ = try await registry.revoke(tenantID: "acme", linkID: link.id, expectedVersion: nil, at: Fixture.revokedAt)
         await #expect(throws: RegistryError(.conflict, "")) {
@@ -85,7 +85,7 @@ import Testing
     }
 
     @Test func tenantWithLinksCannotBeDeletedBehindTheRegistrysBack() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         _ = try await Fixture.linkedTenant(registry)
         await #expect(throws: RegistryError(.conflict, "")) {
             try await rawWrite(registry, "DELETE FROM tenant WHERE id = 'acme'")

@@ -5,7 +5,10 @@ import GRDB
 import Storage
 
 /// The file itself: durability settings, permissions, migrations, visibility across connections.
-@Suite struct StorageTests {
+@Suite(.enabled(if: TestBackend.isSQLite)) struct StorageTests {
+    static let migrations = ["v1", "v2-nodes", "v3-node-acks", "v4-accounts", "v5-lifecycle", "v6-accounts-cli-audit",
+                             "v7-node-lifecycle", "v8-app-credentials", "v9-node-leases", "v10-ha"]
+
     @Test func fileRegistryUsesWALAndFullSynchronousWritesForTheKillSwitch() async throws {
         try await withTemporaryRegistryFile { path in
             let registry = try Registry(path: path)
@@ -17,7 +20,7 @@ import Storage
             #expect(during == 2)
             #expect(try await registry.storageSettings().synchronous == 1)
             #expect(settings.foreignKeys)
-            #expect(settings.appliedMigrations == ["v1", "v2-nodes", "v3-node-acks", "v4-accounts", "v5-lifecycle", "v6-accounts-cli-audit", "v7-node-lifecycle", "v8-app-credentials", "v9-node-leases"])
+            #expect(settings.appliedMigrations == StorageTests.migrations)
             #expect(settings.indexes.contains("l1_link_one_live_per_tenant"))
             #expect(registry.path == path)
         }
@@ -40,27 +43,45 @@ import Storage
             let registry = try Registry(path: path)
             let mode = (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? NSNumber)?.intValue
             #expect(mode == 0o600)
-            #expect(try await registry.storageSettings().appliedMigrations == ["v1", "v2-nodes", "v3-node-acks", "v4-accounts", "v5-lifecycle", "v6-accounts-cli-audit", "v7-node-lifecycle", "v8-app-credentials", "v9-node-leases"], "an empty file is a new registry")
+            #expect(try await registry.storageSettings().appliedMigrations == StorageTests.migrations, "an empty file is a new registry")
         }
     }
 
+    @Test func inMemoryRegistryHasNoPathAndTheSameSchema() async throws {
+        let registry = try Registry.inMemory()
+        #expect(registry.path == nil)
+        let settings = try await registry.storageSettings()
+        #expect(settings.appliedMigrations == StorageTests.migrations && settings.foreignKeys)
+        #expect(settings.indexes.contains("l1_link_one_live_per_tenant"))
+    }
+
+    @Test func unopenablePathIsAClearError() throws {
+        #expect(throws: RegistryError(.invalidInput, "")) {
+            _ = try Registry(path: "/nonexistent-directory-\(UUID().uuidString)/registry.sqlite")
+        }
+    }
+}
+
+/// What both backends must do alike: data and migrations across opening again, commits visible
+/// to an independent connection pool (another process, another replica).
+@Suite struct StoreTests {
     @Test func reopeningRunsMigrationsOnceAndKeepsData() async throws {
-        try await withTemporaryRegistryFile { path in
+        try await withTemporaryRegistry { open in
             let linkID: String
             do {
-                let registry = try Registry(path: path)
+                let registry = try await open()
                 let (_, link, _) = try await Fixture.linkedTenant(registry)
                 _ = try await registry.addIVKVersion(keyReference: "pkcs11:token=platform;object=ivk-1")
                 linkID = link.id
             }
-            let reopened = try Registry(path: path)
-            #expect(try await reopened.storageSettings().appliedMigrations == ["v1", "v2-nodes", "v3-node-acks", "v4-accounts", "v5-lifecycle", "v6-accounts-cli-audit", "v7-node-lifecycle", "v8-app-credentials", "v9-node-leases"])
+            let reopened = try await open()
+            #expect(try await reopened.storageSettings().appliedMigrations == TestBackend.migrations)
             #expect(try await reopened.tenant("acme").name == "Acme acme")
             #expect(try await reopened.link(tenantID: "acme", id: linkID).state == .linked)
             #expect(try await reopened.currentIVK()?.version == 1)
             // And a third open on the same file while the second is still open.
-            let third = try Registry(path: path)
-            #expect(try await third.storageSettings().appliedMigrations == ["v1", "v2-nodes", "v3-node-acks", "v4-accounts", "v5-lifecycle", "v6-accounts-cli-audit", "v7-node-lifecycle", "v8-app-credentials", "v9-node-leases"])
+            let third = try await open()
+            #expect(try await third.storageSettings().appliedMigrations == TestBackend.migrations)
             #expect(try await third.tenants(limit: 10, after: nil).items.map(\.id) == ["acme"])
             #expect(try await reopened.consistencyProblems().isEmpty)
         }
@@ -68,18 +89,18 @@ import Storage
 
     /// What a kill-switch needs from storage: once `revoke` returns, the revocation and its
     /// outbox event are committed for every other connection. Here a second, independent
-    /// Registry on the same file (another connection pool, as another process would have) reads
+    /// Registry on the same store (another connection pool, as another process would have) reads
     /// them while the first is still open. The stronger test, a server process killed with
     /// SIGKILL right after the commit and the file reopened, lives in the server tests, which
     /// can start a child process.
     @Test func committedRevocationIsVisibleToAnIndependentConnection() async throws {
-        try await withTemporaryRegistryFile { path in
-            let writer = try Registry(path: path)
+        try await withTemporaryRegistry { open in
+            let writer = try await open()
             let (_, link, l2) = try await Fixture.linkedTenant(writer)
             let revoked = try await writer.revoke(tenantID: "acme", linkID: link.id, expectedVersion: link.version,
                                                   at: Fixture.revokedAt)
 
-            let other = try Registry(path: path)
+            let other = try await open()
             #expect(try await other.link(tenantID: "acme", id: link.id) == revoked.link)
             #expect(try await other.link(tenantID: "acme", id: link.id).state == .revoked)
             let lockedL2 = try #require(try await other.l2Key(linkID: link.id))
@@ -94,17 +115,4 @@ import Storage
         }
     }
 
-    @Test func inMemoryRegistryHasNoPathAndTheSameSchema() async throws {
-        let registry = try Registry.inMemory()
-        #expect(registry.path == nil)
-        let settings = try await registry.storageSettings()
-        #expect(settings.appliedMigrations == ["v1", "v2-nodes", "v3-node-acks", "v4-accounts", "v5-lifecycle", "v6-accounts-cli-audit", "v7-node-lifecycle", "v8-app-credentials", "v9-node-leases"] && settings.foreignKeys)
-        #expect(settings.indexes.contains("l1_link_one_live_per_tenant"))
-    }
-
-    @Test func unopenablePathIsAClearError() throws {
-        #expect(throws: RegistryError(.invalidInput, "")) {
-            _ = try Registry(path: "/nonexistent-directory-\(UUID().uuidString)/registry.sqlite")
-        }
-    }
 }

@@ -4,7 +4,7 @@ import Testing
 
 @Suite struct TenantTests {
     @Test func createdTenantCanBeFetched() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let before = Date()
         let created = try await registry.createTenant(id: "acme-42", name: "Acme GmbH")
         #expect(created.id == "acme-42" && created.name == "Acme GmbH" && created.version == 1)
@@ -13,12 +13,12 @@ import Testing
     }
 
     @Test func missingTenantIsNotFound() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         await #expect(throws: RegistryError(.notFound, "")) { try await registry.tenant("nobody") }
     }
 
     @Test func duplicateTenantIsAConflict() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         _ = try await registry.createTenant(id: "acme", name: "Acme")
         await #expect(throws: RegistryError(.conflict, "")) { try await registry.createTenant(id: "acme", name: "Other") }
         #expect(try await registry.tenant("acme").name == "Acme", "the first tenant is untouched")
@@ -26,25 +26,25 @@ import Testing
 
     @Test(arguments: ["", "-acme", "acme-", "Acme", "acme_1", "acme 1", "acmé", "a/b", String(repeating: "a", count: 64)])
     func badTenantIDIsInvalidInput(_ id: String) async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         await #expect(throws: RegistryError(.invalidInput, "")) { try await registry.createTenant(id: id, name: "Acme") }
         #expect(try await registry.tenants(limit: 10, after: nil).items.isEmpty, "bad input changes nothing")
     }
 
     @Test(arguments: ["a", "0", "a-b", "0-9-z", String(repeating: "a", count: 63)])
     func goodTenantIDIsAccepted(_ id: String) async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         #expect(try await registry.createTenant(id: id, name: "Acme").id == id)
     }
 
     @Test(arguments: ["", String(repeating: "n", count: 201), "line\nbreak"])
     func badTenantNameIsInvalidInput(_ name: String) async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         await #expect(throws: RegistryError(.invalidInput, "")) { try await registry.createTenant(id: "acme", name: name) }
     }
 
     @Test func listingPagesInCreationOrderAndEndsWithANilCursor() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let ids = (1...7).map { "tenant-\($0)" }
         for id in ids { _ = try await registry.createTenant(id: id, name: id) }
 
@@ -59,7 +59,7 @@ import Testing
     }
 
     @Test func exactlyFullLastPageHasNoCursor() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         for index in 1...6 { _ = try await registry.createTenant(id: "t\(index)", name: "T") }
         let first = try await registry.tenants(limit: 3, after: nil)
         let afterFirst: String = try #require(first.nextCursor)
@@ -68,7 +68,7 @@ import Testing
     }
 
     @Test func limitIsClampedToOneThroughFiveHundred() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         for index in 1...3 { _ = try await registry.createTenant(id: "t\(index)", name: "T") }
         #expect(try await registry.tenants(limit: 0, after: nil).items.count == 1)
         #expect(try await registry.tenants(limit: -5, after: nil).items.count == 1)
@@ -77,12 +77,12 @@ import Testing
 
     @Test(arguments: ["not-a-cursor", "", "eyJ4IjoxfQ", "%%%"])
     func badCursorIsInvalidInput(_ cursor: String) async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         await #expect(throws: RegistryError(.invalidInput, "")) { try await registry.tenants(limit: 3, after: cursor) }
     }
 
     @Test func cursorOfAnotherListingIsRefused() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let (_, _, _) = try await Fixture.linkedTenant(registry, "a")
         _ = try await Fixture.linkedTenant(registry, "b")
         let tenantCursor: String = try #require(try await registry.tenants(limit: 1, after: nil).nextCursor)
@@ -92,7 +92,7 @@ import Testing
     }
 
     @Test func deleteIsRefusedWhileALinkIsLive() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let (tenant, link, _) = try await Fixture.linkedTenant(registry)
         await #expect(throws: RegistryError(.conflict, "")) {
             try await registry.deleteTenant(tenant.id, expectedVersion: tenant.version)
@@ -102,7 +102,7 @@ import Testing
     }
 
     @Test func deleteIsRefusedWhileARevokedLinkCanBeRestored() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let (tenant, link, l2) = try await Fixture.linkedTenant(registry)
         let revoked = try await registry.revoke(tenantID: tenant.id, linkID: link.id, expectedVersion: nil, at: Fixture.revokedAt)
         // Deleting would destroy the sovereign binding without the shred's approval and wait.
@@ -115,7 +115,7 @@ import Testing
     }
 
     @Test func deleteAfterShreddingRemovesEverythingButTheOutboxEvents() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let (tenant, link, _) = try await Fixture.linkedTenant(registry)
         try await registry.recordAttempt(HandshakeAttempt(tenantID: tenant.id, provider: "pkcs11", keystoreID: "t",
                                                           keyReference: Fixture.keyReference, passed: true,
@@ -140,7 +140,7 @@ import Testing
     }
 
     @Test func deleteWithAStaleVersionIsAPreconditionFailure() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         let tenant = try await registry.createTenant(id: "acme", name: "Acme")
         await #expect(throws: RegistryError(.preconditionFailed, "")) {
             try await registry.deleteTenant(tenant.id, expectedVersion: tenant.version + 1)
@@ -151,7 +151,7 @@ import Testing
     }
 
     @Test func deletingAMissingTenantIsNotFound() async throws {
-        let registry = try Registry.inMemory()
+        let registry = try await makeRegistry()
         await #expect(throws: RegistryError(.notFound, "")) { try await registry.deleteTenant("ghost", expectedVersion: nil) }
     }
 }
