@@ -329,7 +329,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AuditTests",
-            dependencies: ["CMKCore", "Audit", "AuditFormat", "TestSupport", "PKCS11", "KSI", .product(name: "Crypto", package: "swift-crypto"),
+            dependencies: ["CMKCore", "Audit", "AuditFormat", "Storage", "TestSupport", "PKCS11", "KSI", .product(name: "Crypto", package: "swift-crypto"),
                            .product(name: "GRDB", package: "GRDB.swift")],
             resources: [.copy("Vectors")]
         ),
