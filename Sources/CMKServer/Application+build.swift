@@ -46,6 +46,11 @@ public func buildRouter(gateway: Gateway, openAPI: ByteBuffer?,
         var reasons: [String] = []
         if await gateway.platform.status().state != .available { reasons.append("the platform token is not available") }
         if gateway.audit.store.failure != nil { reasons.append("the audit log cannot record; see the server log") }
+        // On PostgreSQL the database can go away under a running replica: nothing can be made
+        // durable then, so a load balancer should send requests elsewhere.
+        if gateway.registry.isShared, !(await gateway.registry.isReachable()) {
+            reasons.append("the registry database cannot be reached")
+        }
         if let witness = gateway.audit.witnessProblem() { reasons.append(witness) }
         let certificate = tls?.files.status
         if let certificate, certificate.notAfter <= Date() {
@@ -182,7 +187,6 @@ struct ClusterService: Service {
     let gateway: Gateway
 
     func run() async throws {
-        guard gateway.registry.isShared else { return }
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
                 group.addTask {
@@ -305,8 +309,9 @@ public func buildApplication(_ configuration: ControlPlane.ServerConfiguration, 
     var services: [any Service] = [GatewayService(gateway: gateway), HeartbeatService(broadcaster: gateway.orbital.dispatcher, dashboard: gateway.dashboard),
                                    AuditCheckpointService(audit: audit, interval: .seconds(configuration.audit.checkpointIntervalSeconds)),
                                    ShredService(gateway: gateway, interval: .seconds(configuration.lifecycle.shredCheckSeconds)),
-                                   RotationService(gateway: gateway), HostActionService(gateway: gateway),
-                                   ClusterService(gateway: gateway)]
+                                   RotationService(gateway: gateway), HostActionService(gateway: gateway)]
+    // A service that returns ends the group: only where there are other replicas to hear.
+    if gateway.registry.isShared { services.append(ClusterService(gateway: gateway)) }
     if configuration.probeIntervalSeconds > 0 {
         services.append(ProbeScheduler(gateway: gateway, interval: .seconds(configuration.probeIntervalSeconds)))
     }

@@ -287,6 +287,8 @@ extension SQLError {
             // operator's to fix, said as such.
             self.init(state.hasPrefix("28") || state == "3D000" ? .other : .unavailable,
                       "cannot connect to \(settings.redacted): \(message) (\(state))")
+        } else if let psql = error as? PSQLError, psql.code == .authMechanismRequiresPassword {
+            self.init(.other, "cannot connect to \(settings.redacted): the server asks for a password and none was given (databasePasswordFile, or CMK_DATABASE_PASSWORD)")
         } else if let psql = error as? PSQLError {
             self.init(.unavailable, "cannot connect to \(settings.redacted): \(psql.code)")
         } else {

@@ -91,8 +91,11 @@ struct ChildServer {
     /// `extraConfiguration`: more top-level members of cmk.json (`"lifecycle": {…}`).
     /// The port is one the kernel says is free; if the server loses it to another process
     /// before it binds, it is started again on another (`LoopbackPort.start`).
+    /// `database`: the registry (a SQLite file in the server's directory by default, or a
+    /// PostgreSQL URL several servers share).
     init(token: String, fixture: SoftHSMFixture, logLevel: String, leaseSeconds: Int = 30, environment: [String: String] = [:],
-         keystores: [String] = [], extraConfiguration: String? = nil, probeIntervalSeconds: Int = 0, tls: TLS? = nil) throws {
+         keystores: [String] = [], extraConfiguration: String? = nil, probeIntervalSeconds: Int = 0, tls: TLS? = nil,
+         database: String = "cmk.sqlite") throws {
         let cmk = try builtProduct("cmk")
         let directory = NSTemporaryDirectory() + "cmk-child-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         self.directory = directory
@@ -115,7 +118,7 @@ struct ChildServer {
                 curlOptions = []
             }
             let config = """
-            {"port": \(port), "database": "cmk.sqlite", "keystores": [{"id": "hsm", "profile": "profile.json"}\(keystores.map { ", " + $0 }.joined())],
+            {"port": \(port), "database": "\(database)", "keystores": [{"id": "hsm", "profile": "profile.json"}\(keystores.map { ", " + $0 }.joined())],
              "platform": {"profile": "profile.json"}, "probeIntervalSeconds": \(probeIntervalSeconds), "logLevel": "\(logLevel)",
              "leaseSeconds": \(leaseSeconds)\(extra.map { ", " + $0 }.joined())}
             """
