@@ -128,6 +128,11 @@ import TestSupport
             .json["items"] as? [[String: Any]] ?? []
         let acknowledged = acks.compactMap { ($0["details"] as? [String: Any])?["node"] as? String }
         #expect(acknowledged.count == 4 && Set(acknowledged).count == 4, "\(acknowledged)")
+        // The database password is in no replica's log and not in the audit log.
+        for replica in deployment.replicas {
+            #expect(!String(decoding: replica.logs, as: UTF8.self).contains(deployment.cluster.password))
+        }
+        #expect(!export.body.contains(deployment.cluster.password))
     }
 
     @Test func killingAReplicaDuringABurstOfHandshakesFailsNoMoreThanWasInFlight() async throws {
