@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -16,7 +17,16 @@ package final class PostgresPool: Sendable {
     private let configuration: PostgresConnection.Configuration
     private let group: any EventLoopGroup
     private let threads: NIOThreadPool
-    private let idle = Mutex<[PostgresConnection]>([])
+    /// Idle connections and how many exist; at most `settings.maxConnections` exist at once, a
+    /// transaction beyond them waits (up to `checkoutTimeout`) for one to come back.
+    private let state = Mutex(State())
+    private let returned = NSCondition()
+    private static let checkoutTimeout: TimeInterval = 10
+
+    private struct State {
+        var idle: [PostgresConnection] = []
+        var open = 0
+    }
     private let nextID = Atomic<Int>(1)
     let logger: Logger
 
@@ -58,7 +68,7 @@ package final class PostgresPool: Sendable {
     }
 
     deinit {
-        for connection in idle.withLock({ $0 }) { Self.close(connection) }
+        for connection in state.withLock({ $0.idle }) { Self.close(connection) }
         threads.shutdownGracefully { _ in }
     }
 
@@ -77,26 +87,64 @@ package final class PostgresPool: Sendable {
         }
     }
 
-    /// A connection for the calling (blocking) thread: an idle one that is still open, or a new one.
+    /// A connection for the calling (blocking) thread: an idle one that is still open, or a new
+    /// one while fewer than `maxConnections` exist; else it waits for one to come back.
     func checkout() throws(SQLError) -> (connection: PostgresConnection, reused: Bool) {
-        while let connection = idle.withLock({ $0.popLast() }) {
-            if !connection.isClosed { return (connection, true) }
-        }
-        let id = nextID.add(1, ordering: .relaxed).oldValue
-        do {
-            let connection = try PostgresConnection.connect(on: group.next(), configuration: configuration, id: id, logger: logger).wait()
-            return (connection, false)
-        } catch {
-            throw SQLError(connecting: error, to: settings)
+        let deadline = Date().addingTimeInterval(Self.checkoutTimeout)
+        returned.lock()
+        while true {
+            let taken: PostgresConnection?? = state.withLock { state in
+                while let connection = state.idle.popLast() {
+                    if !connection.isClosed { return .some(connection) }
+                    state.open -= 1
+                }
+                guard state.open < settings.maxConnections else { return nil }
+                state.open += 1
+                return .some(nil)
+            }
+            switch taken {
+            case .some(.some(let connection)):
+                returned.unlock()
+                return (connection, true)
+            case .some(.none):
+                returned.unlock()
+                let id = nextID.add(1, ordering: .relaxed).oldValue
+                do {
+                    let connection = try PostgresConnection.connect(on: group.next(), configuration: configuration, id: id, logger: logger).wait()
+                    return (connection, false)
+                } catch {
+                    forget()
+                    throw SQLError(connecting: error, to: settings)
+                }
+            case .none:
+                guard returned.wait(until: deadline) else {
+                    returned.unlock()
+                    throw SQLError(.unavailable, "all \(settings.maxConnections) database connections stayed busy for \(Int(Self.checkoutTimeout)) s")
+                }
+            }
         }
     }
 
     func checkin(_ connection: PostgresConnection) {
-        if connection.isClosed { return }
-        idle.withLock { $0.append(connection) }
+        if connection.isClosed { return forget() }
+        state.withLock { $0.idle.append(connection) }
+        returned.lock()
+        returned.signal()
+        returned.unlock()
     }
 
-    func discard(_ connection: PostgresConnection) { Self.close(connection) }
+    func discard(_ connection: PostgresConnection) {
+        Self.close(connection)
+        forget()
+    }
+
+    /// A connection that no longer exists: another may be opened.
+    private func forget() {
+        state.withLock { $0.open -= 1 }
+        returned.lock()
+        returned.signal()
+        returned.unlock()
+    }
 
     /// A transaction on the calling (blocking) thread. `begin` opens it (and takes any lock);
     /// a reused connection that fails at `begin` (the server restarted since it was last used)
@@ -188,7 +236,8 @@ final class PostgresTransaction: Connection {
             case .blob(let bytes): binds.append(ByteBuffer(bytes: bytes))
             }
         }
-        let query = PostgresQuery(unsafeSQL: Placeholders.postgres(sql), binds: binds)
+        // Without arguments there is nothing to rewrite (and a `?` in a plpgsql body stays one).
+        let query = PostgresQuery(unsafeSQL: arguments.isEmpty ? sql : Placeholders.postgres(sql), binds: binds)
         let result: PostgresQueryResult
         do {
             result = try connection.query(query, logger: logger).wait()

@@ -26,6 +26,27 @@ import Testing
         #expect(try await registries[1].consistencyProblems().isEmpty)
     }
 
+    /// `max_connections` is a cap: transactions beyond it wait for a connection, none fails.
+    @Test func transactionsBeyondTheConnectionCapWaitForOne() async throws {
+        let cluster = try PostgresCluster.shared()
+        let name = "registry_cap_" + UUID().uuidString.prefix(8).lowercased()
+        try cluster.createDatabase(name)
+        let registry = try await Registry.open(postgres: try PostgresSettings(url: cluster.url(database: name) + "?sslmode=disable&max_connections=2"),
+                                               password: cluster.password)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<24 {
+                group.addTask {
+                    _ = try await registry.createTenant(id: "t\(index)", name: "T")
+                    _ = try await registry.tenants(limit: 50, after: nil)
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await registry.tenants(limit: 50, after: nil).items.count == 24)
+        let connections = try cluster.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = '\(name)'")
+        #expect((Int(connections.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 99) <= 2)
+    }
+
     @Test func tlsToTheServerIsVerifiedAgainstTheGivenCA() async throws {
         let cluster = try PostgresCluster.shared()
         let ca = try #require(cluster.caCertificatePath)
