@@ -168,6 +168,13 @@ import TestSupport
         }
         // The deployment goes on on two replicas.
         #expect(try link(deployment, "after", via: deployment.proxy.base).status == 201)
+        // A retry with the same Idempotency-Key that lands on another replica gets the first answer.
+        let body = #"{"id":"once","name":"Once"}"#
+        let key = ["-H", "Idempotency-Key: create-once"]
+        let first = try http(deployment.first.auth + key + ["-d", body, "\(deployment.replicas[0].base)/api/v1/tenants"])
+        let retried = try http(deployment.first.auth + key + ["-i", "-d", body, "\(deployment.replicas[2].base)/api/v1/tenants"])
+        #expect(first.status == 201 && retried.status == 201, "\(retried.body)")
+        #expect(retried.body.lowercased().contains("idempotent-replayed: true"), "\(retried.body)")
     }
 
     @Test func aDatabaseRestartMakesReplicasNotReadyRefusingWritesAndTheyRecoverByThemselves() async throws {

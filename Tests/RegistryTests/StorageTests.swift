@@ -65,6 +65,56 @@ import Storage
 /// What both backends must do alike: data and migrations across opening again, commits visible
 /// to an independent connection pool (another process, another replica).
 @Suite struct StoreTests {
+    /// What every replica shares: a nonce claimed through one registry is refused through
+    /// another on the same store, and after reopening (a restart).
+    @Test func aNonceClaimedOnceIsRefusedEverywhereAfterwards() async throws {
+        try await withTemporaryRegistry { open in
+            let (a, b) = (try await open(), try await open())
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            #expect(try await a.claimNonces([("node-1", "nonce-1", now + 60_000), ("node-1", "nonce-2", now + 60_000)], now: now) == [true, true])
+            #expect(try await b.claimNonces([("node-1", "nonce-1", now + 60_000), ("node-2", "nonce-1", now + 60_000)], now: now) == [false, true])
+            #expect(try await open().claimNonces([("node-1", "nonce-2", now + 60_000)], now: now) == [false])
+            // Once its window is over, a pair may be claimed again (its request is refused by the clock anyway).
+            #expect(try await b.claimNonces([("node-1", "nonce-1", now + 200_000)], now: now + 120_000) == [true])
+        }
+    }
+
+    @Test func failedLoginsByAddressAreCountedForEveryReplica() async throws {
+        try await withTemporaryRegistry { open in
+            let (a, b) = (try await open(), try await open())
+            let at = Date(timeIntervalSince1970: 1_750_000_000)
+            _ = try await a.recordAddressFailure("10.0.0.9", threshold: 3, lockUntil: at.addingTimeInterval(900), at: at)
+            _ = try await b.recordAddressFailure("10.0.0.9", threshold: 3, lockUntil: at.addingTimeInterval(900), at: at)
+            let third = try await a.recordAddressFailure("10.0.0.9", threshold: 3, lockUntil: at.addingTimeInterval(900), at: at)
+            #expect(third.count == 3 && third.lockedUntil == at.addingTimeInterval(900))
+            #expect(try await b.addressFailures("10.0.0.9")?.lockedUntil == at.addingTimeInterval(900))
+            try await b.clearAddressFailures("10.0.0.9")
+            #expect(try await a.addressFailures("10.0.0.9") == nil)
+        }
+    }
+
+    @Test func anIdempotencyRecordIsSeenByEveryReplica() async throws {
+        try await withTemporaryRegistry { open in
+            let (a, b) = (try await open(), try await open())
+            let at = Date(timeIntervalSince1970: 1_750_000_000), hash = Data(repeating: 1, count: 32)
+            func claim(_ registry: Registry, _ body: Data = Data(repeating: 1, count: 32), at time: Date? = nil) async throws -> Registry.IdempotencyClaim {
+                try await registry.claimIdempotency(subject: "ana", key: "k1", method: "POST", path: "/api/v1/tenants", bodySHA256: body,
+                                                    at: time ?? at, lifetime: 86_400, stale: 600)
+            }
+            #expect(try await claim(a) == .run)
+            #expect(try await claim(b) == .inProgress)
+            #expect(try await claim(b, Data(repeating: 2, count: 32)) == .mismatch)
+            try await a.completeIdempotency(subject: "ana", key: "k1", status: 201, headers: "[]", body: Data("{}".utf8))
+            #expect(try await claim(b) == .replay(status: 201, headers: "[]", body: Data("{}".utf8)))
+            // A record whose request never finished (its replica died) frees the key after `stale`.
+            #expect(try await b.claimIdempotency(subject: "ana", key: "k2", method: "POST", path: "/p", bodySHA256: hash, at: at, lifetime: 86_400, stale: 600) == .run)
+            #expect(try await a.claimIdempotency(subject: "ana", key: "k2", method: "POST", path: "/p", bodySHA256: hash,
+                                                 at: at.addingTimeInterval(601), lifetime: 86_400, stale: 600) == .run)
+            // And every record after its lifetime.
+            #expect(try await claim(a, at: at.addingTimeInterval(86_401)) == .run)
+        }
+    }
+
     @Test func reopeningRunsMigrationsOnceAndKeepsData() async throws {
         try await withTemporaryRegistry { open in
             let linkID: String
