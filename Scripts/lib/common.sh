@@ -50,3 +50,26 @@ ensure_python_packages() {
     hash -r
   fi
 }
+
+# Runs a command as PostgreSQL's server user: `postgres` (Debian's package makes it) through
+# runuser when the script runs as root, which PostgreSQL refuses to run as; else as the caller.
+# (The tests do the same: Tests/TestSupport/PostgresCluster.swift.)
+as_postgres() {
+  if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# Waits until `GET URL` answers 200, for up to SECONDS (default 10). Fails, saying why, when it
+# does not, or when the process PID (optional: the server being waited for) ends first.
+wait_for_http() {
+  local url=$1 seconds=${2:-10} pid=${3:-} i
+  for ((i = 0; i < seconds * 10; i++)); do
+    curl -sf -o /dev/null --max-time 2 "$url" && return 0
+    if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+      echo "wait_for_http: $url: the process $pid ended" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "wait_for_http: $url: no 200 within ${seconds}s" >&2
+  return 1
+}

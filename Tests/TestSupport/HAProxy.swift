@@ -129,6 +129,9 @@ public final class HAProxy: @unchecked Sendable {
                 retries 1
                 retry-on conn-failure
                 option redispatch
+                # Send each small write at once: without it haproxy sends with MSG_MORE and the
+                # kernel holds a node stream's events for up to 200 ms (Docs/Benchmarks.md).
+                option http-no-delay
 
             frontend api
                 bind 127.0.0.1:\(port)
