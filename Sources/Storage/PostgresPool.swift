@@ -147,26 +147,26 @@ package final class PostgresPool: Sendable {
     }
 
     /// A transaction on the calling (blocking) thread. `begin` opens it (and takes any lock);
-    /// a reused connection that fails at `begin` (the server restarted since it was last used)
-    /// is replaced once, since nothing has happened on it yet.
-    func transaction<T>(begin: [String], _ body: (Database) throws -> T) throws -> T {
+    /// its statements are sent without waiting, ahead of the body's first statement, whose
+    /// answer then covers them (one round trip, not three, before the body's first result; the
+    /// write lock is held for one round trip less). A read-only transaction's COMMIT is not
+    /// waited for either. A reused connection that fails before any statement was answered (the
+    /// server restarted since it was last used) is replaced once and the body run again: nothing
+    /// of it can have committed.
+    func transaction<T>(begin: [String], readOnly: Bool = false, _ body: (Database) throws -> T) throws -> T {
         var attempt = 0
         while true {
             attempt += 1
             let (connection, reused) = try checkout()
             let adapter = PostgresTransaction(connection, logger: logger)
-            do {
-                for statement in begin { _ = try adapter.run(statement, []) }
-            } catch let error as SQLError where error.kind == .unavailable && reused && attempt == 1 {
-                discard(connection)
-                continue
-            } catch {
-                discard(connection)
-                throw error
-            }
+            for statement in begin { adapter.send(statement) }
             let result: T
             do {
                 result = try body(Database(adapter))
+                try adapter.flush()
+            } catch let error as SQLError where error.kind == .unavailable && reused && attempt == 1 && adapter.answered == 0 {
+                discard(connection)
+                continue
             } catch {
                 do {
                     _ = try adapter.run("ROLLBACK", [])
@@ -175,6 +175,12 @@ package final class PostgresPool: Sendable {
                     discard(connection)
                 }
                 throw error
+            }
+            if readOnly {
+                // Nothing to make durable; a failure shows on the connection's next use.
+                adapter.send("COMMIT")
+                checkin(connection)
+                return result
             }
             do {
                 _ = try adapter.run("COMMIT", [])
@@ -220,9 +226,30 @@ final class PostgresTransaction: Connection {
     let logger: Logger
     var dialect: Dialect { .postgres }
 
+    /// Statements sent and not yet waited for, in order.
+    private var pending: [EventLoopFuture<PostgresQueryResult>] = []
+    /// Statements whose answers came back.
+    private(set) var answered = 0
+
     init(_ connection: PostgresConnection, logger: Logger) {
         self.connection = connection
         self.logger = logger
+    }
+
+    /// Sends a statement without arguments and without waiting for it: the connection runs
+    /// statements in the order they are sent, and the next `run` or `flush` waits for it.
+    func send(_ sql: String) {
+        pending.append(connection.query(PostgresQuery(unsafeSQL: sql), logger: logger))
+    }
+
+    /// Waits for every statement sent; the first failure is thrown.
+    func flush() throws {
+        let waiting = pending
+        pending.removeAll()
+        for future in waiting {
+            do { _ = try future.wait() } catch { throw SQLError(postgres: error) }
+            answered += 1
+        }
     }
 
     func run(_ sql: String, _ arguments: [DatabaseValue]) throws -> (rows: [Row], changes: Int) {
@@ -238,12 +265,15 @@ final class PostgresTransaction: Connection {
         }
         // Without arguments there is nothing to rewrite (and a `?` in a plpgsql body stays one).
         let query = PostgresQuery(unsafeSQL: arguments.isEmpty ? sql : Placeholders.postgres(sql), binds: binds)
+        let sent = connection.query(query, logger: logger)
+        try flush()
         let result: PostgresQueryResult
         do {
-            result = try connection.query(query, logger: logger).wait()
+            result = try sent.wait()
         } catch {
             throw SQLError(postgres: error)
         }
+        answered += 1
         var rows: [Row] = []
         rows.reserveCapacity(result.rows.count)
         var columns: [String]?

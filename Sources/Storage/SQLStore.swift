@@ -89,7 +89,7 @@ public final class SQLStore: Sendable {
         case .sqlite(let writer):
             return try await translated { try await writer.read { db in try body(Database(SQLiteConnection(db))) } }
         case .postgres(let pool):
-            return try await pool.blocking { try pool.transaction(begin: ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"], body) }
+            return try await pool.blocking { try pool.transaction(begin: ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"], readOnly: true, body) }
         }
     }
 
@@ -134,7 +134,7 @@ public final class SQLStore: Sendable {
         case .sqlite(let writer):
             return try translatedNow { try writer.read { db in try body(Database(SQLiteConnection(db))) } }
         case .postgres(let pool):
-            return try pool.transaction(begin: ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"], body)
+            return try pool.transaction(begin: ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"], readOnly: true, body)
         }
     }
 
