@@ -236,10 +236,14 @@ final class PostgresTransaction: Connection {
         self.logger = logger
     }
 
+    /// The longest any one statement is waited for, lock waits included: a server that stopped
+    /// answering (not closed, just silent) fails the transaction instead of holding its thread.
+    static let statementTimeout: TimeAmount = .seconds(30)
+
     /// Sends a statement without arguments and without waiting for it: the connection runs
     /// statements in the order they are sent, and the next `run` or `flush` waits for it.
     func send(_ sql: String) {
-        pending.append(connection.query(PostgresQuery(unsafeSQL: sql), logger: logger))
+        pending.append(bounded(PostgresQuery(unsafeSQL: sql)))
     }
 
     /// Waits for every statement sent; the first failure is thrown.
@@ -250,6 +254,26 @@ final class PostgresTransaction: Connection {
             do { _ = try future.wait() } catch { throw SQLError(postgres: error) }
             answered += 1
         }
+    }
+
+    /// `future`, failed after `statementTimeout`, and sent only on a connection still open.
+    /// postgres-nio writes a query to its channel without a write promise, so a query written
+    /// after the connection closed (the server ended the session, a failover) is never
+    /// answered: waiting for it alone would wait forever. The check before sending makes that
+    /// rare (a close racing the write); the timeout bounds it.
+    private func bounded(_ query: PostgresQuery) -> EventLoopFuture<PostgresQueryResult> {
+        guard !connection.isClosed else {
+            return connection.eventLoop.makeFailedFuture(SQLError(.unavailable, "the database connection is closed"))
+        }
+        let promise = connection.eventLoop.makePromise(of: PostgresQueryResult.self)
+        let timeout = connection.eventLoop.scheduleTask(in: Self.statementTimeout) {
+            promise.fail(SQLError(.unavailable, "the database did not answer a statement within \(Self.statementTimeout.nanoseconds / 1_000_000_000) s"))
+        }
+        connection.query(query, logger: logger).whenComplete { result in
+            timeout.cancel()
+            promise.completeWith(result)
+        }
+        return promise.futureResult
     }
 
     func run(_ sql: String, _ arguments: [DatabaseValue]) throws -> (rows: [Row], changes: Int) {
@@ -265,7 +289,7 @@ final class PostgresTransaction: Connection {
         }
         // Without arguments there is nothing to rewrite (and a `?` in a plpgsql body stays one).
         let query = PostgresQuery(unsafeSQL: arguments.isEmpty ? sql : Placeholders.postgres(sql), binds: binds)
-        let sent = connection.query(query, logger: logger)
+        let sent = bounded(query)
         try flush()
         let result: PostgresQueryResult
         do {
@@ -331,6 +355,10 @@ extension SQLError {
     /// postgres-nio's errors, translated once: the server's SQLSTATE for what it refused, the
     /// client's codes for a connection that failed or went away.
     init(postgres error: any Error) {
+        if let error = error as? SQLError {
+            self = error
+            return
+        }
         guard let error = error as? PSQLError else {
             self.init(.unavailable, "the database connection failed: \(error)")
             return

@@ -88,6 +88,8 @@ extension SQLStore {
                     let connection = try await pool.dedicatedConnection()
                     defer { Task { try? await connection.close() } }
                     while !Task.isCancelled {
+                        // A query written to a closed connection is never answered (postgres-nio).
+                        guard !connection.isClosed else { throw SQLError(.unavailable, "the leader lock's connection closed") }
                         if !leading {
                             let rows = try await connection.query("SELECT pg_try_advisory_lock(\(key))", logger: pool.logger)
                             for try await (acquired) in rows.decode(Bool.self) where acquired {
