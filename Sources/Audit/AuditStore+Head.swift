@@ -11,27 +11,27 @@ extension AuditStore {
         /// The head in the database; nil when it is the one `known` (the common case: this
         /// process made the last commit), so the frontier is not decoded again.
         static func load(_ db: Database, ifNot known: Head) throws -> Head? {
-            guard let row = try Row.fetchOne(db, sql: "SELECT size, chain, last_time, frontier FROM audit_head WHERE id = 1") else {
-                throw AuditError(.unavailable, "the audit store has no head row")
-            }
+            let row = try storedRow(db)
             let size: UInt64 = row["size"], chain: [UInt8] = row["chain"]
             if size == known.frontier.size, chain == known.chain { return nil }
             return try Head(row)
         }
 
-        static func load(_ db: Database) throws -> Head {
-            guard let row = try Row.fetchOne(db, sql: "SELECT size, chain, last_time, frontier FROM audit_head WHERE id = 1") else {
-                throw AuditError(.unavailable, "the audit store has no head row")
-            }
-            return try Head(row)
+        static func load(_ db: Database) throws -> Head { try Head(try storedRow(db)) }
+
+        private static func storedRow(_ db: Database) throws -> Row {
+            guard let row = try fetchRow(db) else { throw AuditError(.unavailable, "the audit store has no head row") }
+            return row
+        }
+
+        private static func fetchRow(_ db: Database) throws -> Row? {
+            try Row.fetchOne(db, sql: "SELECT size, chain, last_time, frontier FROM audit_head WHERE id = 1")
         }
 
         /// At open, in a write: the head row, made from the records if the store predates it
         /// (a SQLite file from before migration v2-head) or is new.
         static func loadOrCreate(_ db: Database) throws -> Head {
-            if let row = try Row.fetchOne(db, sql: "SELECT size, chain, last_time, frontier FROM audit_head WHERE id = 1") {
-                return try Head(row)
-            }
+            if let row = try fetchRow(db) { return try Head(row) }
             let size = UInt64(try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_record") ?? 0)
             let frontier = try MerkleFrontier(size: size, hashes: try AuditStore.frontierHashes(db, size: size))
             let chain = try [UInt8].fetchOne(db, sql: "SELECT chain FROM audit_record WHERE seq = ?", arguments: [Int64(size) - 1])

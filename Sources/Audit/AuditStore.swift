@@ -52,6 +52,8 @@ public final class AuditStore: Sendable {
         var lastTime: Int64
         var lastCheckpointSize: UInt64?
         var dueSignalled = false
+        /// Records below this position are in `audit_filter` (as far as this process knows).
+        var indexedUpTo: UInt64 = 0
         var lastIndexed = ContinuousClock.now
     }
 
@@ -218,23 +220,26 @@ public final class AuditStore: Sendable {
     private func indexIfDue(force: Bool) {
         let due = state.withLock { state -> Bool in
             guard state.failure == nil else { return false }
-            return force || ContinuousClock.now - state.lastIndexed >= Self.indexInterval
+            return force || state.frontier.size - min(state.indexedUpTo, state.frontier.size) >= Self.indexEvery
+                || ContinuousClock.now - state.lastIndexed >= Self.indexInterval
         }
         guard due else { return }
         state.withLock { $0.lastIndexed = .now }
         // Under the write lock and from the index's own end, so that replicas indexing at the
         // same time neither skip nor repeat a record. A failure leaves the records safe; only
         // filtering lags, and queries scan the lag. Retried at the next interval.
-        _ = try? store.writeNow { db in
+        let indexed = try? store.writeNow { db -> Int64 in
             let from = try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_filter") ?? 0
             let to = try Int64.fetchOne(db, sql: "SELECT size FROM audit_head WHERE id = 1") ?? 0
-            guard force || to - from >= Int64(Self.indexEvery) || to > from else { return }
+            guard to > from else { return from }
             try db.execute(sql: """
                 INSERT INTO audit_filter (seq, time, tenant, key_ref, actor, operation, outcome)
                 SELECT seq, time, tenant, key_ref, actor, operation, outcome FROM audit_record
                 WHERE seq >= ? AND seq < ? ORDER BY seq
                 """, arguments: [from, to])
+            return to
         }
+        if let indexed { state.withLock { $0.indexedUpTo = UInt64(indexed) } }
     }
 
     private typealias CommittedRow = (record: AuditRecord, body: [UInt8], leaf: Hash, chain: Hash)

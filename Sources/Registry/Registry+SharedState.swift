@@ -97,11 +97,7 @@ extension Registry {
 
     /// The failures counted against `address`, and until when it is locked.
     public func addressFailures(_ address: String) async throws -> (count: Int, lockedUntil: Date?)? {
-        try await read { db in
-            try Row.fetchOne(db, sql: "SELECT count, locked_until FROM login_failure WHERE address = ?", arguments: [address]).map {
-                (count: $0["count"] as Int, lockedUntil: ($0["locked_until"] as Int64?).map(Date.init(registryMilliseconds:)))
-            }
-        }
+        try await read { db in try Self.addressFailure(db, address) }
     }
 
     /// One more failure from `address`; locked until `lockUntil` once `threshold` is reached.
@@ -113,10 +109,16 @@ extension Registry {
                 """, arguments: [address, now.registryMilliseconds])
             try db.execute(sql: "UPDATE login_failure SET locked_until = ? WHERE address = ? AND count >= ?",
                            arguments: [lockUntil.registryMilliseconds, address, threshold])
-            guard let row = try Row.fetchOne(db, sql: "SELECT count, locked_until FROM login_failure WHERE address = ?", arguments: [address]) else {
+            guard let failure = try Self.addressFailure(db, address) else {
                 throw RegistryError(.internal, "the login failure of an address vanished inside its own transaction")
             }
-            return (row["count"] as Int, (row["locked_until"] as Int64?).map(Date.init(registryMilliseconds:)))
+            return failure
+        }
+    }
+
+    private static func addressFailure(_ db: Database, _ address: String) throws -> (count: Int, lockedUntil: Date?)? {
+        try Row.fetchOne(db, sql: "SELECT count, locked_until FROM login_failure WHERE address = ?", arguments: [address]).map {
+            (count: $0["count"] as Int, lockedUntil: ($0["locked_until"] as Int64?).map(Date.init(registryMilliseconds:)))
         }
     }
 

@@ -22,8 +22,8 @@ extension SQLStore {
     /// that replicas starting together migrate once and the others wait and find it done.
     public func migrate(_ migrations: [PostgresMigration], table: String) async throws {
         guard case .postgres(let pool) = backend else { return }
-        try await pool.blocking { [writeLock] in
-            try pool.transaction(begin: ["BEGIN", "SELECT pg_advisory_xact_lock(\(writeLock))"]) { db in
+        try await pool.blocking { [writeBegin] in
+            try pool.transaction(begin: writeBegin) { db in
                 try db.execute(sql: "CREATE TABLE IF NOT EXISTS \(table) (id TEXT PRIMARY KEY, position BIGSERIAL, applied_at BIGINT NOT NULL)")
                 let applied = Set(try String.fetchAll(db, sql: "SELECT id FROM \(table)"))
                 for migration in migrations where !applied.contains(migration.id) {

@@ -16,8 +16,11 @@ public final class SQLStore: Sendable {
     }
 
     let backend: Backend
-    /// The advisory lock a PostgreSQL writer of this store holds for its transaction.
-    let writeLock: Int64
+    /// How a PostgreSQL write opens: the transaction, then the advisory lock every writer of
+    /// this store holds for its transaction (`writeLock` at init).
+    let writeBegin: [String]
+    /// How a PostgreSQL read opens: one snapshot for all its statements.
+    static let readBegin = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"]
 
     public var dialect: Dialect {
         switch backend {
@@ -29,14 +32,14 @@ public final class SQLStore: Sendable {
     /// SQLite through a GRDB writer (a pool for a file, a queue in memory).
     public init(sqlite writer: any DatabaseWriter) {
         backend = .sqlite(writer)
-        writeLock = 0
+        writeBegin = []
     }
 
     /// PostgreSQL; `writeLock` distinguishes the stores sharing one database (the registry and
     /// the audit log serialise their writers separately).
     public init(postgres settings: PostgresSettings, password: String?, writeLock: Int64) throws(SQLError) {
         backend = .postgres(try PostgresPool(settings: settings, password: password))
-        self.writeLock = writeLock
+        writeBegin = ["BEGIN", "SELECT pg_advisory_xact_lock(\(writeLock))"]
     }
 
     /// The GRDB writer of a SQLite store (its migrations and pragmas), nil on PostgreSQL.
@@ -66,9 +69,7 @@ public final class SQLStore: Sendable {
         case .sqlite(let writer):
             return try await translated { try await writer.write { db in try body(Database(SQLiteConnection(db))) } }
         case .postgres(let pool):
-            return try await pool.blocking { [writeLock] in
-                try pool.transaction(begin: ["BEGIN", "SELECT pg_advisory_xact_lock(\(writeLock))"], body)
-            }
+            return try await pool.blocking { [writeBegin] in try pool.transaction(begin: writeBegin, body) }
         }
     }
 
@@ -89,7 +90,7 @@ public final class SQLStore: Sendable {
         case .sqlite(let writer):
             return try await translated { try await writer.read { db in try body(Database(SQLiteConnection(db))) } }
         case .postgres(let pool):
-            return try await pool.blocking { try pool.transaction(begin: ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"], readOnly: true, body) }
+            return try await pool.blocking { try pool.transaction(begin: Self.readBegin, readOnly: true, body) }
         }
     }
 
@@ -125,7 +126,7 @@ public final class SQLStore: Sendable {
         case .sqlite(let writer):
             return try translatedNow { try writer.write { db in try body(Database(SQLiteConnection(db))) } }
         case .postgres(let pool):
-            return try pool.transaction(begin: ["BEGIN", "SELECT pg_advisory_xact_lock(\(writeLock))"], body)
+            return try pool.transaction(begin: writeBegin, body)
         }
     }
 
@@ -134,7 +135,7 @@ public final class SQLStore: Sendable {
         case .sqlite(let writer):
             return try translatedNow { try writer.read { db in try body(Database(SQLiteConnection(db))) } }
         case .postgres(let pool):
-            return try pool.transaction(begin: ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"], readOnly: true, body)
+            return try pool.transaction(begin: Self.readBegin, readOnly: true, body)
         }
     }
 

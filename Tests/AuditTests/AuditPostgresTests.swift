@@ -11,8 +11,7 @@ import Testing
 @Suite(.serialized) struct AuditPostgresTests {
     static func freshDatabase() throws -> (settings: PostgresSettings, password: String) {
         let cluster = try PostgresCluster.shared()
-        let name = "audit_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
-        try cluster.createDatabase(name)
+        let name = try cluster.freshDatabase("audit")
         return (try PostgresSettings(url: cluster.url(database: name) + "?sslmode=disable&max_connections=4"), cluster.password)
     }
 

@@ -28,8 +28,7 @@ import TestSupport
 
     func deploy(_ name: String) async throws -> Deployment {
         let cluster = try PostgresCluster.shared()
-        let database = "ha_\(name)_" + UUID().uuidString.prefix(8).lowercased()
-        try cluster.createDatabase(database)
+        let database = try cluster.freshDatabase("ha_\(name)")
         let shared = NSTemporaryDirectory() + "cmk-ha-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: true)
         // Every replica signs events, unseal answers and checkpoints with the same keys.

@@ -21,8 +21,7 @@ enum TestBackend {
     /// A new, empty database in the test process's PostgreSQL cluster.
     static func freshPostgres() throws -> (settings: PostgresSettings, password: String) {
         let cluster = try PostgresCluster.shared()
-        let name = "registry_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
-        try cluster.createDatabase(name)
+        let name = try cluster.freshDatabase("registry")
         return (try PostgresSettings(url: cluster.url(database: name) + "?sslmode=disable&max_connections=8"), cluster.password)
     }
 }

@@ -29,8 +29,7 @@ import Testing
     /// `max_connections` is a cap: transactions beyond it wait for a connection, none fails.
     @Test func transactionsBeyondTheConnectionCapWaitForOne() async throws {
         let cluster = try PostgresCluster.shared()
-        let name = "registry_cap_" + UUID().uuidString.prefix(8).lowercased()
-        try cluster.createDatabase(name)
+        let name = try cluster.freshDatabase("registry_cap")
         let registry = try await Registry.open(postgres: try PostgresSettings(url: cluster.url(database: name) + "?sslmode=disable&max_connections=2"),
                                                password: cluster.password)
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -50,8 +49,7 @@ import Testing
     @Test func tlsToTheServerIsVerifiedAgainstTheGivenCA() async throws {
         let cluster = try PostgresCluster.shared()
         let ca = try #require(cluster.caCertificatePath)
-        let name = "registry_tls_" + UUID().uuidString.prefix(8).lowercased()
-        try cluster.createDatabase(name)
+        let name = try cluster.freshDatabase("registry_tls")
         let byName = cluster.url(database: name).replacingOccurrences(of: "127.0.0.1", with: "localhost")
         let settings = try PostgresSettings(url: byName + "?sslmode=verify-full&sslrootcert=\(ca)")
         let registry = try await Registry.open(postgres: settings, password: cluster.password)

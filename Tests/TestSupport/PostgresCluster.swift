@@ -224,6 +224,14 @@ public final class PostgresCluster: @unchecked Sendable {
         try psql("CREATE DATABASE \(Self.quoteIdentifier(name))")
     }
 
+    /// Creates a database of its own for one test, named `prefix_` and a random suffix, and
+    /// returns its name.
+    public func freshDatabase(_ prefix: String) throws -> String {
+        let name = prefix + "_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(12)
+        try createDatabase(name)
+        return name
+    }
+
     /// Ends every other connection to `database` (`pg_terminate_backend`): the fault of a
     /// server that drops its clients. Returns how many it ended.
     @discardableResult
