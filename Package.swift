@@ -28,6 +28,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
     ],
     targets: [
         // The PKCS#11 headers as libp11-kit-dev ships them, plus a few inline helpers that
@@ -234,10 +239,26 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
-        // The transports over it: the Management API (REST), the node API, the portal.
+        // The gRPC Management API's messages and service stubs, generated from Protos/ by
+        // Scripts/generate-grpc and committed (CI never builds the protobuf plugins).
+        .target(
+            name: "CMKProto",
+            dependencies: [
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            exclude: ["Generated/proto-sources.sha256"]
+        ),
+        // The transports over it: the Management API (REST and gRPC), the node API, the portal.
         .target(
             name: "CMKServer",
-            dependencies: ["Storage", "CMKCore", "ControlPlane",
+            dependencies: ["Storage", "CMKCore", "ControlPlane", "CMKProto",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "NIOCertificateReloading", package: "swift-nio-extras"),
                 "KSI",
                 "Registry",
                 "Audit",
@@ -358,8 +379,9 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "JWTKit", package: "jwt-kit"),
             ],
-            // The browser walks, run by PortalTests (and Scripts/screenshots) with python3.
-            exclude: ["portal_e2e.py", "portal_tls.py"]
+            // The browser walks, run by PortalTests (and Scripts/screenshots) with python3, and the
+            // gRPC journey GRPCProcessTests runs with Python's grpcio.
+            exclude: ["portal_e2e.py", "portal_tls.py", "grpc_journey.py"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -28,7 +28,8 @@ postgres_bin_dir() {
   if [[ -n $dir && -x $dir/initdb && -x $dir/pg_ctl ]]; then echo "$dir"; fi
 }
 
-# The pip packages the tests need: cryptography (the RFC 5649 interop test, the cloud fakes),
+# The pip packages the tests need: cryptography (the RFC 5649 interop test, the cloud fakes, the
+# gRPC client's signature checks),
 # selenium (the portal in headless Chromium; never downloads a browser: SE_OFFLINE and
 # Debian's), and the cloud KMS stand-ins.
 ensure_python_packages() {
@@ -48,6 +49,14 @@ ensure_python_packages() {
       || python3 -m pip install -q --break-system-packages 'moto[server]' boto3 drongo google-crc32c
     if command -v pyenv >/dev/null; then pyenv rehash; fi
     hash -r
+  fi
+  # The gRPC API's client in the tests, written by someone else: grpcio, grpcio-tools (its
+  # protoc compiles Protos/ in the test), the standard health and reflection clients, and
+  # grpcio-status to read google.rpc.Status details.
+  if ! python3 -c 'import grpc, grpc_tools, grpc_health.v1, grpc_reflection.v1alpha, grpc_status' 2>/dev/null; then
+    echo "==> installing grpcio, grpcio-tools, grpcio-health-checking, grpcio-reflection, grpcio-status"
+    python3 -m pip install -q grpcio grpcio-tools grpcio-health-checking grpcio-reflection grpcio-status \
+      || python3 -m pip install -q --break-system-packages grpcio grpcio-tools grpcio-health-checking grpcio-reflection grpcio-status
   fi
 }
 

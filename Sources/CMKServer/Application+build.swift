@@ -30,7 +30,8 @@ enum MetricsBootstrap {
 /// `/api/v1` behind the authentication middleware.
 public func buildRouter(gateway: Gateway, openAPI: ByteBuffer?,
                         sessions settings: SessionSettings = SessionSettings(),
-                        assertions: IdentityAssertionVerifier? = nil, tls: ListenerTLS? = nil) -> Router<CMKRequestContext> {
+                        assertions: IdentityAssertionVerifier? = nil, tls: ListenerTLS? = nil,
+                        sessionManager: SessionManager? = nil) -> Router<CMKRequestContext> {
     let prometheus = MetricsBootstrap.registry
     let router = Router(context: CMKRequestContext.self)
     // Outside the error middleware, so that error answers carry it too.
@@ -41,21 +42,8 @@ public func buildRouter(gateway: Gateway, openAPI: ByteBuffer?,
         Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#)))
     }
     router.get("readyz") { _, _ -> Response in
-        // Ready when the platform token answers, the audit log can record (nothing is done
-        // that cannot be), and checkpoints reach the configured witness directory.
-        var reasons: [String] = []
-        if await gateway.platform.status().state != .available { reasons.append("the platform token is not available") }
-        if gateway.audit.store.failure != nil { reasons.append("the audit log cannot record; see the server log") }
-        // On PostgreSQL the database can go away under a running replica: nothing can be made
-        // durable then, so a load balancer should send requests elsewhere.
-        if gateway.registry.isShared, !(await gateway.registry.isReachable()) {
-            reasons.append("the registry database cannot be reached")
-        }
-        if let witness = gateway.audit.witnessProblem() { reasons.append(witness) }
+        let reasons = await readinessProblems(gateway: gateway, tls: tls)
         let certificate = tls?.files.status
-        if let certificate, certificate.notAfter <= Date() {
-            reasons.append("the TLS certificate in service expired at \(certificate.notAfter); renew \(certificate.certificate)")
-        }
         struct Readiness: Encodable { var status: String; var reason: String?; var tls: CertificateFiles.Status? }
         let readiness = Readiness(status: reasons.isEmpty ? "ready" : "not_ready", reason: reasons.isEmpty ? nil : reasons.joined(separator: "; "),
                                   tls: certificate)
@@ -73,8 +61,8 @@ public func buildRouter(gateway: Gateway, openAPI: ByteBuffer?,
             Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: openAPI))
         }
     }
-    let sessions = SessionManager(registry: gateway.registry, platform: gateway.platform, audit: gateway.audit, settings: settings,
-                                  logger: gateway.logger)
+    let sessions = sessionManager ?? SessionManager(registry: gateway.registry, platform: gateway.platform, audit: gateway.audit,
+                                                    settings: settings, logger: gateway.logger)
     let api = router.group("api/v1").add(middleware: AdminAuthenticationMiddleware(gateway: gateway, sessions: sessions,
                                                                                  assertions: assertions))
     SessionController(gateway: gateway, sessions: sessions).register(on: api)
@@ -93,6 +81,25 @@ public func buildRouter(gateway: Gateway, openAPI: ByteBuffer?,
     }
     nodes.registerNode(open: open, signed: signed.add(middleware: NodeAuthenticationMiddleware(gateway: gateway, nonces: NonceCache(registry: gateway.registry))))
     return router
+}
+
+/// Why the gateway is not ready, if it is not (`/readyz`, and the gRPC health service): the
+/// platform token answers, the audit log can record (nothing is done that cannot be),
+/// checkpoints reach the configured witness directory, the certificate has not expired.
+func readinessProblems(gateway: Gateway, tls: ListenerTLS?) async -> [String] {
+    var reasons: [String] = []
+    if await gateway.platform.status().state != .available { reasons.append("the platform token is not available") }
+    if gateway.audit.store.failure != nil { reasons.append("the audit log cannot record; see the server log") }
+    // On PostgreSQL the database can go away under a running replica: nothing can be made
+    // durable then, so a load balancer should send requests elsewhere.
+    if gateway.registry.isShared, !(await gateway.registry.isReachable()) {
+        reasons.append("the registry database cannot be reached")
+    }
+    if let witness = gateway.audit.witnessProblem() { reasons.append(witness) }
+    if let certificate = tls?.files.status, certificate.notAfter <= Date() {
+        reasons.append("the TLS certificate in service expired at \(certificate.notAfter); renew \(certificate.certificate)")
+    }
+    return reasons
 }
 
 /// The listener's TLS: the certificate files in service and whether nodes must present a client
@@ -331,9 +338,17 @@ public func buildApplication(_ configuration: ControlPlane.ServerConfiguration, 
                            metadata: ["host": "\(configuration.host)"])
         }
     }
+    // One session manager for both transports: sessions, step-up and lockout are the same.
+    let sessions = SessionManager(registry: gateway.registry, platform: gateway.platform, audit: gateway.audit,
+                                  settings: configuration.sessions, logger: gateway.logger)
+    if let grpcPort = configuration.grpcPort {
+        services.append(try GRPCManagementServer(host: configuration.host, port: grpcPort, tls: tls, gateway: gateway,
+                                                 gate: AdminGate(gateway: gateway, sessions: sessions, assertions: assertions),
+                                                 readiness: { await readinessProblems(gateway: gateway, tls: tls) }, logger: logger))
+    }
     var application = Application(
         router: buildRouter(gateway: gateway, openAPI: openAPI, sessions: configuration.sessions,
-                            assertions: assertions, tls: tls),
+                            assertions: assertions, tls: tls, sessionManager: sessions),
         server: server,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "openkcm-cmk"),
         logger: logger)

@@ -35,6 +35,49 @@ final class IdempotencyCache: Sendable {
         self.stale = stale
     }
 
+    /// An answer as it is kept: a status, headers as JSON pairs, the body.
+    struct StoredAnswer: Sendable {
+        var status: Int
+        var headers: String
+        var body: Data
+    }
+
+    /// Runs `work` once for `key` of `subject`: a retry of the same request (same method, path
+    /// and body digest) replays the stored answer; the same key with another request, or while
+    /// the first still runs, is refused. Whichever transport carries the request.
+    func once(subject: String, key: String, method: String, path: String, digest: Data, logger: Logger,
+              _ work: () async throws -> StoredAnswer) async throws -> (answer: StoredAnswer, replayed: Bool) {
+        guard (1...255).contains(key.utf8.count) else {
+            throw DomainError.invalidInput("an idempotency key must be 1 to 255 characters")
+        }
+        let claim = try await registry.claimIdempotency(subject: subject, key: key, method: method, path: path, bodySHA256: digest,
+                                                        at: Date(), lifetime: lifetime, stale: stale)
+        switch claim {
+        case .replay(let status, let headers, let stored):
+            return (StoredAnswer(status: status, headers: headers, body: Data(stored)), true)
+        case .inProgress:
+            throw DomainError(.idempotencyInProgress, "a request with this idempotency key is still being processed")
+        case .mismatch:
+            throw DomainError(.idempotencyKeyReused, "this idempotency key was used with a different request")
+        case .run:
+            let answer: StoredAnswer
+            do {
+                answer = try await work()
+            } catch {
+                try? await registry.releaseIdempotency(subject: subject, key: key)
+                throw error
+            }
+            // The change is made; if its record cannot be kept, a retry would act again: say so
+            // in the log, and answer the change.
+            do {
+                try await registry.completeIdempotency(subject: subject, key: key, status: answer.status, headers: answer.headers, body: answer.body)
+            } catch {
+                logger.warning("an idempotent response could not be stored", metadata: ["error.type": "\(type(of: error))"])
+            }
+            return (answer, false)
+        }
+    }
+
     func run(_ request: Request, context: CMKRequestContext, _ body: (ByteBuffer) async throws -> Reply) async throws -> Response {
         let bytes = try await request.body.collect(upTo: context.maxUploadSize)
         guard let header = request.headers[.init("Idempotency-Key")!] else {
@@ -43,41 +86,19 @@ final class IdempotencyCache: Sendable {
         guard (1...255).contains(header.utf8.count) else {
             throw DomainError.invalidInput("Idempotency-Key must be 1 to 255 characters")
         }
-        let subject = context.identity?.subject ?? ""
-        let claim = try await registry.claimIdempotency(subject: subject, key: header, method: request.method.rawValue,
-                                                        path: request.uri.path, bodySHA256: Data(SHA256.hash(data: Data(buffer: bytes))),
-                                                        at: Date(), lifetime: lifetime, stale: stale)
-        switch claim {
-        case .replay(let status, let headers, let stored):
-            var fields = HTTPFields()
-            for pair in (try? JSONDecoder().decode([[String]].self, from: Data(headers.utf8))) ?? [] where pair.count == 2 {
-                if let name = HTTPFields.Element.Name(pair[0]) { fields.append(.init(name: name, value: pair[1])) }
-            }
-            fields[.init("Idempotent-Replayed")!] = "true"
-            return Reply(status: .init(code: status), headers: fields, body: ByteBuffer(bytes: stored)).response
-        case .inProgress:
-            throw DomainError(.idempotencyInProgress, "a request with this Idempotency-Key is still being processed")
-        case .mismatch:
-            throw DomainError(.idempotencyKeyReused, "this Idempotency-Key was used with a different request")
-        case .run:
-            let reply: Reply
-            do {
-                reply = try await body(bytes)
-            } catch {
-                try? await registry.releaseIdempotency(subject: subject, key: header)
-                throw error
-            }
+        let (answer, replayed) = try await once(subject: context.identity?.subject ?? "", key: header, method: request.method.rawValue,
+                                                path: request.uri.path, digest: Data(SHA256.hash(data: Data(buffer: bytes))),
+                                                logger: context.logger) {
+            let reply = try await body(bytes)
             let headers = reply.headers.map { [$0.name.rawName, $0.value] }
             let encoded = (try? JSONEncoder().encode(headers)).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
-            // The change is made; if its record cannot be kept, a retry would act again: say so
-            // in the log, and answer the change.
-            do {
-                try await registry.completeIdempotency(subject: subject, key: header, status: Int(reply.status.code), headers: encoded,
-                                                       body: Data(buffer: reply.body))
-            } catch {
-                context.logger.warning("an idempotent response could not be stored", metadata: ["error.type": "\(type(of: error))"])
-            }
-            return reply.response
+            return StoredAnswer(status: Int(reply.status.code), headers: encoded, body: Data(buffer: reply.body))
         }
+        var fields = HTTPFields()
+        for pair in (try? JSONDecoder().decode([[String]].self, from: Data(answer.headers.utf8))) ?? [] where pair.count == 2 {
+            if let name = HTTPFields.Element.Name(pair[0]) { fields.append(.init(name: name, value: pair[1])) }
+        }
+        if replayed { fields[.init("Idempotent-Replayed")!] = "true" }
+        return Reply(status: .init(code: answer.status), headers: fields, body: ByteBuffer(bytes: answer.body)).response
     }
 }

@@ -10,6 +10,7 @@ import Registry
 /// rotation jobs and their progress).
 struct LifecycleController {
     let gateway: Gateway
+    var operations: ManagementOperations { ManagementOperations(gateway: gateway) }
 
     struct CreateApprovalRequest: Codable, Sendable {
         var operation: ApprovalOperation
@@ -129,59 +130,31 @@ struct LifecycleController {
             guard let state = ApprovalState(rawValue: String(text)) else {
                 throw DomainError.invalidInput("state is one of \(ApprovalState.allCases.map(\.rawValue).joined(separator: ", "))")
             }
-            // Expired requests are stored as pending or approved.
-            states = state == .expired ? [.pending, .approved] : [state]
+            states = [state]
         }
         let now = Date()
-        let filter = request.uri.queryParameters["state"].map(String.init)
-        let items = try await gateway.registry.approvalRequests(states: states, limit: 200)
-            .filter { gateway.mayView($0, principal) }
-            .map { ApprovalResponse($0, now: now) }
-            .filter { filter == nil || $0.state == filter }
+        let items = try await operations.approvals(state: states?.first, visibleTo: principal, now: now).map { ApprovalResponse($0, now: now) }
         return try ManagementController.json(PageResponse(items: items, nextCursor: nil), context: context).response
     }
 
     @Sendable func createApproval(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let principal = try SessionController.principal(context)
         let input = try await ManagementController.decode(CreateApprovalRequest.self, request, context)
-        var details = ["operation": input.operation.rawValue]
-        if let subject = input.link ?? input.region { details["for"] = String(subject.prefix(128)) }
-        let created = try await gateway.recorded("approval.request", tenant: input.tenant, details: details, resultTarget: { $0.id },
-                                                 context: context.audit) {
-            try await gateway.requestApproval(.init(operation: input.operation, tenant: input.tenant, link: input.link, region: input.region,
-                                                    waitingPeriodHours: input.waitingPeriodHours, ttlSeconds: input.ttlSeconds,
-                                                    reason: input.reason), by: principal)
-        }
+        let created = try await operations.requestApproval(.init(operation: input.operation, tenant: input.tenant, link: input.link,
+                                                                 region: input.region, waitingPeriodHours: input.waitingPeriodHours,
+                                                                 ttlSeconds: input.ttlSeconds, reason: input.reason),
+                                                           by: principal, audit: context.audit)
         return try ManagementController.json(ApprovalResponse(created, now: Date()), status: .created, etag: created.version, context: context).response
     }
 
-    func visible(_ id: String, _ context: CMKRequestContext) async throws -> ApprovalRequest {
-        let principal = try SessionController.principal(context)
-        let found: ApprovalRequest
-        do {
-            found = try await gateway.registry.approvalRequest(id)
-        } catch let error as RegistryError where error.code == .notFound {
-            throw DomainError.notFound("no approval request \(id)")
-        }
-        guard gateway.mayView(found, principal) else { throw DomainError.notFound("no approval request \(id)") }
-        return found
-    }
-
     @Sendable func getApproval(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        let found = try await visible(try context.parameters.require("approval"), context)
+        let found = try await operations.approval(try context.parameters.require("approval"), visibleTo: try SessionController.principal(context))
         return try ManagementController.json(ApprovalResponse(found, now: Date()), etag: found.version, context: context).response
     }
 
     func decide(_ decision: ApprovalDecision, _ request: Request, _ context: CMKRequestContext) async throws -> Response {
         let principal = try SessionController.principal(context)
-        let id = try context.parameters.require("approval")
-        let found = try await visible(id, context)
-        let decided = try await gateway.recorded(decision == .approve ? "approval.approve" : "approval.reject", tenant: found.tenantID,
-                                                 target: id, details: ["operation": found.operation.rawValue, "for": found.target],
-                                                 context: context.audit) {
-            try await gateway.vote(on: id, decision, by: principal)
-        }
-        gateway.dashboard.changed()
+        let decided = try await operations.vote(decision, on: try context.parameters.require("approval"), by: principal, audit: context.audit)
         return try ManagementController.json(ApprovalResponse(decided, now: Date()), etag: decided.version, context: context).response
     }
 
@@ -195,12 +168,7 @@ struct LifecycleController {
 
     @Sendable func cancel(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let principal = try SessionController.principal(context)
-        let id = try context.parameters.require("approval")
-        let found = try await visible(id, context)
-        let cancelled = try await gateway.recorded("approval.cancel", tenant: found.tenantID, target: id,
-                                                   details: ["operation": found.operation.rawValue], context: context.audit) {
-            try await gateway.cancelApproval(id, by: principal)
-        }
+        let cancelled = try await operations.cancelApproval(try context.parameters.require("approval"), by: principal, audit: context.audit)
         return try ManagementController.json(ApprovalResponse(cancelled, now: Date()), context: context).response
     }
 

@@ -16,6 +16,7 @@ import ServiceLifecycle
 /// nodes enrol and unseal (`/node/v1/…`, signed requests, see `NodeAuthenticationMiddleware`).
 struct NodeController {
     let gateway: Gateway
+    var operations: ManagementOperations { ManagementOperations(gateway: gateway) }
 
     struct EnrolmentRequest: Codable, Sendable {
         var region: String
@@ -264,24 +265,21 @@ struct NodeController {
                      disabledAt: node.disabledAt, removedAt: node.removedAt, rekeyedAt: node.rekeyedAt)
     }
 
-    func changeNode(_ context: CMKRequestContext, _ operation: String, disabled: Bool? = nil, remove: Bool = false) async throws -> Response {
-        let id = try context.parameters.require("node")
-        let node = try await gateway.recorded(operation, target: id, context: context.audit) {
-            try await gateway.setNode(id, disabled: disabled, remove: remove, by: context.audit)
-        }
+    func changeNode(_ context: CMKRequestContext, _ change: ManagementOperations.NodeChange) async throws -> Response {
+        let node = try await operations.changeNode(try context.parameters.require("node"), change, by: context.audit)
         return try ManagementController.json(Self.response(node), context: context).response
     }
 
     @Sendable func disableNode(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        try await changeNode(context, "node.disable", disabled: true)
+        try await changeNode(context, .disable)
     }
 
     @Sendable func enableNode(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        try await changeNode(context, "node.enable", disabled: false)
+        try await changeNode(context, .enable)
     }
 
     @Sendable func removeNode(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        try await changeNode(context, "node.remove", remove: true)
+        try await changeNode(context, .remove)
     }
 
     /// Events after `after` (an event sequence number), oldest first: what a node missed.
@@ -338,8 +336,8 @@ struct NodeController {
     }
 
     @Sendable func revocation(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        let progress = try await gateway.revocationProgress(tenantID: try context.parameters.require("tenant"),
-                                                            linkID: try context.parameters.require("link"))
+        let progress = try await operations.revocation(tenant: try context.parameters.require("tenant"),
+                                                       link: try context.parameters.require("link"))
         let acks = Dictionary(uniqueKeysWithValues: progress.acks.map { ($0.nodeID, $0) })
         let nodes = progress.expected.map { node in
             let ack = acks[node.id]
@@ -356,23 +354,18 @@ struct NodeController {
 
     @Sendable func issueEnrolment(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let input = try await ManagementController.decode(EnrolmentRequest.self, request, context)
-        let ttl = try Gateway.enrolmentTTL(input.ttlSeconds ?? 3600)
-        let (token, enrolment) = try await gateway.issueEnrolment(region: input.region, ttl: .seconds(ttl), approval: input.approval,
-                                                                  by: try SessionController.principal(context), context: context.audit)
+        let (token, enrolment) = try await operations.issueEnrolment(region: input.region, ttlSeconds: input.ttlSeconds, approval: input.approval,
+                                                                     by: try SessionController.principal(context), audit: context.audit)
         return try ManagementController.json(EnrolmentResponse(id: enrolment.id, region: enrolment.region, token: token,
                                                                expiresAt: enrolment.expiresAt), status: .created, context: context).response
     }
 
     @Sendable func listNodes(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        let nodes = try await gateway.registry.nodes()
-        let leaseEnds = await gateway.leases.latestEndByNode()
-        let connected = gateway.orbital.dispatcher.connectedNodes
-        let heartbeats = gateway.heartbeats.withLockedValue { $0 }
-        let items = nodes.map { node in
-            NodeResponse(id: node.id, region: node.region, enrolledAt: node.enrolledAt, lastSeenAt: node.lastSeenAt,
-                         leaseExpiresAt: leaseEnds[node.id], connected: connected.contains(node.id),
-                         lastHeartbeatAt: heartbeats[node.id]?.at, keysHeld: heartbeats[node.id]?.keysHeld,
-                         disabledAt: node.disabledAt, removedAt: node.removedAt, rekeyedAt: node.rekeyedAt)
+        let items = try await operations.nodes().map { view in
+            let node = view.node
+            return NodeResponse(id: node.id, region: node.region, enrolledAt: node.enrolledAt, lastSeenAt: node.lastSeenAt,
+                                leaseExpiresAt: view.leaseExpiresAt, connected: view.connected, lastHeartbeatAt: view.lastHeartbeatAt,
+                                keysHeld: view.keysHeld, disabledAt: node.disabledAt, removedAt: node.removedAt, rekeyedAt: node.rekeyedAt)
         }
         return try ManagementController.json(PageResponse(items: items, nextCursor: nil), context: context).response
     }

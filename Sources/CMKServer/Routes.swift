@@ -13,6 +13,7 @@ import Registry
 struct ManagementController {
     let gateway: Gateway
     let idempotency: IdempotencyCache
+    var operations: ManagementOperations { ManagementOperations(gateway: gateway) }
 
     func register(on group: RouterGroup<CMKRequestContext>) {
         group.get("tenants", use: listTenants)
@@ -39,32 +40,27 @@ struct ManagementController {
 
     @Sendable func listTenants(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let (limit, cursor) = try Self.pagination(request)
-        let page = try await gateway.registry.tenants(limit: limit, after: cursor)
-        // A caller limited to some tenants sees only those.
-        let visible = page.items.filter { context.principal?.mayAccess(tenant: $0.id) ?? true }
-        return try Self.json(PageResponse(items: visible.map(TenantResponse.init), nextCursor: page.nextCursor), context: context).response
+        let page = try await operations.tenants(limit: limit, after: cursor, visibleTo: context.principal)
+        return try Self.json(PageResponse(items: page.items.map(TenantResponse.init), nextCursor: page.nextCursor), context: context).response
     }
 
     @Sendable func createTenant(_ request: Request, context: CMKRequestContext) async throws -> Response {
         try await idempotency.run(request, context: context) { body in
             let input = try Self.decode(CreateTenantRequest.self, from: body, context: context)
-            let tenant = try await recorded("tenant.create", tenant: input.id, context: context) {
-                try await gateway.registry.createTenant(id: input.id, name: input.name, allowedRegions: input.allowedRegions)
-            }
+            let tenant = try await operations.createTenant(id: input.id, name: input.name, allowedRegions: input.allowedRegions,
+                                                           by: context.audit)
             return try Self.json(TenantResponse(tenant), status: .created, etag: tenant.version, context: context)
         }
     }
 
     @Sendable func getTenant(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        let tenant = try await gateway.registry.tenant(try context.parameters.require("tenant"))
+        let tenant = try await operations.tenant(try context.parameters.require("tenant"))
         return try Self.json(TenantResponse(tenant), etag: tenant.version, context: context).response
     }
 
     @Sendable func deleteTenant(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let tenant = try context.parameters.require("tenant")
-        try await recorded("tenant.delete", tenant: tenant, context: context) {
-            try await gateway.registry.deleteTenant(tenant, expectedVersion: try Self.ifMatch(request))
-        }
+        try await operations.deleteTenant(tenant, expectedVersion: try Self.ifMatch(request), by: context.audit)
         return Response(status: .noContent)
     }
 
@@ -73,61 +69,44 @@ struct ManagementController {
     @Sendable func updateTenant(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let tenant = try context.parameters.require("tenant")
         let input = try await Self.decode(UpdateTenantRequest.self, request, context)
-        let regions = input.allowedRegions?.joined(separator: ",") ?? "all"
-        let (updated, event) = try await recorded("tenant.regions", tenant: tenant, details: ["allowedRegions": regions], context: context) {
-            try await gateway.registry.setAllowedRegions(tenantID: tenant, input.allowedRegions, expectedVersion: try Self.ifMatch(request))
-        }
-        gateway.orbital.committed([event])
+        let updated = try await operations.setAllowedRegions(tenant: tenant, input.allowedRegions, expectedVersion: try Self.ifMatch(request),
+                                                             by: context.audit)
         return try Self.json(TenantResponse(updated), etag: updated.version, context: context).response
     }
 
     // MARK: Keystores
 
     @Sendable func listKeystores(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        var items: [KeystoreResponse] = []
-        for keystore in gateway.keystores.values.sorted(by: { $0.id < $1.id }) {
-            items.append(KeystoreResponse(id: keystore.id, provider: keystore.provider.rawValue, profile: keystore.profileName,
-                                          status: await keystore.token.status()))
+        let items = await operations.keystores().map { keystore, status in
+            KeystoreResponse(id: keystore.id, provider: keystore.provider.rawValue, profile: keystore.profileName, status: status)
         }
         return try Self.json(PageResponse(items: items, nextCursor: nil), context: context).response
     }
 
     @Sendable func getKeystore(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        let keystore = try gateway.keystore(try context.parameters.require("keystore"))
+        let (keystore, status) = try await operations.keystore(try context.parameters.require("keystore"))
         return try Self.json(KeystoreResponse(id: keystore.id, provider: keystore.provider.rawValue, profile: keystore.profileName,
-                                              status: await keystore.token.status()), context: context).response
+                                              status: status), context: context).response
     }
 
     @Sendable func listKeys(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        let keystore = try gateway.keystore(try context.parameters.require("keystore"))
-        guard let listing = keystore.token as? any KeyListing else {
-            throw DomainError(.keystoreUnsupported,
-                           "keystore \(keystore.id) (\(keystore.provider.displayName)) does not list its keys here: name the key directly (\(Gateway.referenceForm(keystore.provider)))")
-        }
-        let keys = try await listing.keys()
+        let keys = try await operations.keys(inKeystore: try context.parameters.require("keystore"))
         return try Self.json(PageResponse(items: keys, nextCursor: nil), context: context).response
     }
 
     // MARK: L1 links
 
     @Sendable func listLinks(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        let tenant = try context.parameters.require("tenant")
-        _ = try await gateway.registry.tenant(tenant)
         let (limit, cursor) = try Self.pagination(request)
-        let page = try await gateway.registry.links(tenantID: tenant, limit: limit, after: cursor)
-        var items: [LinkResponse] = []
-        for link in page.items { items.append(LinkResponse(link, l2: try await gateway.registry.l2Key(linkID: link.id))) }
-        return try Self.json(PageResponse(items: items, nextCursor: page.nextCursor), context: context).response
+        let page = try await operations.links(tenant: try context.parameters.require("tenant"), limit: limit, after: cursor)
+        return try Self.json(PageResponse(items: page.items.map { LinkResponse($0.0, l2: $0.1) }, nextCursor: page.nextCursor), context: context).response
     }
 
     @Sendable func handshake(_ request: Request, context: CMKRequestContext) async throws -> Response {
         try await idempotency.run(request, context: context) { body in
             let tenant = try context.parameters.require("tenant")
             let input = try Self.decode(Gateway.HandshakeRequest.self, from: body, context: context)
-            let (link, l2) = try await recorded("link.create", tenant: tenant, keystore: input.keystore, key: input.key,
-                                                target: { $0.0.id }, context: context) {
-                try await gateway.handshake(tenantID: tenant, input, by: context.audit)
-            }
+            let (link, l2) = try await operations.handshake(tenant: tenant, input, by: context.audit)
             return try Self.json(LinkResponse(link, l2: l2), status: .created, etag: link.version, context: context)
         }
     }
@@ -136,27 +115,25 @@ struct ManagementController {
     @Sendable func validate(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let tenant = try context.parameters.require("tenant")
         let input = try await Self.decode(Gateway.HandshakeRequest.self, request, context)
-        let report = try await gateway.validate(tenantID: tenant, input, by: context.audit)
+        let report = try await operations.validate(tenant: tenant, input, by: context.audit)
         return try Self.json(report, context: context).response
     }
 
     @Sendable func getLink(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        let link = try await gateway.registry.link(tenantID: try context.parameters.require("tenant"), id: try context.parameters.require("link"))
-        return try Self.json(LinkResponse(link, l2: try await gateway.registry.l2Key(linkID: link.id)), etag: link.version, context: context).response
+        let (link, l2) = try await operations.link(tenant: try context.parameters.require("tenant"), id: try context.parameters.require("link"))
+        return try Self.json(LinkResponse(link, l2: l2), etag: link.version, context: context).response
     }
 
     @Sendable func reprobe(_ request: Request, context: CMKRequestContext) async throws -> Response {
-        let (link, l2) = try await gateway.reprobe(tenantID: try context.parameters.require("tenant"), linkID: try context.parameters.require("link"),
-                                                   by: context.audit)
+        let (link, l2) = try await operations.reprobe(tenant: try context.parameters.require("tenant"), link: try context.parameters.require("link"),
+                                                      by: context.audit)
         return try Self.json(LinkResponse(link, l2: l2), etag: link.version, context: context).response
     }
 
     @Sendable func revoke(_ request: Request, context: CMKRequestContext) async throws -> Response {
         try await idempotency.run(request, context: context) { _ in
             let (tenant, link) = (try context.parameters.require("tenant"), try context.parameters.require("link"))
-            let result = try await recorded("link.revoke", tenant: tenant, target: { _ in link }, context: context) {
-                try await gateway.revoke(tenantID: tenant, linkID: link, expectedVersion: try Self.ifMatch(request))
-            }
+            let result = try await operations.revoke(tenant: tenant, link: link, expectedVersion: try Self.ifMatch(request), by: context.audit)
             let response = RevocationResponse(link: LinkResponse(result.link, l2: result.l2),
                                               event: .init(id: result.event.id, type: result.event.type, createdAt: result.event.createdAt))
             return try Self.json(response, etag: result.link.version, context: context)
@@ -171,11 +148,8 @@ struct ManagementController {
             let (tenant, link) = (try context.parameters.require("tenant"), try context.parameters.require("link"))
             let input = body.readableBytes == 0 ? RestoreRequest() : try Self.decode(RestoreRequest.self, from: body, context: context)
             let principal = try SessionController.principal(context)
-            let result = try await recorded("link.restore", tenant: tenant, target: { _ in link },
-                                            details: input.approval.map { ["approval": $0] } ?? [:], context: context) {
-                try await gateway.restore(tenantID: tenant, linkID: link, expectedVersion: try Self.ifMatch(request), approval: input.approval,
-                                          by: principal, context: context.audit)
-            }
+            let result = try await operations.restore(tenant: tenant, link: link, expectedVersion: try Self.ifMatch(request),
+                                                      approval: input.approval, by: principal, audit: context.audit)
             let response = RevocationResponse(link: LinkResponse(result.link, l2: result.l2),
                                               event: .init(id: result.event.id, type: result.event.type, createdAt: result.event.createdAt))
             return try Self.json(response, etag: result.link.version, context: context)

@@ -16,7 +16,7 @@ public struct SoftHSMFixture: Sendable {
     public static let modulePath = "/usr/lib/softhsm/libsofthsm2.so"
     /// Distinctive so that leak tests can search for it.
     public static let userPIN = "Pin-7f3a9c-Secret"
-    public static let tokens = ["probe", "pool", "pin", "crypto", "cli", "server", "server-b", "crash", "logs", "audit", "orbital", "ha"]
+    public static let tokens = ["probe", "pool", "pin", "crypto", "cli", "server", "server-b", "crash", "logs", "audit", "orbital", "ha", "grpc"]
 
     public let directory: String
     public let configPath: String

@@ -6,11 +6,9 @@ import Foundation
 import Hummingbird
 import Registry
 
-/// Authenticates every `/api/v1` call (a session cookie with its CSRF header for state
-/// changes, or an automation token) and authorizes it against `AccessPolicy`: the role, the
-/// tenant scope (another tenant's resources answer 404) and step-up. A node's signature is
-/// not an administrator credential, and an administrator's credential does not work on
-/// `/node/v1`.
+/// Authenticates and authorizes every `/api/v1` call through `AdminGate` (the same gate the
+/// gRPC API uses). A node's signature is not an administrator credential, and an
+/// administrator's credential does not work on `/node/v1`.
 struct AdminAuthenticationMiddleware: RouterMiddleware {
     typealias Context = CMKRequestContext
     let gateway: Gateway
@@ -27,6 +25,8 @@ struct AdminAuthenticationMiddleware: RouterMiddleware {
         return nil
     }
 
+    var gate: AdminGate { AdminGate(gateway: gateway, sessions: sessions, assertions: assertions) }
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = context.endpointPath ?? request.uri.path
         let method = request.method.rawValue
@@ -36,15 +36,9 @@ struct AdminAuthenticationMiddleware: RouterMiddleware {
             }
             return try await next(request, context)
         }
-        let principal = try await authenticate(request, method: method)
-        do {
-            try await authorize(principal, method: method, path: path, context: context)
-        } catch {
-            if case .token = principal.kind { try await recordTokenUse(principal, method: method, path: path, context: context, error: error) }
-            throw error
-        }
-        // Every use of an automation token is on the record, refused or not.
-        if case .token = principal.kind { try await recordTokenUse(principal, method: method, path: path, context: context, error: nil) }
+        let call = AdminGate.Call(method: method, path: path, tenant: context.parameters.get("tenant"), recordedAs: "\(method) \(path)",
+                                  requestID: context.id, clientAddress: context.clientAddress)
+        let principal = try await gate.admit(Self.credential(request), call)
         var context = context
         context.identity = Identity(subject: principal.name, method: principal.authMethod)
         context.principal = principal
@@ -53,65 +47,17 @@ struct AdminAuthenticationMiddleware: RouterMiddleware {
         return response
     }
 
-    private func recordTokenUse(_ principal: Principal, method: String, path: String, context: Context, error: (any Error)?) async throws {
-        _ = try await gateway.audit.append(AuditRecord(
-            actor: principal.auditActor, operation: "auth.token_use", outcome: error == nil ? .success : .denied,
-            errorCode: error.map(Gateway.auditCode), target: "\(method) \(path)", requestID: context.id, clientAddress: context.clientAddress))
-    }
-
-    private func authenticate(_ request: Request, method: String) async throws -> Principal {
+    /// The bearer token, else the session cookie (with its CSRF header), else nothing.
+    static func credential(_ request: Request) -> AdminGate.Credential? {
         if let header = request.headers[.authorization] {
-            guard header.count > 7, header.prefix(7).lowercased() == "bearer " else { throw Self.unauthenticated }
-            let presented = String(header.dropFirst(7))
-            if presented.hasPrefix("okat_") { return try await sessions.authenticateToken(presented) }
-            if let assertions, IdentityAssertionVerifier.looksLikeJWT(presented) {
-                return try await assertions.principal(presented, now: sessions.now())
-            }
-            throw Self.unauthenticated
+            guard header.count > 7, header.prefix(7).lowercased() == "bearer " else { return .malformed }
+            return .bearer(String(header.dropFirst(7)))
         }
-        if let cookie = Self.cookie(SessionManager.cookieName, in: request) {
-            return try await sessions.authenticateSession(token: cookie, csrf: request.headers[.init(SessionManager.csrfHeader)!],
-                                                          stateChanging: !["GET", "HEAD", "OPTIONS"].contains(method))
+        if let cookie = cookie(SessionManager.cookieName, in: request) {
+            return .session(token: cookie, csrf: request.headers[.init(SessionManager.csrfHeader)!])
         }
-        throw Self.unauthenticated
+        return nil
     }
 
-    static let unauthenticated = DomainError(.unauthenticated, "log in (session cookie) or present an automation token")
-
-    private func authorize(_ principal: Principal, method: String, path: String, context: Context) async throws {
-        guard let rule = AccessPolicy.rule(method: method, path: path) else {
-            throw DomainError(.forbidden, "\(method) \(path) is not open to administrators")
-        }
-        if rule.sessionOnly, case .token = principal.kind {
-            throw DomainError(.forbidden, "\(method) \(path) is for a person's session, not a token")
-        }
-        guard rule.roles.contains(principal.role) else {
-            throw DomainError(.forbidden, "the \(principal.role.rawValue) role may not \(method) \(path)")
-        }
-        let tenant = context.parameters.get("tenant")
-        switch rule.scope {
-        case .tenant:
-            if let tenant, !principal.mayAccess(tenant: tenant) { throw DomainError.notFound("no tenant \(tenant)") }
-        case .allTenants:
-            guard principal.tenants == nil else {
-                throw DomainError(.forbidden, "this concerns every tenant; the caller is limited to some")
-            }
-        case .global:
-            break
-        }
-        var needsStepUp = rule.stepUp == .always
-        if rule.stepUp == .onRestore, let tenant {
-            needsStepUp = try await gateway.registry.links(tenantID: tenant, limit: 500, after: nil).items.contains { $0.state.isRevoked }
-        }
-        if needsStepUp {
-            switch principal.kind {
-            case .token:
-                throw DomainError(.stepUpRequired, "\(method) \(path) needs a person with a fresh one-time code, not a token")
-            case .session, .assertion:
-                guard principal.hasFreshTOTP(now: sessions.now()) else {
-                    throw DomainError(.stepUpRequired, "enter a one-time code (POST /api/v1/session/step-up) within 5 minutes before this")
-                }
-            }
-        }
-    }
+    static let unauthenticated = AdminGate.unauthenticated
 }

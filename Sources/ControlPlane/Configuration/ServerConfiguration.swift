@@ -203,6 +203,9 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     public var idleTimeoutSeconds: Int = 30
     /// HTTPS for the listener (portal, Management API, node API); nil: plain HTTP, for loopback.
     public var tls: TLSSettings?
+    /// The gRPC Management API's port, on `host`, with the same TLS as HTTP; nil: no gRPC
+    /// listener.
+    public var grpcPort: Int?
 
     public init(host: String = "127.0.0.1", port: Int = 8080, database: String = "cmk.sqlite", keystores: [Keystore] = [],
                 platform: Platform, probeIntervalSeconds: Int = 60,
@@ -220,7 +223,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
 
     package enum CodingKeys: String, CodingKey {
         case host, port, database, keystores, platform, probeIntervalSeconds, logLevel, audit, leaseSeconds, sessions, streamHeartbeatSeconds
-        case lifecycle, idleTimeoutSeconds, appCredentialSigningKey, tls, databasePasswordFile
+        case lifecycle, idleTimeoutSeconds, appCredentialSigningKey, tls, databasePasswordFile, grpcPort
     }
 
     public init(from decoder: any Decoder) throws {
@@ -241,6 +244,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         appCredentialSigningKey = try container.decodeIfPresent(String.self, forKey: .appCredentialSigningKey)
         tls = try container.decodeIfPresent(TLSSettings.self, forKey: .tls)
         databasePasswordFile = try container.decodeIfPresent(String.self, forKey: .databasePasswordFile)
+        grpcPort = try container.decodeIfPresent(Int.self, forKey: .grpcPort)
     }
 
     /// Whether the registry is on PostgreSQL.
@@ -266,7 +270,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     package static let allowedKeys: Set<String> = ["host", "port", "database", "keystores", "platform",
                                            "probeIntervalSeconds", "logLevel", "audit", "leaseSeconds", "sessions",
                                            "streamHeartbeatSeconds", "lifecycle", "idleTimeoutSeconds",
-                                           "appCredentialSigningKey", "tls", "databasePasswordFile"]
+                                           "appCredentialSigningKey", "tls", "databasePasswordFile", "grpcPort"]
 
     /// Reads `path`, applies `CMK_*` overrides from `environment`, validates.
     public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ServerConfiguration {
@@ -342,7 +346,8 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         return configuration
     }
 
-    /// `CMK_HOST`, `CMK_PORT`, `CMK_DATABASE`,     /// `CMK_PROBE_INTERVAL_SECONDS`, `CMK_LOG_LEVEL`.
+    /// `CMK_HOST`, `CMK_PORT`, `CMK_GRPC_PORT`, `CMK_DATABASE`, `CMK_PROBE_INTERVAL_SECONDS`, `CMK_LOG_LEVEL`,
+    /// `CMK_STREAM_HEARTBEAT_SECONDS`.
     public mutating func applyEnvironment(_ environment: [String: String]) throws {
         func integer(_ name: String) throws -> Int? {
             guard let text = environment[name] else { return nil }
@@ -351,6 +356,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         }
         if let value = environment["CMK_HOST"] { host = value }
         if let value = try integer("CMK_PORT") { port = value }
+        if let value = try integer("CMK_GRPC_PORT") { grpcPort = value }
         if let value = environment["CMK_DATABASE"] { database = value }
         if let value = try integer("CMK_PROBE_INTERVAL_SECONDS") { probeIntervalSeconds = value }
         if let value = environment["CMK_LOG_LEVEL"] { logLevel = value }
@@ -359,6 +365,10 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
 
     public func validate() throws {
         guard (0...65_535).contains(port) else { throw ConfigurationError("port must be between 0 and 65535") }
+        if let grpcPort {
+            guard (0...65_535).contains(grpcPort) else { throw ConfigurationError("grpcPort must be between 0 and 65535") }
+            guard grpcPort != port || port == 0 else { throw ConfigurationError("grpcPort must differ from port: gRPC has a listener of its own") }
+        }
         for url in [database, audit.database] where PostgresSettings.isPostgresURL(url) {
             do { _ = try PostgresSettings(url: url) } catch { throw ConfigurationError("database: \(error.message)") }
         }

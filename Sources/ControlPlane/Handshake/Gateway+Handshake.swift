@@ -20,6 +20,10 @@ extension Gateway {
         public var provider: String
         public var keystore: String
         public var key: String
+
+        public init(provider: String, keystore: String, key: String) {
+            (self.provider, self.keystore, self.key) = (provider, keystore, key)
+        }
     }
 
     /// The BYOK/HYOK handshake: probe the L1 key; on success record the link and make the

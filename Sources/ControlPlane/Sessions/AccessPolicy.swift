@@ -117,19 +117,70 @@ public enum AccessPolicy {
         ("POST", "/node/v1/rekey"), ("GET", "/node/v1/app-credentials"),
     ]
 
+    /// A gRPC Management API method and the route whose rule it answers to: the same roles,
+    /// scope, step-up and session rules, one table for both transports.
+    public struct GRPCMethod: Sendable, Equatable {
+        /// `openkcm.cmk.v1.TenantService/CreateTenant`.
+        public var name: String
+        public var method: String
+        public var path: String
+    }
+
+    package static func grpc(_ service: String, _ methods: [(String, String, String)]) -> [GRPCMethod] {
+        methods.map { GRPCMethod(name: "openkcm.cmk.v1.\(service)/\($0.0)", method: $0.1, path: "/api/v1/" + $0.2) }
+    }
+
+    /// Every method of the gRPC Management API (Protos/openkcm/cmk/v1). The standard health
+    /// and reflection services are open, as their clients expect; nothing else is.
+    public static let grpcMethods: [GRPCMethod] =
+        grpc("TenantService", [
+            ("ListTenants", "GET", "tenants"), ("GetTenant", "GET", "tenants/{tenant}"), ("CreateTenant", "POST", "tenants"),
+            ("UpdateTenant", "PATCH", "tenants/{tenant}"), ("DeleteTenant", "DELETE", "tenants/{tenant}"),
+        ]) + grpc("KeystoreService", [
+            ("ListKeystores", "GET", "keystores"), ("GetKeystore", "GET", "keystores/{keystore}"),
+            ("ListKeys", "GET", "keystores/{keystore}/keys"),
+        ]) + grpc("L1LinkService", [
+            ("ListL1Links", "GET", "tenants/{tenant}/l1-links"), ("GetL1Link", "GET", "tenants/{tenant}/l1-links/{link}"),
+            ("CreateL1Link", "POST", "tenants/{tenant}/l1-links"), ("ValidateL1Link", "POST", "tenants/{tenant}/l1-probes"),
+            ("ProbeL1Link", "POST", "tenants/{tenant}/l1-links/{link}/probe"),
+            ("RevokeL1Link", "POST", "tenants/{tenant}/l1-links/{link}/revoke"),
+            ("RestoreL1Link", "POST", "tenants/{tenant}/l1-links/{link}/restore"),
+            ("GetRevocation", "GET", "tenants/{tenant}/l1-links/{link}/revocation"),
+            ("WatchRevocation", "GET", "tenants/{tenant}/l1-links/{link}/revocation"),
+        ]) + grpc("ApprovalService", [
+            ("ListApprovals", "GET", "approvals"), ("GetApproval", "GET", "approvals/{approval}"), ("CreateApproval", "POST", "approvals"),
+            ("ApproveApproval", "POST", "approvals/{approval}/approve"), ("RejectApproval", "POST", "approvals/{approval}/reject"),
+            ("CancelApproval", "DELETE", "approvals/{approval}"),
+        ]) + grpc("NodeService", [
+            ("ListNodes", "GET", "nodes"), ("CreateEnrolment", "POST", "nodes/enrolments"), ("DisableNode", "POST", "nodes/{node}/disable"),
+            ("EnableNode", "POST", "nodes/{node}/enable"), ("DeleteNode", "DELETE", "nodes/{node}"),
+        ]) + grpc("AuditService", [
+            ("ListAuditRecords", "GET", "audit"), ("GetAuditRecord", "GET", "audit/records/{seq}"),
+            ("GetCheckpoint", "GET", "audit/checkpoint"), ("GetConsistencyProof", "GET", "audit/consistency"),
+            ("ExportAuditLog", "GET", "audit/export"),
+        ])
+
+    private static let byGRPCMethod: [String: GRPCMethod] = Dictionary(uniqueKeysWithValues: grpcMethods.map { ($0.name, $0) })
+
+    /// The route a gRPC method (`openkcm.cmk.v1.TenantService/CreateTenant`) answers to.
+    public static func grpcMethod(_ fullName: String) -> GRPCMethod? { byGRPCMethod[fullName] }
+
     private static let byRoute: [String: Rule] = Dictionary(uniqueKeysWithValues: rules.map { ("\($0.method) \($0.path)", $0) })
 
     public static func rule(method: String, path: String) -> Rule? { byRoute["\(method) \(path)"] }
 
     /// The table as Markdown (Docs/Authorization.md embeds it; a test compares).
     public static var markdown: String {
-        var lines = ["| method | path | security admin | auditor | platform operator | tenant scope | fresh TOTP | tokens |",
-                     "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        var lines = ["| method | path | security admin | auditor | platform operator | tenant scope | fresh TOTP | tokens | gRPC |",
+                     "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for rule in rules {
+            let grpc = grpcMethods.filter { $0.method == rule.method && $0.path == rule.path }
+                .map { "`" + $0.name.dropFirst("openkcm.cmk.v1.".count) + "`" }
+            let grpcColumn = grpc.isEmpty ? "—" : grpc.joined(separator: ", ")
             let tokens = rule.sessionOnly || rule.stepUp == .always ? "no" : rule.stepUp == .onRestore ? "not to restore" : "yes"
             func mark(_ role: AdminRole) -> String { rule.roles.contains(role) ? "yes" : "—" }
             lines.append("| \(rule.method) | `\(rule.path)` | \(mark(.securityAdmin)) | \(mark(.auditor)) | \(mark(.platformOperator)) | "
-                         + "\(rule.scope.rawValue) | \(rule.stepUp.rawValue) | \(tokens) |")
+                         + "\(rule.scope.rawValue) | \(rule.stepUp.rawValue) | \(tokens) | \(grpcColumn) |")
         }
         return lines.joined(separator: "\n")
     }
