@@ -8,6 +8,7 @@ import GRPCCore
 import GRPCProtobuf
 import Logging
 import Metrics
+import SwiftProtobuf
 
 /// The frame every gRPC Management API method runs in, so that no method can skip a step:
 /// a request id; the caller's credential from metadata, checked and authorized by `AdminGate`
@@ -44,7 +45,7 @@ struct GRPCFrontDoor: Sendable {
     }
 
     /// A unary method: admitted, performed, its message answered with `x-request-id`.
-    func unary<In: Sendable, Out: Sendable>(
+    func unary<In: SwiftProtobuf.Message, Out: Sendable>(
         _ request: ServerRequest<In>, _ context: ServerContext, _ effect: Effect,
         tenant: (In) throws -> String? = { _ in nil },
         _ body: @escaping @Sendable (In, Caller) async throws -> Out
@@ -52,7 +53,7 @@ struct GRPCFrontDoor: Sendable {
         let requestID = Self.newRequestID()
         let started = ContinuousClock.now
         do {
-            let caller = try await admit(request.metadata, context, requestID: requestID, tenant: { try tenant(request.message) })
+            let caller = try await admit(request.message, request.metadata, context, requestID: requestID, tenant: { try tenant(request.message) })
             let message = request.message
             let answer = try await perform(effect, context, request.metadata, started: started) { try await body(message, caller) }
             // Open dashboards show the change at once, as after a REST change.
@@ -66,7 +67,7 @@ struct GRPCFrontDoor: Sendable {
     /// A server-streaming method: admitted before the first message (a refusal is a status
     /// with no messages), then `body` writes until it returns, the client cancels, or the
     /// deadline passes.
-    func stream<In: Sendable, Out: Sendable>(
+    func stream<In: SwiftProtobuf.Message, Out: Sendable>(
         _ request: ServerRequest<In>, _ context: ServerContext,
         tenant: (In) throws -> String? = { _ in nil },
         _ body: @escaping @Sendable (In, Caller, RPCWriter<Out>) async throws -> Void
@@ -76,7 +77,7 @@ struct GRPCFrontDoor: Sendable {
         let method = context.descriptor.fullyQualifiedMethod
         let caller: Caller
         do {
-            caller = try await admit(request.metadata, context, requestID: requestID, tenant: { try tenant(request.message) })
+            caller = try await admit(request.message, request.metadata, context, requestID: requestID, tenant: { try tenant(request.message) })
         } catch {
             throw translate(error, requestID: requestID, method: method)
         }
@@ -93,8 +94,16 @@ struct GRPCFrontDoor: Sendable {
 
     // MARK: Steps
 
-    private func admit(_ metadata: Metadata, _ context: ServerContext, requestID: String,
-                       tenant: () throws -> String?) async throws -> Caller {
+    /// Requests are small messages, as REST bodies are (64 KiB); the transport reads up to
+    /// `GRPCManagementServer.transportLimit` so that a larger one gets this clear refusal
+    /// rather than a reset stream.
+    static let maxRequestBytes = 64 * 1024
+
+    private func admit<In: SwiftProtobuf.Message>(_ message: In, _ metadata: Metadata, _ context: ServerContext, requestID: String,
+                                                 tenant: () throws -> String?) async throws -> Caller {
+        guard (try message.serializedBytes() as [UInt8]).count <= Self.maxRequestBytes else {
+            throw DomainError(.bodyTooLarge, "the request is larger than the server accepts (64 KiB)")
+        }
         let method = context.descriptor.fullyQualifiedMethod
         guard let route = AccessPolicy.grpcMethod(method) else {
             throw DomainError(.forbidden, "\(method) is not open to administrators")

@@ -17,9 +17,11 @@ struct GRPCManagementServer: Service {
     let server: GRPCServer<HTTP2ServerTransport.Posix>
     let logger: Logger
 
-    /// Requests are small messages, as REST bodies are (64 KiB); answers may be larger (an
-    /// export chunk, a long listing) and stay within the clients' default 4 MiB.
-    static let maxRequestBytes = 64 * 1024
+    /// What the transport reads of one request message (gRPC's usual 4 MiB): past it the
+    /// stream is reset unread; below it, past 64 KiB, the front door refuses the request with
+    /// RESOURCE_EXHAUSTED (body_too_large). Answers (an export chunk, a long listing) stay
+    /// within the clients' default 4 MiB too.
+    static let transportLimit = 4 * 1024 * 1024
 
     /// The Management API's own services, by full name (the health service answers for these).
     static let serviceNames: Set<String> = Set(AccessPolicy.grpcMethods.map { String($0.name.split(separator: "/")[0]) })
@@ -27,7 +29,7 @@ struct GRPCManagementServer: Service {
     init(host: String, port: Int, tls: ListenerTLS?, gateway: Gateway, gate: AdminGate,
          readiness: @escaping @Sendable () async -> [String], logger: Logger) throws {
         var config = HTTP2ServerTransport.Posix.Config.defaults
-        config.rpc.maxRequestPayloadSize = Self.maxRequestBytes
+        config.rpc.maxRequestPayloadSize = Self.transportLimit
         let security: HTTP2ServerTransport.Posix.TransportSecurity
         if let tls {
             security = try .tls(certificateReloader: FilesReloader(files: tls.files))
