@@ -58,9 +58,12 @@ struct GRPCFrontDoor: Sendable {
             let answer = try await perform(effect, context, request.metadata, started: started) { try await body(message, caller) }
             // Open dashboards show the change at once, as after a REST change.
             if effect == .change { gate.gateway.dashboard.changed() }
+            Self.count(context.descriptor.fullyQualifiedMethod, nil, started: started)
             return ServerResponse(message: answer, metadata: Self.answerMetadata(requestID))
         } catch {
-            throw translate(error, requestID: requestID, method: context.descriptor.fullyQualifiedMethod)
+            let translated = translate(error, requestID: requestID, method: context.descriptor.fullyQualifiedMethod)
+            Self.count(context.descriptor.fullyQualifiedMethod, translated, started: started)
+            throw translated
         }
     }
 
@@ -79,15 +82,20 @@ struct GRPCFrontDoor: Sendable {
         do {
             caller = try await admit(request.message, request.metadata, context, requestID: requestID, tenant: { try tenant(request.message) })
         } catch {
-            throw translate(error, requestID: requestID, method: method)
+            let translated = translate(error, requestID: requestID, method: method)
+            Self.count(method, translated, started: started)
+            throw translated
         }
         let (message, metadata) = (request.message, request.metadata)
         return StreamingServerResponse(metadata: Self.answerMetadata(requestID)) { writer in
             do {
                 try await perform(.read, context, metadata, started: started) { try await body(message, caller, writer) }
             } catch {
-                throw translate(error, requestID: requestID, method: method)
+                let translated = translate(error, requestID: requestID, method: method)
+                Self.count(method, translated, started: started)
+                throw translated
             }
+            Self.count(method, nil, started: started)
             return [:]
         }
     }
@@ -146,6 +154,21 @@ struct GRPCFrontDoor: Sendable {
         logger.error("unexpected error", metadata: ["error.type": "\(String(reflecting: type(of: error)))", "request.id": "\(requestID)",
                                                     "grpc.method": "\(method)"])
         return GRPCStatus.status(GRPCStatus.unexpected, requestID: requestID)
+    }
+
+    /// `cmk_grpc_requests_total{method, code}` and `cmk_grpc_request_duration_seconds{method}`
+    /// (a stream's duration is the whole stream's).
+    static func count(_ method: String, _ error: (any Error)?, started: ContinuousClock.Instant) {
+        let code: String
+        switch error {
+        case nil: code = "ok"
+        case let error as GoogleRPCStatus: code = "\(error.code)"
+        case let error as RPCError: code = "\(error.code)"
+        default: code = "internal"
+        }
+        Counter(label: "cmk_grpc_requests_total", dimensions: [("method", method), ("code", code)]).increment()
+        Timer(label: "cmk_grpc_request_duration_seconds", dimensions: [("method", method)])
+            .recordNanoseconds((ContinuousClock.now - started).nanoseconds)
     }
 
     // MARK: Metadata
