@@ -163,6 +163,14 @@ try:
     fail("an unknown service is healthy")
 except grpc.RpcError as error:
     expect(error.code() == grpc.StatusCode.NOT_FOUND, f"unknown service: {error.code()}")
+watched = []
+try:
+    for answer in health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=1.5):
+        watched.append(answer.status)
+    fail("the health watch ended by itself")
+except grpc.RpcError as error:
+    expect(error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, f"the health watch ends at its deadline: {error.code()}")
+expect(watched == [health_pb2.HealthCheckResponse.SERVING], f"the health watch sends the status once: {watched}")
 step("health: SERVING")
 
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase  # noqa: E402

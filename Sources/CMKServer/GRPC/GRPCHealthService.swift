@@ -37,10 +37,13 @@ struct HealthGRPCService: Grpc_Health_V1_Health.ServiceProtocol {
                     try await writer.write(.with { $0.status = now })
                     last = now
                 }
+                // The wait ends early when the client goes away.
+                let wait = Task { try await Task.sleep(for: interval) }
                 try? await withRPCCancellationHandler {
-                    try await Task.sleep(for: interval)
-                } onCancelRPC: {}
-                if Task.isCancelled { break }
+                    try await wait.value
+                } onCancelRPC: {
+                    wait.cancel()
+                }
             }
             return [:]
         }
