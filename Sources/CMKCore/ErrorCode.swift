@@ -1,5 +1,5 @@
 /// Every error code the gateway answers with, in one list: the REST API's `error.code`, the
-/// audit log's `errorCode`, the node's reactions to the gateway's answers, and (later) the
+/// audit log's `errorCode`, the node's reactions to the gateway's answers, and the
 /// `reason` of a gRPC error's details all take their words from here. A code is part of the
 /// contract: never renamed, only added.
 public enum ErrorCode: String, Sendable, Codable, CaseIterable {
