@@ -338,7 +338,10 @@ let package = Package(
                                                   .product(name: "SwiftASN1", package: "swift-asn1"),
                                                   .product(name: "Crypto", package: "swift-crypto"),
                                                   .product(name: "_CryptoExtras", package: "swift-crypto"),
-                                                  .product(name: "NIOConcurrencyHelpers", package: "swift-nio")], path: "Tests/TestSupport"),
+                                                  .product(name: "NIOConcurrencyHelpers", package: "swift-nio")], path: "Tests/TestSupport",
+                // The fault-injecting PKCS#11 module: C, compiled by the tests with gcc
+                // (FaultModule.swift), never by SwiftPM (a Swift target cannot hold C files).
+                exclude: ["FaultModule"]),
         .testTarget(name: "PKCS11Tests", dependencies: ["CMKCore", "CPKCS11", "PKCS11", "KSI", "TestSupport"]),
         .testTarget(name: "KSITests", dependencies: ["CMKCore", "KSI", "PKCS11", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(

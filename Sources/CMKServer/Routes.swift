@@ -23,6 +23,7 @@ struct ManagementController {
         group.get("keystores", use: listKeystores)
         group.get("keystores/:keystore", use: getKeystore)
         group.get("keystores/:keystore/keys", use: listKeys)
+        group.post("keystores/:keystore/login", use: loginKeystore)
         group.get("tenants/:tenant/l1-links", use: listLinks)
         group.post("tenants/:tenant/l1-links", use: handshake)
         group.post("tenants/:tenant/l1-probes", use: validate)
@@ -85,6 +86,14 @@ struct ManagementController {
 
     @Sendable func getKeystore(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let (keystore, status) = try await operations.keystore(try context.parameters.require("keystore"))
+        return try Self.json(KeystoreResponse(id: keystore.id, provider: keystore.provider.rawValue, profile: keystore.profileName,
+                                              status: status), context: context).response
+    }
+
+    /// Reads the keystore's PIN again and logs in once (after an operator corrected a refused
+    /// PIN); answers the keystore with its new status, or `keystore_refused` if refused again.
+    @Sendable func loginKeystore(_ request: Request, context: CMKRequestContext) async throws -> Response {
+        let (keystore, status) = try await operations.login(keystore: try context.parameters.require("keystore"), by: context.audit)
         return try Self.json(KeystoreResponse(id: keystore.id, provider: keystore.provider.rawValue, profile: keystore.profileName,
                                               status: status), context: context).response
     }

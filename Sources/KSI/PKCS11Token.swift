@@ -4,7 +4,7 @@ import NIOConcurrencyHelpers
 public import PKCS11
 
 /// The KSI driver for a token reached through a PKCS#11 module.
-public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
+public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing, LoginRenewing {
     public struct Configuration: Sendable, Hashable {
         public var name: String
         public var modulePath: String
@@ -311,6 +311,16 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
                 }.sorted { ($0.label, $0.idHex) < ($1.label, $1.idHex) }
             }
         }
+    }
+
+    /// The operator's re-login: clears a refused login and connects, which reads the PIN source
+    /// again and makes one `C_Login` (none when the pool is connected and logged in already).
+    /// Concurrent requests share the pool's connection lock, so they make one attempt between
+    /// them; one refused again leaves the token `login_refused` until the next request.
+    public func loginAgain() async throws -> TokenStatus {
+        pool.resetLogin()
+        try await translating("login") { try await pool.connect() }
+        return await status()
     }
 
     public func status() async -> TokenStatus {

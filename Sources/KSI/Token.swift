@@ -203,6 +203,15 @@ public protocol VaultBound {
     var vault: String { get }
 }
 
+/// A keystore that logs in with a PIN read from a source (a PKCS#11 token): an operator who
+/// corrected the PIN source asks it to read the PIN again and log in once more, instead of
+/// restarting the gateway (a refused PIN is never retried by the gateway itself).
+public protocol LoginRenewing: Token {
+    /// Reads the PIN anew and logs in, at most once per call (never a loop); a token that is
+    /// logged in already is left as it is. Throws the keystore's refusal (`permission_denied`).
+    func loginAgain() async throws -> TokenStatus
+}
+
 /// A keystore whose keys can be listed.
 public protocol KeyListing: Token {
     func keys() async throws -> [KeyDescription]

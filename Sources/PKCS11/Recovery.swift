@@ -1,5 +1,6 @@
 /// What the session pool does when a `C_*` call fails. This is the written recovery table;
-/// `Docs/PKCS11Recovery.md` explains each row and tests exercise the first three.
+/// `Docs/PKCS11Recovery.md` explains each row; `Tests/PKCS11Tests/FaultInjectionTests.swift`
+/// exercises every row against a module that fails on purpose (SoftHSM under a fault shim).
 public enum Recovery: Sendable, Hashable {
     /// The session is gone (closed behind our back, or by the module): discard it, open a new
     /// one and retry the operation once.

@@ -238,7 +238,8 @@ public final class SessionPool: Sendable {
     private var configuredLabel: String { configuration.token.label ?? configuration.token.serial ?? "?" }
 
     /// Clears a refused login after an operator corrected the PIN source. The next operation
-    /// logs in once more. Never called automatically.
+    /// logs in once more. Never called automatically: only by an operator's request
+    /// (`PKCS11Token.loginAgain`, `POST /api/v1/keystores/{keystore}/login`).
     public func resetLogin() {
         state.withLockedValue { state in
             if case .loginRefused = state.phase { state.phase = .notConnected }

@@ -12,11 +12,12 @@ public import PKCS11
 /// - `crypto`: mechanisms, interop and wrap/unwrap tests
 /// - `cli`: the `cmk` binary's tests
 /// - `server`, `server-b`: the gateway's API tests (platform token and a second keystore)
+/// - `fault`: the recovery tests through the fault-injecting module (`FaultModule`)
 public struct SoftHSMFixture: Sendable {
     public static let modulePath = "/usr/lib/softhsm/libsofthsm2.so"
     /// Distinctive so that leak tests can search for it.
     public static let userPIN = "Pin-7f3a9c-Secret"
-    public static let tokens = ["probe", "pool", "pin", "crypto", "cli", "server", "server-b", "crash", "logs", "audit", "orbital", "ha", "grpc"]
+    public static let tokens = ["probe", "pool", "pin", "crypto", "cli", "server", "server-b", "crash", "logs", "audit", "orbital", "ha", "grpc", "fault"]
 
     public let directory: String
     public let configPath: String

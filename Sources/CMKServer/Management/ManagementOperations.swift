@@ -65,6 +65,21 @@ struct ManagementOperations: Sendable {
         return (keystore, await keystore.token.status())
     }
 
+    /// An operator's re-login of a keystore whose PIN was refused (`login_refused`), once the PIN
+    /// source is corrected: one attempt per request, audited; the PIN is neither logged nor
+    /// returned (the audit record names the keystore only).
+    func login(keystore id: String, by audit: AuditContext) async throws -> (Gateway.ConfiguredKeystore, TokenStatus) {
+        let keystore = try gateway.keystore(id)
+        guard let token = keystore.token as? any LoginRenewing else {
+            throw DomainError(.keystoreUnsupported,
+                              "keystore \(keystore.id) (\(keystore.provider.displayName)) has no login to renew: its credentials are read for each request")
+        }
+        let status = try await gateway.recorded("keystore.login", keystore: id, context: audit) {
+            try await token.loginAgain()
+        }
+        return (keystore, status)
+    }
+
     func keys(inKeystore id: String) async throws -> [KeyDescription] {
         let keystore = try gateway.keystore(id)
         guard let listing = keystore.token as? any KeyListing else {

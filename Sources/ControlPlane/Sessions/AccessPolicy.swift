@@ -61,6 +61,9 @@ public enum AccessPolicy {
         rule("GET", "keystores", both, .global),
         rule("GET", "keystores/{keystore}", both, .global),
         rule("GET", "keystores/{keystore}/keys", both, .global),
+        // The platform's HSM credentials are the operator's; a PIN attempt moves the token's
+        // retry counter, so a person confirms it with a fresh second factor.
+        rule("POST", "keystores/{keystore}/login", operator_, .allTenants, .always),
         rule("GET", "tenants/{tenant}/l1-links", both, .tenant),
         rule("POST", "tenants/{tenant}/l1-links", admin, .tenant, .onRestore),
         rule("POST", "tenants/{tenant}/l1-probes", admin, .tenant),
