@@ -316,10 +316,10 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing, LoginRe
     /// The operator's re-login: clears a refused login and connects, which reads the PIN source
     /// again and makes one `C_Login` (none when the pool is connected and logged in already).
     /// Concurrent requests share the pool's connection lock, so they make one attempt between
-    /// them; one refused again leaves the token `login_refused` until the next request.
+    /// them; one refused again leaves the token `login_refused` until the next request, and an
+    /// unreadable PIN source (`invalid_input`) leaves everything as it was.
     public func loginAgain() async throws -> TokenStatus {
-        pool.resetLogin()
-        try await translating("login") { try await pool.connect() }
+        try await translating("login") { try await pool.retryRefusedLogin() }
         return await status()
     }
 

@@ -238,11 +238,43 @@ public final class SessionPool: Sendable {
     private var configuredLabel: String { configuration.token.label ?? configuration.token.serial ?? "?" }
 
     /// Clears a refused login after an operator corrected the PIN source. The next operation
-    /// logs in once more. Never called automatically: only by an operator's request
-    /// (`PKCS11Token.loginAgain`, `POST /api/v1/keystores/{keystore}/login`).
+    /// logs in once more. Never called automatically; the operator's request
+    /// (`POST /api/v1/keystores/{keystore}/login`) uses `retryRefusedLogin()`.
     public func resetLogin() {
         state.withLockedValue { state in
             if case .loginRefused = state.phase { state.phase = .notConnected }
+        }
+    }
+
+    /// The operator's re-login after a refused PIN: clears the refusal and connects, which reads
+    /// the PIN source and makes one `C_Login`; connected already, it does nothing. Under the
+    /// connection lock, so concurrent requests and operations make one attempt between them.
+    /// If the PIN source cannot be read, nothing was tried and nothing changes: the refusal
+    /// stays (clearing it would let the next operation try whatever the file holds later,
+    /// without anyone asking).
+    public func retryRefusedLogin() async throws {
+        do {
+            _ = try await executor.run {
+                try self.connectLock.withLock {
+                    let refused = self.state.withLockedValue { state -> PKCS11Error? in
+                        guard case .loginRefused(let error) = state.phase else { return nil }
+                        state.phase = .notConnected
+                        return error
+                    }
+                    do {
+                        return try self.ensureConnectedLocked()
+                    } catch let error as PKCS11Error where error.code == .pinSourceUnavailable {
+                        if let refused {
+                            self.state.withLockedValue { state in
+                                if case .notConnected = state.phase { state.phase = .loginRefused(refused) }
+                            }
+                        }
+                        throw error
+                    }
+                }
+            }
+        } catch let error as PKCS11Error {
+            throw error.on(token: configuredLabel)
         }
     }
 

@@ -55,6 +55,14 @@ import TestSupport
         #expect(logins() == 2, "exactly one C_Login for the request")
         #expect(try state() == "login_refused")
 
+        // The PIN file unreadable: bad input, no attempt, nothing changes.
+        try FileManager.default.removeItem(atPath: pinFile)
+        let unreadable = try call(operator_, server, "POST", "/api/v1/keystores/fault/login")
+        #expect(unreadable.status == 400, "\(unreadable.body)")
+        #expect((unreadable.json["error"] as? [String: Any])?["code"] as? String == "invalid_input")
+        #expect(logins() == 2)
+        #expect(try state() == "login_refused")
+
         // Corrected: the gateway does not retry by itself (the operator decides when)...
         try Data(SoftHSMFixture.userPIN.utf8).write(to: URL(fileURLWithPath: pinFile))
         #expect(try state() == "login_refused")
@@ -73,19 +81,19 @@ import TestSupport
         // Bad input changes nothing: an unknown keystore.
         #expect(try call(operator_, server, "POST", "/api/v1/keystores/nope/login").status == 404)
 
-        // Audited: the refusal and the two successes, by the operator, naming the keystore.
+        // Audited: the refusal, the unreadable source and the two successes, by the operator.
         let audit = try admin(server, "GET", "/api/v1/audit?operation=keystore.login")
         let records = try #require(audit.json["items"] as? [[String: Any]], "\(audit.body)")
-        #expect(records.count == 3, "\(audit.body)")
+        #expect(records.count == 4, "\(audit.body)")
         #expect(records.allSatisfy { $0["keystore"] as? String == "fault" })
-        #expect(records.compactMap { $0["outcome"] as? String }.sorted() == ["failure", "success", "success"])
+        #expect(records.compactMap { $0["outcome"] as? String }.sorted() == ["failure", "failure", "success", "success"])
         #expect(records.contains { ($0["error"] as? String) == "permission_denied" }, "the keystore's refusal: \(audit.body)")
         #expect(records.allSatisfy { "\($0["actor"] ?? "")".contains("ops") }, "by the operator: \(audit.body)")
 
         // Neither PIN appears in any response or log line (at trace level).
         kill(server.process.processIdentifier, SIGTERM)
         server.process.waitUntilExit()
-        let everything = [refused.body, accepted.body, audit.body].joined() + String(decoding: server.logs, as: UTF8.self)
+        let everything = [refused.body, unreadable.body, accepted.body, audit.body].joined() + String(decoding: server.logs, as: UTF8.self)
         for pin in [Self.wrongPIN, SoftHSMFixture.userPIN] {
             #expect(!everything.contains(pin), "a PIN leaked")
         }

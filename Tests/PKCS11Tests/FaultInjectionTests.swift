@@ -239,6 +239,46 @@ import TestSupport
         await token.shutdown()
     }
 
+    /// The operator's re-login (`PKCS11Token.loginAgain`, behind the REST endpoint): one
+    /// `C_Login` per request; an unreadable PIN source makes no attempt and keeps the refusal,
+    /// so nothing logs in later without being asked; a token logged in already is left alone.
+    @Test func operatorReLoginTriesOncePerRequestAndAnUnreadablePINSourceChangesNothing() async throws {
+        let pinFile = faults.directory + "/relogin-\(UInt32.random(in: 0...UInt32.max)).pin"
+        try Data(SoftHSMFixture.userPIN.utf8).write(to: URL(fileURLWithPath: pinFile))
+        defer { try? FileManager.default.removeItem(atPath: pinFile) }
+        try faults.inject(["C_Login 1+ PIN_INCORRECT"])
+        let module = try ModuleManager.shared.module(at: faults.path)
+        let token = PKCS11Token(configuration: .init(name: "fault", modulePath: faults.path, token: TokenSelector(label: "fault"),
+                                                     pinSource: .file(pinFile)), module: module)
+        _ = await #expect(throws: KeystoreError.self) { try await token.wrap(material, with: kek) }
+        #expect(faults.count("C_Login") == 1)
+
+        // Still refused: one more attempt for the request, and the refusal stays.
+        let again = await #expect(throws: KeystoreError.self) { try await token.loginAgain() }
+        #expect(again?.code == .permissionDenied)
+        #expect(faults.count("C_Login") == 2)
+        #expect(await token.status().state == .loginRefused)
+
+        // The PIN file gone: invalid input, no attempt, still refused; nothing tries later.
+        try FileManager.default.removeItem(atPath: pinFile)
+        let unreadable = await #expect(throws: KeystoreError.self) { try await token.loginAgain() }
+        #expect(unreadable?.code == .invalidInput)
+        #expect(await token.status().state == .loginRefused)
+        try Data(SoftHSMFixture.userPIN.utf8).write(to: URL(fileURLWithPath: pinFile))
+        try faults.inject()
+        _ = await #expect(throws: KeystoreError.self) { try await token.wrap(material, with: kek) }
+        #expect(await token.status().state == .loginRefused)
+        #expect(faults.count("C_Login") == 0, "no login without the operator's request")
+
+        // Corrected and asked: one login; asked again while logged in: none.
+        #expect(try await token.loginAgain().state == .available)
+        #expect(faults.count("C_Login") == 1)
+        #expect(try await token.loginAgain().state == .available)
+        #expect(faults.count("C_Login") == 1)
+        try await roundTrip(token)
+        await token.shutdown()
+    }
+
     // MARK: report
 
     @Test(arguments: [ReturnValue.generalError, .functionFailed, .keyFunctionNotPermitted, .sessionCount, .deviceMemory, .mechanismInvalid])
