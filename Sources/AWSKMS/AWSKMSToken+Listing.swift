@@ -1,4 +1,4 @@
-public import CloudKMS
+import CloudKMS
 import Foundation
 public import KSI
 

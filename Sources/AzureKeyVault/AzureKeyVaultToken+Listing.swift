@@ -1,4 +1,4 @@
-public import CloudKMS
+import CloudKMS
 import CMKCore
 import Foundation
 public import KSI
