@@ -231,7 +231,8 @@ public final class AzureKeyVaultToken: ContextBindingKeystore, VaultBound, Senda
         let payload = try body.map { Array(try JSONSerialization.data(withJSONObject: $0, options: [.sortedKeys])) } ?? []
         do {
             let response = try await transport.send(what, throttled: { $0.status == 429 }) {
-                CloudRequest(method: body == nil ? .GET : .POST, url: "\(url)?api-version=\(apiVersion)",
+                // A list's nextLink comes whole, with its api-version and skip token.
+                CloudRequest(method: body == nil ? .GET : .POST, url: url.contains("?") ? url : "\(url)?api-version=\(apiVersion)",
                              headers: [("Authorization", "Bearer \(token)"), ("Content-Type", "application/json")], body: payload)
             }
             guard response.status == 200 else { throw Self.error(what, response) }
@@ -253,6 +254,8 @@ public final class AzureKeyVaultToken: ContextBindingKeystore, VaultBound, Senda
         switch response.status {
         case 401:
             return KeystoreError(.permissionDenied, "Key Vault refused the access token: check the application's credentials", detail: detail)
+        case 403 where what == "list":
+            return KeystoreError(.permissionDenied, "the application may not list keys in this vault (access policy List, or RBAC role Key Vault Reader)", detail: detail)
         case 403:
             let operation = what == "unwrapkey" ? "unwrapKey" : what == "wrapkey" ? "wrapKey" : "get"
             return KeystoreError(.permissionDenied, "the application may not \(operation) keys in this vault (access policy or RBAC role Key Vault Crypto Service Encryption User)", detail: detail)

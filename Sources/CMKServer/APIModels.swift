@@ -139,6 +139,13 @@ struct PageResponse<Item: Codable & Sendable>: Codable, Sendable {
     var nextCursor: String?
 }
 
+/// A keystore's keys: all of them, or the first `KeyList.maxKeys` with `truncated` (present only
+/// then, so a complete listing reads as it always did).
+struct KeyListResponse: Codable, Sendable {
+    var items: [KeyDescription]
+    var truncated: Bool?
+}
+
 struct KeystoreResponse: Codable, Sendable {
     var id: String
     var provider: String

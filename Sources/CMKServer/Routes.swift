@@ -100,7 +100,7 @@ struct ManagementController {
 
     @Sendable func listKeys(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let keys = try await operations.keys(inKeystore: try context.parameters.require("keystore"))
-        return try Self.json(PageResponse(items: keys, nextCursor: nil), context: context).response
+        return try Self.json(KeyListResponse(items: keys.keys, truncated: keys.truncated ? true : nil), context: context).response
     }
 
     // MARK: L1 links

@@ -23,10 +23,14 @@ public final class GCPKMSToken: ContextBindingKeystore, Sendable {
         public var tokenEndpoint: String?
         public var timeoutMilliseconds: Int?
         public var maxAttempts: Int?
+        /// Where key listings look for key rings (`europe-west3`, `global`, …); when absent, every
+        /// location the project has (`projects.locations.list`). Handshakes name any location.
+        public var locations: [String]?
 
         public init(project: String, endpoint: String? = nil, serviceAccountKeyFile: String? = nil, tokenEndpoint: String? = nil,
-                    timeoutMilliseconds: Int? = nil, maxAttempts: Int? = nil) {
+                    timeoutMilliseconds: Int? = nil, maxAttempts: Int? = nil, locations: [String]? = nil) {
             self.project = project
+            self.locations = locations
             self.endpoint = endpoint
             self.serviceAccountKeyFile = serviceAccountKeyFile
             self.tokenEndpoint = tokenEndpoint
@@ -59,6 +63,9 @@ public final class GCPKMSToken: ContextBindingKeystore, Sendable {
         accessToken = BearerCache(clock: clock)
         guard configuration.project.range(of: #"^[a-z][a-z0-9-]{4,28}[a-z0-9]$|^[A-Za-z0-9_-]{1,63}$"#, options: .regularExpression) != nil else {
             throw KeystoreError(.invalidInput, "GCP project \"\(configuration.project)\" is not a project id")
+        }
+        for location in configuration.locations ?? [] where location.range(of: #"^[a-z0-9-]{1,63}$"#, options: .regularExpression) == nil {
+            throw KeystoreError(.invalidInput, "GCP location \"\(location)\" is not a location id (europe-west3, global, …)")
         }
         self.name = name
         self.configuration = configuration
@@ -271,9 +278,14 @@ public final class GCPKMSToken: ContextBindingKeystore, Sendable {
         let message = error?["message"] as? String ?? ""
         let detail = "\(what): HTTP \(response.status) \(status)" + (message.isEmpty ? "" : ": \(message)")
         switch (status, response.status) {
+        case ("NOT_FOUND", _) where what == "list locations", (_, 404) where what == "list locations":
+            return KeystoreError(.notFound, "Cloud KMS does not know this project, or the service account cannot see it", detail: detail)
         case ("NOT_FOUND", _), (_, 404):
             return KeystoreError(.notFound, "Cloud KMS has no such CryptoKey, or the service account cannot see it", detail: detail)
         case ("PERMISSION_DENIED", _), (_, 403):
+            if let permission = Self.listPermissions[what] {
+                return KeystoreError(.permissionDenied, "the service account lacks \(permission) in this project (grant roles/cloudkms.viewer to list keys)", detail: detail)
+            }
             let permission = what == "decrypt" ? "cloudkms.cryptoKeyVersions.useToDecrypt" : what == "encrypt" ? "cloudkms.cryptoKeyVersions.useToEncrypt" : "cloudkms.cryptoKeys.get"
             return KeystoreError(.permissionDenied, "the service account lacks \(permission) on this key (grant roles/cloudkms.cryptoKeyEncrypterDecrypter)", detail: detail)
         case ("UNAUTHENTICATED", _), (_, 401):

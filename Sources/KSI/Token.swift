@@ -112,8 +112,12 @@ public struct TokenStatus: Sendable, Codable, Hashable {
     }
 }
 
-/// A key as a listing shows it: names and attributes, never material.
+/// A key as a listing shows it: names and attributes, never material. The PKCS#11 attributes
+/// are absent (nil) where a cloud KMS has no such notion; the last three fields are the cloud
+/// keys' own (D104) and absent for PKCS#11 objects, so a PKCS#11 listing encodes as before.
 public struct KeyDescription: Sendable, Codable, Hashable {
+    /// The reference a handshake takes: a PKCS#11 URI, an AWS key ARN, a GCP CryptoKey name,
+    /// an Azure Key Vault key URI (without a version: the current one is used).
     public var uri: String
     public var label: String
     public var idHex: String
@@ -125,11 +129,21 @@ public struct KeyDescription: Sendable, Codable, Hashable {
     public var canUnwrap: Bool?
     public var sensitive: Bool?
     public var extractable: Bool?
-    /// Whether the key qualifies as an L1 key (secret, AES, CKA_WRAP and CKA_UNWRAP).
+    /// Whether the key qualifies as an L1 key: PKCS#11, secret, AES, CKA_WRAP and CKA_UNWRAP;
+    /// a cloud key, what the probe checks before its round trip (enabled, usage, type).
     public var usableAsL1: Bool
+    /// A cloud key's state in the provider's words (AWS `Enabled`, `Disabled`,
+    /// `PendingDeletion`; GCP the primary version's `ENABLED`, `DISABLED`, or `NO_PRIMARY`;
+    /// Azure `enabled`, `disabled`, `expired`, `not_yet_valid`).
+    public var state: String?
+    /// AWS KMS: the aliases naming the key (`alias/…`); each is also a handshake reference.
+    public var aliases: [String]?
+    /// Why a cloud key is not usable as an L1 key, in the probe's words.
+    public var reason: String?
 
     public init(uri: String, label: String, idHex: String, objectClass: String, keyType: String?, bits: UInt?, tokenObject: Bool,
-                canWrap: Bool?, canUnwrap: Bool?, sensitive: Bool?, extractable: Bool?, usableAsL1: Bool) {
+                canWrap: Bool?, canUnwrap: Bool?, sensitive: Bool?, extractable: Bool?, usableAsL1: Bool,
+                state: String? = nil, aliases: [String]? = nil, reason: String? = nil) {
         self.uri = uri
         self.label = label
         self.idHex = idHex
@@ -142,6 +156,26 @@ public struct KeyDescription: Sendable, Codable, Hashable {
         self.sensitive = sensitive
         self.extractable = extractable
         self.usableAsL1 = usableAsL1
+        self.state = state
+        self.aliases = aliases
+        self.reason = reason
+    }
+}
+
+/// A listing of a keystore's keys, and whether it stopped at its bound before the keystore's
+/// last key (a cloud KMS may hold more keys than a wizard can show, or than is sane to fetch).
+public struct KeyList: Sendable, Hashable {
+    /// At most this many keys per listing, whatever the keystore.
+    public static let maxKeys = 1000
+    /// At most this many pages per paginated call (a KMS that keeps answering "more" is cut off).
+    public static let maxPages = 100
+
+    public var keys: [KeyDescription]
+    public var truncated: Bool
+
+    public init(keys: [KeyDescription], truncated: Bool) {
+        self.keys = keys
+        self.truncated = truncated
     }
 }
 
@@ -215,4 +249,14 @@ public protocol LoginRenewing: Token {
 /// A keystore whose keys can be listed.
 public protocol KeyListing: Token {
     func keys() async throws -> [KeyDescription]
+    /// At most `limit` keys, saying whether there were more.
+    func keyList(limit: Int) async throws -> KeyList
+}
+
+extension KeyListing {
+    /// A listing that is complete by nature (a PKCS#11 token's objects), cut at `limit`.
+    public func keyList(limit: Int) async throws -> KeyList {
+        let all = try await keys()
+        return KeyList(keys: Array(all.prefix(limit)), truncated: all.count > limit)
+    }
 }

@@ -67,8 +67,11 @@ import Testing
             let listed = try #require(keystores.first { $0["id"] as? String == test.keystore })
             #expect(listed["provider"] as? String == test.provider.rawValue)
             #expect((listed["status"] as? [String: Any])?["state"] as? String == "available")
+            // The wizard's list: the key to link is there, usable as L1, under the reference the handshake takes.
             let keys = try await call("/api/v1/keystores/\(test.keystore)/keys", .get)
-            #expect(keys.status == .unprocessableContent && keys.errorCode == "keystore_unsupported")
+            let listedKeys = try keys.json()["items"] as? [[String: Any]] ?? []
+            #expect(keys.status == .ok && listedKeys.contains { $0["uri"] as? String == test.key() && $0["usableAsL1"] as? Bool == true }, "\(keys.text)")
+            #expect(listedKeys.contains { $0["uri"] as? String == test.failingKey() && $0["usableAsL1"] as? Bool == false && $0["reason"] is String })
 
             #expect(try await call("/api/v1/tenants", .post, #"{"id":"\#(tenant)","name":"Cloud"}"#).status == .created)
             let validated = try await call("/api/v1/tenants/\(tenant)/l1-probes", .post, request)
@@ -125,6 +128,38 @@ import Testing
                 for file in files { #expect(file.range(of: secret) == nil, "a secret is in the registry or audit files") }
                 for body in bodies.all { #expect(body.range(of: secret) == nil, "a secret is in a response") }
             }
+        }
+    }
+
+    /// The keys of a moto-backed AWS keystore through REST, as the portal's wizard asks for them:
+    /// ARNs, aliases, state, whether each can be an L1 key and why not; nothing else; and a
+    /// principal the IAM policy does not allow kms:ListKeys gets a keystore error, not a 500.
+    @Test func anAWSKeystoreListsItsKeysThroughREST() async throws {
+        var harness = try Self.harness()
+        harness.configuration.keystores.append(.init(id: "aws-limited", aws: CloudFixtures.awsConfiguration(id: "limited-id", secret: "limited-secret")))
+        try await harness.test { client, _ in
+            let response = try await client.execute(uri: "/api/v1/keystores/aws/keys", method: .get, headers: ServerHarness.auth)
+            #expect(response.status == .ok, "\(response.text)")
+            let body = try response.json()
+            #expect(body["truncated"] == nil && body["nextCursor"] == nil, "a complete listing says nothing more")
+            let items = try #require(body["items"] as? [[String: Any]])
+            let fixture = CloudFixtures.moto.keys
+            #expect(items.count >= 3 + fixture.listingKeys)
+            let l1 = try #require(items.first { $0["uri"] as? String == fixture.keyARN })
+            #expect(l1["label"] as? String == fixture.aliasName && l1["aliases"] as? [String] == [fixture.aliasName])
+            #expect(l1["state"] as? String == "Enabled" && l1["usableAsL1"] as? Bool == true && l1["keyType"] as? String == "SYMMETRIC_DEFAULT")
+            #expect(l1["reason"] == nil && l1["sensitive"] == nil, "absent, not null, where a KMS has no such attribute")
+            let disabled = try #require(items.first { $0["uri"] as? String == fixture.disabledKeyARN })
+            #expect(disabled["usableAsL1"] as? Bool == false && (disabled["reason"] as? String)?.contains("disabled") == true)
+            // Names and attributes only: no field beyond the schema's, and no credential.
+            let allowed: Set<String> = ["uri", "label", "idHex", "objectClass", "keyType", "bits", "tokenObject", "canWrap", "canUnwrap",
+                                        "sensitive", "extractable", "usableAsL1", "state", "aliases", "reason"]
+            #expect(items.allSatisfy { Set($0.keys).isSubset(of: allowed) })
+            #expect(!response.text.contains(fixture.secretAccessKey))
+
+            let refused = try await client.execute(uri: "/api/v1/keystores/aws-limited/keys", method: .get, headers: ServerHarness.auth)
+            #expect(refused.status == .unprocessableContent && refused.errorCode == "keystore_refused", "\(refused.text)")
+            #expect(refused.text.contains("kms:ListKeys"))
         }
     }
 

@@ -566,7 +566,7 @@ try:
         fetch(document.getElementById('audit-export').href).then(r => done(r.status + ' ' + r.headers.get('content-type')));""")
     assert export.startswith("200"), export
 
-    # 5b. A cloud key with the same wizard: AWS KMS, named by its ARN.
+    # 5b. A cloud key with the same wizard: AWS KMS, chosen from the keys it lists.
     if args.aws_key:
         css("nav a[data-view=onboard]").click()
         wait.until(lambda d: by_id("wiz-provider").is_displayed()
@@ -575,8 +575,14 @@ try:
         css("input[name=wiz-keystore][value=aws]").click()
         css("#wiz-provider button[type=submit]").click()
         wait.until(lambda d: by_id("wiz-key").is_displayed())
-        assert not by_id("wiz-keys-fieldset").is_displayed() and "ARN" in by_id("wiz-uri-label").text
-        type_into("wiz-uri", args.aws_key)
+        assert "ARN" in by_id("wiz-uri-label").text
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#wiz-keys tbody tr")) > 0)
+        assert "AWS KMS" in by_id("wiz-keys-legend").text
+        rows = driver.find_elements(By.CSS_SELECTOR, "#wiz-keys tbody tr")
+        # Keys the probe would refuse say why and cannot be chosen (the disabled and signing keys).
+        refused = [r for r in rows if r.find_element(By.CSS_SELECTOR, "input[name=wiz-key]").get_attribute("disabled")]
+        assert refused and all("no — " in r.text for r in refused), [r.text for r in refused]
+        css(f"input[name=wiz-key][value='{args.aws_key}']").click()
         css("#wiz-key button[type=submit]").click()
         wait.until(lambda d: "ok" in by_id("wiz-probe-summary").get_attribute("class") or "error" in by_id("wiz-probe-summary").get_attribute("class"))
         assert "ok" in by_id("wiz-probe-summary").get_attribute("class"), by_id("wiz-probe-summary").text

@@ -206,3 +206,61 @@ import TestSupport
         }
     }
 }
+
+/// Listing the keys of the account and region (the portal's wizard), against moto through a
+/// front that pages ListKeys and ListAliases as AWS does.
+@Suite(.serialized) struct AWSKeyListingTests {
+    static func token(id: String = "id", secret: String = "secret", pager: Bool = true) throws -> AWSKMSToken {
+        try AWSKMSToken(name: "aws-test", configuration: CloudFixtures.awsConfiguration(id: id, secret: secret,
+                                                                                        endpoint: pager ? CloudFixtures.motoPager.base : nil))
+    }
+
+    @Test func keysAreListedPageByPageWithTheirAliasesAndWhyTheyAreNotL1() async throws {
+        let fixture = CloudFixtures.moto.keys
+        let paged = try await Self.token().keyList(limit: KeyList.maxKeys, pageSize: 4)
+        #expect(!paged.truncated)
+        // Pages of four make the same listing as moto's one page.
+        let whole = try await Self.token(pager: false).keyList(limit: KeyList.maxKeys)
+        #expect(paged.keys == whole.keys && paged.keys.count >= 3 + fixture.listingKeys, "\(paged.keys.count) keys")
+
+        let l1 = try #require(paged.keys.first { $0.uri == fixture.keyARN })
+        #expect(l1.usableAsL1 && l1.reason == nil && l1.state == "Enabled" && l1.keyType == "SYMMETRIC_DEFAULT" && l1.bits == 256)
+        #expect(l1.label == fixture.aliasName && l1.aliases == [fixture.aliasName] && l1.objectClass == "secret-key" && l1.canUnwrap == true)
+        let disabled = try #require(paged.keys.first { $0.uri == fixture.disabledKeyARN })
+        #expect(!disabled.usableAsL1 && disabled.state == "Disabled" && disabled.reason?.contains("kms:EnableKey") == true)
+        let signing = try #require(paged.keys.first { $0.uri == fixture.signingKeyARN })
+        #expect(!signing.usableAsL1 && signing.keyType == "RSA_2048" && signing.bits == 2048 && signing.reason?.contains("SIGN_VERIFY") == true)
+        // Aliases came from several ListAliases pages, each onto its key.
+        let named = paged.keys.filter { $0.label.hasPrefix("alias/listing-") }
+        #expect(named.count == fixture.listingKeys / 2 && named.allSatisfy { $0.aliases == [$0.label] && $0.usableAsL1 })
+        // Every uri is a key ARN a handshake takes, and the probe passes for a usable one.
+        for key in paged.keys {
+            guard case .awsKMS(let reference) = try KeyReference(parsing: key.uri) else { Issue.record("\(key.uri)"); continue }
+            #expect(reference.form == .keyARN)
+        }
+        let probe = await (try Self.token()).probe(try KeyReference(parsing: try #require(named.first).uri))
+        #expect(probe.passed, "\(probe.checks)")
+        // Sorted by label then uri: aliases (alias/…) and key ids, stably for the wizard.
+        #expect(paged.keys.map(\.label) == paged.keys.map(\.label).sorted())
+    }
+
+    @Test func theListingIsBoundedAndSaysSo() async throws {
+        let cut = try await Self.token().keyList(limit: 5, pageSize: 2)
+        #expect(cut.truncated && cut.keys.count == 5)
+        let exact = try await Self.token().keyList(limit: KeyList.maxKeys, pageSize: 2)
+        let all = try await Self.token().keyList(limit: exact.keys.count, pageSize: 2)
+        #expect(!all.truncated && all.keys.count == exact.keys.count, "a listing that ends at its bound is complete")
+    }
+
+    /// A principal whose IAM policy does not allow kms:ListKeys: a keystore error that says so.
+    @Test func aRefusedListingIsAPermissionError() async throws {
+        let limited = try Self.token(id: "limited-id", secret: "limited-secret")
+        do {
+            _ = try await limited.keys()
+            Issue.record("kms:ListKeys is not allowed to this principal")
+        } catch let error as KeystoreError {
+            #expect(error.code == .permissionDenied && error.reason.contains("kms:ListKeys"), "\(error)")
+        }
+        await #expect(throws: KeystoreError(.permissionDenied, "")) { try await (try Self.token(secret: "wrong-secret")).keys() }
+    }
+}

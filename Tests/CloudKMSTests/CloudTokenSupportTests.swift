@@ -89,3 +89,44 @@ struct CloudTokenSupportTests {
         #expect(openedElsewhere.failure?.code == .unsupported && openedElsewhere.failure?.reason == "opened under another binding")
     }
 }
+
+/// The listing's pagination at unit speed: pages followed to the end, bounded in keys and pages,
+/// and a KMS that repeats its page token stopped instead of looped.
+struct PaginationTests {
+    @Test func pagesAreFollowedToTheEndAnEmptyTokenEndingTheList() async throws {
+        let pages = [["a", "b"], ["c", "d"], ["e"]]
+        let all = try await paginated("test", limit: 100) { token in
+            let index = Int(token ?? "0")!
+            return (pages[index], index + 1 < pages.count ? String(index + 1) : "")
+        }
+        #expect(all.items == ["a", "b", "c", "d", "e"] && !all.truncated)
+    }
+
+    @Test func theListingStopsAtItsBoundsAndSaysSo() async throws {
+        let endless: @Sendable (String?) async throws -> (items: [Int], next: String?) = { token in
+            let index = Int(token ?? "0")!
+            return ([index * 3, index * 3 + 1, index * 3 + 2], String(index + 1))
+        }
+        let byPages = try await paginated("test", limit: 1000, maxPages: 4, endless)
+        #expect(byPages.truncated && byPages.items == Array(0..<12))
+        let byKeys = try await paginated("test", limit: 7, endless)
+        #expect(byKeys.truncated && byKeys.items == Array(0..<7))
+        // Exactly the bound on the last page: complete.
+        let exact = try await paginated("test", limit: 3) { _ in ([1, 2, 3], nil) }
+        #expect(!exact.truncated && exact.items == [1, 2, 3])
+    }
+
+    @Test func aRepeatedPageTokenIsAnErrorNotALoop() async throws {
+        await #expect(throws: KeystoreError(.unavailable, "")) {
+            _ = try await paginated("Key Vault list keys", limit: 1000) { _ in (["x"], "same") }
+        }
+    }
+
+    @Test func boundedMapKeepsTheOrder() async throws {
+        let doubled = try await boundedMap(Array(0..<50), width: 3) { value in
+            try await Task.sleep(for: .milliseconds(Int.random(in: 0...3)))
+            return value * 2
+        }
+        #expect(doubled == (0..<50).map { $0 * 2 })
+    }
+}

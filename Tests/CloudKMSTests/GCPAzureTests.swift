@@ -193,3 +193,87 @@ import TestSupport
         }
     }
 }
+
+/// Listing a project's CryptoKeys (drongo, paged by the front as Cloud KMS pages) and a vault's
+/// keys (the Key Vault fake), for the portal's wizard.
+@Suite(.serialized) struct CloudKeyListingTests {
+    @Test func cryptoKeysAreListedAcrossKeyRingsPageByPage() async throws {
+        let names = CloudFixtures.gcp.names
+        try CloudFixtures.control(CloudFixtures.gcp.front, #"{"makeKeys": 12}"#)
+        // No locations configured: the project's, from projects.locations.list.
+        let token = try CloudFixtures.gcpToken()
+        let list = try await token.keyList(limit: KeyList.maxKeys, pageSize: 5)
+        #expect(!list.truncated && list.keys.count == 14, "\(list.keys.map(\.label))")
+        #expect(list.keys.map(\.label) == ["bulk/k00", "bulk/k01", "bulk/k02", "bulk/k03", "bulk/k04", "bulk/k05", "bulk/k06", "bulk/k07",
+                                           "bulk/k08", "bulk/k09", "bulk/k10", "bulk/k11", "cmk/l1", "cmk/signing"])
+        let l1 = try #require(list.keys.first { $0.uri == names.key })
+        #expect(l1.usableAsL1 && l1.state == "ENABLED" && l1.keyType == "GOOGLE_SYMMETRIC_ENCRYPTION" && l1.bits == 256 && l1.canWrap == true)
+        let signing = try #require(list.keys.first { $0.uri == names.signingKey })
+        #expect(!signing.usableAsL1 && signing.reason?.contains("ASYMMETRIC_SIGN") == true && signing.objectClass == "private-key")
+        // Each uri is the CryptoKey name a handshake takes.
+        let bulk = try KeyReference(parsing: try #require(list.keys.first).uri)
+        #expect(await token.probe(bulk).passed)
+
+        // Configured locations are the ones looked in.
+        let configured = try GCPKMSToken(name: "gcp-test", configuration: .init(
+            project: names.project, endpoint: CloudFixtures.gcp.front.base, serviceAccountKeyFile: names.serviceAccountKeyFile,
+            locations: ["europe-west3", "us-east1"]))
+        #expect(try await configured.keyList(limit: KeyList.maxKeys, pageSize: 3).keys == list.keys)
+        #expect(throws: KeystoreError(.invalidInput, "")) {
+            try GCPKMSToken(name: "x", configuration: .init(project: names.project, serviceAccountKeyFile: names.serviceAccountKeyFile,
+                                                            locations: ["../../etc"]))
+        }
+
+        // Bounded, and saying so.
+        let cut = try await token.keyList(limit: 7, pageSize: 5)
+        #expect(cut.truncated && cut.keys.count == 7)
+
+        try CloudFixtures.control(CloudFixtures.gcp.front, #"{"denyList": true}"#)
+        defer { try? CloudFixtures.control(CloudFixtures.gcp.front, #"{"denyList": false}"#) }
+        do {
+            _ = try await token.keys()
+            Issue.record("a refused listing must be an error")
+        } catch let error as KeystoreError {
+            #expect(error.code == .permissionDenied && error.reason.contains("roles/cloudkms.viewer"), "\(error)")
+        }
+    }
+
+    @Test func vaultKeysAreListedThroughNextLink() async throws {
+        let names = CloudFixtures.azure.names
+        try CloudFixtures.control(CloudFixtures.azure.vault, #"{"makeKeys": 30}"#)
+        // The fake's clock is the manual clock's: expiring-l1 is within its validity period.
+        let token = try CloudFixtures.azureToken(clock: ManualClock().wall)
+        let list = try await token.keyList(limit: KeyList.maxKeys, pageSize: 7)
+        #expect(!list.truncated && list.keys.count == 35, "\(list.keys.map(\.label))")
+        #expect(try await token.keys() == list.keys, "Key Vault's own page of 25 gives the same listing")
+        func key(_ uri: String) throws -> KeyDescription { try #require(list.keys.first { $0.uri == uri }) }
+        let l1 = try key(names.key)
+        #expect(l1.usableAsL1 && l1.state == "enabled" && l1.keyType == "RSA" && l1.label == "customer-l1" && l1.canUnwrap == true)
+        #expect(try key(names.expiringKey).usableAsL1)
+        let disabled = try key(names.disabledKey)
+        #expect(!disabled.usableAsL1 && disabled.state == "disabled" && disabled.reason?.contains("enable it") == true)
+        #expect(try key(names.signOnlyKey).reason?.contains("wrapKey and unwrapKey") == true)
+        #expect(try key(names.hsmKey).reason?.contains("RSA-OAEP-256") == true, "an oct-HSM key in a vault does not wrap with RSA-OAEP-256")
+        #expect(list.keys.filter { $0.label.hasPrefix("bulk-") && !$0.usableAsL1 }.count == 10, "every third bulk key is disabled")
+        // Each uri is a key URI (no version: the current one) on this vault.
+        let bulk = try KeyReference(parsing: try key("\(names.vault)/keys/bulk-00").uri)
+        #expect(await token.probe(bulk).passed)
+
+        let cut = try await token.keyList(limit: 10, pageSize: 7)
+        #expect(cut.truncated && cut.keys.count == 10)
+
+        // A nextLink to another host is not followed: the bearer token stays with the vault.
+        try CloudFixtures.control(CloudFixtures.azure.vault, #"{"foreignNextLink": true}"#)
+        await #expect { try await token.keyList(limit: KeyList.maxKeys, pageSize: 7) } throws: { error in
+            (error as? KeystoreError)?.reason.contains("outside the vault") == true
+        }
+        try CloudFixtures.control(CloudFixtures.azure.vault, #"{"foreignNextLink": false, "denyList": true}"#)
+        defer { try? CloudFixtures.control(CloudFixtures.azure.vault, #"{"denyList": false}"#) }
+        do {
+            _ = try await token.keys()
+            Issue.record("a refused listing must be an error")
+        } catch let error as KeystoreError {
+            #expect(error.code == .permissionDenied && error.reason.contains("may not list keys"), "\(error)")
+        }
+    }
+}

@@ -48,7 +48,13 @@ public enum CloudFixtures {
     public struct Moto: Decodable, Sendable {
         public var accessKeyID, secretAccessKey, limitedAccessKeyID, limitedSecretAccessKey: String
         public var keyARN, keyID, aliasName, aliasARN, disabledKeyARN, signingKeyARN: String
+        /// Keys made for the listing tests, every other one with an alias `alias/listing-NN`.
+        public var listingKeys: Int
     }
+
+    /// A front for moto that pages ListKeys and ListAliases (moto answers them in one page);
+    /// requests reach moto unchanged, signatures and policies checked there.
+    public static let motoPager = try! LocalServer(python: [script("moto_pager"), "{port}", moto.server.base], log: directory + "/moto-pager.log")
 
     /// One moto for the test process, with `INITIAL_NO_AUTH_ACTION_COUNT=3`.
     public static let moto: (server: LocalServer, keys: Moto, directory: String) = {

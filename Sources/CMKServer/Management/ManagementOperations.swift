@@ -80,13 +80,14 @@ struct ManagementOperations: Sendable {
         return (keystore, status)
     }
 
-    func keys(inKeystore id: String) async throws -> [KeyDescription] {
+    /// At most `KeyList.maxKeys` keys (a cloud KMS may hold many more), saying when there were more.
+    func keys(inKeystore id: String) async throws -> KeyList {
         let keystore = try gateway.keystore(id)
         guard let listing = keystore.token as? any KeyListing else {
             throw DomainError(.keystoreUnsupported,
                               "keystore \(keystore.id) (\(keystore.provider.displayName)) does not list its keys here: name the key directly (\(Gateway.referenceForm(keystore.provider)))")
         }
-        return try await listing.keys()
+        return try await listing.keyList(limit: KeyList.maxKeys)
     }
 
     // MARK: L1 links

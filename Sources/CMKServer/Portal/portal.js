@@ -570,16 +570,18 @@ const wizard = {
     $("wiz-uri-label").textContent = kind.label;
     $("wiz-uri").placeholder = kind.example;
     $("wiz-uri-hint").textContent = kind.hint;
-    show("wiz-keys-fieldset", this.state.provider === "pkcs11");
-    if (this.state.provider !== "pkcs11") {
-      $("wiz-key-hint").textContent = "Name the key in " + kind.name + " for tenant " + this.state.tenant + ": the gateway uses keystore " + this.state.keystore + "'s credentials and endpoint.";
-      return;
-    }
-    $("wiz-key-hint").textContent = "Pick a key on keystore " + this.state.keystore + " for tenant " + this.state.tenant + ". Keys the probe cannot use as an L1 key are shown but cannot be chosen.";
+    const cloud = this.state.provider !== "pkcs11";
+    show("wiz-keys-fieldset", true);
+    $("wiz-keys-legend").textContent = cloud ? "Keys in " + kind.name : "Keys on the token";
+    $("wiz-keys-id").textContent = cloud ? "State" : "Id";
+    $("wiz-key-hint").textContent = cloud
+      ? "Pick a key in " + kind.name + " for tenant " + this.state.tenant + ", or name it below: the gateway uses keystore " + this.state.keystore + "'s credentials and endpoint. Keys the probe cannot use as an L1 key are shown with the reason but cannot be chosen."
+      : "Pick a key on keystore " + this.state.keystore + " for tenant " + this.state.tenant + ". Keys the probe cannot use as an L1 key are shown but cannot be chosen.";
     try {
       const keys = await call("GET", "/keystores/" + encodeURIComponent(this.state.keystore) + "/keys");
-      const secretKeys = keys.items.filter((k) => k.objectClass === "secret-key");
-      fill("wiz-keys", "wiz-keys-empty", secretKeys, (row, key) => {
+      // A token lists every object; a cloud KMS only keys (an Azure RSA key is a key pair).
+      const candidates = cloud ? keys.items : keys.items.filter((k) => k.objectClass === "secret-key");
+      fill("wiz-keys", "wiz-keys-empty", candidates, (row, key) => {
         const choose = cell(row, "");
         const radio = el("input"); radio.type = "radio"; radio.name = "wiz-key"; radio.value = key.uri; radio.disabled = !key.usableAsL1;
         radio.id = "wiz-key-" + row.rowIndex;
@@ -587,14 +589,18 @@ const wizard = {
         radio.addEventListener("change", () => { $("wiz-uri").value = ""; });
         choose.replaceChildren(radio);
         cell(row, key.label, "mono");
-        cell(row, key.idHex, "mono");
+        cell(row, cloud ? (key.state || "") : key.idHex, "mono");
         cell(row, (key.keyType || "").replace("CKK_", "") + (key.bits ? " " + key.bits : ""));
-        cell(row, key.usableAsL1 ? "yes" : "no — " + (!key.canWrap ? "cannot wrap (CKA_WRAP false)" : !key.canUnwrap ? "cannot unwrap (CKA_UNWRAP false)" : "not an AES key"), key.usableAsL1 ? "ok" : "bad");
+        const why = key.reason || (!key.canWrap ? "cannot wrap (CKA_WRAP false)" : !key.canUnwrap ? "cannot unwrap (CKA_UNWRAP false)" : "not an AES key");
+        cell(row, key.usableAsL1 ? "yes" : "no — " + why, key.usableAsL1 ? "ok" : "bad");
       });
-      $("wiz-keys-empty").textContent = "The token holds no secret key. Generate an AES-256 key with CKA_WRAP and CKA_UNWRAP on the token (for example with your HSM's tools), or paste a URI below.";
+      $("wiz-keys-empty").textContent = cloud
+        ? "No key is listed in " + kind.name + " for these credentials. Create a key there, or name one below."
+        : "The token holds no secret key. Generate an AES-256 key with CKA_WRAP and CKA_UNWRAP on the token (for example with your HSM's tools), or paste a URI below.";
+      if (keys.truncated) $("wiz-key-hint").textContent += " Only the first " + keys.items.length + " keys are shown: name another one below.";
     } catch (error) {
       fill("wiz-keys", "wiz-keys-empty", [], () => {});
-      $("wiz-keys-empty").textContent = "The token's keys cannot be listed (" + error.message + "). You can still paste the key's PKCS#11 URI.";
+      $("wiz-keys-empty").textContent = (cloud ? "The keys in " + kind.name + " cannot be listed (" : "The token's keys cannot be listed (") + error.message + "). You can still " + (cloud ? "name the key below." : "paste the key's PKCS#11 URI.");
     }
   },
 
@@ -603,7 +609,7 @@ const wizard = {
     showError("wiz-error", "");
     const picked = document.querySelector("input[name='wiz-key']:checked");
     const key = $("wiz-uri").value.trim() || (picked && picked.value);
-    if (!key) return showError("wiz-error", this.state.provider === "pkcs11" ? "Choose a key from the list or paste its PKCS#11 URI." : "Enter the key's name: " + (providers[this.state.provider] || providers.pkcs11).label + ".");
+    if (!key) return showError("wiz-error", this.state.provider === "pkcs11" ? "Choose a key from the list or paste its PKCS#11 URI." : "Choose a key from the list or enter its name: " + (providers[this.state.provider] || providers.pkcs11).label + ".");
     this.state.key = key;
     this.step("validate");
     $("wiz-probe-summary").textContent = "Probing " + key + " …";

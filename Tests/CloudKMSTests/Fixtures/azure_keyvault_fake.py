@@ -11,8 +11,12 @@ What it checks, as Key Vault does:
   (RSA-OAEP-256 for RSA keys, A256KW for oct-HSM keys), the key must be enabled (403) and
   permit wrapKey/unwrapKey (403); the cryptography is real (RSA-OAEP-256 with SHA-256,
   RFC 3394 AES key wrap); a blob that does not unwrap is 400 BadParameter;
+- GET /keys: the keys' items (kid without a version, attributes), `maxresults` 1-25 (25 by
+  default, as Key Vault), `nextLink` with a `$skiptoken` while more remain;
 - unknown keys or versions: 404 KeyNotFound; errors in Key Vault's JSON shape.
-On demand (POST /_control): throttle the next N requests (429, Retry-After: 0).
+On demand (POST /_control): throttle the next N requests (429, Retry-After: 0); refuse
+listing (403 Forbidden); answer a nextLink on another host (as a hostile or broken server
+might); make `makeKeys` more RSA keys `bulk-00`, `bulk-01`, … (every third one disabled).
 What it does not model: RBAC roles and access policies beyond the one application, soft-delete
 and recovery, rotation policies, key release, HSM attestation, request ids, TLS.
 
@@ -32,7 +36,7 @@ with open(secret_file, "w") as f:
     f.write(client_secret + "\n")
 os.chmod(secret_file, 0o600)
 tokens = set()
-control = {"throttle": 0}
+control = {"throttle": 0, "denyList": False, "foreignNextLink": False}
 
 
 def b64u(data):
@@ -100,7 +104,12 @@ class Vault(BaseHTTPRequestHandler):
             tokens.add(token)
             return self.answer(200, {"token_type": "Bearer", "expires_in": 3599, "access_token": token})
         if url.path == "/_control":
-            control.update(json.loads(self.body()))
+            request = json.loads(self.body())
+            for index in range(request.pop("makeKeys", 0)):
+                # Material made when first used: a listing reads only the bundle.
+                keys.setdefault(f"bulk-{index:02d}", {"kty": "RSA", "ops": ["wrapKey", "unwrapKey"], "enabled": index % 3 != 2,
+                                                     "versions": {version(): None}})
+            control.update(request)
             return self.answer(200, control)
         self.keys_request("POST", url)
 
@@ -117,6 +126,8 @@ class Vault(BaseHTTPRequestHandler):
             control["throttle"] -= 1
             return self.error(429, "Throttled", "Request was not processed because too many requests were received.", headers=[("Retry-After", "0")])
         parts = url.path.strip("/").split("/")
+        if method == "GET" and parts == ["keys"]:
+            return self.list_keys(urllib.parse.parse_qs(url.query))
         if len(parts) < 2 or parts[0] != "keys" or parts[1] not in keys:
             return self.error(404, "KeyNotFound", f"A key with (name/id) {parts[1] if len(parts) > 1 else '?'} was not found in this key vault.")
         entry = keys[parts[1]]
@@ -136,6 +147,8 @@ class Vault(BaseHTTPRequestHandler):
         if operation not in entry["ops"]:
             return self.error(403, "Forbidden", f"Operation {operation} is not permitted on this key.", inner="KeyOperationForbidden")
         request = json.loads(self.body())
+        if entry["versions"][ver] is None:
+            entry["versions"][ver] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         material = entry["versions"][ver]
         value = unb64u(request.get("value", ""))
         oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
@@ -153,10 +166,31 @@ class Vault(BaseHTTPRequestHandler):
             return self.error(400, "BadParameter", f"Algorithm {request.get('alg')} is not supported for key type {entry['kty']}.")
         self.answer(200, {"kid": kid, "value": b64u(result)})
 
+    def list_keys(self, query):
+        if control["denyList"]:
+            return self.error(403, "Forbidden", "The user, group or application does not have keys list permission on key vault.",
+                              inner="ForbiddenByPolicy")
+        size, skip = query.get("maxresults", ["25"])[0], query.get("$skiptoken", ["0"])[0]
+        if not size.isdigit() or not 1 <= int(size) <= 25 or not skip.isdigit():
+            return self.error(400, "BadParameter", "Invalid maxresults or skip token.")
+        size, skip = int(size), int(skip)
+        names = sorted(keys)
+        items = [{"kid": f"{base}/keys/{name}", "attributes": {"enabled": keys[name]["enabled"], "created": 1764403200,
+                                                              "updated": 1764403200, "recoveryLevel": "Recoverable+Purgeable"}}
+                 for name in names[skip:skip + size]]
+        body = {"value": items, "nextLink": None}
+        if skip + size < len(names):
+            host = "https://evil.example.com" if control["foreignNextLink"] else base
+            body["nextLink"] = f"{host}/keys?api-version=7.4&$skiptoken={skip + size}&maxresults={size}"
+        self.answer(200, body)
+
 
 with open(out, "w") as f:
     json.dump({"vault": base, "tenantID": tenant, "clientID": client_id, "clientSecretFile": secret_file, "authority": base,
                "key": f"{base}/keys/customer-l1", "firstVersion": keys["customer-l1"]["first"],
                "disabledKey": f"{base}/keys/disabled-l1", "signOnlyKey": f"{base}/keys/sign-only", "hsmKey": f"{base}/keys/hsm-l1",
                "expiringKey": f"{base}/keys/expiring-l1", "missingKey": f"{base}/keys/nope"}, f)
+# A listing describes keys eight at a time, each on a new connection: the default backlog (5)
+# would drop connections, and a dropped SYN is retried only after a second.
+ThreadingHTTPServer.request_queue_size = 64
 ThreadingHTTPServer(("127.0.0.1", port), Vault).serve_forever()

@@ -5,14 +5,19 @@ authentication and it accepts any CRC32C a request claims. This front adds, as G
 - an OAuth2 token endpoint (POST /token) that verifies the RFC 7523 JWT grant's RS256 signature
   with the service account's public key and its iss/aud/scope/exp claims;
 - bearer-token checks on every /v1 request (401 UNAUTHENTICATED otherwise);
-- CRC32C checks of the request's integrity fields (400 INVALID_ARGUMENT on a mismatch).
+- CRC32C checks of the request's integrity fields (400 INVALID_ARGUMENT on a mismatch);
+- pages of key rings and CryptoKeys (`pageSize` 1-1000, default 1000; `pageToken`,
+  `nextPageToken`; an unknown token is 400 INVALID_ARGUMENT), which drongo answers whole, and
+  the project's locations (`GET /v1/projects/P/locations`: the one location it uses), which
+  drongo does not serve.
 For the tests it can also, on demand (POST /_control): corrupt the next answers' ciphertext or
-plaintext (keeping their checksums), refuse :decrypt with 403 PERMISSION_DENIED, or throttle.
+plaintext (keeping their checksums), refuse :decrypt with 403 PERMISSION_DENIED, refuse
+listing (403), throttle, or make `makeKeys` CryptoKeys in key ring `bulk` (k00, k01, …).
 It does not model IAM roles, key versions' states, rotation, or TLS.
 
 Usage: gcp_front.py PORT DRONGO_URL OUT_JSON — writes the service account key file next to
 OUT_JSON and prints nothing; OUT_JSON gets the names the tests use."""
-import base64, json, os, secrets, sys, time, urllib.error, urllib.request
+import base64, json, os, secrets, sys, time, urllib.error, urllib.parse, urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import google_crc32c
 from cryptography.hazmat.primitives import hashes, serialization
@@ -32,7 +37,7 @@ with open(account_file, "w") as f:
     json.dump(account, f)
 os.chmod(account_file, 0o600)
 tokens = set()
-control = {"corrupt": 0, "denyDecrypt": False, "throttle": 0}
+control = {"corrupt": 0, "denyDecrypt": False, "denyList": False, "throttle": 0}
 
 
 def drongo_call(method, path, body=None):
@@ -84,7 +89,13 @@ class Front(BaseHTTPRequestHandler):
         if self.path == "/token":
             return self.token()
         if self.path == "/_control":
-            control.update(json.loads(self.body()))
+            request = json.loads(self.body())
+            count = request.pop("makeKeys", 0)
+            if count:
+                drongo_call("POST", f"{parent}/keyRings?keyRingId=bulk", {})
+                for index in range(count):
+                    drongo_call("POST", f"{parent}/keyRings/bulk/cryptoKeys?cryptoKeyId=k{index:02d}", {"purpose": "ENCRYPT_DECRYPT"})
+            control.update(request)
             return self.answer(200, control)
         self.forward("POST")
 
@@ -115,6 +126,9 @@ class Front(BaseHTTPRequestHandler):
         if control["throttle"] > 0:
             control["throttle"] -= 1
             return self.google_error(429, "RESOURCE_EXHAUSTED", "Quota exceeded.")
+        url = urllib.parse.urlparse(self.path)
+        if method == "GET" and (url.path.endswith("/keyRings") or url.path.endswith("/cryptoKeys") or url.path.endswith("/locations")):
+            return self.list_page(url)
         raw = self.body() if method == "POST" else None
         body = json.loads(raw) if raw else None
         if body is not None:
@@ -135,10 +149,36 @@ class Front(BaseHTTPRequestHandler):
             answer = json.dumps(parsed).encode()
         self.answer(status, answer)
 
+    def list_page(self, url):
+        if control["denyList"]:
+            return self.google_error(403, "PERMISSION_DENIED", "Permission 'cloudkms.cryptoKeys.list' denied.")
+        query = dict(urllib.parse.parse_qsl(url.query))
+        size, token = int(query.get("pageSize", "1000")), query.get("pageToken")
+        if not 1 <= size <= 1000 or (token is not None and not token.isdigit()):
+            return self.google_error(400, "INVALID_ARGUMENT", "Invalid page size or page token.")
+        if url.path.endswith("/locations"):
+            if url.path != f"/v1/projects/{project}/locations":
+                return self.google_error(404, "NOT_FOUND", "Project not found.")
+            field, items = "locations", [{"name": f"projects/{project}/locations/{location}", "locationId": location}]
+        else:
+            status, answer = drongo_call("GET", url.path)
+            if status != 200:
+                return self.answer(status, answer)
+            field = "keyRings" if url.path.endswith("/keyRings") else "cryptoKeys"
+            items = json.loads(answer).get(field, [])
+        start = int(token or 0)
+        page = {field: items[start:start + size]}
+        if start + size < len(items):
+            page["nextPageToken"] = str(start + size)
+        self.answer(200, page)
+
 
 with open(out, "w") as f:
     json.dump({"serviceAccountKeyFile": account_file, "tokenEndpoint": base + "/token", "project": project,
                "key": f"projects/{project}/locations/{location}/keyRings/{ring}/cryptoKeys/l1",
                "signingKey": f"projects/{project}/locations/{location}/keyRings/{ring}/cryptoKeys/signing",
                "missingKey": f"projects/{project}/locations/{location}/keyRings/{ring}/cryptoKeys/nope"}, f)
+# A listing describes keys eight at a time, each on a new connection: the default backlog (5)
+# would drop connections, and a dropped SYN is retried only after a second.
+ThreadingHTTPServer.request_queue_size = 64
 ThreadingHTTPServer(("127.0.0.1", port), Front).serve_forever()
