@@ -82,8 +82,14 @@ public final class Module: @unchecked Sendable {
         // Already initialised by someone else in this process (p11-kit proxy, another library):
         // the module is usable and this instance simply shares it.
         guard rv == .ok || rv == .cryptokiAlreadyInitialized else {
-            throw PKCS11Error(.returnValue(rv), function: .C_Initialize, module: path,
-                              reason: "the module refused to initialise; its own log or configuration file usually says why")
+            var reason = "the module refused to initialise; its own log or configuration file usually says why"
+            if rv == .argumentsBad {
+                // The one case the gateway can explain: the arguments are the profile's.
+                reason = text == nil
+                    ? "the module refused to initialise without arguments; some modules (NSS's softoken) need initArguments in the profile"
+                    : "the module refused the profile's initArguments"
+            }
+            throw PKCS11Error(.returnValue(rv), function: .C_Initialize, module: path, reason: reason)
         }
         return rv == .ok
     }

@@ -135,6 +135,17 @@ struct NSSSoftokenTests {
         #expect(fallback.checks.first { $0.name == "mechanism" }?.detail.contains("CKM_AES_KEY_WRAP_PAD as code 0x210A is not RFC 5649") == true)
     }
 
+    /// The same known answer on SoftHSM, where RFC 5649 is 0x210A: the check passes there
+    /// without an override, so the test tells the two modules' 0x210A apart.
+    @Test func softHSMs0x210APassesTheKnownAnswerTest() async throws {
+        let uri = SoftHSMFixture.shared.l1URI("crypto")
+        let token = try await keystore.token(for: uri)
+        let report = await token.probe(.pkcs11(uri))
+        #expect(report.passed && report.mechanism == "CKM_AES_KEY_WRAP_PAD")
+        let mechanism = report.checks.first { $0.name == "mechanism" }?.detail ?? ""
+        #expect(mechanism.contains("CKM_AES_KEY_WRAP_PAD passed the known-answer test") && !mechanism.contains("0x210B"), "\(mechanism)")
+    }
+
     @Test func aKeyWithoutWrapIsRefusedOnNSSWithTheSameReasonAsOnSoftHSM() async throws {
         let fixture = try await NSSFixture.shared
         let report = try await probe(fixture, key: "no-wrap")
@@ -184,6 +195,7 @@ struct NSSSoftokenTests {
         let bare = try run(["hsm", "modules", "--module", NSSFixture.modulePath, "--json"])
         let bareRows = try #require(try JSONSerialization.jsonObject(with: Data(bare.output.utf8)) as? [[String: Any]], "\(bare.output) \(bare.error)")
         #expect(bareRows.first?["loaded"] as? Bool == false, "NSS needs its initialise arguments: \(bare.output)")
+        #expect((bareRows.first?["error"] as? String)?.contains("need initArguments in the profile") == true, "\(bare.output)")
     }
 
     // MARK: The gateway's token operations
