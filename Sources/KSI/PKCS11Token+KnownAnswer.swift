@@ -11,6 +11,15 @@ extension PKCS11Token {
         /// The test could not run (the token refuses to import a key of known value, or to wrap
         /// with a session key); the mechanism is taken on the profile's word.
         case notVerifiable(String)
+
+        /// Words for the probe's `mechanism` check, after the mechanism's name.
+        var summary: String {
+            switch self {
+            case .matches: return "passed the known-answer test"
+            case .differs(let length): return "failed the known-answer test (a \(length)-byte blob that differs from the standard's)"
+            case .notVerifiable(let why): return "not verified by a known-answer test: \(why)"
+            }
+        }
     }
 
     /// A fixed KEK and key, and the blobs RFC 3394 and RFC 5649 make of them. The RFC 3394 blob

@@ -142,10 +142,7 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing {
                 continue
             }
             chosenMechanism.withLockedValue { $0 = preferred }
-            mechanismEvidence.withLockedValue {
-                $0 = refused + [answer == .matches ? "\(preferred) passed the known-answer test"
-                                : "\(preferred) not verified by a known-answer test: \({ if case .notVerifiable(let why) = answer { return why } else { return "" } }())"]
-            }
+            mechanismEvidence.withLockedValue { $0 = refused + ["\(preferred) \(answer.summary)"] }
             return preferred
         }
         let names = configuration.wrapMechanisms.map { "\($0) (code \(Self.hex(configuration.codes.code(for: $0))))" }
