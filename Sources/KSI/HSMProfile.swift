@@ -28,6 +28,9 @@ public struct HSMProfile: Sendable, Hashable, Codable {
     public var description: String
     public var module: String
     public var environment: [String: String]?
+    /// Passed to `C_Initialize` as `CK_C_INITIALIZE_ARGS.pReserved` (a C string). NSS's softoken
+    /// reads its database directory from it; other modules want it absent.
+    public var initArguments: String?
     public var token: TokenSelection
     public var pinSource: String
     public var pool: Pool
@@ -39,13 +42,14 @@ public struct HSMProfile: Sendable, Hashable, Codable {
     public var notes: [String]
 
     public init(name: String, description: String = "", module: String, environment: [String: String]? = nil,
-                token: TokenSelection, pinSource: String, pool: Pool = Pool(),
+                initArguments: String? = nil, token: TokenSelection, pinSource: String, pool: Pool = Pool(),
                 wrapMechanisms: [String] = ["CKM_AES_KEY_WRAP_PAD", "CKM_AES_KEY_WRAP"],
                 mechanismOverrides: [String: String]? = nil, unwrapTemplateValueLength: Bool? = nil, notes: [String] = []) {
         self.name = name
         self.description = description
         self.module = module
         self.environment = environment
+        self.initArguments = initArguments
         self.token = token
         self.pinSource = pinSource
         self.pool = pool
@@ -55,7 +59,7 @@ public struct HSMProfile: Sendable, Hashable, Codable {
         self.notes = notes
     }
 
-    static let allowedKeys: Set<String> = ["name", "description", "module", "environment", "token", "pinSource", "pool",
+    static let allowedKeys: Set<String> = ["name", "description", "module", "environment", "initArguments", "token", "pinSource", "pool",
                                            "wrapMechanisms", "mechanismOverrides", "unwrapTemplateValueLength", "notes"]
     static let supportedWrapMechanisms: Set<String> = ["CKM_AES_KEY_WRAP_PAD", "CKM_AES_KEY_WRAP"]
 
@@ -99,6 +103,14 @@ public struct HSMProfile: Sendable, Hashable, Codable {
     public func validate(source: String = "profile") throws {
         func fail(_ message: String) -> KeystoreError { KeystoreError(.invalidInput, "\(source): \(message)") }
         guard module.hasPrefix("/") else { throw fail("module must be an absolute path, got \"\(module)\"") }
+        if let initArguments {
+            // Not echoed back: the message names the problem, not the value.
+            guard !initArguments.utf8.contains(0) else { throw fail("initArguments may not contain a NUL byte") }
+            guard initArguments.utf8.count <= Module.maxInitArgumentsLength else {
+                throw fail("initArguments is \(initArguments.utf8.count) bytes long; at most \(Module.maxInitArgumentsLength) are accepted")
+            }
+            guard !initArguments.isEmpty else { throw fail("initArguments may not be empty; leave the key out for modules that want none") }
+        }
         guard token.label != nil || token.serial != nil else { throw fail("token needs a label or a serial") }
         guard token.label?.isEmpty != true, token.serial?.isEmpty != true else { throw fail("token label and serial may not be empty") }
         do {

@@ -46,6 +46,11 @@ extension KeystoreError {
         let detail = error.description
         let prefix = context.map { "\($0): " } ?? ""
         switch error.code {
+        case .returnValue(let rv) where error.function == .C_Initialize:
+            // The generic words for a return value ("rejected the request's parameters") would
+            // hide that it is the module's initialisation, and the module layer's reason says more.
+            let (code, _) = Self.translate(rv, error: error)
+            self.init(code, prefix + "\(error.module ?? "the module") failed C_Initialize with \(rv): \(error.reason)", detail: detail)
         case .returnValue(let rv):
             let (code, reason) = Self.translate(rv, error: error)
             self.init(code, prefix + reason, detail: detail)

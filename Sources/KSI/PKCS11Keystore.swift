@@ -85,7 +85,7 @@ public final class PKCS11Keystore: Sendable {
         if let existing = tokens.withLockedValue({ $0[configuration] }) { return existing }
         let module: Module
         do {
-            module = try await modules.load(configuration.modulePath)
+            module = try await modules.load(configuration.modulePath, initArguments: configuration.initArguments)
         } catch let error as PKCS11Error {
             throw KeystoreError(error)
         }

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import PKCS11
 
 extension PKCS11Token {
@@ -126,8 +127,10 @@ extension PKCS11Token {
                 }
                 let mechanism = try Self.mechanism(type)
                 outcome.mechanism = type.name
-                outcome.checks.append(.init("mechanism", passed: true, code == type ? "\(type) supported for wrap and unwrap"
-                                            : "\(type) (as code 0x\(String(code.rawValue, radix: 16, uppercase: true))) supported for wrap and unwrap"))
+                let evidence = mechanismEvidence.withLockedValue { $0 }.joined(separator: "; ")
+                outcome.checks.append(.init("mechanism", passed: true, (code == type ? "\(type) supported for wrap and unwrap"
+                                            : "\(type) (as code 0x\(String(code.rawValue, radix: 16, uppercase: true))) supported for wrap and unwrap")
+                                            + (evidence.isEmpty ? "" : " (\(evidence))")))
 
                 // The round trip, on session objects destroyed on every path.
                 var made: [ObjectHandle] = []

@@ -8,6 +8,8 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing, LoginRe
     public struct Configuration: Sendable, Hashable {
         public var name: String
         public var modulePath: String
+        /// `C_Initialize`'s `pReserved` string (NSS's softoken), nil for most modules.
+        public var initArguments: String?
         public var token: TokenSelector
         public var pinSource: PINSource?
         public var maxSessions: Int
@@ -20,9 +22,11 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing, LoginRe
 
         public init(name: String, modulePath: String, token: TokenSelector, pinSource: PINSource?, maxSessions: Int = 4,
                     waitTimeout: Duration = .seconds(5), wrapMechanisms: [MechanismType] = [.aesKeyWrapPad, .aesKeyWrap],
-                    codes: MechanismCodes = MechanismCodes(), unwrapTemplateValueLength: Bool = false) {
+                    codes: MechanismCodes = MechanismCodes(), unwrapTemplateValueLength: Bool = false,
+                    initArguments: String? = nil) {
             self.name = name
             self.modulePath = modulePath
+            self.initArguments = initArguments
             self.token = token
             self.pinSource = pinSource
             self.maxSessions = maxSessions
@@ -41,7 +45,8 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing, LoginRe
                 pinSource: try PINSource(parsing: profile.pinSource),
                 maxSessions: profile.pool.maxSessions, waitTimeout: .milliseconds(profile.pool.waitTimeoutMilliseconds),
                 wrapMechanisms: profile.wrapMechanisms.compactMap(MechanismType.init(parsing:)),
-                codes: try profile.mechanismCodes(), unwrapTemplateValueLength: profile.unwrapTemplateValueLength ?? false)
+                codes: try profile.mechanismCodes(), unwrapTemplateValueLength: profile.unwrapTemplateValueLength ?? false,
+                initArguments: profile.initArguments)
         }
     }
 
@@ -51,6 +56,8 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing, LoginRe
     public var provider: Provider { .pkcs11 }
     /// The wrap mechanism chosen for this token, once known.
     private let chosenMechanism = NIOLockedValueBox<MechanismType?>(nil)
+    /// What the known-answer tests said when the mechanism was chosen, for the probe's report.
+    let mechanismEvidence = NIOLockedValueBox<[String]>([])
     /// Requests made with each key (as wrapping key, unwrapping key or probe target), counted
     /// here in the KSI and independently of the audit log, so tests can hold one against the other.
     private let uses = NIOLockedValueBox<[String: Int]>([:])
@@ -121,18 +128,29 @@ public final class PKCS11Token: Token, WrappedKeyGenerating, KeyListing, LoginRe
     func wrapMechanism(in session: Session) throws -> MechanismType {
         if let chosen = chosenMechanism.withLockedValue({ $0 }) { return chosen }
         let available = Set(try session.module.mechanisms(session.slot))
+        var refused: [String] = []
         for preferred in configuration.wrapMechanisms {
             let code = configuration.codes.code(for: preferred)
             guard available.contains(code) else { continue }
             let info = try session.module.mechanismInfo(code, slot: session.slot)
-            if info.canWrap && info.canUnwrap {
-                chosenMechanism.withLockedValue { $0 = preferred }
-                return preferred
+            guard info.canWrap && info.canUnwrap else { continue }
+            // Offered is not enough: the code must make the standard's bytes, or blobs made
+            // here would not unwrap on another vendor's HSM holding the same L1 key.
+            let answer = Self.knownAnswer(preferred, in: session)
+            if case .differs(let length) = answer {
+                refused.append("\(preferred) as code \(Self.hex(code)) is not \(preferred == .aesKeyWrapPad ? "RFC 5649" : "RFC 3394") on this module (the known-answer test got a \(length)-byte blob that differs from the standard's)")
+                continue
             }
+            chosenMechanism.withLockedValue { $0 = preferred }
+            mechanismEvidence.withLockedValue { $0 = refused + ["\(preferred) \(answer.summary)"] }
+            return preferred
         }
-        let names = configuration.wrapMechanisms.map { "\($0) (code 0x\(String(configuration.codes.code(for: $0).rawValue, radix: 16, uppercase: true)))" }
-        throw KeystoreError(.unsupported, "the token supports none of the wrap mechanisms \(names.joined(separator: ", ")) for both wrap and unwrap; check the profile's wrapMechanisms and mechanismOverrides")
+        let names = configuration.wrapMechanisms.map { "\($0) (code \(Self.hex(configuration.codes.code(for: $0))))" }
+        let why = refused.isEmpty ? "" : "; " + refused.joined(separator: "; ") + (refused.contains { $0.hasPrefix("CKM_AES_KEY_WRAP_PAD") } ? "; if the module offers RFC 5649 under CKM_AES_KEY_WRAP_KWP (0x210B), map CKM_AES_KEY_WRAP_PAD to 0x210B in mechanismOverrides" : "")
+        throw KeystoreError(.unsupported, "the token supports none of the wrap mechanisms \(names.joined(separator: ", ")) for both wrap and unwrap\(why); check the profile's wrapMechanisms and mechanismOverrides")
     }
+
+    static func hex(_ code: MechanismType) -> String { "0x" + String(code.rawValue, radix: 16, uppercase: true) }
 
     static func mechanism(_ type: MechanismType) throws -> Mechanism {
         switch type {

@@ -10,6 +10,9 @@ import NIOConcurrencyHelpers
 public final class Module: @unchecked Sendable {
     /// The path the module was loaded from, as given.
     public let path: String
+    /// The string passed to `C_Initialize` in `CK_C_INITIALIZE_ARGS.pReserved`, or nil. NSS's
+    /// softoken reads its database directory from it; most modules want nil there.
+    public let initArguments: String?
     let handle: UnsafeMutableRawPointer
     let functions: UnsafeMutablePointer<CK_FUNCTION_LIST>
     private let state = NIOLockedValueBox(State.initialized)
@@ -20,8 +23,10 @@ public final class Module: @unchecked Sendable {
 
     private enum State { case initialized, finalized }
 
-    init(path: String) throws {
+    init(path: String, initArguments: String? = nil) throws {
         self.path = path
+        self.initArguments = initArguments
+        if let initArguments { try Self.checkInitArguments(initArguments, module: path) }
         guard FileManager.default.isReadableFile(atPath: path) else {
             throw PKCS11Error(.moduleNotFound, module: path, reason: "no readable file at \(path); check the profile's module path and that the vendor package is installed")
         }
@@ -47,7 +52,7 @@ public final class Module: @unchecked Sendable {
         self.functions = list
         do {
             owns.withLockedValue { $0 = true }
-            let initialized = try Self.initialize(list, path: path)
+            let initialized = try Self.initialize(list, path: path, arguments: initArguments)
             owns.withLockedValue { $0 = initialized }
         } catch {
             dlclose(handle)
@@ -57,17 +62,34 @@ public final class Module: @unchecked Sendable {
 
     /// Returns whether this call initialised the module (false: it already was).
     @discardableResult
-    private static func initialize(_ list: UnsafeMutablePointer<CK_FUNCTION_LIST>, path: String) throws -> Bool {
+    private static func initialize(_ list: UnsafeMutablePointer<CK_FUNCTION_LIST>, path: String, arguments text: String?) throws -> Bool {
         // CKF_OS_LOCKING_OK: the module may be called from several threads at once and uses
         // the operating system's locks; no mutex callbacks.
-        var arguments = CK_C_INITIALIZE_ARGS(CreateMutex: nil, DestroyMutex: nil, LockMutex: nil, UnlockMutex: nil,
-                                             flags: 0x2, pReserved: nil)
-        let rv = ReturnValue(rawValue: list.pointee.C_Initialize?(&arguments) ?? ReturnValue.functionNotSupported.rawValue)
+        func call(_ reserved: UnsafeMutableRawPointer?) -> CK_RV {
+            var arguments = CK_C_INITIALIZE_ARGS(CreateMutex: nil, DestroyMutex: nil, LockMutex: nil, UnlockMutex: nil,
+                                                 flags: 0x2, pReserved: reserved)
+            return list.pointee.C_Initialize?(&arguments) ?? ReturnValue.functionNotSupported.rawValue
+        }
+        // The string lives only for the call: the module parses it inside C_Initialize (NSS
+        // copies what it needs), so no pointer outlives this scope.
+        let raw: CK_RV
+        if let text {
+            raw = text.withCString { call(UnsafeMutableRawPointer(mutating: $0)) }
+        } else {
+            raw = call(nil)
+        }
+        let rv = ReturnValue(rawValue: raw)
         // Already initialised by someone else in this process (p11-kit proxy, another library):
         // the module is usable and this instance simply shares it.
         guard rv == .ok || rv == .cryptokiAlreadyInitialized else {
-            throw PKCS11Error(.returnValue(rv), function: .C_Initialize, module: path,
-                              reason: "the module refused to initialise; its own log or configuration file usually says why")
+            var reason = "the module refused to initialise; its own log or configuration file usually says why"
+            if rv == .argumentsBad {
+                // The one case the gateway can explain: the arguments are the profile's.
+                reason = text == nil
+                    ? "the module refused to initialise without arguments; some modules (NSS's softoken) need initArguments in the profile"
+                    : "the module refused the profile's initArguments"
+            }
+            throw PKCS11Error(.returnValue(rv), function: .C_Initialize, module: path, reason: reason)
         }
         return rv == .ok
     }
@@ -75,9 +97,24 @@ public final class Module: @unchecked Sendable {
     /// Runs `C_Initialize` again after the module lost its initialisation
     /// (`CKR_CRYPTOKI_NOT_INITIALIZED`), as the recovery table asks.
     public func reinitialize() throws {
-        let initialized = try Self.initialize(functions, path: path)
+        let initialized = try Self.initialize(functions, path: path, arguments: initArguments)
         owns.withLockedValue { $0 = initialized }
         state.withLockedValue { $0 = .initialized }
+    }
+
+    /// The longest initialise-arguments string accepted. NSS's own parameter strings are a few
+    /// hundred bytes; the bound keeps a mistaken file's content from being handed to a module.
+    public static let maxInitArgumentsLength = 4096
+
+    /// Refuses what cannot be passed as a C string intact (a NUL byte would cut it short, so
+    /// the module would read other arguments than the profile says) and what is unreasonably long.
+    public static func checkInitArguments(_ text: String, module: String? = nil) throws {
+        guard !text.utf8.contains(0) else {
+            throw PKCS11Error(.invalidArgument, module: module, reason: "the initialise arguments contain a NUL byte; the module would read only the part before it")
+        }
+        guard text.utf8.count <= maxInitArgumentsLength else {
+            throw PKCS11Error(.invalidArgument, module: module, reason: "the initialise arguments are \(text.utf8.count) bytes long; at most \(maxInitArgumentsLength) are accepted")
+        }
     }
 
     /// Calls `C_Finalize` once; later calls do nothing. Sessions become invalid.
@@ -133,16 +170,33 @@ public final class ModuleManager: Sendable {
 
     public init() {}
 
-    /// The module at `path`, loading and initialising it on first use.
-    public func module(at path: String) throws -> Module {
+    /// The module at `path`, loading and initialising it on first use with `initArguments` in
+    /// `pReserved`. A module is initialised once per process, so a second caller asking for the
+    /// same library with other arguments is refused: it would silently get a module configured
+    /// for someone else (for NSS, another database directory).
+    public func module(at path: String, initArguments: String? = nil) throws -> Module {
         // Symbolic links resolved, so that two names of one library share one initialisation.
         let canonical = URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path
         // Loading happens under the lock: two callers racing for the same path must not both
         // call C_Initialize.
         let result: Result<Module, any Error> = modules.withLockedValue { modules in
-            if let existing = modules[canonical] { return .success(existing) }
+            if let existing = modules[canonical] {
+                guard existing.initArguments == initArguments else {
+                    return .failure(Self.conflict(path, loadedWith: existing.initArguments))
+                }
+                return .success(existing)
+            }
             do {
-                let module = try Module(path: path)
+                // Across managers too: a second manager's C_Initialize would get
+                // CKR_CRYPTOKI_ALREADY_INITIALIZED and share the first one's configuration.
+                try Self.claim(canonical, path: path, initArguments: initArguments)
+                let module: Module
+                do {
+                    module = try Module(path: path, initArguments: initArguments)
+                } catch {
+                    Self.release(canonical)
+                    throw error
+                }
                 modules[canonical] = module
                 return .success(module)
             } catch {
@@ -158,8 +212,36 @@ public final class ModuleManager: Sendable {
     public static let executor = PKCS11Executor(name: "pkcs11-modules", threads: 1)
 
     /// `module(at:)` on `ModuleManager.executor`.
-    public func load(_ path: String) async throws -> Module {
-        try await Self.executor.run { try self.module(at: path) }
+    public func load(_ path: String, initArguments: String? = nil) async throws -> Module {
+        try await Self.executor.run { try self.module(at: path, initArguments: initArguments) }
+    }
+
+    /// The initialise arguments each module path is loaded with in this process, and by how
+    /// many managers: the check must hold across managers, since `C_Initialize` is per process.
+    private static let claims = NIOLockedValueBox<[String: (arguments: String?, holders: Int)]>([:])
+
+    private static func claim(_ canonical: String, path: String, initArguments: String?) throws {
+        try claims.withLockedValue { claims in
+            if let held = claims[canonical] {
+                guard held.arguments == initArguments else { throw conflict(path, loadedWith: held.arguments) }
+                claims[canonical] = (held.arguments, held.holders + 1)
+            } else {
+                claims[canonical] = (initArguments, 1)
+            }
+        }
+    }
+
+    private static func release(_ canonical: String) {
+        claims.withLockedValue { claims in
+            guard let held = claims[canonical] else { return }
+            claims[canonical] = held.holders > 1 ? (held.arguments, held.holders - 1) : nil
+        }
+    }
+
+    /// The arguments are configuration, not secrets, but they stay out of the message anyway: a
+    /// vendor might put a password there.
+    private static func conflict(_ path: String, loadedWith arguments: String?) -> PKCS11Error {
+        PKCS11Error(.invalidArgument, module: path, reason: "module \(path) is already loaded in this process with \(arguments == nil ? "no initialise arguments" : "other initialise arguments"); a module is initialised once per process, so every profile naming it must give the same initArguments (or run in its own process)")
     }
 
     /// The modules loaded so far.
@@ -169,6 +251,7 @@ public final class ModuleManager: Sendable {
     public func shutdown() {
         let all = modules.withLockedValue { modules -> [Module] in
             let all = Array(modules.values)
+            for canonical in modules.keys { Self.release(canonical) }
             modules.removeAll()
             return all
         }

@@ -68,7 +68,7 @@ extension HSM {
         }
 
         func run() async throws {
-            var sources: [(String, String)] = []  // (source, module path)
+            var sources: [(String, String, String?)] = []  // (source, module path, initialise arguments)
             var rows: [Row] = []
             var profiles = profile
             if profiles.isEmpty && module.isEmpty {
@@ -80,22 +80,22 @@ extension HSM {
                 do {
                     let loaded = try HSMProfile.load(from: file)
                     loaded.applyEnvironment()
-                    sources.append(("profile \(loaded.name)", loaded.module))
+                    sources.append(("profile \(loaded.name)", loaded.module, loaded.initArguments))
                 } catch {
                     let failure = error as? KeystoreError ?? KeystoreError(.invalidInput, "cannot read \(file)")
                     rows.append(Row(source: file, path: "", loaded: false, error: failure.reason, errorCode: failure.code.rawValue))
                 }
             }
-            sources += module.map { ("option", $0) }
+            sources += module.map { ("option", $0, nil) }
             let toLoad = sources
             // Module calls block (a vendor's C_Initialize may reach a network HSM): they run on
             // the module thread, not on Swift's cooperative pool.
             rows += try await ModuleManager.executor.run {
                 let manager = ModuleManager()
                 defer { manager.shutdown() }
-                return toLoad.map { source, path -> Row in
+                return toLoad.map { source, path, initArguments -> Row in
                     do {
-                        let loaded = try manager.module(at: path)
+                        let loaded = try manager.module(at: path, initArguments: initArguments)
                         let info = try loaded.info()
                         let tokens = try loaded.tokens().count
                         return Row(source: source, path: path, loaded: true, info: info, tokens: tokens)
@@ -161,8 +161,9 @@ extension HSM {
         func run() async throws {
             do {
                 let path = try source.modulePath()
+                let initArguments = try source.loadProfile()?.initArguments
                 let withMechanisms = mechanisms
-                let rows = try await ModuleManager.executor.run { try Self.list(path, mechanisms: withMechanisms) }
+                let rows = try await ModuleManager.executor.run { try Self.list(path, initArguments: initArguments, mechanisms: withMechanisms) }
                 if output.json {
                     print(Output.json(rows))
                     return
@@ -183,10 +184,10 @@ extension HSM {
         }
 
         /// The token rows, made with blocking module calls (run on the module thread).
-        static func list(_ path: String, mechanisms: Bool) throws -> [Row] {
+        static func list(_ path: String, initArguments: String? = nil, mechanisms: Bool) throws -> [Row] {
             let manager = ModuleManager()
             defer { manager.shutdown() }
-            let loaded = try translate { try manager.module(at: path) }
+            let loaded = try translate { try manager.module(at: path, initArguments: initArguments) }
             var rows: [Row] = []
             for (slot, info) in try translate({ try loaded.tokens() }) {
                 var row = Row(label: info.label, serial: info.serial, manufacturer: info.manufacturer, model: info.model,
