@@ -129,8 +129,9 @@ extension Openkcm_Cmk_V1_KeystoreService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The keys a PKCS#11 token holds, for choosing an L1 key (names and attributes only).
-        /// > Keystores that cannot list their keys answer FAILED_PRECONDITION (keystore_unsupported).
+        /// > The keys a keystore holds, for choosing an L1 key (names and attributes only, never
+        /// > material): a PKCS#11 token's objects, a cloud KMS's keys (all pages, at most 1,000).
+        /// > A listing the keystore refuses is FAILED_PRECONDITION (keystore_refused).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Openkcm_Cmk_V1_ListKeysRequest` messages.
@@ -189,8 +190,9 @@ extension Openkcm_Cmk_V1_KeystoreService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The keys a PKCS#11 token holds, for choosing an L1 key (names and attributes only).
-        /// > Keystores that cannot list their keys answer FAILED_PRECONDITION (keystore_unsupported).
+        /// > The keys a keystore holds, for choosing an L1 key (names and attributes only, never
+        /// > material): a PKCS#11 token's objects, a cloud KMS's keys (all pages, at most 1,000).
+        /// > A listing the keystore refuses is FAILED_PRECONDITION (keystore_refused).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Openkcm_Cmk_V1_ListKeysRequest` message.
@@ -247,8 +249,9 @@ extension Openkcm_Cmk_V1_KeystoreService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The keys a PKCS#11 token holds, for choosing an L1 key (names and attributes only).
-        /// > Keystores that cannot list their keys answer FAILED_PRECONDITION (keystore_unsupported).
+        /// > The keys a keystore holds, for choosing an L1 key (names and attributes only, never
+        /// > material): a PKCS#11 token's objects, a cloud KMS's keys (all pages, at most 1,000).
+        /// > A listing the keystore refuses is FAILED_PRECONDITION (keystore_refused).
         ///
         /// - Parameters:
         ///   - request: A `Openkcm_Cmk_V1_ListKeysRequest` message.
@@ -439,8 +442,9 @@ extension Openkcm_Cmk_V1_KeystoreService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The keys a PKCS#11 token holds, for choosing an L1 key (names and attributes only).
-        /// > Keystores that cannot list their keys answer FAILED_PRECONDITION (keystore_unsupported).
+        /// > The keys a keystore holds, for choosing an L1 key (names and attributes only, never
+        /// > material): a PKCS#11 token's objects, a cloud KMS's keys (all pages, at most 1,000).
+        /// > A listing the keystore refuses is FAILED_PRECONDITION (keystore_refused).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Openkcm_Cmk_V1_ListKeysRequest` message.
@@ -544,8 +548,9 @@ extension Openkcm_Cmk_V1_KeystoreService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The keys a PKCS#11 token holds, for choosing an L1 key (names and attributes only).
-        /// > Keystores that cannot list their keys answer FAILED_PRECONDITION (keystore_unsupported).
+        /// > The keys a keystore holds, for choosing an L1 key (names and attributes only, never
+        /// > material): a PKCS#11 token's objects, a cloud KMS's keys (all pages, at most 1,000).
+        /// > A listing the keystore refuses is FAILED_PRECONDITION (keystore_refused).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Openkcm_Cmk_V1_ListKeysRequest` message.
@@ -634,8 +639,9 @@ extension Openkcm_Cmk_V1_KeystoreService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The keys a PKCS#11 token holds, for choosing an L1 key (names and attributes only).
-    /// > Keystores that cannot list their keys answer FAILED_PRECONDITION (keystore_unsupported).
+    /// > The keys a keystore holds, for choosing an L1 key (names and attributes only, never
+    /// > material): a PKCS#11 token's objects, a cloud KMS's keys (all pages, at most 1,000).
+    /// > A listing the keystore refuses is FAILED_PRECONDITION (keystore_refused).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Openkcm_Cmk_V1_ListKeysRequest` message.
@@ -726,8 +732,9 @@ extension Openkcm_Cmk_V1_KeystoreService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The keys a PKCS#11 token holds, for choosing an L1 key (names and attributes only).
-    /// > Keystores that cannot list their keys answer FAILED_PRECONDITION (keystore_unsupported).
+    /// > The keys a keystore holds, for choosing an L1 key (names and attributes only, never
+    /// > material): a PKCS#11 token's objects, a cloud KMS's keys (all pages, at most 1,000).
+    /// > A listing the keystore refuses is FAILED_PRECONDITION (keystore_refused).
     ///
     /// - Parameters:
     ///   - message: request message to send.

@@ -178,6 +178,9 @@ public nonisolated struct Openkcm_Cmk_V1_ListKeysResponse: Sendable {
 
   public var keys: [Openkcm_Cmk_V1_KeystoreKey] = []
 
+  /// The keystore holds more keys than one listing returns (1,000).
+  public var truncated: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -188,7 +191,8 @@ public nonisolated struct Openkcm_Cmk_V1_KeystoreKey: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// The key's reference, as a handshake takes it (an RFC 7512 PKCS#11 URI).
+  /// The key's reference, as a handshake takes it (an RFC 7512 PKCS#11 URI, a key ARN, a
+  /// CryptoKey name, a key URI).
   public var uri: String = String()
 
   public var label: String = String()
@@ -239,8 +243,18 @@ public nonisolated struct Openkcm_Cmk_V1_KeystoreKey: Sendable {
   /// Clears the value of `extractable`. Subsequent reads from it will return its default value.
   public mutating func clearExtractable() {self._extractable = nil}
 
-  /// Secret, AES, CKA_WRAP and CKA_UNWRAP: fit to be an L1 key.
+  /// Fit to be an L1 key: secret, AES, CKA_WRAP and CKA_UNWRAP on a token; enabled and able to
+  /// wrap in a cloud KMS.
   public var usableAsL1: Bool = false
+
+  /// Cloud keys: the KMS's state of the key (Enabled, ENABLED, …).
+  public var state: String = String()
+
+  /// AWS KMS: the aliases naming the key; each is also a handshake reference.
+  public var aliases: [String] = []
+
+  /// Cloud keys: why the key is not usable as an L1 key, in the probe's words.
+  public var reason: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -480,7 +494,7 @@ nonisolated extension Openkcm_Cmk_V1_ListKeysRequest: SwiftProtobuf.Message, Swi
 
 nonisolated extension Openkcm_Cmk_V1_ListKeysResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListKeysResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}keys\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}keys\0\u{1}truncated\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -489,6 +503,7 @@ nonisolated extension Openkcm_Cmk_V1_ListKeysResponse: SwiftProtobuf.Message, Sw
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.keys) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.truncated) }()
       default: break
       }
     }
@@ -498,11 +513,15 @@ nonisolated extension Openkcm_Cmk_V1_ListKeysResponse: SwiftProtobuf.Message, Sw
     if !self.keys.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.keys, fieldNumber: 1)
     }
+    if self.truncated != false {
+      try visitor.visitSingularBoolField(value: self.truncated, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Openkcm_Cmk_V1_ListKeysResponse, rhs: Openkcm_Cmk_V1_ListKeysResponse) -> Bool {
     if lhs.keys != rhs.keys {return false}
+    if lhs.truncated != rhs.truncated {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -510,7 +529,7 @@ nonisolated extension Openkcm_Cmk_V1_ListKeysResponse: SwiftProtobuf.Message, Sw
 
 nonisolated extension Openkcm_Cmk_V1_KeystoreKey: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".KeystoreKey"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}uri\0\u{1}label\0\u{3}id_hex\0\u{3}object_class\0\u{3}key_type\0\u{1}bits\0\u{3}token_object\0\u{3}can_wrap\0\u{3}can_unwrap\0\u{1}sensitive\0\u{1}extractable\0\u{3}usable_as_l1\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}uri\0\u{1}label\0\u{3}id_hex\0\u{3}object_class\0\u{3}key_type\0\u{1}bits\0\u{3}token_object\0\u{3}can_wrap\0\u{3}can_unwrap\0\u{1}sensitive\0\u{1}extractable\0\u{3}usable_as_l1\0\u{1}state\0\u{1}aliases\0\u{1}reason\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -530,6 +549,9 @@ nonisolated extension Openkcm_Cmk_V1_KeystoreKey: SwiftProtobuf.Message, SwiftPr
       case 10: try { try decoder.decodeSingularBoolField(value: &self._sensitive) }()
       case 11: try { try decoder.decodeSingularBoolField(value: &self._extractable) }()
       case 12: try { try decoder.decodeSingularBoolField(value: &self.usableAsL1) }()
+      case 13: try { try decoder.decodeSingularStringField(value: &self.state) }()
+      case 14: try { try decoder.decodeRepeatedStringField(value: &self.aliases) }()
+      case 15: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       default: break
       }
     }
@@ -576,6 +598,15 @@ nonisolated extension Openkcm_Cmk_V1_KeystoreKey: SwiftProtobuf.Message, SwiftPr
     if self.usableAsL1 != false {
       try visitor.visitSingularBoolField(value: self.usableAsL1, fieldNumber: 12)
     }
+    if !self.state.isEmpty {
+      try visitor.visitSingularStringField(value: self.state, fieldNumber: 13)
+    }
+    if !self.aliases.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.aliases, fieldNumber: 14)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 15)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -592,6 +623,9 @@ nonisolated extension Openkcm_Cmk_V1_KeystoreKey: SwiftProtobuf.Message, SwiftPr
     if lhs._sensitive != rhs._sensitive {return false}
     if lhs._extractable != rhs._extractable {return false}
     if lhs.usableAsL1 != rhs.usableAsL1 {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs.aliases != rhs.aliases {return false}
+    if lhs.reason != rhs.reason {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

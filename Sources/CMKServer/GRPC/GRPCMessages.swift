@@ -106,6 +106,9 @@ enum GRPCMessages {
         if let value = key.sensitive { message.sensitive = value }
         if let value = key.extractable { message.extractable = value }
         message.usableAsL1 = key.usableAsL1
+        message.state = key.state ?? ""
+        message.aliases = key.aliases ?? []
+        message.reason = key.reason ?? ""
         return message
     }
 

@@ -112,7 +112,7 @@ struct KeystoreGRPCService: Openkcm_Cmk_V1_KeystoreService.ServiceProtocol {
         async throws -> ServerResponse<Openkcm_Cmk_V1_ListKeysResponse> {
         try await base.door.unary(request, context, .read) { input, _ in
             let keys = try await base.operations.keys(inKeystore: try ResourceName.id(input.parent, "keystores", field: "parent"))
-            return .with { $0.keys = keys.keys.map(GRPCMessages.key) }
+            return .with { $0.keys = keys.keys.map(GRPCMessages.key); $0.truncated = keys.truncated }
         }
     }
 }
