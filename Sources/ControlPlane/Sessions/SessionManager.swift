@@ -268,12 +268,25 @@ public final class SessionManager: Sendable {
         // After a lock has run out, the failures that made it no longer hold attempts back (the
         // next failure locks again at once, as it always did).
         let addressFailuresSoFar = addressRecord.map { $0.lockedUntil == nil ? $0.count : 0 } ?? 0
-        guard reserve(["address:\(address)": addressFailuresSoFar, account.map { "account:\($0.id)" } ?? "": account.map(Self.pendingFailures) ?? 0],
-                      threshold: threshold) else {
+        let (addressKey, accountKey) = ("address:\(address)", account.map { "account:\($0.id)" } ?? "")
+        guard let othersInFlight = reserve([addressKey: addressFailuresSoFar, accountKey: account.map(Self.pendingFailures) ?? 0],
+                                           threshold: threshold) else {
             try await record(.denied, ErrorCode.locked.rawValue, details: ["reason": "too many attempts at once"], limitKey: "address:\(address)")
             throw DomainError(.locked, "too many login attempts at once for this account or address; try again later")
         }
-        defer { release(["address:\(address)", account.map { "account:\($0.id)" } ?? ""]) }
+        defer { release([addressKey, accountKey]) }
+        // The counts above were read before the reservation: an attempt that failed and left in
+        // between is in neither them nor the attempts in flight now. Read again, after reserving,
+        // against the attempts that were in flight when this one reserved: an attempt that had
+        // left by then had recorded its failure before leaving, so the second read sees it.
+        let freshAddress = try await registry.addressFailures(address).map { $0.lockedUntil == nil ? $0.count : 0 } ?? 0
+        var freshAccount = 0
+        if let account, let current = try await registry.account(username: account.username) { freshAccount = Self.pendingFailures(current) }
+        guard freshAddress + othersInFlight[addressKey, default: 0] < threshold,
+              accountKey.isEmpty || freshAccount + othersInFlight[accountKey, default: 0] < threshold else {
+            try await record(.denied, ErrorCode.locked.rawValue, details: ["reason": "too many attempts at once"], limitKey: "address:\(address)")
+            throw DomainError(.locked, "too many login attempts at once for this account or address; try again later")
+        }
         let hash = account?.passwordHash ?? decoyHash
         let passwordOK = try await bcrypt { Bcrypt.verify(password, hash: hash) }
         var totpOK = false
@@ -301,13 +314,18 @@ public final class SessionManager: Sendable {
     }
 
     /// Reserves one attempt under each key, if every key's failures plus attempts in flight stay
-    /// under `threshold`; all or none. Keys that are empty are ignored.
-    private func reserve(_ counts: [String: Int], threshold: Int) -> Bool {
+    /// under `threshold`; all or none. Keys that are empty are ignored. The attempts that were
+    /// in flight beside this one, by key; nil when refused.
+    private func reserve(_ counts: [String: Int], threshold: Int) -> [String: Int]? {
         inFlight.withLockedValue { inFlight in
             let keys = counts.keys.filter { !$0.isEmpty }
-            guard keys.allSatisfy({ counts[$0, default: 0] + inFlight[$0, default: 0] < threshold }) else { return false }
-            for key in keys { inFlight[key, default: 0] += 1 }
-            return true
+            guard keys.allSatisfy({ counts[$0, default: 0] + inFlight[$0, default: 0] < threshold }) else { return nil }
+            var others: [String: Int] = [:]
+            for key in keys {
+                others[key] = inFlight[key, default: 0]
+                inFlight[key, default: 0] += 1
+            }
+            return others
         }
     }
 
@@ -410,10 +428,17 @@ public final class SessionManager: Sendable {
         if let until = account.lockedUntil, until > now() {
             throw DomainError(.locked, "too many wrong codes for this account; try again later")
         }
-        guard reserve(["account:\(account.id)": Self.pendingFailures(account)], threshold: settings.lockoutThreshold) else {
+        let key = "account:\(account.id)", threshold = settings.lockoutThreshold
+        guard let othersInFlight = reserve([key: Self.pendingFailures(account)], threshold: threshold) else {
             throw DomainError(.locked, "too many code attempts at once for this account; try again later")
         }
-        defer { release(["account:\(account.id)"]) }
+        defer { release([key]) }
+        // As at the login: the failures read again after reserving, against the attempts that
+        // were in flight then.
+        let fresh = try await registry.account(username: username).map(Self.pendingFailures) ?? 0
+        guard fresh + othersInFlight[key, default: 0] < threshold else {
+            throw DomainError(.locked, "too many code attempts at once for this account; try again later")
+        }
         guard try await checkTOTP(code, account: account) else {
             let (_, lockedUntil) = try await registry.recordFailedLogin(accountID: account.id, threshold: settings.lockoutThreshold,
                                                                         lockUntil: now().addingTimeInterval(Double(settings.lockoutMinutes) * 60))
