@@ -125,15 +125,15 @@ struct LifecycleController {
 
     @Sendable func listApprovals(_ request: Request, context: CMKRequestContext) async throws -> Response {
         let principal = try SessionController.principal(context)
-        var states: [ApprovalState]?
+        var filter: ApprovalState?
         if let text = request.uri.queryParameters["state"] {
             guard let state = ApprovalState(rawValue: String(text)) else {
                 throw DomainError.invalidInput("state is one of \(ApprovalState.allCases.map(\.rawValue).joined(separator: ", "))")
             }
-            states = [state]
+            filter = state
         }
         let now = Date()
-        let items = try await operations.approvals(state: states?.first, visibleTo: principal, now: now).map { ApprovalResponse($0, now: now) }
+        let items = try await operations.approvals(state: filter, visibleTo: principal, now: now).map { ApprovalResponse($0, now: now) }
         return try ManagementController.json(PageResponse(items: items, nextCursor: nil), context: context).response
     }
 

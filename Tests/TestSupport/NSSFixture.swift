@@ -105,19 +105,6 @@ public struct NSSFixture: Sendable {
     /// Every object a fresh logged-in session sees on the key token, as (class, label, id,
     /// token object) strings, sorted.
     public func objectList() async throws -> [String] {
-        let pool = try pool(maxSessions: 1)
-        do {
-            let list = try await pool.withSession { session in
-                try session.findObjects([]).map { handle in
-                    let info = try session.info(of: handle)
-                    return "\(info.objectClass)|\(info.label)|\(info.idHex)|\(info.isTokenObject)"
-                }.sorted()
-            }
-            await pool.shutdown()
-            return list
-        } catch {
-            await pool.shutdown()
-            throw error
-        }
+        try await SoftHSMFixture.objectList(in: try pool(maxSessions: 1))
     }
 }

@@ -116,7 +116,12 @@ public struct SoftHSMFixture: Sendable {
     /// Every object a fresh logged-in session can see on `token` (token and session objects),
     /// as (class, label, id) triples, sorted.
     public func objectList(_ token: String) async throws -> [String] {
-        let pool = try pool(token, maxSessions: 1)
+        try await Self.objectList(in: try pool(token, maxSessions: 1))
+    }
+
+    /// Every object a session of `pool` sees, as (class, label, id, token object) strings,
+    /// sorted; the pool is shut down after.
+    public static func objectList(in pool: SessionPool) async throws -> [String] {
         do {
             let list = try await pool.withSession { session in
                 try session.findObjects([]).map { handle in

@@ -269,10 +269,13 @@ public final class SessionManager: Sendable {
         // next failure locks again at once, as it always did).
         let addressFailuresSoFar = addressRecord.map { $0.lockedUntil == nil ? $0.count : 0 } ?? 0
         let (addressKey, accountKey) = ("address:\(address)", account.map { "account:\($0.id)" } ?? "")
+        func tooManyAtOnce() async throws -> DomainError {
+            try await record(.denied, ErrorCode.locked.rawValue, details: ["reason": "too many attempts at once"], limitKey: addressKey)
+            return DomainError(.locked, "too many login attempts at once for this account or address; try again later")
+        }
         guard let othersInFlight = reserve([addressKey: addressFailuresSoFar, accountKey: account.map(Self.pendingFailures) ?? 0],
                                            threshold: threshold) else {
-            try await record(.denied, ErrorCode.locked.rawValue, details: ["reason": "too many attempts at once"], limitKey: "address:\(address)")
-            throw DomainError(.locked, "too many login attempts at once for this account or address; try again later")
+            throw try await tooManyAtOnce()
         }
         defer { release([addressKey, accountKey]) }
         // The counts above were read before the reservation: an attempt that failed and left in
@@ -284,8 +287,7 @@ public final class SessionManager: Sendable {
         if let account, let current = try await registry.account(username: account.username) { freshAccount = Self.pendingFailures(current) }
         guard freshAddress + othersInFlight[addressKey, default: 0] < threshold,
               accountKey.isEmpty || freshAccount + othersInFlight[accountKey, default: 0] < threshold else {
-            try await record(.denied, ErrorCode.locked.rawValue, details: ["reason": "too many attempts at once"], limitKey: "address:\(address)")
-            throw DomainError(.locked, "too many login attempts at once for this account or address; try again later")
+            throw try await tooManyAtOnce()
         }
         let hash = account?.passwordHash ?? decoyHash
         let passwordOK = try await bcrypt { Bcrypt.verify(password, hash: hash) }
