@@ -228,11 +228,13 @@ public final class KMIPToken: ContextBindingKeystore, Sendable {
 
     static let tampered = KeystoreError(.invalidInput, "the blob was altered, or was wrapped by another key or for another tenant or L2 key: it does not unwrap")
 
-    /// A Decrypt that failed on the data: bad padding (PyKMIP says Invalid Field or Cryptographic
-    /// Failure), not the key's state or the connection.
+    /// A Decrypt that failed on the data (a bad padding), not on the key's state or the
+    /// connection: Cryptographic Failure, Invalid Field or Invalid Message, and General Failure,
+    /// which is what PyKMIP answers for a bad padding. Reached only after the key's State was
+    /// read Active over the same connection, so a General Failure here is the blob's (D110).
     static func isBadData(_ error: KMIPError) -> Bool {
         if case .operationFailed(_, let reason) = error.kind {
-            return [.cryptographicFailure, .invalidField, .invalidMessage].contains(reason)
+            return [.cryptographicFailure, .invalidField, .invalidMessage, .generalFailure].contains(reason)
         }
         return false
     }

@@ -26,6 +26,7 @@ import Testing
 
     @Test func aKMIPKeystoreIsConfiguredFromJSONWithRelativeFiles() throws {
         let directory = KMIPFixture.directory
+        _ = (KMIPFixture.ca, KMIPFixture.client)
         let json = """
             {"id": "k", "provider": "kmip", "kmip": {"host": "127.0.0.1", "port": 5696, "caFile": "kmip-ca.pem",
              "clientCertificateFile": "kmip-client.pem", "clientKeyFile": "kmip-client.key", "protocolVersion": "1.2"}}
@@ -105,7 +106,9 @@ import Testing
             try await token.revoke(reference)
             let refused = try await call("\(base)/restore", .post, "{}")
             #expect(refused.status != .ok && refused.text.contains("Deactivated"), "\(refused.text)")
-            let validated = try await call("/api/v1/tenants/\(tenant)/l1-probes", .post, request)
+            // A tenant without a link, to see the probe's own answer for the revoked key.
+            #expect(try await call("/api/v1/tenants", .post, #"{"id":"t-kmip-2","name":"KMIP"}"#).status == .created)
+            let validated = try await call("/api/v1/tenants/t-kmip-2/l1-probes", .post, request)
             #expect(validated.text.contains("Deactivated") && (try? validated.json()["passed"] as? Bool) != true, "\(validated.text)")
 
             let audit = try await call("/api/v1/audit?tenant=\(tenant)&limit=100", .get).json()["items"] as? [[String: Any]] ?? []

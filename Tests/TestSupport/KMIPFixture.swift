@@ -32,6 +32,7 @@ public enum KMIPFixture {
         let config = """
             [server]
             hostname=127.0.0.1
+            port=@PORT@
             certificate_path=\(serverCertificate.certificate)
             key_path=\(serverCertificate.key)
             ca_path=\(ca.certificatePath)
@@ -41,11 +42,20 @@ public enum KMIPFixture {
             logging_level=INFO
             database_path=\(directory)/pykmip.sqlite
             """
-        try! Data(config.utf8).write(to: URL(fileURLWithPath: directory + "/server.conf"))
+        try! Data(config.utf8).write(to: URL(fileURLWithPath: directory + "/server.conf.in"))
         // The module's main, not the pykmip-server wrapper (a pyenv shim forks): the process
-        // started is the one stopped. The port on the command line overrides the file.
-        return try! LocalServer(python: ["-c", "import sys; from kmip.services.server.server import main; sys.argv = ['pykmip-server'] + sys.argv[1:]; main()",
-                                         "-f", directory + "/server.conf", "-p", "{port}", "-l", directory + "/server.log"],
+        // started is the one stopped. PyKMIP insists on a port in its file, so the file is
+        // written for the port chosen (which may be chosen again if another process takes it).
+        let script = """
+            import sys
+            from kmip.services.server.server import main
+            port, template, log = sys.argv[1:4]
+            path = template[:-3] + "-" + port
+            open(path, "w").write(open(template).read().replace("@PORT@", port))
+            sys.argv = ["pykmip-server", "-f", path, "-l", log]
+            main()
+            """
+        return try! LocalServer(python: ["-c", script, "{port}", directory + "/server.conf.in", directory + "/server.log"],
                                 log: directory + "/server.out")
     }()
 
