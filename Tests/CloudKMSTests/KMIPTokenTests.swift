@@ -204,4 +204,38 @@ import Testing
         }
         #expect(token.client.idle.withLockedValue { $0.count } <= KMIPClient.maxIdleConnections)
     }
+
+    /// Figures for Docs/Benchmarks.md, not a timed test: runs only with CMK_KMIP_BENCH set
+    /// (`CMK_KMIP_BENCH=1 swift test --skip-build --filter KMIPTokenTests/latencyFigures`), prints
+    /// p50/p99 of sequential probes, wraps and unwraps on one token (pooled connection), and of a
+    /// probe on a fresh token (a new TLS connection and Discover Versions).
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["CMK_KMIP_BENCH"] != nil))
+    func latencyFigures() async throws {
+        let key = try await KMIPFixture.makeKey("l1-bench")
+        let token = try KMIPFixture.token()
+        let binding = BindingContext(tenant: "bench", l2Ref: "l2")
+        func measure(_ count: Int, _ body: () async throws -> Void) async rethrows -> (p50: Double, p99: Double) {
+            var samples: [Double] = []
+            for _ in 0..<count {
+                let start = ContinuousClock.now
+                try await body()
+                samples.append(milliseconds(since: start))
+            }
+            samples.sort()
+            return (samples[count / 2], samples[min(count - 1, count * 99 / 100)])
+        }
+        _ = await token.probe(key)
+        let l2 = SecretBytes.random(count: 32)
+        let blob = try await token.wrap(l2, with: key, context: binding)
+        let probe = await measure(50) { #expect(await token.probe(key).passed) }
+        let cold = try await measure(20) {
+            let fresh = try KMIPFixture.token()
+            #expect(await fresh.probe(key).passed)
+        }
+        let wrap = try await measure(300) { _ = try await token.wrap(l2, with: key, context: binding) }
+        let unwrap = try await measure(300) { _ = try await token.unwrap(blob, with: key, context: binding) }
+        let state = try await measure(300) { _ = try await token.client.attributes(of: "\(key.description.dropFirst(5))", ["State"], version: .init(1, 4)) }
+        print(String(format: "KMIP latency (ms) p50/p99: probe %.2f/%.2f, probe on a new token %.2f/%.2f, wrap %.2f/%.2f, unwrap %.2f/%.2f, Get Attributes(State) %.2f/%.2f",
+                     probe.p50, probe.p99, cold.p50, cold.p99, wrap.p50, wrap.p99, unwrap.p50, unwrap.p99, state.p50, state.p99))
+    }
 }
