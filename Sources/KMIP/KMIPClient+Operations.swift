@@ -139,11 +139,14 @@ extension KMIPClient {
         public static let cbcPad = CipherParameters(mode: .cbc, padding: .pkcs5, tagLength: nil)
         public static let gcm = CipherParameters(mode: .gcm, padding: nil, tagLength: 16)
 
+        /// In the specification's field order (KMIP 1.4 §2.1.5: Block Cipher Mode, Padding
+        /// Method, …, Cryptographic Algorithm, …, Tag Length): servers that read fields in
+        /// order (PyKMIP) reject any other as an Invalid Message.
         var encoded: TTLV {
             var fields = [TTLV(.blockCipherMode, .enumeration(mode.rawValue))]
             if let padding { fields.append(TTLV(.paddingMethod, .enumeration(padding.rawValue))) }
-            if let tagLength { fields.append(TTLV(.tagLength, .integer(tagLength))) }
             fields.append(TTLV(.cryptographicAlgorithm, .enumeration(KMIP.aes)))
+            if let tagLength { fields.append(TTLV(.tagLength, .integer(tagLength))) }
             return .structure(.cryptographicParameters, fields)
         }
     }

@@ -49,7 +49,7 @@ public struct KMIPTag: RawRepresentable, Sendable, Hashable, CustomStringConvert
     public static let timeStamp = KMIPTag(rawValue: 0x42_0092)
     public static let uniqueBatchItemID = KMIPTag(rawValue: 0x42_0093)
     public static let uniqueIdentifier = KMIPTag(rawValue: 0x42_0094)
-    public static let tagLength = KMIPTag(rawValue: 0x42_00A7)
+    public static let tagLength = KMIPTag(rawValue: 0x42_00CE)
     public static let data = KMIPTag(rawValue: 0x42_00C2)
     public static let randomIV = KMIPTag(rawValue: 0x42_00C5)
     /// KMIP 1.4.

@@ -74,7 +74,7 @@ extension KMIPToken {
             let chosen = try await kmip { try await construction(for: id, version: $0) }
             probe.mechanism = chosen.rawValue
             probe.pass("mechanism", chosen == .gcm ? "AES-GCM with a 16-byte tag (the server authenticates)"
-                                                   : "AES-CBC-PAD with a SHA-256 digest inside (the server returns no GCM tag)")
+                                                   : "AES-CBC-PAD with a SHA-256 digest inside (no authenticated GCM at this server or version)")
         } catch {
             return probe.failed("mechanism", error)
         }

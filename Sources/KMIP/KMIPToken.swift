@@ -15,8 +15,8 @@ import NIOConcurrencyHelpers
 /// Two constructions, recorded in `WrappedKey.mechanism` (D110):
 /// - `KMIP_AES_GCM`: AES-GCM with a 16-byte tag and the binding as additional data, where the
 ///   server returns an Authenticated Encryption Tag (KMIP 1.4); blob = IV(12) ‖ tag(16) ‖ C.
-/// - `KMIP_AES_CBC_PAD_SHA256`: where the server has no authenticated mode (PyKMIP's GCM
-///   returns no tag), AES-CBC with PKCS#5 padding under a fresh random IV of
+/// - `KMIP_AES_CBC_PAD_SHA256`: where the server has no authenticated mode (KMIP before 1.4,
+///   or a server that answers GCM without a tag), AES-CBC with PKCS#5 padding under a fresh random IV of
 ///   `L2 ‖ SHA-256(domain ‖ binding ‖ L2)`, the digest checked after Decrypt; blob = IV(16) ‖ C.
 public final class KMIPToken: ContextBindingKeystore, Sendable {
     public struct Configuration: Sendable, Codable, Equatable {
@@ -203,7 +203,7 @@ public final class KMIPToken: ContextBindingKeystore, Sendable {
                 do {
                     return try await client.decrypt(id, Array(blob[28...]), parameters: .gcm, iv: Array(blob[0..<12]), aad: Self.gcmDomain + additionalData,
                                                     tag: Array(blob[12..<28]), version: version)
-                } catch let error as KMIPError where error.kind == .operationFailed(.decrypt, .cryptographicFailure) {
+                } catch let error as KMIPError where Self.isBadData(error) {
                     throw Self.tampered
                 }
             case .cbcDigest:
@@ -228,10 +228,10 @@ public final class KMIPToken: ContextBindingKeystore, Sendable {
 
     static let tampered = KeystoreError(.invalidInput, "the blob was altered, or was wrapped by another key or for another tenant or L2 key: it does not unwrap")
 
-    /// A Decrypt that failed on the data (a bad padding), not on the key's state or the
+    /// A Decrypt that failed on the data (a bad padding or tag), not on the key's state or the
     /// connection: Cryptographic Failure, Invalid Field or Invalid Message, and General Failure,
-    /// which is what PyKMIP answers for a bad padding. Reached only after the key's State was
-    /// read Active over the same connection, so a General Failure here is the blob's (D110).
+    /// which is what PyKMIP answers for a bad padding and a bad GCM tag. Reached only after the
+    /// key's State was read Active just before, so a General Failure here is the blob's (D110).
     static func isBadData(_ error: KMIPError) -> Bool {
         if case .operationFailed(_, let reason) = error.kind {
             return [.cryptographicFailure, .invalidField, .invalidMessage, .generalFailure].contains(reason)

@@ -81,7 +81,7 @@ import Testing
             #expect(created.status == .created, "\(created.text)")
             let link = try #require(try created.json()["id"] as? String)
             let l2 = try #require(try await gateway.registry.l2Key(linkID: link))
-            #expect(l2.sovereignMechanism == "KMIP_AES_CBC_PAD_SHA256")
+            #expect(l2.sovereignMechanism == "KMIP_AES_GCM")
             let original = try await LifecycleAPITests.material(gateway, l2)
             let sovereign = try await gateway.sovereignBinding(of: l2)
             let token = try #require(gateway.keystores["kmip"]?.token as? KMIPToken)
