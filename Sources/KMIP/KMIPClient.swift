@@ -197,20 +197,24 @@ public final class KMIPClient: Sendable {
     static func classify(_ error: any Error, endpoint: String) -> KMIPError {
         if let error = error as? NIOSSLError {
             let text = words(error)
+            // BoringSSL's reason code (TLSV1_ALERT_UNKNOWN_CA, CERTIFICATE_VERIFY_FAILED) says it
+            // all; the rest of its text is a source location.
+            let code = text.range(of: #"[A-Z0-9_]*(ALERT|VERIFY|CERTIFICATE)[A-Z0-9_]*"#, options: .regularExpression).map { String(text[$0]) }
             if text.contains("CERTIFICATE_VERIFY_FAILED") {
-                return KMIPError(.tls, "the server's certificate does not chain to the configured CA (\(text))")
+                return KMIPError(.tls, "the server's certificate does not chain to the configured CA (\(code ?? text))")
             }
             if text.contains("ALERT_UNKNOWN_CA") || text.contains("ALERT_BAD_CERTIFICATE") || text.contains("ALERT_CERTIFICATE_UNKNOWN")
-                || text.contains("ALERT_HANDSHAKE_FAILURE") || text.contains("ALERT_ACCESS_DENIED") || text.contains("CERTIFICATE_REQUIRED") {
-                return KMIPError(.tls, "the server refused this gateway's client certificate (\(text))")
+                || text.contains("ALERT_HANDSHAKE_FAILURE") || text.contains("ALERT_ACCESS_DENIED") || text.contains("CERTIFICATE_REQUIRED")
+                || text.contains("ALERT_CERTIFICATE_EXPIRED") || text.contains("ALERT_CERTIFICATE_REVOKED") {
+                return KMIPError(.tls, "the server refused this gateway's client certificate (\(code ?? text))")
             }
             if case .uncleanShutdown = error {
                 return KMIPError(.tls, "the server closed the connection during TLS: it may not accept this gateway's client certificate")
             }
-            return KMIPError(.tls, text)
+            return KMIPError(.tls, code ?? text)
         }
         if let error = error as? NIOSSLExtraError {
-            return KMIPError(.tls, "the server's certificate does not name \(endpoint): \(error)")
+            return KMIPError(.tls, "the server's certificate does not name the server (\(error))")
         }
         if error is NIOExtrasErrors.ClosedBeforeReceivingResponse || (error as? ChannelError) == .ioOnClosedChannel
             || (error as? ChannelError) == .alreadyClosed || (error as? ChannelError) == .eof {

@@ -70,7 +70,7 @@ public struct KMIPTag: RawRepresentable, Sendable, Hashable, CustomStringConvert
 
 /// The KMIP enumerations and masks this driver uses (KMIP 1.4 §9.1.3.2, the same values in 2.0).
 public enum KMIP {
-    public enum Operation: UInt32, Sendable {
+    public enum Operation: UInt32, Sendable, CustomStringConvertible {
         case create = 0x01
         case locate = 0x08
         case get = 0x0A
@@ -82,6 +82,22 @@ public enum KMIP {
         case discoverVersions = 0x1E
         case encrypt = 0x1F
         case decrypt = 0x20
+
+        public var description: String {
+            switch self {
+            case .create: return "Create"
+            case .locate: return "Locate"
+            case .get: return "Get"
+            case .getAttributes: return "Get Attributes"
+            case .activate: return "Activate"
+            case .revoke: return "Revoke"
+            case .destroy: return "Destroy"
+            case .query: return "Query"
+            case .discoverVersions: return "Discover Versions"
+            case .encrypt: return "Encrypt"
+            case .decrypt: return "Decrypt"
+            }
+        }
     }
 
     public enum ResultStatus: UInt32, Sendable {
