@@ -54,7 +54,14 @@ extension KMIPToken {
         }
         let version: KMIP.ProtocolVersion
         do {
-            version = try await kmip { $0 }
+            version = try await kmip { version in
+                // With a configured version nothing was exchanged yet: one Discover Versions
+                // proves TLS both ways (a 1.0 server refusing the operation has answered too).
+                if configuredVersion != nil {
+                    do { _ = try await client.discoverVersions([version]) } catch let error as KMIPError where error.isOperationFailure {}
+                }
+                return version
+            }
             probe.pass("connection", "mutual TLS to \(server), KMIP \(version)")
         } catch {
             return probe.failed("connection", error)

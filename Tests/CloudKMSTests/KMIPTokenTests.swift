@@ -169,6 +169,30 @@ import Testing
         #expect(await token.status().state == .unavailable)
     }
 
+    /// A server that accepts TCP and then says nothing (no TLS, no answer): the request bound
+    /// ends the wait, as `unavailable`, well before a test's patience.
+    @Test func aServerThatNeverAnswersIsBoundedByTheRequestTime() async throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && listen(fd, 8) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        #expect(bound)
+        var configuration = KMIPFixture.configuration(port: Int(UInt16(bigEndian: address.sin_port)), version: "1.2")
+        configuration.requestTimeoutMilliseconds = 300
+        let token = try KMIPToken(name: "silent", configuration: configuration)
+        let start = ContinuousClock.now
+        let report = await token.probe(.kmip(try KMIPKeyReference(uniqueIdentifier: "1")))
+        #expect(!report.passed && report.checks.last?.name == "connection" && report.failure?.code == .unavailable
+                && report.failure?.reason.contains("did not answer in time") == true, "\(report)")
+        #expect(ContinuousClock.now - start < .seconds(5))
+    }
+
     @Test func negotiatesTheHighestVersionAndHonoursAConfiguredOne() async throws {
         let key = try await KMIPFixture.makeKey("l1-version")
         let negotiated = try KMIPFixture.token()
