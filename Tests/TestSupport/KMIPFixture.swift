@@ -7,7 +7,7 @@ public import KSI
 /// ECDSA P-256 server certificate (PyKMIP's TLS 1.2 suites share no cipher with swift-nio-ssl
 /// for an RSA one), mutual TLS, a private SQLite database, the default operation policy
 /// (objects belong to the client identity, the certificate's common name, that made them).
-/// Stopped by its process id when the test process ends (LocalServer).
+/// Stopped with its helper processes (its process group) when the test process ends (LocalServer).
 public enum KMIPFixture {
     public static let directory: String = {
         let path = NSTemporaryDirectory() + "openkcm-kmip-\(getpid())"
@@ -47,7 +47,8 @@ public enum KMIPFixture {
         // started is the one stopped. PyKMIP insists on a port in its file, so the file is
         // written for the port chosen (which may be chosen again if another process takes it).
         let script = """
-            import sys
+            import os, sys
+            os.setpgrp()  # PyKMIP forks helpers; the fixture stops the whole group
             from kmip.services.server.server import main
             port, template, log = sys.argv[1:4]
             path = template[:-3] + "-" + port
@@ -56,7 +57,7 @@ public enum KMIPFixture {
             main()
             """
         return try! LocalServer(python: ["-c", script, "{port}", directory + "/server.conf.in", directory + "/server.log"],
-                                log: directory + "/server.out")
+                                log: directory + "/server.out", processGroup: true)
     }()
 
     public static func configuration(port: Int? = nil, certificate: TestCA.Issued? = nil, caFile: String? = nil, version: String? = nil,
