@@ -105,6 +105,19 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
+        // KMIP servers as tokens: TTLV over mutual TLS, Encrypt/Decrypt under the L1 key.
+        .target(
+            name: "KMIP",
+            dependencies: ["CMKCore",
+                "CloudKMS", "KSI",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
+            ]
+        ),
         // Azure Key Vault / Managed HSM as a token: wrapkey/unwrapkey, client-credentials tokens.
         .target(
             name: "AzureKeyVault",
@@ -224,6 +237,7 @@ let package = Package(
                 "AWSKMS",
                 "GCPKMS",
                 "AzureKeyVault",
+                "KMIP",
                 "PKCS11",
                 "Registry",
                 "Audit",
@@ -333,7 +347,7 @@ let package = Package(
         ),
         // Provisions the SoftHSM token directory the tests share (one per test process:
         // SoftHSM reads SOFTHSM2_CONF once, at C_Initialize).
-        .target(name: "TestSupport", dependencies: ["CMKCore", "PKCS11", "KSI", "AuditFormat", "AWSKMS", "GCPKMS", "AzureKeyVault",
+        .target(name: "TestSupport", dependencies: ["CMKCore", "PKCS11", "KSI", "AuditFormat", "AWSKMS", "GCPKMS", "AzureKeyVault", "KMIP",
                                                   .product(name: "X509", package: "swift-certificates"),
                                                   .product(name: "SwiftASN1", package: "swift-asn1"),
                                                   .product(name: "Crypto", package: "swift-crypto"),
@@ -346,7 +360,7 @@ let package = Package(
         .testTarget(name: "KSITests", dependencies: ["CMKCore", "KSI", "PKCS11", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(
             name: "CloudKMSTests",
-            dependencies: ["CMKCore", "CloudKMS", "AWSKMS", "GCPKMS", "AzureKeyVault", "KSI", "PKCS11", "TestSupport",
+            dependencies: ["CMKCore", "CloudKMS", "AWSKMS", "GCPKMS", "AzureKeyVault", "KMIP", "KSI", "PKCS11", "TestSupport",
                            .product(name: "NIOHTTP1", package: "swift-nio"),
                            .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             resources: [.copy("Fixtures")]
@@ -369,7 +383,7 @@ let package = Package(
             name: "CMKServerTests",
             dependencies: ["CMKCore", 
                 "CMKServer", "ControlPlane", "KSI", "PKCS11", "Registry", "TestSupport", "Audit", "AuditFormat", "NodeProtocol", "NodeAgent", "Orbital", "TLSSupport",
-                "AWSKMS", "GCPKMS", "AzureKeyVault",
+                "AWSKMS", "GCPKMS", "AzureKeyVault", "KMIP",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -31,7 +31,7 @@ postgres_bin_dir() {
 # The pip packages the tests need: cryptography (the RFC 5649 interop test, the cloud fakes, the
 # gRPC client's signature checks),
 # selenium (the portal in headless Chromium; never downloads a browser: SE_OFFLINE and
-# Debian's), and the cloud KMS stand-ins.
+# Debian's), the cloud KMS stand-ins, and PyKMIP's server.
 ensure_python_packages() {
   if ! python3 -c 'import cryptography.hazmat.primitives.keywrap' 2>/dev/null; then
     echo "==> installing python cryptography"
@@ -49,6 +49,16 @@ ensure_python_packages() {
       || python3 -m pip install -q --break-system-packages 'moto[server]' boto3 drongo google-crc32c
     if command -v pyenv >/dev/null; then pyenv rehash; fi
     hash -r
+  fi
+  # PyKMIP's server for the KMIP keystore tests (Tests/TestSupport/KMIPFixture.swift), exactly
+  # the pair the tests were verified with: PyKMIP 0.11.0 declares no SQLAlchemy bound, and its
+  # server ran every operation the tests use with SQLAlchemy 2.1.9, so that one is pinned too
+  # (a newer major could break it on a fresh machine).
+  if ! python3 -c 'import kmip.services.server.server' 2>/dev/null; then
+    echo "==> installing pykmip 0.11.0, sqlalchemy 2.1.9"
+    python3 -m pip install -q 'pykmip==0.11.0' 'sqlalchemy==2.1.9' \
+      || python3 -m pip install -q --break-system-packages 'pykmip==0.11.0' 'sqlalchemy==2.1.9'
+    if command -v pyenv >/dev/null; then pyenv rehash; fi
   fi
   # The gRPC API's client in the tests, written by someone else: grpcio, grpcio-tools (its
   # protoc compiles Protos/ in the test), the standard health and reflection clients, and

@@ -2,7 +2,8 @@
 public struct ProbeReport: Sendable, Codable, Hashable {
     public struct Check: Sendable, Codable, Hashable {
         /// A stable identifier (`key_reference`, `token`, `login`, `key_found`, `key_type`,
-        /// `key_usage`, `mechanism`, `test_key`, `wrap`, `unwrap`, `compare`, `cleanup`, or
+        /// `key_usage`, `mechanism`, `test_key`, `wrap`, `unwrap`, `compare`, `cleanup`; the cloud
+        /// and KMIP probes' `credentials`, `connection`, `key_state`, `context`, `binding`; or
         /// `operation` for an unexpected failure).
         public var name: String
         public var passed: Bool

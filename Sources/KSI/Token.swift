@@ -7,6 +7,7 @@ public enum Provider: String, Sendable, Codable, CaseIterable {
     case awsKMS = "aws-kms"
     case gcpKMS = "gcp-kms"
     case azureKeyVault = "azure-keyvault"
+    case kmip
 
     /// How people name it.
     public var displayName: String {
@@ -15,18 +16,21 @@ public enum Provider: String, Sendable, Codable, CaseIterable {
         case .awsKMS: return "AWS KMS"
         case .gcpKMS: return "GCP Cloud KMS"
         case .azureKeyVault: return "Azure Key Vault"
+        case .kmip: return "KMIP server"
         }
     }
 }
 
 /// How a key is named, whatever the keystore: a PKCS#11 key by its RFC 7512 URI, an AWS KMS
 /// key by its ARN, alias or id, a GCP CryptoKey by its resource name, an Azure Key Vault key
-/// by its URI. The text form (`description`) is what the registry stores and parses back.
+/// by its URI, a KMIP key by its unique identifier (`kmip:<id>`). The text form
+/// (`description`) is what the registry stores and parses back.
 public enum KeyReference: Sendable, Hashable, CustomStringConvertible {
     case pkcs11(PKCS11URI)
     case awsKMS(AWSKeyReference)
     case gcpKMS(GCPKeyName)
     case azureKeyVault(AzureKeyURI)
+    case kmip(KMIPKeyReference)
 
     public init(parsing text: String) throws {
         let lowered = text.lowercased()
@@ -36,6 +40,8 @@ public enum KeyReference: Sendable, Hashable, CustomStringConvertible {
             } catch let error as PKCS11URI.ParseError {
                 throw KeystoreError(.invalidInput, "malformed PKCS#11 URI: \(error.message)")
             }
+        } else if lowered.hasPrefix(KMIPKeyReference.scheme) {
+            self = .kmip(try KMIPKeyReference(parsing: text))
         } else if AWSKeyReference.looksLikeOne(text) {
             self = .awsKMS(try AWSKeyReference(parsing: text))
         } else if text.hasPrefix("projects/") {
@@ -44,7 +50,7 @@ public enum KeyReference: Sendable, Hashable, CustomStringConvertible {
             self = .azureKeyVault(try AzureKeyURI(parsing: text))
         } else {
             throw KeystoreError(.invalidInput, "unrecognised key reference: expected a PKCS#11 URI (pkcs11:token=...;object=...), an AWS KMS key ARN, "
-                                + "alias or key id, a GCP CryptoKey name (projects/.../cryptoKeys/...) or an Azure Key Vault key URI (https://<vault>/keys/<name>)")
+                                + "alias or key id, a GCP CryptoKey name (projects/.../cryptoKeys/...), an Azure Key Vault key URI (https://<vault>/keys/<name>) or a KMIP key (kmip:<unique identifier>)")
         }
     }
 
@@ -54,6 +60,7 @@ public enum KeyReference: Sendable, Hashable, CustomStringConvertible {
         case .awsKMS: return .awsKMS
         case .gcpKMS: return .gcpKMS
         case .azureKeyVault: return .azureKeyVault
+        case .kmip: return .kmip
         }
     }
 
@@ -63,6 +70,7 @@ public enum KeyReference: Sendable, Hashable, CustomStringConvertible {
         case .awsKMS(let key): return key.description
         case .gcpKMS(let key): return key.description
         case .azureKeyVault(let key): return key.description
+        case .kmip(let key): return key.description
         }
     }
 }

@@ -4,11 +4,11 @@ import ControlPlane
 import Foundation
 import KSI
 
-/// `cmk kms …`: the cloud keystores of the gateway's configuration, from the command line.
+/// `cmk kms …`: the cloud and KMIP keystores of the gateway's configuration, from the command line.
 struct KMSCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kms",
-        abstract: "Cloud KMS keystores (AWS KMS, GCP Cloud KMS, Azure Key Vault) as the gateway sees them.",
+        abstract: "Cloud KMS keystores (AWS KMS, GCP Cloud KMS, Azure Key Vault) and KMIP servers as the gateway sees them.",
         subcommands: [Probe.self])
 
     struct Probe: AsyncParsableCommand {
@@ -17,12 +17,12 @@ struct KMSCommand: AsyncParsableCommand {
             discussion: """
             The key is an AWS KMS key ARN, alias ARN, alias/NAME or key id; a GCP CryptoKey name \
             (projects/P/locations/L/keyRings/R/cryptoKeys/K); or an Azure Key Vault key URI \
-            (https://VAULT/keys/NAME[/VERSION]). The keystore is the configuration's keystore of that \
+            (https://VAULT/keys/NAME[/VERSION]); or a KMIP key (kmip:UNIQUE-IDENTIFIER). The keystore is the configuration's keystore of that \
             provider (--keystore chooses when there are several).
             Example: cmk kms probe arn:aws:kms:eu-central-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab --config cmk.json
             """)
 
-        @Argument(help: "The key: ARN, alias or key id; CryptoKey name; or key URI.")
+        @Argument(help: "The key: ARN, alias or key id; CryptoKey name; key URI; or kmip:<unique identifier>.")
         var key: String
 
         @Option(name: .long, help: "The gateway's configuration file.")

@@ -8,7 +8,11 @@ public final class LocalServer: @unchecked Sendable {
     public let process: Process
     public var base: String { "http://127.0.0.1:\(port)" }
     private static let running = NSLock()
-    nonisolated(unsafe) private static var all: [Process] = []
+    nonisolated(unsafe) private static var all: [(process: Process, group: Bool)] = []
+    /// Whether the server made itself a process group leader (PyKMIP's server forks helper
+    /// processes: a multiprocessing manager and its policy monitor), so that stopping it stops
+    /// the whole group, not the leader alone (its children would outlive the tests).
+    public let processGroup: Bool
 
     /// The interpreter itself, not a wrapper (pyenv's shims are shell scripts that may fork):
     /// the process the tests start is the one they stop.
@@ -20,7 +24,8 @@ public final class LocalServer: @unchecked Sendable {
     /// Runs `python3` (the real interpreter) with `arguments`, which may contain `{port}`,
     /// replaced by the chosen port (`LoopbackPort.start`: free, and chosen again if the server
     /// loses it to another process before it binds).
-    public init(python arguments: [String], environment: [String: String] = [:], log: String) throws {
+    public init(python arguments: [String], environment: [String: String] = [:], log: String, processGroup: Bool = false) throws {
+        self.processGroup = processGroup
         var env = ProcessInfo.processInfo.environment
         for (key, value) in environment { env[key] = value }
         _ = FileManager.default.createFile(atPath: log, contents: nil)
@@ -38,7 +43,7 @@ public final class LocalServer: @unchecked Sendable {
             try process.run()
             Self.running.withLock {
                 if Self.all.isEmpty { atexit { LocalServer.stopAll() } }
-                Self.all.append(process)
+                Self.all.append((process, processGroup))
             }
             started = process
             return process
@@ -54,10 +59,17 @@ public final class LocalServer: @unchecked Sendable {
     /// SIGKILL: these stand-ins keep nothing worth a graceful stop. No `waitUntilExit`, which
     /// can wait forever when called from a task; Foundation reaps the process.
     public func stop() {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        Self.stop(process, group: processGroup)
+    }
+
+    static func stop(_ process: Process, group: Bool) {
+        let pid = process.processIdentifier
+        // The group even when the leader is gone: its children may still run.
+        if group, pid > 0 { kill(-pid, SIGKILL) }
+        if process.isRunning { kill(pid, SIGKILL) }
     }
 
     static func stopAll() {
-        for process in all where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        for (process, group) in all { stop(process, group: group) }
     }
 }

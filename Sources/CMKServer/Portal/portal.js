@@ -483,6 +483,8 @@ const providers = {
                hint: "An ENCRYPT_DECRYPT key in the keystore's project; the primary version is used." },
   "azure-keyvault": { name: "Azure Key Vault", label: "The key's URI", example: "https://VAULT.vault.azure.net/keys/NAME",
                       hint: "In the keystore's vault; with or without a version (without: the current one)." },
+  "kmip": { name: "KMIP server", label: "The key's unique identifier, as kmip:ID", example: "kmip:4f6e2a1c-0d3b-4c59-9a2f-1b2c3d4e5f60",
+            hint: "An Active AES key on the keystore's KMIP server whose usage mask allows Encrypt and Decrypt." },
 };
 
 const wizard = {

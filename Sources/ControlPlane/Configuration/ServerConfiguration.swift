@@ -2,6 +2,7 @@ public import AWSKMS
 public import AzureKeyVault
 public import Foundation
 public import GCPKMS
+public import KMIP
 public import KSI
 public import Registry
 public import Storage
@@ -10,7 +11,8 @@ public import Storage
 /// override single values (`CMK_*`, for containers). Documented in `Docs/Configuration.md`.
 public struct ServerConfiguration: Codable, Sendable, Equatable {
     /// A keystore the gateway may link L1 keys from: a PKCS#11 token through an HSM profile
-    /// (`profile`), or a cloud KMS (`provider` and its section: `aws`, `gcp`, `azure`).
+    /// (`profile`), a cloud KMS (`provider` and its section: `aws`, `gcp`, `azure`), or a KMIP
+    /// server (`kmip`).
     public struct Keystore: Codable, Sendable, Equatable {
         public var id: String
         public var provider: Provider
@@ -18,6 +20,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         public var aws: AWSKMSToken.Configuration?
         public var gcp: GCPKMSToken.Configuration?
         public var azure: AzureKeyVaultToken.Configuration?
+        public var kmip: KMIPToken.Configuration?
 
         public init(id: String, profile: String) {
             self.id = id
@@ -37,7 +40,11 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
             (self.id, provider, self.azure) = (id, .azureKeyVault, azure)
         }
 
-        package enum CodingKeys: String, CodingKey { case id, provider, profile, aws, gcp, azure }
+        public init(id: String, kmip: KMIPToken.Configuration) {
+            (self.id, provider, self.kmip) = (id, .kmip, kmip)
+        }
+
+        package enum CodingKeys: String, CodingKey { case id, provider, profile, aws, gcp, azure, kmip }
 
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -51,8 +58,10 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
             aws = try c.decodeIfPresent(AWSKMSToken.Configuration.self, forKey: .aws)
             gcp = try c.decodeIfPresent(GCPKMSToken.Configuration.self, forKey: .gcp)
             azure = try c.decodeIfPresent(AzureKeyVaultToken.Configuration.self, forKey: .azure)
-            let sections: [(Provider, Bool)] = [(.pkcs11, profile != nil), (.awsKMS, aws != nil), (.gcpKMS, gcp != nil), (.azureKeyVault, azure != nil)]
-            let section = ["pkcs11": "profile", "aws-kms": "aws", "gcp-kms": "gcp", "azure-keyvault": "azure"]
+            kmip = try c.decodeIfPresent(KMIPToken.Configuration.self, forKey: .kmip)
+            let sections: [(Provider, Bool)] = [(.pkcs11, profile != nil), (.awsKMS, aws != nil), (.gcpKMS, gcp != nil), (.azureKeyVault, azure != nil),
+                                              (.kmip, kmip != nil)]
+            let section = ["pkcs11": "profile", "aws-kms": "aws", "gcp-kms": "gcp", "azure-keyvault": "azure", "kmip": "kmip"]
             for (kind, present) in sections where present != (kind == provider) {
                 throw ConfigurationError(present ? "keystore \(id) is \(provider.rawValue): remove \"\(section[kind.rawValue]!)\""
                                                  : "keystore \(id) is \(provider.rawValue): it needs \"\(section[kind.rawValue]!)\"")
@@ -75,6 +84,9 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
             case .azureKeyVault:
                 let azure = self.azure!
                 return .init(id: id, description: azure.vault, token: try AzureKeyVaultToken(name: id, configuration: azure))
+            case .kmip:
+                let kmip = self.kmip!
+                return .init(id: id, description: "KMIP \(kmip.host):\(kmip.port ?? 5696)", token: try KMIPToken(name: id, configuration: kmip))
             }
         }
 
@@ -87,6 +99,11 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
             copy.aws?.sessionTokenFile = aws?.sessionTokenFile.map(resolve)
             copy.gcp?.serviceAccountKeyFile = gcp?.serviceAccountKeyFile.map(resolve)
             copy.azure?.clientSecretFile = azure?.clientSecretFile.map(resolve)
+            if let kmip {
+                copy.kmip?.caFile = resolve(kmip.caFile)
+                copy.kmip?.clientCertificateFile = resolve(kmip.clientCertificateFile)
+                copy.kmip?.clientKeyFile = resolve(kmip.clientKeyFile)
+            }
             return copy
         }
     }

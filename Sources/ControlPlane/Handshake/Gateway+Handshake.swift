@@ -118,7 +118,7 @@ extension Gateway {
                 throw DomainError.invalidInput("the key URI names \(key.vault), but keystore \(keystore.id) is the vault \(vault)")
             }
             return reference
-        case .awsKMS, .gcpKMS:
+        case .awsKMS, .gcpKMS, .kmip:
             return reference
         }
     }
@@ -129,6 +129,7 @@ extension Gateway {
         case .awsKMS: return "a key ARN, alias ARN, alias/<name> or key id"
         case .gcpKMS: return "a CryptoKey name (projects/…/cryptoKeys/…)"
         case .azureKeyVault: return "a key URI (https://<vault>/keys/<name>[/<version>])"
+        case .kmip: return "a KMIP key (kmip:<unique identifier>)"
         }
     }
 
